@@ -1,0 +1,286 @@
+//! The errors the contract speaks: [`StoreError`] for storage, [`HandlerError`] for handlers,
+//! [`ConfigError`] for invalid configuration and [`RegistryError`] for handler registration.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+/// Boxed error source carried by [`StoreError`] variants.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The one error every [`Store`](crate::Store) returns.
+///
+/// Backends keep their own private error types and convert into this one, choosing the variant that
+/// tells the processor what to do: transient failures are retried after a back-off, [`LeaseLost`]
+/// means another claimer owns the event now, everything else is reported.
+///
+/// [`LeaseLost`]: StoreError::LeaseLost
+///
+/// ```
+/// use outbox_core::StoreError;
+///
+/// let err = StoreError::unavailable("connection refused");
+/// assert!(err.is_transient());
+/// assert!(!StoreError::LeaseLost { event_id: uuid::Uuid::nil() }.is_transient());
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The caller's lease on this event expired and was taken over (or the event changed): the write
+    /// was refused and nothing was changed (contract C3/C4).
+    #[error("lease on event {event_id} is lost: it expired or another claimer holds it now")]
+    LeaseLost {
+        /// The event whose lease was lost.
+        event_id: Uuid,
+    },
+    /// The event does not exist (or no longer exists).
+    #[error("event {event_id} not found")]
+    NotFound {
+        /// The missing event.
+        event_id: Uuid,
+    },
+    /// The database could not be reached or the operation timed out; retrying later can succeed.
+    #[error("store unavailable: {message}")]
+    Unavailable {
+        /// What failed, without credentials.
+        message: String,
+        /// The driver's error, when there is one.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// A write conflicted with a concurrent one (serialization failure, write conflict); retrying can
+    /// succeed.
+    #[error("write conflict: {message}")]
+    Conflict {
+        /// What conflicted.
+        message: String,
+    },
+    /// The request was invalid (bad argument, payload the store cannot hold); retrying will not help.
+    #[error("invalid request: {message}")]
+    InvalidRequest {
+        /// Why it was refused.
+        message: String,
+    },
+    /// The schema is missing or incompatible, or a constraint failed unexpectedly.
+    #[error("schema problem: {message}")]
+    Schema {
+        /// What is wrong, and how to fix it when known.
+        message: String,
+    },
+    /// A stored record could not be decoded.
+    #[error("corrupt record {id}: {message}")]
+    Corrupt {
+        /// The record's id (or key) as stored.
+        id: String,
+        /// What could not be decoded.
+        message: String,
+    },
+    /// Any other backend failure.
+    #[error("store error: {message}")]
+    Other {
+        /// What failed.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+impl StoreError {
+    /// Whether retrying the same operation later can succeed (connection loss, timeouts, conflicts).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable { .. } | Self::Conflict { .. })
+    }
+
+    /// Shorthand for [`StoreError::Unavailable`] without a source.
+    ///
+    /// ```
+    /// let err = outbox_core::StoreError::unavailable("timed out");
+    /// assert_eq!(err.to_string(), "store unavailable: timed out");
+    /// ```
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::Unavailable {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Shorthand for [`StoreError::InvalidRequest`].
+    ///
+    /// ```
+    /// let err = outbox_core::StoreError::invalid("limit must be positive");
+    /// assert!(!err.is_transient());
+    /// ```
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidRequest {
+            message: message.into(),
+        }
+    }
+
+    /// Shorthand for [`StoreError::Other`] carrying a source error.
+    ///
+    /// ```
+    /// let io = std::io::Error::other("disk full");
+    /// let err = outbox_core::StoreError::other("write failed", io);
+    /// assert!(std::error::Error::source(&err).is_some());
+    /// ```
+    pub fn other(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Other {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+}
+
+/// Whether a failed handler may be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Retry after the policy's exponential back-off.
+    WithBackoff,
+    /// Retry no earlier than this delay (for example a rate limit's `Retry-After`).
+    After(Duration),
+    /// Never retry: the failure is permanent (contract P3).
+    Never,
+}
+
+/// The error a handler returns: a message, and whether retrying can help.
+///
+/// ```
+/// use outbox_core::{HandlerError, Retry};
+/// use std::time::Duration;
+///
+/// let transient = HandlerError::retry("SMTP server busy");
+/// assert_eq!(transient.retry_hint(), Retry::WithBackoff);
+///
+/// let later = HandlerError::retry_after("rate limited", Duration::from_secs(30));
+/// assert_eq!(later.retry_hint(), Retry::After(Duration::from_secs(30)));
+///
+/// let permanent = HandlerError::permanent("address does not exist");
+/// assert!(permanent.is_permanent());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct HandlerError {
+    message: String,
+    retry: Retry,
+}
+
+impl HandlerError {
+    /// A failure that may succeed on a later attempt (retried with back-off).
+    pub fn retry(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retry: Retry::WithBackoff,
+        }
+    }
+
+    /// A failure to retry no earlier than `delay`.
+    pub fn retry_after(message: impl Into<String>, delay: Duration) -> Self {
+        Self {
+            message: message.into(),
+            retry: Retry::After(delay),
+        }
+    }
+
+    /// A failure no retry can fix: recorded, and the handler gives up at once.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retry: Retry::Never,
+        }
+    }
+
+    /// The failure's message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Whether and when to retry.
+    pub fn retry_hint(&self) -> Retry {
+        self.retry
+    }
+
+    /// Whether retrying is pointless.
+    pub fn is_permanent(&self) -> bool {
+        self.retry == Retry::Never
+    }
+}
+
+impl From<serde_json::Error> for HandlerError {
+    /// A payload that does not (de)serialize is a permanent failure: retrying cannot change it.
+    fn from(err: serde_json::Error) -> Self {
+        Self::permanent(format!("payload does not match the event type: {err}"))
+    }
+}
+
+/// Invalid configuration, reported by `build()` methods before anything runs.
+///
+/// ```
+/// let err = outbox_core::ConfigError::new("batch_size", "must be at least 1");
+/// assert_eq!(err.to_string(), "invalid configuration `batch_size`: must be at least 1");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration `{field}`: {reason}")]
+pub struct ConfigError {
+    /// The offending setting.
+    pub field: String,
+    /// Why it is invalid.
+    pub reason: String,
+}
+
+impl ConfigError {
+    /// A new configuration error for `field`.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A problem with the set of registered handlers, found when a registry is built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// Two handlers share a name for one event type.
+    #[error(
+        "two handlers named `{name}` for event type `{event_type}`: defined at {first} and at {second}; give one a distinct `name`"
+    )]
+    DuplicateHandler {
+        /// The event type.
+        event_type: String,
+        /// The shared handler name.
+        name: String,
+        /// Where the first one is defined.
+        first: String,
+        /// Where the second one is defined.
+        second: String,
+    },
+    /// A handler's typed event parameter declares a different event type than the handler's `event`.
+    #[error(
+        "handler `{name}` (at {location}) is registered for event type `{registered}` but its parameter is the event `{declared}`"
+    )]
+    EventTypeMismatch {
+        /// The handler name.
+        name: String,
+        /// Where it is defined.
+        location: String,
+        /// The `event = "…"` it was registered for.
+        registered: String,
+        /// The type name its parameter declares.
+        declared: String,
+    },
+    /// A handler option is invalid (empty name or event type, zero attempts or timeout).
+    #[error("handler `{name}` (at {location}): {reason}")]
+    InvalidHandler {
+        /// The handler name.
+        name: String,
+        /// Where it is defined.
+        location: String,
+        /// What is wrong.
+        reason: String,
+    },
+}

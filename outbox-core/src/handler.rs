@@ -1,0 +1,331 @@
+//! Handlers: the context they receive, what they may take and return, and their link-time
+//! registration.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::error::HandlerError;
+use crate::event::Event;
+use crate::record::EventRecord;
+
+/// What a handler's future resolves to: an optional small JSON result, or a failure.
+pub type HandlerResult = Result<Option<serde_json::Value>, HandlerError>;
+
+/// A boxed handler future.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send + 'static>>;
+
+/// The non-generic entry point the `#[handler]` macro generates for each handler.
+pub type HandlerFn = fn(Arc<EventRecord>, HandlerContext) -> HandlerFuture;
+
+/// What a handler knows about the delivery it runs in.
+///
+/// ```
+/// use outbox_core::HandlerContext;
+/// let ctx = HandlerContext::for_test("UserInvited");
+/// assert_eq!(ctx.attempt, 1);
+/// assert!(!ctx.cancellation.is_cancelled());
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HandlerContext {
+    /// The event id: use it as the idempotency key of side effects.
+    pub event_id: Uuid,
+    /// The event type.
+    pub event_type: String,
+    /// The handler's name.
+    pub handler: String,
+    /// This handler's attempt number for this event, from 1.
+    pub attempt: u32,
+    /// The event's correlation id.
+    pub correlation_id: Option<String>,
+    /// Fires when the lease was lost or the processor is shutting down: finish quickly or stop. A
+    /// result produced after a lost lease is discarded.
+    pub cancellation: CancellationToken,
+}
+
+impl HandlerContext {
+    /// Builds a context (used by processors; handlers receive one).
+    pub fn new(record: &EventRecord, handler: &str, attempt: u32, cancellation: CancellationToken) -> Self {
+        Self {
+            event_id: record.id,
+            event_type: record.event_type.clone(),
+            handler: handler.to_owned(),
+            attempt,
+            correlation_id: record.correlation_id.clone(),
+            cancellation,
+        }
+    }
+
+    /// A context for calling a handler directly in a unit test.
+    pub fn for_test(event_type: &str) -> Self {
+        Self {
+            event_id: Uuid::now_v7(),
+            event_type: event_type.to_owned(),
+            handler: "test".to_owned(),
+            attempt: 1,
+            correlation_id: None,
+            cancellation: CancellationToken::new(),
+        }
+    }
+}
+
+/// What a handler's event parameter may be: a typed [`Event`] (deserialized from the payload; a
+/// payload that does not deserialize is a permanent failure) or the raw [`EventRecord`].
+pub trait HandlerInput: Sized + Send + 'static {
+    /// Extracts the parameter from the stored record.
+    fn from_record(record: &Arc<EventRecord>) -> Result<Self, HandlerError>;
+
+    /// The event type a typed parameter declares, checked against the handler's `event = "…"`.
+    fn declared_event_type() -> Option<&'static str>;
+}
+
+impl<E: Event> HandlerInput for E {
+    fn from_record(record: &Arc<EventRecord>) -> Result<Self, HandlerError> {
+        E::deserialize(&record.payload).map_err(|err| {
+            HandlerError::permanent(format!(
+                "payload of event {} does not deserialize into `{}`: {err}",
+                record.id,
+                E::EVENT_TYPE
+            ))
+        })
+    }
+
+    fn declared_event_type() -> Option<&'static str> {
+        Some(E::EVENT_TYPE)
+    }
+}
+
+impl HandlerInput for EventRecord {
+    fn from_record(record: &Arc<EventRecord>) -> Result<Self, HandlerError> {
+        Ok((**record).clone())
+    }
+
+    fn declared_event_type() -> Option<&'static str> {
+        None
+    }
+}
+
+impl HandlerInput for Arc<EventRecord> {
+    fn from_record(record: &Arc<EventRecord>) -> Result<Self, HandlerError> {
+        Ok(Arc::clone(record))
+    }
+
+    fn declared_event_type() -> Option<&'static str> {
+        None
+    }
+}
+
+/// What a handler may return on success: nothing, or a small JSON result stored with its success.
+pub trait HandlerOutput {
+    /// Converts into the stored result.
+    fn into_output(self) -> Option<serde_json::Value>;
+}
+
+impl HandlerOutput for () {
+    fn into_output(self) -> Option<serde_json::Value> {
+        None
+    }
+}
+
+impl HandlerOutput for serde_json::Value {
+    fn into_output(self) -> Option<serde_json::Value> {
+        Some(self)
+    }
+}
+
+impl HandlerOutput for Option<serde_json::Value> {
+    fn into_output(self) -> Option<serde_json::Value> {
+        self
+    }
+}
+
+/// A handler registered at link time by `#[handler]` (collected with `inventory`).
+///
+/// It is `const`-constructible so the macro can submit it as a static.
+#[derive(Debug)]
+pub struct HandlerRegistration {
+    /// The event type it handles.
+    pub event_type: &'static str,
+    /// Its unique name within that event type.
+    pub name: &'static str,
+    /// Per-handler attempts override.
+    pub max_attempts: Option<u32>,
+    /// Per-handler timeout override.
+    pub timeout: Option<Duration>,
+    /// `file:line` of the definition, for duplicate errors.
+    pub location: &'static str,
+    /// The generated entry point.
+    pub call: HandlerFn,
+    /// The event type of its typed parameter, when typed.
+    pub declared_event_type: fn() -> Option<&'static str>,
+}
+
+inventory::collect!(HandlerRegistration);
+
+type DynHandlerFn = dyn Fn(Arc<EventRecord>, HandlerContext) -> HandlerFuture + Send + Sync;
+
+/// A handler as the registry holds it: options plus a callable.
+///
+/// Build one by hand for tests or for platforms without link-time registration (contract H5):
+///
+/// ```
+/// use outbox_core::{Event, Handler, HandlerContext, HandlerError};
+///
+/// #[derive(serde::Serialize, serde::Deserialize, Event)]
+/// struct UserInvited { email: String }
+///
+/// let handler = Handler::typed("welcome", |event: UserInvited, ctx: HandlerContext| async move {
+///     println!("welcome {} ({})", event.email, ctx.event_id);
+///     Ok::<_, HandlerError>(())
+/// })
+/// .with_max_attempts(3);
+/// assert_eq!(handler.event_type(), "UserInvited");
+/// ```
+#[derive(Clone)]
+pub struct Handler {
+    event_type: String,
+    name: String,
+    max_attempts: Option<u32>,
+    timeout: Option<Duration>,
+    location: String,
+    declared_event_type: Option<&'static str>,
+    call: Arc<DynHandlerFn>,
+}
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handler")
+            .field("event_type", &self.event_type)
+            .field("name", &self.name)
+            .field("max_attempts", &self.max_attempts)
+            .field("timeout", &self.timeout)
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handler {
+    /// A handler for `event_type` taking the raw record.
+    #[track_caller]
+    pub fn raw<F, Fut, O>(event_type: impl Into<String>, name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(Arc<EventRecord>, HandlerContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
+        O: HandlerOutput,
+    {
+        let call = move |record, ctx| -> HandlerFuture {
+            let fut = f(record, ctx);
+            Box::pin(async move { fut.await.map(HandlerOutput::into_output) })
+        };
+        Self {
+            event_type: event_type.into(),
+            name: name.into(),
+            max_attempts: None,
+            timeout: None,
+            location: caller_location(),
+            declared_event_type: None,
+            call: Arc::new(call),
+        }
+    }
+
+    /// A handler for the typed event `E` (its payload is deserialized; a bad payload is a permanent
+    /// failure).
+    #[track_caller]
+    pub fn typed<E, F, Fut, O>(name: impl Into<String>, f: F) -> Self
+    where
+        E: Event,
+        F: Fn(E, HandlerContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
+        O: HandlerOutput,
+    {
+        let f = Arc::new(f);
+        let call = move |record: Arc<EventRecord>, ctx| -> HandlerFuture {
+            let f = Arc::clone(&f);
+            Box::pin(async move {
+                let event = E::from_record(&record)?;
+                f(event, ctx).await.map(HandlerOutput::into_output)
+            })
+        };
+        Self {
+            event_type: E::EVENT_TYPE.to_owned(),
+            name: name.into(),
+            max_attempts: None,
+            timeout: None,
+            location: caller_location(),
+            declared_event_type: Some(E::EVENT_TYPE),
+            call: Arc::new(call),
+        }
+    }
+
+    /// The handler a `#[handler]` registration describes.
+    pub fn from_registration(registration: &'static HandlerRegistration) -> Self {
+        let call = registration.call;
+        Self {
+            event_type: registration.event_type.to_owned(),
+            name: registration.name.to_owned(),
+            max_attempts: registration.max_attempts,
+            timeout: registration.timeout,
+            location: registration.location.to_owned(),
+            declared_event_type: (registration.declared_event_type)(),
+            call: Arc::new(call),
+        }
+    }
+
+    /// Overrides the global attempts limit for this handler.
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts);
+        self
+    }
+
+    /// Overrides the global timeout for this handler.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The event type handled.
+    pub fn event_type(&self) -> &str {
+        &self.event_type
+    }
+
+    /// The handler's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its attempts override.
+    pub fn max_attempts(&self) -> Option<u32> {
+        self.max_attempts
+    }
+
+    /// Its timeout override.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// Where it was defined.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// The event type its typed parameter declares, if typed.
+    pub fn declared_event_type(&self) -> Option<&'static str> {
+        self.declared_event_type
+    }
+
+    /// Calls it.
+    pub fn call(&self, record: Arc<EventRecord>, ctx: HandlerContext) -> HandlerFuture {
+        (self.call)(record, ctx)
+    }
+}
+
+#[track_caller]
+fn caller_location() -> String {
+    let loc = std::panic::Location::caller();
+    format!("{}:{}", loc.file(), loc.line())
+}

@@ -1,0 +1,290 @@
+//! The stored event record, its status and per-handler results, and the [`NewEvent`] builder.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::event::Event;
+
+/// Where an event is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventStatus {
+    /// Waiting for delivery (possibly leased, scheduled or backing off).
+    Pending,
+    /// Every handler succeeded (or there was none and the processor was told to drop it).
+    Processed,
+    /// At least one handler gave up; the event is a dead letter.
+    Dead,
+}
+
+impl EventStatus {
+    /// The lower-case name stored by backends.
+    ///
+    /// ```
+    /// assert_eq!(outbox_core::EventStatus::Dead.as_str(), "dead");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Processed => "processed",
+            Self::Dead => "dead",
+        }
+    }
+
+    /// Parses a stored status name.
+    ///
+    /// ```
+    /// use outbox_core::EventStatus;
+    /// assert_eq!(EventStatus::parse("processed"), Some(EventStatus::Processed));
+    /// assert_eq!(EventStatus::parse("done"), None);
+    /// ```
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "pending" => Some(Self::Pending),
+            "processed" => Some(Self::Processed),
+            "dead" => Some(Self::Dead),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for EventStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What one handler has done with one event so far.
+///
+/// ```
+/// let state = outbox_core::HandlerState::default();
+/// assert!(!state.is_settled());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HandlerState {
+    /// When the handler succeeded; `None` while it has not.
+    pub succeeded_at: Option<DateTime<Utc>>,
+    /// How many times the handler ran for this event.
+    pub attempts: u32,
+    /// The last failure's message.
+    pub last_error: Option<String>,
+    /// Whether the handler stopped retrying (permanent error or attempts exhausted).
+    pub gave_up: bool,
+    /// The small JSON result a handler may return with its success (a message id, a receipt).
+    pub output: Option<serde_json::Value>,
+}
+
+impl HandlerState {
+    /// Whether the handler will not run again for this event (it succeeded or gave up).
+    pub fn is_settled(&self) -> bool {
+        self.succeeded_at.is_some() || self.gave_up
+    }
+}
+
+/// Per-handler results of one event, keyed by handler name.
+pub type HandlerResults = BTreeMap<String, HandlerState>;
+
+/// A stored event, as a store returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Time-ordered id (UUID v7); the handlers' idempotency key.
+    pub id: Uuid,
+    /// The event type name handlers are registered for.
+    pub event_type: String,
+    /// The JSON payload.
+    pub payload: serde_json::Value,
+    /// Optional correlation id carried into tracing spans and handler contexts.
+    pub correlation_id: Option<String>,
+    /// Events sharing a key are delivered one at a time in creation order.
+    pub ordering_key: Option<String>,
+    /// Unique key that makes enqueue idempotent.
+    pub idempotency_key: Option<String>,
+    /// When the event was enqueued.
+    pub created_at: DateTime<Utc>,
+    /// When the event becomes deliverable.
+    pub available_at: DateTime<Utc>,
+    /// How many times the event was claimed.
+    pub attempts: u32,
+    /// Not claimable before this time after a failed attempt.
+    pub backoff_until: Option<DateTime<Utc>>,
+    /// Where the event is in its life.
+    pub status: EventStatus,
+    /// When the event became processed (or dead).
+    pub processed_at: Option<DateTime<Utc>>,
+    /// What each handler has done so far.
+    pub handler_results: HandlerResults,
+    /// Who holds the lease, when leased.
+    pub locked_by: Option<String>,
+    /// Until when the lease holds.
+    pub locked_until: Option<DateTime<Utc>>,
+    /// The current claim's token; changes on every claim.
+    pub lease_token: Option<Uuid>,
+}
+
+impl EventRecord {
+    /// Deserializes the payload into a typed event.
+    ///
+    /// ```
+    /// use outbox_core::{Event, NewEvent};
+    /// #[derive(serde::Serialize, serde::Deserialize, Event)]
+    /// struct UserInvited { email: String }
+    ///
+    /// let record = NewEvent::from_event(&UserInvited { email: "a@b.c".into() })
+    ///     .unwrap()
+    ///     .into_record(chrono::Utc::now());
+    /// let event: UserInvited = record.decode().unwrap();
+    /// assert_eq!(event.email, "a@b.c");
+    /// ```
+    pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E, serde_json::Error> {
+        E::deserialize(&self.payload)
+    }
+
+    /// The first error recorded by a handler that gave up, for dead-letter reports.
+    pub fn give_up_reason(&self) -> Option<(&str, &str)> {
+        self.handler_results
+            .iter()
+            .find(|(_, s)| s.gave_up)
+            .map(|(name, s)| (name.as_str(), s.last_error.as_deref().unwrap_or("")))
+    }
+}
+
+/// An event to enqueue: type, payload and delivery options.
+///
+/// ```
+/// use outbox_core::NewEvent;
+/// use std::time::Duration;
+///
+/// let event = NewEvent::new("UserInvited", serde_json::json!({"email": "ada@example.com"}))
+///     .correlation_id("req-42")
+///     .ordering_key("user:ada")
+///     .idempotency_key("invite:ada@example.com")
+///     .deliver_after(Duration::from_secs(60));
+/// assert_eq!(event.event_type, "UserInvited");
+/// assert!(event.available_at.is_some());
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewEvent {
+    /// The id the event will be stored under (UUID v7, generated when the builder is created).
+    pub id: Uuid,
+    /// The event type name.
+    pub event_type: String,
+    /// The JSON payload.
+    pub payload: serde_json::Value,
+    /// Optional correlation id.
+    pub correlation_id: Option<String>,
+    /// Optional ordering key (contract C5).
+    pub ordering_key: Option<String>,
+    /// Optional idempotency key (contract C6).
+    pub idempotency_key: Option<String>,
+    /// Scheduled delivery time; `None` means now.
+    pub available_at: Option<DateTime<Utc>>,
+}
+
+impl NewEvent {
+    /// A new event of `event_type` with a raw JSON payload.
+    pub fn new(event_type: impl Into<String>, payload: serde_json::Value) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            event_type: event_type.into(),
+            payload,
+            correlation_id: None,
+            ordering_key: None,
+            idempotency_key: None,
+            available_at: None,
+        }
+    }
+
+    /// A new event from a typed [`Event`], using its type name.
+    ///
+    /// ```
+    /// use outbox_core::{Event, NewEvent};
+    /// #[derive(serde::Serialize, serde::Deserialize, Event)]
+    /// struct UserInvited { email: String }
+    ///
+    /// let event = NewEvent::from_event(&UserInvited { email: "ada@example.com".into() }).unwrap();
+    /// assert_eq!(event.event_type, "UserInvited");
+    /// assert_eq!(event.payload["email"], "ada@example.com");
+    /// ```
+    pub fn from_event<E: Event>(event: &E) -> Result<Self, serde_json::Error> {
+        Ok(Self::new(E::EVENT_TYPE, serde_json::to_value(event)?))
+    }
+
+    /// Sets the correlation id.
+    pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Sets the ordering key.
+    pub fn ordering_key(mut self, key: impl Into<String>) -> Self {
+        self.ordering_key = Some(key.into());
+        self
+    }
+
+    /// Sets the idempotency key.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Schedules delivery at `at`.
+    pub fn deliver_at(mut self, at: DateTime<Utc>) -> Self {
+        self.available_at = Some(at);
+        self
+    }
+
+    /// Schedules delivery `delay` from now (by this process's clock).
+    pub fn deliver_after(mut self, delay: Duration) -> Self {
+        let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        self.available_at = Some(Utc::now().checked_add_signed(delay).unwrap_or(DateTime::<Utc>::MAX_UTC));
+        self
+    }
+
+    /// Checks what every store requires: a non-empty event type and non-empty keys.
+    ///
+    /// ```
+    /// let bad = outbox_core::NewEvent::new("", serde_json::json!({}));
+    /// assert!(bad.validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<(), crate::StoreError> {
+        if self.event_type.trim().is_empty() {
+            return Err(crate::StoreError::invalid("event_type must not be empty"));
+        }
+        for (field, value) in [
+            ("ordering_key", &self.ordering_key),
+            ("idempotency_key", &self.idempotency_key),
+        ] {
+            if value.as_deref().is_some_and(str::is_empty) {
+                return Err(crate::StoreError::invalid(format!("{field} must not be empty when set")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The record a store creates from this event at time `now` (used by stores that build records
+    /// in process; SQL stores use their own defaults).
+    pub fn into_record(self, now: DateTime<Utc>) -> EventRecord {
+        EventRecord {
+            id: self.id,
+            event_type: self.event_type,
+            payload: self.payload,
+            correlation_id: self.correlation_id,
+            ordering_key: self.ordering_key,
+            idempotency_key: self.idempotency_key,
+            created_at: now,
+            available_at: self.available_at.unwrap_or(now),
+            attempts: 0,
+            backoff_until: None,
+            status: EventStatus::Pending,
+            processed_at: None,
+            handler_results: HandlerResults::new(),
+            locked_by: None,
+            locked_until: None,
+            lease_token: None,
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! The [`Store`] trait every backend implements, and the types that cross it.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use uuid::Uuid;
+
+use crate::error::StoreError;
+use crate::record::{EventRecord, EventStatus, HandlerResults, NewEvent};
+
+/// The result of enqueueing one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enqueued {
+    /// The stored event's id: the new one, or the first event's id for a duplicate idempotency key.
+    pub id: Uuid,
+    /// `true` when an event with the same idempotency key already existed and nothing was stored.
+    pub duplicate: bool,
+}
+
+/// What a claimer asks for.
+///
+/// ```
+/// use outbox_core::ClaimRequest;
+/// use std::time::Duration;
+/// let request = ClaimRequest::new("worker-1", 100, Duration::from_secs(30));
+/// assert_eq!(request.limit, 100);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRequest {
+    /// Recorded as `locked_by`.
+    pub worker_id: String,
+    /// At most this many events.
+    pub limit: usize,
+    /// How long the lease holds from the store's `now`.
+    pub lease: Duration,
+}
+
+impl ClaimRequest {
+    /// A claim of up to `limit` events for `lease`.
+    pub fn new(worker_id: impl Into<String>, limit: usize, lease: Duration) -> Self {
+        Self {
+            worker_id: worker_id.into(),
+            limit,
+            lease,
+        }
+    }
+}
+
+/// Proof of one claim: the event and the token that fences writes about it (contract C3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lease {
+    /// The claimed event.
+    pub event_id: Uuid,
+    /// The token this claim set; any other claim of the event sets a different one.
+    pub token: Uuid,
+}
+
+/// A claimed event: its record (with `attempts` already counting this claim) and its lease.
+#[derive(Debug, Clone)]
+pub struct ClaimedEvent {
+    /// The event as stored at claim time.
+    pub record: EventRecord,
+    /// The lease to present when renewing or completing.
+    pub lease: Lease,
+    /// When the lease expires unless renewed.
+    pub locked_until: DateTime<Utc>,
+}
+
+/// The outcome of one claim, written with [`Store::complete`] while the lease is held.
+///
+/// The runtime computes it; stores write it as given and release the lease.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// The event's new status. `Pending` means it goes back to the queue.
+    pub status: EventStatus,
+    /// The full, merged per-handler results.
+    pub handler_results: HandlerResults,
+    /// The event's attempt count to store (a released, unprocessed claim gives its attempt back).
+    pub attempts: u32,
+    /// For `Pending`: not claimable again before this delay has passed (by the store's clock).
+    pub retry_delay: Option<Duration>,
+}
+
+/// Optional capabilities a store declares; the conformance suite and runtime act on them.
+///
+/// ```
+/// let caps = outbox_core::StoreCapabilities::default().with_wakeups(true);
+/// assert!(caps.wakeups);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct StoreCapabilities {
+    /// [`Store::subscribe`] returns a stream announcing commits (contract C8).
+    pub wakeups: bool,
+    /// Enqueue can join a caller's own transaction (contract C1).
+    pub transactional_enqueue: bool,
+}
+
+impl StoreCapabilities {
+    /// Declares wake-up support.
+    pub fn with_wakeups(mut self, yes: bool) -> Self {
+        self.wakeups = yes;
+        self
+    }
+
+    /// Declares transactional enqueue support.
+    pub fn with_transactional_enqueue(mut self, yes: bool) -> Self {
+        self.transactional_enqueue = yes;
+        self
+    }
+}
+
+/// Counts per status and lag (contract C9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct StoreStats {
+    /// Pending events, leased or not, due or not.
+    pub pending: u64,
+    /// Pending events due now and not leased.
+    pub due: u64,
+    /// Pending events under a live lease.
+    pub leased: u64,
+    /// Processed events still retained.
+    pub processed: u64,
+    /// Dead letters.
+    pub dead: u64,
+    /// How long the oldest due, unleased event has been due (zero when none).
+    pub oldest_due_age: Duration,
+}
+
+impl StoreStats {
+    /// Builds stats from counts (for backend authors: the struct is `#[non_exhaustive]`).
+    pub fn new(pending: u64, due: u64, leased: u64, processed: u64, dead: u64, oldest_due_age: Duration) -> Self {
+        Self {
+            pending,
+            due,
+            leased,
+            processed,
+            dead,
+            oldest_due_age,
+        }
+    }
+}
+
+/// A stream of wake-up signals: each item means "new events may be claimable".
+pub type WakeupStream = Pin<Box<dyn Stream<Item = ()> + Send + 'static>>;
+
+/// Durable storage of outbox events.
+///
+/// # Contract
+///
+/// Implementations uphold the store clauses of the product contract; `outbox-testkit`'s conformance
+/// suite checks each one.
+///
+/// - **C2** [`claim`](Store::claim) returns up to `limit` due events — pending, `available_at` and
+///   `backoff_until` passed, no live lease — oldest first, and leases them atomically with a fresh
+///   token, incrementing `attempts`. Concurrent claimers never hold the same event at once.
+/// - **C3** [`complete`](Store::complete) writes the outcome and releases the lease only while the
+///   lease token still matches and the lease has not been taken over; otherwise it returns
+///   [`StoreError::LeaseLost`] and changes nothing.
+/// - **C4** [`renew_lease`](Store::renew_lease) extends a held lease or reports `LeaseLost`.
+/// - **C5** an event with an `ordering_key` is not claimable while an older event with the same key is
+///   pending (leased or not).
+/// - **C6** enqueueing an existing `idempotency_key` stores nothing and returns the first event's id.
+/// - **C7** dead letters are listable, re-queueable and purgeable; processed events purgeable by age.
+/// - **C8** stores that declare [`StoreCapabilities::wakeups`] announce commits via
+///   [`subscribe`](Store::subscribe).
+/// - **C9** [`stats`](Store::stats) counts per status and reports lag.
+///
+/// The trait is object safe: the runtime holds an `Arc<dyn Store>`. Transactional enqueue (C1) is
+/// not part of it: each backend offers it as an inherent method taking its driver's transaction.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// What optional parts of the contract this store supports.
+    fn capabilities(&self) -> StoreCapabilities;
+
+    /// Enqueues events outside any caller transaction, all or none.
+    async fn enqueue_batch(&self, events: Vec<NewEvent>) -> Result<Vec<Enqueued>, StoreError>;
+
+    /// Claims and leases up to `request.limit` due events, oldest first (C2, C5).
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError>;
+
+    /// Extends a held lease by `extend` from the store's now; returns the new expiry (C4).
+    async fn renew_lease(&self, lease: &Lease, extend: Duration) -> Result<DateTime<Utc>, StoreError>;
+
+    /// Records an outcome and releases the lease, fenced by the lease token (C3).
+    async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError>;
+
+    /// Reads one event.
+    async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError>;
+
+    /// Lists up to `limit` dead letters, oldest first (C7).
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError>;
+
+    /// Puts a dead event back to pending with attempts and handler failures reset (successful
+    /// handlers keep their success). Returns `false` when the event is not dead (C7).
+    async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError>;
+
+    /// Deletes dead events that became dead before `older_than`; returns how many (C7).
+    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Deletes processed events processed before `older_than`; returns how many (C7).
+    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Counts per status and lag (C9).
+    async fn stats(&self) -> Result<StoreStats, StoreError>;
+
+    /// A stream announcing commits, for stores that declare wake-ups (C8); `None` otherwise. The
+    /// stream ending means the subscription was lost: the runtime polls and subscribes again.
+    async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError>;
+}
+
+/// Conveniences on every [`Store`].
+#[async_trait]
+pub trait StoreExt: Store {
+    /// Enqueues one event outside any caller transaction.
+    ///
+    /// ```
+    /// # async fn demo(store: &dyn outbox_core::Store) -> Result<(), outbox_core::StoreError> {
+    /// use outbox_core::{NewEvent, StoreExt};
+    /// let enqueued = store.enqueue(NewEvent::new("UserInvited", serde_json::json!({}))).await?;
+    /// println!("stored {}", enqueued.id);
+    /// # Ok(()) }
+    /// ```
+    async fn enqueue(&self, event: NewEvent) -> Result<Enqueued, StoreError> {
+        let mut out = self.enqueue_batch(vec![event]).await?;
+        out.pop()
+            .ok_or_else(|| StoreError::invalid("store returned no result for an enqueued event"))
+    }
+
+    /// Enqueues one typed event outside any caller transaction.
+    async fn enqueue_event<E: crate::Event>(&self, event: &E) -> Result<Enqueued, StoreError>
+    where
+        Self: Sized,
+    {
+        let new = NewEvent::from_event(event)
+            .map_err(|e| StoreError::invalid(format!("event does not serialize: {e}")))?;
+        self.enqueue(new).await
+    }
+}
+
+impl<S: Store + ?Sized> StoreExt for S {}
+
+#[async_trait]
+impl<S: Store + ?Sized> Store for Arc<S> {
+    fn capabilities(&self) -> StoreCapabilities {
+        (**self).capabilities()
+    }
+    async fn enqueue_batch(&self, events: Vec<NewEvent>) -> Result<Vec<Enqueued>, StoreError> {
+        (**self).enqueue_batch(events).await
+    }
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {
+        (**self).claim(request).await
+    }
+    async fn renew_lease(&self, lease: &Lease, extend: Duration) -> Result<DateTime<Utc>, StoreError> {
+        (**self).renew_lease(lease, extend).await
+    }
+    async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError> {
+        (**self).complete(lease, completion).await
+    }
+    async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
+        (**self).get(id).await
+    }
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        (**self).dead_letters(limit).await
+    }
+    async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {
+        (**self).requeue_dead(id).await
+    }
+    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+        (**self).purge_dead(older_than).await
+    }
+    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+        (**self).purge_processed(older_than).await
+    }
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        (**self).stats().await
+    }
+    async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
+        (**self).subscribe().await
+    }
+}

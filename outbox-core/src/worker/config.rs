@@ -1,0 +1,155 @@
+//! Worker settings with sensible defaults, validated by [`WorkerConfig::validate`].
+
+use std::time::Duration;
+
+use crate::error::ConfigError;
+use crate::outcome::NoHandlerPolicy;
+use crate::retry::RetryPolicy;
+
+/// How a worker claims, runs and retries.
+///
+/// ```
+/// use outbox_core::WorkerConfig;
+/// use std::time::Duration;
+///
+/// let config = WorkerConfig::default()
+///     .with_batch_size(50)
+///     .with_lease(Duration::from_secs(60));
+/// assert!(config.validate().is_ok());
+/// assert!(WorkerConfig::default().with_batch_size(0).validate().is_err());
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WorkerConfig {
+    /// Recorded as `locked_by` on claimed events.
+    pub worker_id: String,
+    /// Events per claim.
+    pub batch_size: usize,
+    /// Events processed at once.
+    pub max_in_flight: usize,
+    /// Lease length of a claim.
+    pub lease: Duration,
+    /// How often held leases are renewed while handlers run (default: a third of the lease).
+    pub renew_interval: Option<Duration>,
+    /// How often to poll when no wake-up arrives.
+    pub poll_interval: Duration,
+    /// Timeout of a handler without its own.
+    pub handler_timeout: Duration,
+    /// How long in-flight handlers may finish after shutdown begins.
+    pub shutdown_grace: Duration,
+    /// Retry and back-off of failed handlers.
+    pub retry: RetryPolicy,
+    /// What to do with events nobody handles.
+    pub no_handler: NoHandlerPolicy,
+    /// First pause after a store failure; doubles up to `store_backoff_max`.
+    pub store_backoff_initial: Duration,
+    /// Longest pause after store failures.
+    pub store_backoff_max: Duration,
+    /// Whether to subscribe to the store's wake-ups when it has them.
+    pub use_wakeups: bool,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            worker_id: default_worker_id(),
+            batch_size: 32,
+            max_in_flight: 64,
+            lease: Duration::from_secs(30),
+            renew_interval: None,
+            poll_interval: Duration::from_millis(500),
+            handler_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            no_handler: NoHandlerPolicy::default(),
+            store_backoff_initial: Duration::from_millis(100),
+            store_backoff_max: Duration::from_secs(10),
+            use_wakeups: true,
+        }
+    }
+}
+
+fn default_worker_id() -> String {
+    let unique = uuid::Uuid::now_v7().simple().to_string();
+    format!("worker-{}-{}", std::process::id(), &unique[unique.len() - 8..])
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $fn:ident($field:ident: $ty:ty);)*) => {
+        $( $(#[$doc])* pub fn $fn(mut self, value: $ty) -> Self { self.$field = value; self } )*
+    };
+}
+
+impl WorkerConfig {
+    setters! {
+        /// Sets the worker id.
+        with_worker_id(worker_id: String);
+        /// Sets the events per claim.
+        with_batch_size(batch_size: usize);
+        /// Sets how many events run at once.
+        with_max_in_flight(max_in_flight: usize);
+        /// Sets the lease length.
+        with_lease(lease: Duration);
+        /// Sets the poll interval.
+        with_poll_interval(poll_interval: Duration);
+        /// Sets the default handler timeout.
+        with_handler_timeout(handler_timeout: Duration);
+        /// Sets the shutdown grace period.
+        with_shutdown_grace(shutdown_grace: Duration);
+        /// Sets the retry policy.
+        with_retry(retry: RetryPolicy);
+        /// Sets the no-handler policy.
+        with_no_handler(no_handler: NoHandlerPolicy);
+        /// Sets the first pause after a store failure.
+        with_store_backoff_initial(store_backoff_initial: Duration);
+        /// Sets the longest pause after store failures.
+        with_store_backoff_max(store_backoff_max: Duration);
+        /// Enables or disables wake-ups.
+        with_wakeups(use_wakeups: bool);
+    }
+
+    /// Sets the lease renewal interval.
+    pub fn with_renew_interval(mut self, interval: Duration) -> Self {
+        self.renew_interval = Some(interval);
+        self
+    }
+
+    /// The effective renewal interval.
+    pub fn renew_every(&self) -> Duration {
+        self.renew_interval.unwrap_or(self.lease / 3)
+    }
+
+    /// Checks every setting, naming the first invalid one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = |field: &str, d: Duration| {
+            if d.is_zero() {
+                Err(ConfigError::new(field, "must be positive"))
+            } else {
+                Ok(())
+            }
+        };
+        if self.worker_id.trim().is_empty() {
+            return Err(ConfigError::new("worker_id", "must not be empty"));
+        }
+        if self.batch_size == 0 {
+            return Err(ConfigError::new("batch_size", "must be at least 1"));
+        }
+        if self.max_in_flight == 0 {
+            return Err(ConfigError::new("max_in_flight", "must be at least 1"));
+        }
+        if self.lease < Duration::from_millis(50) {
+            return Err(ConfigError::new("lease", "must be at least 50 ms"));
+        }
+        positive("poll_interval", self.poll_interval)?;
+        positive("handler_timeout", self.handler_timeout)?;
+        positive("store_backoff_initial", self.store_backoff_initial)?;
+        positive("renew_interval", self.renew_every())?;
+        if self.renew_every() >= self.lease {
+            return Err(ConfigError::new("renew_interval", "must be shorter than the lease"));
+        }
+        if self.store_backoff_max < self.store_backoff_initial {
+            return Err(ConfigError::new("store_backoff_max", "must not be below store_backoff_initial"));
+        }
+        self.retry.validate()
+    }
+}

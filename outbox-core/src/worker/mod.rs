@@ -1,0 +1,338 @@
+//! The processing runtime: a [`Worker`] claims events in batches, runs them through a
+//! [`Processor`], records outcomes, and shuts down gracefully (P1–P10).
+
+mod config;
+mod event_task;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::WorkerConfig;
+
+use crate::error::{ConfigError, RegistryError};
+use crate::event::declared_event_types;
+use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::processor::{DispatchProcessor, Processor};
+use crate::registry::Registry;
+use crate::store::{ClaimRequest, Store};
+
+/// Why a worker could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A setting is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The handler registry is invalid.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// Builds a [`Worker`].
+pub struct WorkerBuilder {
+    store: Arc<dyn Store>,
+    processor: Option<Arc<dyn Processor>>,
+    registry: Option<Registry>,
+    config: WorkerConfig,
+}
+
+impl std::fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerBuilder").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl WorkerBuilder {
+    /// Dispatches to this registry instead of the global one.
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Uses a custom processor instead of dispatching to handlers.
+    pub fn processor(mut self, processor: impl Processor) -> Self {
+        self.processor = Some(Arc::new(processor));
+        self
+    }
+
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: WorkerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Adjusts the configuration in place.
+    ///
+    /// ```
+    /// # fn demo(store: std::sync::Arc<dyn outbox_core::Store>) {
+    /// let builder = outbox_core::Worker::builder(store).configure(|c| c.with_batch_size(100));
+    /// # }
+    /// ```
+    pub fn configure(mut self, f: impl FnOnce(WorkerConfig) -> WorkerConfig) -> Self {
+        self.config = f(self.config);
+        self
+    }
+
+    /// Validates the configuration and the registry (the global one, collected from `#[handler]`s,
+    /// unless a registry or processor was given).
+    pub fn build(self) -> Result<Worker, BuildError> {
+        self.config.validate()?;
+        let processor: Arc<dyn Processor> = match (self.processor, self.registry) {
+            (Some(p), _) => p,
+            (None, registry) => {
+                let registry = match registry {
+                    Some(r) => r,
+                    None => Registry::global()?,
+                };
+                let coverage = registry.coverage(&declared_event_types());
+                for event_type in &coverage.unhandled_event_types {
+                    tracing::warn!(event_type, "event type is declared but no handler is registered for it");
+                }
+                if registry.is_empty() {
+                    tracing::warn!("no handlers are registered: every event will be treated as unhandled");
+                }
+                Arc::new(DispatchProcessor::new(registry))
+            }
+        };
+        Ok(Worker {
+            shared: Arc::new(Shared {
+                store: self.store,
+                processor,
+                config: self.config,
+                metrics: Metrics::default(),
+                stop_claiming: CancellationToken::new(),
+                hard_stop: CancellationToken::new(),
+            }),
+        })
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) processor: Arc<dyn Processor>,
+    pub(crate) config: WorkerConfig,
+    pub(crate) metrics: Metrics,
+    /// Fired when shutdown begins: no more claims; handlers see their cancellation token fire.
+    pub(crate) stop_claiming: CancellationToken,
+    /// Fired when the grace period ends: handlers still running are aborted.
+    pub(crate) hard_stop: CancellationToken,
+}
+
+/// A configured processing runtime; [`start`](Worker::start) runs it.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use outbox_core::{Store, Worker};
+///
+/// # async fn demo(store: Arc<dyn Store>, stop_signal: impl std::future::Future<Output = ()>) -> Result<(), Box<dyn std::error::Error>> {
+/// let handle = Worker::builder(store).build()?.start();
+/// stop_signal.await; // e.g. tokio::signal::ctrl_c()
+/// let report = handle.shutdown().await;
+/// println!("stopped: {report:?}");
+/// # Ok(()) }
+/// ```
+pub struct Worker {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("config", &self.shared.config).finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// Starts building a worker on `store`.
+    pub fn builder(store: impl Into<Arc<dyn Store>>) -> WorkerBuilder {
+        WorkerBuilder {
+            store: store.into(),
+            processor: None,
+            registry: None,
+            config: WorkerConfig::default(),
+        }
+    }
+
+    /// Spawns the worker on the current tokio runtime.
+    pub fn start(self) -> WorkerHandle {
+        let shared = Arc::clone(&self.shared);
+        let task = tokio::spawn(run(Arc::clone(&shared)));
+        WorkerHandle { shared, task }
+    }
+}
+
+/// A running worker.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<ShutdownReport>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl WorkerHandle {
+    /// The worker's counters now.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.shared.metrics.snapshot()
+    }
+
+    /// Whether the worker stopped.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Stops claiming, fires in-flight handlers' cancellation tokens, waits up to the grace period,
+    /// aborts what still runs, persists every outcome it has, and returns.
+    pub async fn shutdown(self) -> ShutdownReport {
+        self.shared.stop_claiming.cancel();
+        match self.task.await {
+            Ok(report) => report,
+            Err(err) => {
+                tracing::error!(error = %err, "worker task failed");
+                ShutdownReport {
+                    in_flight_at_shutdown: 0,
+                    aborted_after_grace: false,
+                    metrics: self.shared.metrics.snapshot(),
+                }
+            }
+        }
+    }
+
+    /// Drops the worker without a graceful shutdown, as a crash would (claimed events stay leased
+    /// until their lease expires). Meant for tests of crash recovery.
+    pub fn abort(self) {
+        self.task.abort();
+        self.shared.hard_stop.cancel();
+        self.shared.stop_claiming.cancel();
+    }
+}
+
+/// What a shutdown did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Events being processed when shutdown began.
+    pub in_flight_at_shutdown: usize,
+    /// Whether the grace period ran out and handlers were aborted.
+    pub aborted_after_grace: bool,
+    /// Final counters.
+    pub metrics: MetricsSnapshot,
+}
+
+async fn run(shared: Arc<Shared>) -> ShutdownReport {
+    let config = &shared.config;
+    let permits = Arc::new(Semaphore::new(config.max_in_flight));
+    let wake = Arc::new(Notify::new());
+    let mut tasks = JoinSet::new();
+    if config.use_wakeups && shared.store.capabilities().wakeups {
+        tokio::spawn(listen_for_wakeups(Arc::clone(&shared), Arc::clone(&wake)));
+    }
+    let mut fault_backoff = config.store_backoff_initial;
+    tracing::info!(worker_id = %config.worker_id, "outbox worker started");
+
+    while !shared.stop_claiming.is_cancelled() {
+        while tasks.try_join_next().is_some() {}
+        let free = permits.available_permits();
+        if free == 0 {
+            tokio::select! {
+                permit = permits.acquire() => drop(permit),
+                () = shared.stop_claiming.cancelled() => break,
+            }
+            continue;
+        }
+        let limit = free.min(config.batch_size);
+        let request = ClaimRequest::new(config.worker_id.clone(), limit, config.lease);
+        let claimed = tokio::select! {
+            claimed = shared.store.claim(&request) => claimed,
+            () = shared.stop_claiming.cancelled() => break,
+        };
+        match claimed {
+            Err(err) => {
+                shared.metrics.store_error();
+                tracing::warn!(error = %err, retry_in = ?fault_backoff, "claim failed; backing off");
+                tokio::select! {
+                    () = tokio::time::sleep(fault_backoff) => {}
+                    () = shared.stop_claiming.cancelled() => break,
+                }
+                fault_backoff = (fault_backoff * 2).min(config.store_backoff_max);
+            }
+            Ok(events) => {
+                fault_backoff = config.store_backoff_initial;
+                let full = events.len() >= limit;
+                shared.metrics.claimed(events.len());
+                for event in events {
+                    let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                        break;
+                    };
+                    tasks.spawn(event_task::process_event(Arc::clone(&shared), event, permit));
+                }
+                if !full {
+                    tokio::select! {
+                        () = wake.notified() => {}
+                        () = tokio::time::sleep(config.poll_interval) => {}
+                        () = shared.stop_claiming.cancelled() => break,
+                    }
+                }
+            }
+        }
+    }
+
+    let in_flight_at_shutdown = tasks.len();
+    tracing::info!(in_flight = in_flight_at_shutdown, "outbox worker shutting down");
+    let drained = tokio::time::timeout(config.shutdown_grace, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await
+    .is_ok();
+    if !drained {
+        tracing::warn!(grace = ?config.shutdown_grace, "grace period over; aborting handlers still running");
+        shared.hard_stop.cancel();
+        while tasks.join_next().await.is_some() {}
+    }
+    shared.hard_stop.cancel();
+    ShutdownReport {
+        in_flight_at_shutdown,
+        aborted_after_grace: !drained,
+        metrics: shared.metrics.snapshot(),
+    }
+}
+
+/// Forwards the store's wake-ups; resubscribes (then polls once) when the stream ends or fails.
+async fn listen_for_wakeups(shared: Arc<Shared>, wake: Arc<Notify>) {
+    let mut backoff = shared.config.store_backoff_initial;
+    while !shared.stop_claiming.is_cancelled() {
+        match shared.store.subscribe().await {
+            Ok(Some(mut stream)) => {
+                backoff = shared.config.store_backoff_initial;
+                wake.notify_one();
+                loop {
+                    tokio::select! {
+                        item = stream.next() => match item {
+                            Some(()) => wake.notify_one(),
+                            None => break,
+                        },
+                        () = shared.stop_claiming.cancelled() => return,
+                    }
+                }
+                tracing::debug!("wake-up stream ended; resubscribing");
+            }
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!(error = %err, "wake-up subscription failed; polling meanwhile");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = shared.stop_claiming.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(shared.config.store_backoff_max.max(Duration::from_millis(1)));
+    }
+}

@@ -1,0 +1,107 @@
+//! Code generation for `#[handler]`: the original function, plus a registration wrapped in
+//! `const _: () = { … };` that reaches support crates only through `outbox_core::__private`.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+use syn::{ItemFn, Path};
+
+use crate::handler_attr::{HandlerArgs, check_fn};
+
+/// Expands `#[handler(attr)] item`; on error, emits the errors and the item unchanged.
+pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let item_fn: ItemFn = match syn::parse2(item.clone()) {
+        Ok(f) => f,
+        Err(err) => {
+            let err = syn::Error::new(err.span(), "#[handler] can only be placed on an `async fn`");
+            return with_errors(item, err);
+        }
+    };
+    let mut args = HandlerArgs::default();
+    let parser = syn::meta::parser(|meta| args.parse_option(meta));
+    let mut errors: Option<syn::Error> = syn::parse::Parser::parse2(parser, attr.clone()).err();
+    if errors.is_none() && args.event.is_none() {
+        errors = Some(syn::Error::new_spanned(
+            if attr.is_empty() { quote!(#[handler]) } else { attr },
+            "missing `event = \"EventType\"`: name the event type this handler is registered for",
+        ));
+    }
+    let shape = match check_fn(&item_fn) {
+        Ok(shape) => Some(shape),
+        Err(err) => {
+            match &mut errors {
+                Some(e) => e.combine(err),
+                None => errors = Some(err),
+            }
+            None
+        }
+    };
+    match (errors, shape, args.event.as_ref()) {
+        (None, Some(shape), Some(event)) => {
+            let krate: Path = args.krate.clone().unwrap_or_else(|| syn::parse_quote!(::outbox_core));
+            let ident = &item_fn.sig.ident;
+            let event_ty = shape.event_type;
+            let name = match &args.name {
+                Some(lit) => quote!(#lit),
+                None => {
+                    let fn_name = ident.to_string();
+                    quote!(::core::concat!(::core::module_path!(), "::", #fn_name))
+                }
+            };
+            let max_attempts = match args.max_attempts {
+                Some(n) => quote!(::core::option::Option::Some(#n)),
+                None => quote!(::core::option::Option::None),
+            };
+            let timeout = match args.timeout {
+                Some(d) => {
+                    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+                    quote!(::core::option::Option::Some(#krate::__private::Duration::from_millis(#ms)))
+                }
+                None => quote!(::core::option::Option::None),
+            };
+            let call_args = if shape.takes_context { quote!(event, ctx) } else { quote!(event) };
+            let call = format_ident!("__outbox_call_{}", ident);
+            let declared = format_ident!("__outbox_declared_{}", ident);
+            quote! {
+                #item_fn
+
+                #[doc(hidden)]
+                #[allow(non_snake_case, clippy::used_underscore_binding)]
+                const _: () = {
+                    fn #call(
+                        record: #krate::__private::Arc<#krate::EventRecord>,
+                        ctx: #krate::HandlerContext,
+                    ) -> #krate::HandlerFuture {
+                        ::std::boxed::Box::pin(async move {
+                            let event = <#event_ty as #krate::HandlerInput>::from_record(&record)?;
+                            #[allow(unused_variables)]
+                            let ctx = ctx;
+                            #krate::__private::into_handler_result(#ident(#call_args).await)
+                        })
+                    }
+                    fn #declared() -> ::core::option::Option<&'static str> {
+                        <#event_ty as #krate::HandlerInput>::declared_event_type()
+                    }
+                    #krate::__private::inventory::submit! {
+                        #krate::HandlerRegistration {
+                            event_type: #event,
+                            name: #name,
+                            max_attempts: #max_attempts,
+                            timeout: #timeout,
+                            location: ::core::concat!(::core::file!(), ":", ::core::line!()),
+                            call: #call,
+                            declared_event_type: #declared,
+                        }
+                    }
+                };
+            }
+        }
+        (Some(err), _, _) => with_errors(item, err),
+        _ => item,
+    }
+}
+
+/// The item unchanged (so IDEs keep working) followed by the compile errors.
+fn with_errors(item: TokenStream, err: syn::Error) -> TokenStream {
+    let errors = err.to_compile_error();
+    quote!(#item #errors)
+}
