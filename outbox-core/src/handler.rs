@@ -50,7 +50,12 @@ pub struct HandlerContext {
 
 impl HandlerContext {
     /// Builds a context (used by processors; handlers receive one).
-    pub fn new(record: &EventRecord, handler: &str, attempt: u32, cancellation: CancellationToken) -> Self {
+    pub fn new(
+        record: &EventRecord,
+        handler: &str,
+        attempt: u32,
+        cancellation: CancellationToken,
+    ) -> Self {
         Self {
             event_id: record.id,
             event_type: record.event_type.clone(),

@@ -4,6 +4,7 @@ mod error;
 mod event;
 mod handler;
 mod metrics;
+mod naming;
 mod outcome;
 mod processor;
 mod record;
@@ -16,10 +17,11 @@ pub use async_trait::async_trait;
 pub use error::{BoxError, ConfigError, HandlerError, RegistryError, Retry, StoreError};
 pub use event::{Event, EventDeclaration, declared_event_types};
 pub use handler::{
-    Handler, HandlerContext, HandlerFn, HandlerFuture, HandlerInput, HandlerOutput, HandlerRegistration,
-    HandlerResult,
+    Handler, HandlerContext, HandlerFn, HandlerFuture, HandlerInput, HandlerOutput,
+    HandlerRegistration, HandlerResult,
 };
 pub use metrics::MetricsSnapshot;
+pub use naming::validate_name;
 pub use outbox_macros::{Event, handler};
 pub use outcome::NoHandlerPolicy;
 pub use processor::{Delivery, Dispatch, DispatchProcessor, HandlerOutcome, Processor};
@@ -27,8 +29,8 @@ pub use record::{EventRecord, EventStatus, HandlerResults, HandlerState, NewEven
 pub use registry::{Coverage, Registry, RegistryBuilder};
 pub use retry::{JitterSource, RetryPolicy};
 pub use store::{
-    ClaimRequest, ClaimedEvent, Completion, Enqueued, Lease, Store, StoreCapabilities, StoreExt, StoreStats,
-    WakeupStream,
+    ClaimRequest, ClaimedEvent, Completion, Enqueued, Lease, Store, StoreCapabilities, StoreExt,
+    StoreStats, WakeupStream,
 };
 pub use tokio_util::sync::CancellationToken;
 pub use worker::{BuildError, ShutdownReport, Worker, WorkerBuilder, WorkerConfig, WorkerHandle};
@@ -47,6 +49,8 @@ pub mod __private {
         O: crate::HandlerOutput,
         E: Into<crate::HandlerError>,
     {
-        result.map(crate::HandlerOutput::into_output).map_err(Into::into)
+        result
+            .map(crate::HandlerOutput::into_output)
+            .map_err(Into::into)
     }
 }

@@ -72,7 +72,9 @@ impl Metrics {
             released: get(&self.released),
             lease_lost: get(&self.lease_lost),
             store_errors: get(&self.store_errors),
-            mean_latency: Duration::from_micros(get(&self.latency_total_us).checked_div(count).unwrap_or(0)),
+            mean_latency: Duration::from_micros(
+                get(&self.latency_total_us).checked_div(count).unwrap_or(0),
+            ),
             max_latency: Duration::from_micros(get(&self.latency_max_us)),
         }
     }

@@ -110,7 +110,11 @@ pub(crate) fn fold_outcome(
         status,
         handler_results: results,
         attempts: record.attempts,
-        retry_delay: if status == EventStatus::Pending { retry_delay } else { None },
+        retry_delay: if status == EventStatus::Pending {
+            retry_delay
+        } else {
+            None
+        },
     }
 }
 
@@ -155,14 +159,28 @@ mod tests {
 
     #[test]
     fn all_success_is_processed() {
-        let c = fold_outcome(&record(), &ran(vec![("a", Ok(())), ("b", Ok(()))]), &names(&["a", "b"]), &policy(), NoHandlerPolicy::default(), Utc::now());
+        let c = fold_outcome(
+            &record(),
+            &ran(vec![("a", Ok(())), ("b", Ok(()))]),
+            &names(&["a", "b"]),
+            &policy(),
+            NoHandlerPolicy::default(),
+            Utc::now(),
+        );
         assert_eq!(c.status, EventStatus::Processed);
         assert!(c.handler_results["a"].succeeded_at.is_some());
     }
 
     #[test]
     fn one_failure_keeps_success_of_the_other_and_backs_off() {
-        let c = fold_outcome(&record(), &ran(vec![("a", Ok(())), ("b", Err(HandlerError::retry("x")))]), &names(&["a", "b"]), &policy(), NoHandlerPolicy::default(), Utc::now());
+        let c = fold_outcome(
+            &record(),
+            &ran(vec![("a", Ok(())), ("b", Err(HandlerError::retry("x")))]),
+            &names(&["a", "b"]),
+            &policy(),
+            NoHandlerPolicy::default(),
+            Utc::now(),
+        );
         assert_eq!(c.status, EventStatus::Pending);
         assert_eq!(c.retry_delay, Some(Duration::from_secs(2)));
         assert!(c.handler_results["a"].succeeded_at.is_some());
@@ -171,11 +189,28 @@ mod tests {
 
     #[test]
     fn permanent_failure_is_dead_once_others_settle() {
-        let c = fold_outcome(&record(), &ran(vec![("a", Err(HandlerError::permanent("bad"))), ("b", Err(HandlerError::retry("x")))]), &names(&["a", "b"]), &policy(), NoHandlerPolicy::default(), Utc::now());
+        let c = fold_outcome(
+            &record(),
+            &ran(vec![
+                ("a", Err(HandlerError::permanent("bad"))),
+                ("b", Err(HandlerError::retry("x"))),
+            ]),
+            &names(&["a", "b"]),
+            &policy(),
+            NoHandlerPolicy::default(),
+            Utc::now(),
+        );
         assert_eq!(c.status, EventStatus::Pending, "b can still make progress");
         let mut next = record();
         next.handler_results = c.handler_results;
-        let c = fold_outcome(&next, &ran(vec![("b", Ok(()))]), &names(&["a", "b"]), &policy(), NoHandlerPolicy::default(), Utc::now());
+        let c = fold_outcome(
+            &next,
+            &ran(vec![("b", Ok(()))]),
+            &names(&["a", "b"]),
+            &policy(),
+            NoHandlerPolicy::default(),
+            Utc::now(),
+        );
         assert_eq!(c.status, EventStatus::Dead);
     }
 
@@ -183,7 +218,14 @@ mod tests {
     fn attempts_exhausted_gives_up() {
         let mut r = record();
         r.handler_results.entry("a".into()).or_default().attempts = 2;
-        let c = fold_outcome(&r, &ran(vec![("a", Err(HandlerError::retry("x")))]), &names(&["a"]), &policy(), NoHandlerPolicy::default(), Utc::now());
+        let c = fold_outcome(
+            &r,
+            &ran(vec![("a", Err(HandlerError::retry("x")))]),
+            &names(&["a"]),
+            &policy(),
+            NoHandlerPolicy::default(),
+            Utc::now(),
+        );
         assert_eq!(c.status, EventStatus::Dead);
         assert!(c.handler_results["a"].gave_up);
         assert_eq!(c.handler_results["a"].attempts, 3);
@@ -191,22 +233,56 @@ mod tests {
 
     #[test]
     fn retry_after_hint_wins_over_backoff() {
-        let c = fold_outcome(&record(), &ran(vec![("a", Err(HandlerError::retry_after("later", Duration::from_secs(60))))]), &names(&["a"]), &policy(), NoHandlerPolicy::default(), Utc::now());
+        let c = fold_outcome(
+            &record(),
+            &ran(vec![(
+                "a",
+                Err(HandlerError::retry_after("later", Duration::from_secs(60))),
+            )]),
+            &names(&["a"]),
+            &policy(),
+            NoHandlerPolicy::default(),
+            Utc::now(),
+        );
         assert_eq!(c.retry_delay, Some(Duration::from_secs(60)));
     }
 
     #[test]
     fn a_handler_that_did_not_report_keeps_the_event_pending() {
-        let c = fold_outcome(&record(), &ran(vec![("a", Ok(()))]), &names(&["a", "b"]), &policy(), NoHandlerPolicy::default(), Utc::now());
+        let c = fold_outcome(
+            &record(),
+            &ran(vec![("a", Ok(()))]),
+            &names(&["a", "b"]),
+            &policy(),
+            NoHandlerPolicy::default(),
+            Utc::now(),
+        );
         assert_eq!(c.status, EventStatus::Pending);
         assert_eq!(c.retry_delay, None);
     }
 
     #[test]
     fn no_handler_policies() {
-        let c = fold_outcome(&record(), &Dispatch::NoHandlers, &[], &policy(), NoHandlerPolicy::MarkProcessed, Utc::now());
+        let c = fold_outcome(
+            &record(),
+            &Dispatch::NoHandlers,
+            &[],
+            &policy(),
+            NoHandlerPolicy::MarkProcessed,
+            Utc::now(),
+        );
         assert_eq!(c.status, EventStatus::Processed);
-        let c = fold_outcome(&record(), &Dispatch::NoHandlers, &[], &policy(), NoHandlerPolicy::LeavePending(Duration::from_secs(5)), Utc::now());
-        assert_eq!((c.status, c.retry_delay), (EventStatus::Pending, Some(Duration::from_secs(5))));
+        let c = fold_outcome(
+            &record(),
+            &Dispatch::NoHandlers,
+            &[],
+            &policy(),
+            NoHandlerPolicy::LeavePending(Duration::from_secs(5)),
+            Utc::now(),
+        );
+        assert_eq!(
+            (c.status, c.retry_delay),
+            (EventStatus::Pending, Some(Duration::from_secs(5)))
+        );
     }
 }

@@ -133,14 +133,24 @@ impl Processor for DispatchProcessor {
         }
         let runs = handlers
             .iter()
-            .filter(|h| !record.handler_results.get(h.name()).is_some_and(|s| s.is_settled()))
+            .filter(|h| {
+                !record
+                    .handler_results
+                    .get(h.name())
+                    .is_some_and(|s| s.is_settled())
+            })
             .map(|handler| {
                 let attempt = record
                     .handler_results
                     .get(handler.name())
                     .map_or(0, |s| s.attempts)
                     .saturating_add(1);
-                let ctx = HandlerContext::new(record, handler.name(), attempt, delivery.cancellation.clone());
+                let ctx = HandlerContext::new(
+                    record,
+                    handler.name(),
+                    attempt,
+                    delivery.cancellation.clone(),
+                );
                 let timeout = handler.timeout().unwrap_or(delivery.default_timeout);
                 let span = tracing::info_span!(
                     "outbox.handler",
@@ -154,6 +164,8 @@ impl Processor for DispatchProcessor {
                 let max_attempts = handler.max_attempts();
                 async move {
                     let abort_handle = task.abort_handle();
+                    // Dropping this future (a worker dropped mid-event) must not leave the handler running.
+                    let _guard = AbortOnDrop(abort_handle.clone());
                     let result = tokio::select! {
                         joined = tokio::time::timeout(timeout, task) => match joined {
                             Ok(Ok(result)) => result,
@@ -175,7 +187,11 @@ impl Processor for DispatchProcessor {
                     })
                 }
             });
-        let outcomes = futures::future::join_all(runs).await.into_iter().flatten().collect();
+        let outcomes = futures::future::join_all(runs)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
         Dispatch::Ran(outcomes)
     }
 
@@ -188,10 +204,22 @@ impl Processor for DispatchProcessor {
     }
 }
 
+/// Aborts a task when dropped.
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Describes a handler task that did not return (panic or cancellation) as a retryable failure.
 pub(crate) fn join_failure(err: tokio::task::JoinError) -> HandlerError {
     if err.is_panic() {
-        HandlerError::retry(format!("handler panicked: {}", panic_message(err.into_panic())))
+        HandlerError::retry(format!(
+            "handler panicked: {}",
+            panic_message(err.into_panic())
+        ))
     } else {
         HandlerError::retry("handler task was cancelled")
     }
@@ -214,15 +242,27 @@ pub(crate) async fn process_catching_panics(
 ) -> Dispatch {
     let names = processor.handler_names(&delivery.record.event_type);
     let record = Arc::clone(&delivery.record);
-    match std::panic::AssertUnwindSafe(processor.process(delivery)).catch_unwind().await {
+    match std::panic::AssertUnwindSafe(processor.process(delivery))
+        .catch_unwind()
+        .await
+    {
         Ok(dispatch) => dispatch,
         Err(payload) => {
             let message = format!("processor panicked: {}", panic_message(payload));
-            let names: Vec<String> = if names.is_empty() { vec!["processor".to_owned()] } else { names };
+            let names: Vec<String> = if names.is_empty() {
+                vec!["processor".to_owned()]
+            } else {
+                names
+            };
             Dispatch::Ran(
                 names
                     .into_iter()
-                    .filter(|n| !record.handler_results.get(n).is_some_and(|s| s.is_settled()))
+                    .filter(|n| {
+                        !record
+                            .handler_results
+                            .get(n)
+                            .is_some_and(|s| s.is_settled())
+                    })
                     .map(|handler| HandlerOutcome {
                         handler,
                         result: Err(HandlerError::retry(message.clone())),

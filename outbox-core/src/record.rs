@@ -240,7 +240,11 @@ impl NewEvent {
     /// Schedules delivery `delay` from now (by this process's clock).
     pub fn deliver_after(mut self, delay: Duration) -> Self {
         let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-        self.available_at = Some(Utc::now().checked_add_signed(delay).unwrap_or(DateTime::<Utc>::MAX_UTC));
+        self.available_at = Some(
+            Utc::now()
+                .checked_add_signed(delay)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        );
         self
     }
 
@@ -259,7 +263,9 @@ impl NewEvent {
             ("idempotency_key", &self.idempotency_key),
         ] {
             if value.as_deref().is_some_and(str::is_empty) {
-                return Err(crate::StoreError::invalid(format!("{field} must not be empty when set")));
+                return Err(crate::StoreError::invalid(format!(
+                    "{field} must not be empty when set"
+                )));
             }
         }
         Ok(())

@@ -40,7 +40,10 @@ impl Registry {
 
     /// The handlers for `event_type`, sorted by name.
     pub fn handlers_for(&self, event_type: &str) -> &[Handler] {
-        self.by_type.get(event_type).map(Vec::as_slice).unwrap_or(&[])
+        self.by_type
+            .get(event_type)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// Every event type that has a handler.
@@ -146,10 +149,17 @@ impl RegistryBuilder {
         let mut by_type: BTreeMap<String, Vec<Handler>> = BTreeMap::new();
         for handler in self.handlers {
             validate(&handler)?;
-            by_type.entry(handler.event_type().to_owned()).or_default().push(handler);
+            by_type
+                .entry(handler.event_type().to_owned())
+                .or_default()
+                .push(handler);
         }
         for handlers in by_type.values_mut() {
-            handlers.sort_by(|a, b| a.name().cmp(b.name()).then_with(|| a.location().cmp(b.location())));
+            handlers.sort_by(|a, b| {
+                a.name()
+                    .cmp(b.name())
+                    .then_with(|| a.location().cmp(b.location()))
+            });
             if let Some(pair) = handlers.windows(2).find(|w| w[0].name() == w[1].name()) {
                 return Err(RegistryError::DuplicateHandler {
                     event_type: pair[0].event_type().to_owned(),
@@ -201,7 +211,9 @@ mod tests {
 
     #[track_caller]
     fn noop(event_type: &str, name: &str) -> Handler {
-        Handler::raw(event_type, name, |_r, _c| async { Ok::<_, HandlerError>(()) })
+        Handler::raw(event_type, name, |_r, _c| async {
+            Ok::<_, HandlerError>(())
+        })
     }
 
     #[test]
@@ -214,7 +226,10 @@ mod tests {
         let RegistryError::DuplicateHandler { first, second, .. } = &err else {
             panic!("unexpected {err:?}")
         };
-        assert!(first.contains("registry.rs") && second.contains("registry.rs"), "{err}");
+        assert!(
+            first.contains("registry.rs") && second.contains("registry.rs"),
+            "{err}"
+        );
         assert_ne!(first, second);
     }
 
@@ -235,7 +250,11 @@ mod tests {
             .handler(noop("A", "alpha"))
             .build()
             .unwrap();
-        let names: Vec<_> = registry.handlers_for("A").iter().map(Handler::name).collect();
+        let names: Vec<_> = registry
+            .handlers_for("A")
+            .iter()
+            .map(Handler::name)
+            .collect();
         assert_eq!(names, ["alpha", "zeta"]);
     }
 

@@ -126,13 +126,19 @@ impl RetryPolicy {
             return Err(ConfigError::new("retry.max_attempts", "must be at least 1"));
         }
         if !(self.multiplier.is_finite() && self.multiplier >= 1.0) {
-            return Err(ConfigError::new("retry.multiplier", "must be a finite number >= 1"));
+            return Err(ConfigError::new(
+                "retry.multiplier",
+                "must be a finite number >= 1",
+            ));
         }
         if !(0.0..=1.0).contains(&self.jitter) {
             return Err(ConfigError::new("retry.jitter", "must be between 0 and 1"));
         }
         if self.initial_delay > self.max_delay {
-            return Err(ConfigError::new("retry.initial_delay", "must not exceed retry.max_delay"));
+            return Err(ConfigError::new(
+                "retry.initial_delay",
+                "must not exceed retry.max_delay",
+            ));
         }
         Ok(())
     }
@@ -159,7 +165,10 @@ mod tests {
             .with_jitter(0.25);
         for _ in 0..1000 {
             let d = policy.delay_after(1);
-            assert!(d >= Duration::from_secs(6) && d <= Duration::from_secs(8), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(6) && d <= Duration::from_secs(8),
+                "{d:?}"
+            );
         }
     }
 

@@ -134,7 +134,14 @@ pub struct StoreStats {
 
 impl StoreStats {
     /// Builds stats from counts (for backend authors: the struct is `#[non_exhaustive]`).
-    pub fn new(pending: u64, due: u64, leased: u64, processed: u64, dead: u64, oldest_due_age: Duration) -> Self {
+    pub fn new(
+        pending: u64,
+        due: u64,
+        leased: u64,
+        processed: u64,
+        dead: u64,
+        oldest_due_age: Duration,
+    ) -> Self {
         Self {
             pending,
             due,
@@ -185,7 +192,11 @@ pub trait Store: Send + Sync + 'static {
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError>;
 
     /// Extends a held lease by `extend` from the store's now; returns the new expiry (C4).
-    async fn renew_lease(&self, lease: &Lease, extend: Duration) -> Result<DateTime<Utc>, StoreError>;
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        extend: Duration,
+    ) -> Result<DateTime<Utc>, StoreError>;
 
     /// Records an outcome and releases the lease, fenced by the lease token (C3).
     async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError>;
@@ -256,7 +267,11 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {
         (**self).claim(request).await
     }
-    async fn renew_lease(&self, lease: &Lease, extend: Duration) -> Result<DateTime<Utc>, StoreError> {
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        extend: Duration,
+    ) -> Result<DateTime<Utc>, StoreError> {
         (**self).renew_lease(lease, extend).await
     }
     async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError> {

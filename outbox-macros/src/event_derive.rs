@@ -26,7 +26,10 @@ fn expand(input: TokenStream) -> syn::Result<TokenStream> {
             if meta.path.is_ident("name") {
                 let lit: LitStr = meta.value()?.parse()?;
                 if lit.value().trim().is_empty() {
-                    return Err(syn::Error::new_spanned(&lit, "the event name must not be empty"));
+                    return Err(syn::Error::new_spanned(
+                        &lit,
+                        "the event name must not be empty",
+                    ));
                 }
                 name = Some(lit);
                 Ok(())

@@ -21,7 +21,11 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors: Option<syn::Error> = syn::parse::Parser::parse2(parser, attr.clone()).err();
     if errors.is_none() && args.event.is_none() {
         errors = Some(syn::Error::new_spanned(
-            if attr.is_empty() { quote!(#[handler]) } else { attr },
+            if attr.is_empty() {
+                quote!(#[handler])
+            } else {
+                attr
+            },
             "missing `event = \"EventType\"`: name the event type this handler is registered for",
         ));
     }
@@ -37,7 +41,10 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
     };
     match (errors, shape, args.event.as_ref()) {
         (None, Some(shape), Some(event)) => {
-            let krate: Path = args.krate.clone().unwrap_or_else(|| syn::parse_quote!(::outbox_core));
+            let krate: Path = args
+                .krate
+                .clone()
+                .unwrap_or_else(|| syn::parse_quote!(::outbox_core));
             let ident = &item_fn.sig.ident;
             let event_ty = shape.event_type;
             let name = match &args.name {
@@ -58,7 +65,11 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
                 }
                 None => quote!(::core::option::Option::None),
             };
-            let call_args = if shape.takes_context { quote!(event, ctx) } else { quote!(event) };
+            let call_args = if shape.takes_context {
+                quote!(event, ctx)
+            } else {
+                quote!(event)
+            };
             let call = format_ident!("__outbox_call_{}", ident);
             let declared = format_ident!("__outbox_declared_{}", ident);
             quote! {

@@ -43,7 +43,10 @@ impl HandlerArgs {
                 let lit: LitInt = meta.value()?.parse()?;
                 let n: u32 = lit.base10_parse()?;
                 if n == 0 {
-                    return Err(syn::Error::new_spanned(&lit, "`max_attempts` must be at least 1"));
+                    return Err(syn::Error::new_spanned(
+                        &lit,
+                        "`max_attempts` must be at least 1",
+                    ));
                 }
                 set_once(&mut self.max_attempts, n, &meta)
             }
@@ -62,12 +65,18 @@ impl HandlerArgs {
                 let path: Path = lit.parse()?;
                 set_once(&mut self.krate, path, &meta)
             }
-            _ => Err(meta.error(format_args!("unknown option `{key}`; expected one of {OPTIONS}"))),
+            _ => Err(meta.error(format_args!(
+                "unknown option `{key}`; expected one of {OPTIONS}"
+            ))),
         }
     }
 }
 
-fn set_once<T>(slot: &mut Option<T>, value: T, meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<()> {
+fn set_once<T>(
+    slot: &mut Option<T>,
+    value: T,
+    meta: &syn::meta::ParseNestedMeta<'_>,
+) -> syn::Result<()> {
     if slot.is_some() {
         return Err(meta.error("this option is given twice"));
     }
@@ -102,13 +111,22 @@ pub(crate) fn check_fn(item: &ItemFn) -> Result<HandlerFn<'_>, syn::Error> {
     let sig = &item.sig;
     let mut errors: Vec<syn::Error> = Vec::new();
     if sig.asyncness.is_none() {
-        errors.push(syn::Error::new_spanned(sig.fn_token, "a handler must be an `async fn`"));
+        errors.push(syn::Error::new_spanned(
+            sig.fn_token,
+            "a handler must be an `async fn`",
+        ));
     }
     if !sig.generics.params.is_empty() {
-        errors.push(syn::Error::new_spanned(&sig.generics, "a handler cannot be generic"));
+        errors.push(syn::Error::new_spanned(
+            &sig.generics,
+            "a handler cannot be generic",
+        ));
     }
     if let Some(variadic) = &sig.variadic {
-        errors.push(syn::Error::new_spanned(variadic, "a handler cannot be variadic"));
+        errors.push(syn::Error::new_spanned(
+            variadic,
+            "a handler cannot be variadic",
+        ));
     }
     let mut types = Vec::new();
     for input in &sig.inputs {
@@ -123,9 +141,15 @@ pub(crate) fn check_fn(item: &ItemFn) -> Result<HandlerFn<'_>, syn::Error> {
     let shape = "a handler takes `(event: YourEvent, ctx: HandlerContext)` or `(event: YourEvent)`; \
                  the event may be a type deriving `Event` or `EventRecord`";
     if types.is_empty() && !sig.inputs.iter().any(|a| matches!(a, FnArg::Receiver(_))) {
-        errors.push(syn::Error::new(sig.paren_token.span.join(), format!("missing event parameter: {shape}")));
+        errors.push(syn::Error::new(
+            sig.paren_token.span.join(),
+            format!("missing event parameter: {shape}"),
+        ));
     } else if let Some(extra) = sig.inputs.iter().nth(2) {
-        errors.push(syn::Error::new_spanned(extra, format!("too many parameters: {shape}")));
+        errors.push(syn::Error::new_spanned(
+            extra,
+            format!("too many parameters: {shape}"),
+        ));
     }
     if let Some(err) = errors.into_iter().reduce(|mut a, b| {
         a.combine(b);

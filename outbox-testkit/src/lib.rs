@@ -1,1 +1,15 @@
+#![doc = include_str!("../README.md")]
 
+mod faulty;
+mod harness;
+mod macros;
+mod memory;
+mod memory_factory;
+pub mod suite;
+
+pub use faulty::{Faults, FaultyStore};
+pub use harness::{
+    ClauseResult, Failure, StoreFactory, TestTransaction, Verdict, namespace, run_clause,
+};
+pub use memory::{MemoryStore, MemoryTransaction};
+pub use memory_factory::MemoryFactory;

@@ -71,7 +71,11 @@ impl Default for WorkerConfig {
 
 fn default_worker_id() -> String {
     let unique = uuid::Uuid::now_v7().simple().to_string();
-    format!("worker-{}-{}", std::process::id(), &unique[unique.len() - 8..])
+    format!(
+        "worker-{}-{}",
+        std::process::id(),
+        &unique[unique.len() - 8..]
+    )
 }
 
 macro_rules! setters {
@@ -145,10 +149,16 @@ impl WorkerConfig {
         positive("store_backoff_initial", self.store_backoff_initial)?;
         positive("renew_interval", self.renew_every())?;
         if self.renew_every() >= self.lease {
-            return Err(ConfigError::new("renew_interval", "must be shorter than the lease"));
+            return Err(ConfigError::new(
+                "renew_interval",
+                "must be shorter than the lease",
+            ));
         }
         if self.store_backoff_max < self.store_backoff_initial {
-            return Err(ConfigError::new("store_backoff_max", "must not be below store_backoff_initial"));
+            return Err(ConfigError::new(
+                "store_backoff_max",
+                "must not be below store_backoff_initial",
+            ));
         }
         self.retry.validate()
     }

@@ -16,7 +16,11 @@ use crate::processor::{Delivery, Dispatch, process_catching_panics};
 use crate::record::EventStatus;
 use crate::store::{ClaimedEvent, Completion, Lease};
 
-pub(super) async fn process_event(shared: Arc<Shared>, claimed: ClaimedEvent, permit: OwnedSemaphorePermit) {
+pub(super) async fn process_event(
+    shared: Arc<Shared>,
+    claimed: ClaimedEvent,
+    permit: OwnedSemaphorePermit,
+) {
     let record = &claimed.record;
     let span = tracing::info_span!(
         "outbox.event",
@@ -49,6 +53,8 @@ async fn run(shared: Arc<Shared>, claimed: ClaimedEvent) {
         cancellation.clone(),
         abort.clone(),
     ));
+    // A worker dropped mid-event (a crash) must not leave a renewer keeping the lease alive.
+    let _stop_renewer = crate::processor::AbortOnDrop(renewer.abort_handle());
 
     let mut delivery = Delivery::new(Arc::clone(&record), shared.config.handler_timeout);
     delivery.cancellation = cancellation;
@@ -59,7 +65,9 @@ async fn run(shared: Arc<Shared>, claimed: ClaimedEvent) {
 
     if lease_lost.load(Ordering::SeqCst) {
         shared.metrics.lease_lost();
-        tracing::warn!("lease lost while handlers ran; results discarded, the event will be redelivered");
+        tracing::warn!(
+            "lease lost while handlers ran; results discarded, the event will be redelivered"
+        );
         return;
     }
 
@@ -173,7 +181,12 @@ async fn renew_while_running(
             Err(StoreError::LeaseLost { .. }) => {
                 lost.store(true, Ordering::SeqCst);
                 cancellation.cancel();
-                abort.cancel();
+                // Let handlers notice their token and wind down; their results are discarded anyway.
+                let wind_down = shared.config.shutdown_grace.min(shared.config.lease);
+                tokio::select! {
+                    () = done.cancelled() => {}
+                    () = tokio::time::sleep(wind_down) => abort.cancel(),
+                }
                 return;
             }
             Err(err) => {

@@ -43,7 +43,9 @@ pub struct WorkerBuilder {
 
 impl std::fmt::Debug for WorkerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerBuilder").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("WorkerBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -91,10 +93,15 @@ impl WorkerBuilder {
                 };
                 let coverage = registry.coverage(&declared_event_types());
                 for event_type in &coverage.unhandled_event_types {
-                    tracing::warn!(event_type, "event type is declared but no handler is registered for it");
+                    tracing::warn!(
+                        event_type,
+                        "event type is declared but no handler is registered for it"
+                    );
                 }
                 if registry.is_empty() {
-                    tracing::warn!("no handlers are registered: every event will be treated as unhandled");
+                    tracing::warn!(
+                        "no handlers are registered: every event will be treated as unhandled"
+                    );
                 }
                 Arc::new(DispatchProcessor::new(registry))
             }
@@ -142,15 +149,17 @@ pub struct Worker {
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker").field("config", &self.shared.config).finish_non_exhaustive()
+        f.debug_struct("Worker")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
     }
 }
 
 impl Worker {
-    /// Starts building a worker on `store`.
-    pub fn builder(store: impl Into<Arc<dyn Store>>) -> WorkerBuilder {
+    /// Starts building a worker on `store` (any [`Store`], including an `Arc<dyn Store>`).
+    pub fn builder(store: impl Store) -> WorkerBuilder {
         WorkerBuilder {
-            store: store.into(),
+            store: Arc::new(store),
             processor: None,
             registry: None,
             config: WorkerConfig::default(),
@@ -174,7 +183,9 @@ pub struct WorkerHandle {
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -210,8 +221,6 @@ impl WorkerHandle {
     /// until their lease expires). Meant for tests of crash recovery.
     pub fn abort(self) {
         self.task.abort();
-        self.shared.hard_stop.cancel();
-        self.shared.stop_claiming.cancel();
     }
 }
 
@@ -232,9 +241,10 @@ async fn run(shared: Arc<Shared>) -> ShutdownReport {
     let permits = Arc::new(Semaphore::new(config.max_in_flight));
     let wake = Arc::new(Notify::new());
     let mut tasks = JoinSet::new();
-    if config.use_wakeups && shared.store.capabilities().wakeups {
-        tokio::spawn(listen_for_wakeups(Arc::clone(&shared), Arc::clone(&wake)));
-    }
+    let _listener = (config.use_wakeups && shared.store.capabilities().wakeups).then(|| {
+        let listener = tokio::spawn(listen_for_wakeups(Arc::clone(&shared), Arc::clone(&wake)));
+        crate::processor::AbortOnDrop(listener.abort_handle())
+    });
     let mut fault_backoff = config.store_backoff_initial;
     tracing::info!(worker_id = %config.worker_id, "outbox worker started");
 
@@ -272,7 +282,11 @@ async fn run(shared: Arc<Shared>) -> ShutdownReport {
                     let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
                         break;
                     };
-                    tasks.spawn(event_task::process_event(Arc::clone(&shared), event, permit));
+                    tasks.spawn(event_task::process_event(
+                        Arc::clone(&shared),
+                        event,
+                        permit,
+                    ));
                 }
                 if !full {
                     tokio::select! {
@@ -286,7 +300,10 @@ async fn run(shared: Arc<Shared>) -> ShutdownReport {
     }
 
     let in_flight_at_shutdown = tasks.len();
-    tracing::info!(in_flight = in_flight_at_shutdown, "outbox worker shutting down");
+    tracing::info!(
+        in_flight = in_flight_at_shutdown,
+        "outbox worker shutting down"
+    );
     let drained = tokio::time::timeout(config.shutdown_grace, async {
         while tasks.join_next().await.is_some() {}
     })
@@ -333,6 +350,11 @@ async fn listen_for_wakeups(shared: Arc<Shared>, wake: Arc<Notify>) {
             () = tokio::time::sleep(backoff) => {}
             () = shared.stop_claiming.cancelled() => return,
         }
-        backoff = (backoff * 2).min(shared.config.store_backoff_max.max(Duration::from_millis(1)));
+        backoff = (backoff * 2).min(
+            shared
+                .config
+                .store_backoff_max
+                .max(Duration::from_millis(1)),
+        );
     }
 }

@@ -1,0 +1,137 @@
+//! What a backend plugs into the conformance suite: a [`StoreFactory`], an optional
+//! [`TestTransaction`] for C1, and the verdict types the clause functions return.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use outbox_core::{Enqueued, NewEvent, Store, StoreError};
+
+/// Creates fresh stores for the conformance suite.
+///
+/// Each clause calls [`create`](StoreFactory::create) with its own namespace (a table prefix, schema,
+/// database or key prefix), so clauses can run in parallel against one server. Calling `create`
+/// twice with one namespace must return two handles on the same data (C10: schema setup is
+/// idempotent); a namespace that is not a safe identifier must be refused with an error.
+///
+/// ```
+/// use outbox_core::StoreError;
+/// use outbox_testkit::{MemoryStore, StoreFactory};
+///
+/// struct MyFactory;
+///
+/// #[outbox_core::async_trait]
+/// impl StoreFactory for MyFactory {
+///     type Store = MemoryStore;
+///     async fn create(&self, namespace: &str) -> Result<MemoryStore, StoreError> {
+///         MemoryStore::in_namespace(namespace)
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait StoreFactory: Send + Sync + 'static {
+    /// The store type under test.
+    type Store: Store + Clone;
+
+    /// A store in `namespace`, with its schema created (idempotently).
+    async fn create(&self, namespace: &str) -> Result<Self::Store, StoreError>;
+
+    /// Begins a transaction on `store` in the backend's own terms (C1). Stores that declare
+    /// `transactional_enqueue` must return `Some`.
+    async fn begin(
+        &self,
+        store: &Self::Store,
+    ) -> Result<Option<Box<dyn TestTransaction>>, StoreError> {
+        let _ = store;
+        Ok(None)
+    }
+}
+
+/// A caller's transaction, seen through the backend's own transaction type (C1).
+#[async_trait]
+pub trait TestTransaction: Send {
+    /// Enqueues inside the transaction.
+    async fn enqueue(&mut self, event: NewEvent) -> Result<Enqueued, StoreError>;
+    /// Commits.
+    async fn commit(self: Box<Self>) -> Result<(), StoreError>;
+    /// Rolls back.
+    async fn rollback(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// A clause's verdict when it did not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The store upholds the clause.
+    Passed,
+    /// The clause is optional and the store does not declare the capability.
+    NotApplicable(String),
+}
+
+/// A clause the store does not uphold, with what was observed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    /// What went wrong.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure with `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(err: StoreError) -> Self {
+        Self::new(format!("unexpected store error: {err}"))
+    }
+}
+
+/// What every clause function returns.
+pub type ClauseResult = Result<Verdict, Failure>;
+
+/// Fails the clause unless `cond` holds.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return ::core::result::Result::Err($crate::Failure::new(::std::format!($($msg)+)));
+        }
+    };
+}
+
+/// Runs one clause on a fresh multi-threaded runtime with a time limit, and panics with the
+/// failure's message (so `cargo test` reports it). Used by [`conformance_suite!`](crate::conformance_suite).
+pub fn run_clause<F: Future<Output = ClauseResult>>(name: &str, limit: Duration, clause: F) {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => panic!("{name}: cannot start a tokio runtime: {err}"),
+    };
+    match runtime.block_on(async { tokio::time::timeout(limit, clause).await }) {
+        Ok(Ok(Verdict::Passed)) => {}
+        Ok(Ok(Verdict::NotApplicable(why))) => {
+            println!("{name}: does not apply to this store ({why})");
+        }
+        Ok(Err(failure)) => panic!("conformance clause {name} FAILED: {failure}"),
+        Err(_) => panic!("conformance clause {name} FAILED: did not finish within {limit:?}"),
+    }
+}
+
+/// A namespace unique to one clause run: `<prefix>_<clause>_<random>`, a safe identifier.
+pub fn namespace(clause: &str) -> String {
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let short: String = clause
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(20)
+        .collect();
+    format!("t_{}_{}", short.to_ascii_lowercase(), &id[id.len() - 10..])
+}

@@ -1,0 +1,65 @@
+//! [`conformance_suite!`](crate::conformance_suite): one `#[test]` per clause from one line.
+
+/// Generates one `#[test]` per contract clause for a store factory.
+///
+/// Put it in your backend's `tests/conformance.rs`:
+///
+/// ```ignore
+/// outbox_testkit::conformance_suite!(my_backend::testing::Factory::from_env());
+/// ```
+///
+/// The expression is evaluated once per test, inside that test's runtime; each clause uses its own
+/// namespace, so the tests run in parallel. Clauses that do not apply to the store (an optional
+/// capability it does not declare) pass and print why.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($factory:expr) => {
+        $crate::__conformance_tests!($factory;
+            c1_transactional_enqueue,
+            c2_claim_oldest_first,
+            c2_concurrent_claims_are_exclusive,
+            c2_scheduled_and_backoff,
+            c3_fenced_completion,
+            c4_lease_renewal,
+            c5_ordering_key,
+            c5_ordering_under_concurrency,
+            c6_idempotent_enqueue,
+            c7_dead_letters_and_purge,
+            c8_wakeups,
+            c9_stats_and_lag,
+            c10_schema_and_names,
+            p1_fan_out_per_handler_results,
+            p2_retries_then_dead,
+            p3_permanent_errors,
+            p4_unhandled_event_types,
+            p5_panics_and_timeouts,
+            p6_lease_renewal_and_loss,
+            p7_graceful_shutdown,
+            p7_crash_mid_handler_redelivers,
+            p8_many_workers_stress,
+            p9_store_faults,
+            h5_hand_built_registry,
+            bad_input_payloads_and_names,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tests {
+    ($factory:expr; $($clause:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $clause() {
+                $crate::run_clause(
+                    ::core::stringify!($clause),
+                    ::std::time::Duration::from_secs(300),
+                    async {
+                        let factory = $factory;
+                        $crate::suite::$clause(&factory).await
+                    },
+                );
+            }
+        )*
+    };
+}

@@ -1,0 +1,55 @@
+//! One public async function per contract clause. Each takes a [`StoreFactory`](crate::StoreFactory),
+//! creates its own namespace, and returns a [`ClauseResult`](crate::ClauseResult).
+//!
+//! Call them all with [`conformance_suite!`](crate::conformance_suite), or one by one from your own
+//! tests.
+
+mod processor_clauses;
+mod store_clauses;
+mod stress;
+mod support;
+
+pub use processor_clauses::{
+    h5_hand_built_registry, p1_fan_out_per_handler_results, p2_retries_then_dead,
+    p3_permanent_errors, p4_unhandled_event_types, p5_panics_and_timeouts,
+    p6_lease_renewal_and_loss, p7_crash_mid_handler_redelivers, p7_graceful_shutdown,
+    p9_store_faults,
+};
+pub use store_clauses::{
+    c1_transactional_enqueue, c2_claim_oldest_first, c2_concurrent_claims_are_exclusive,
+    c2_scheduled_and_backoff, c3_fenced_completion, c4_lease_renewal, c5_ordering_key,
+    c6_idempotent_enqueue, c7_dead_letters_and_purge, c8_wakeups, c9_stats_and_lag,
+    c10_schema_and_names,
+};
+pub use stress::{
+    bad_input_payloads_and_names, c5_ordering_under_concurrency, p8_many_workers_stress,
+};
+
+/// Every clause function's name, in the order the suite runs them.
+pub const CLAUSES: &[&str] = &[
+    "c1_transactional_enqueue",
+    "c2_claim_oldest_first",
+    "c2_concurrent_claims_are_exclusive",
+    "c2_scheduled_and_backoff",
+    "c3_fenced_completion",
+    "c4_lease_renewal",
+    "c5_ordering_key",
+    "c5_ordering_under_concurrency",
+    "c6_idempotent_enqueue",
+    "c7_dead_letters_and_purge",
+    "c8_wakeups",
+    "c9_stats_and_lag",
+    "c10_schema_and_names",
+    "p1_fan_out_per_handler_results",
+    "p2_retries_then_dead",
+    "p3_permanent_errors",
+    "p4_unhandled_event_types",
+    "p5_panics_and_timeouts",
+    "p6_lease_renewal_and_loss",
+    "p7_graceful_shutdown",
+    "p7_crash_mid_handler_redelivers",
+    "p8_many_workers_stress",
+    "p9_store_faults",
+    "h5_hand_built_registry",
+    "bad_input_payloads_and_names",
+];

@@ -1,0 +1,617 @@
+//! Clauses P1–P9 and H5: what a worker running on the store guarantees.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use outbox_core::{
+    Event, EventStatus, Handler, HandlerError, NewEvent, NoHandlerPolicy, Registry, Store,
+    StoreExt, Worker, WorkerConfig,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::support::{
+    Calls, claim, fast_config, fetch, put, wait_drained, wait_status, wait_until,
+};
+use crate::ensure;
+use crate::harness::{ClauseResult, Failure, StoreFactory, Verdict, namespace};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn registry(handlers: Vec<Handler>) -> Result<Registry, Failure> {
+    handlers
+        .into_iter()
+        .fold(Registry::builder(), outbox_core::RegistryBuilder::handler)
+        .build()
+        .map_err(|e| Failure::new(format!("registry: {e}")))
+}
+
+fn start<S: Store + Clone>(
+    store: &S,
+    registry: Registry,
+    config: WorkerConfig,
+) -> Result<outbox_core::WorkerHandle, Failure> {
+    Ok(Worker::builder(store.clone())
+        .registry(registry)
+        .config(config)
+        .build()
+        .map_err(|e| Failure::new(format!("worker: {e}")))?
+        .start())
+}
+
+/// A handler that counts its calls and fails the first `fail_first` of them per event.
+fn counting(event_type: &str, name: &str, calls: &Calls, fail_first: u32) -> Handler {
+    let calls = calls.clone();
+    let name_owned = name.to_owned();
+    Handler::raw(event_type, name, move |record, _ctx| {
+        let n = calls.record(record.id, &name_owned);
+        async move {
+            if n <= fail_first {
+                Err(HandlerError::retry(format!("transient failure {n}")))
+            } else {
+                Ok(())
+            }
+        }
+    })
+}
+
+/// P1: every handler of the type runs; successes are recorded per handler, a retry re-runs only the
+/// failed ones, and a returned JSON result is stored.
+pub async fn p1_fan_out_per_handler_results<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("p1")).await?;
+    let calls = Calls::default();
+    let receipt = {
+        let calls = calls.clone();
+        Handler::raw("p1.Fan", "receipt", move |record, _ctx| {
+            calls.record(record.id, "receipt");
+            async move { Ok::<_, HandlerError>(json!({"message_id": format!("m-{}", record.id)})) }
+        })
+    };
+    let reg = registry(vec![
+        counting("p1.Fan", "always_ok", &calls, 0),
+        counting("p1.Fan", "flaky", &calls, 1),
+        receipt,
+    ])?;
+    let id = put(&store, "p1.Fan", json!({"n": 1})).await?;
+    let worker = start(&store, reg, fast_config())?;
+    let record = wait_status(&store, id, EventStatus::Processed, WAIT).await?;
+    worker.shutdown().await;
+    for (handler, want) in [("always_ok", 1), ("flaky", 2), ("receipt", 1)] {
+        let got = calls.get(id, handler);
+        ensure!(
+            got == want,
+            "handler {handler} ran {got} times, expected {want} (only failed handlers re-run)"
+        );
+        let state = record
+            .handler_results
+            .get(handler)
+            .ok_or_else(|| Failure::new(format!("no result for {handler}")))?;
+        ensure!(
+            state.succeeded_at.is_some() && state.attempts == want,
+            "{handler}: {state:?}"
+        );
+    }
+    ensure!(
+        record.handler_results["receipt"].output == Some(json!({"message_id": format!("m-{id}")})),
+        "handler output not stored: {:?}",
+        record.handler_results["receipt"].output
+    );
+    ensure!(record.lease_token.is_none(), "processed event still leased");
+    Ok(Verdict::Passed)
+}
+
+/// P2: failed handlers are retried with back-off until their attempts (per-handler override) run
+/// out; then the event is dead once no handler can make progress.
+pub async fn p2_retries_then_dead<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("p2")).await?;
+    let calls = Calls::default();
+    let reg = registry(vec![
+        counting("p2.Fail", "hopeless", &calls, u32::MAX).with_max_attempts(3),
+        counting("p2.Fail", "fine", &calls, 0),
+    ])?;
+    let id = put(&store, "p2.Fail", json!({})).await?;
+    let started = tokio::time::Instant::now();
+    let worker = start(&store, reg, fast_config())?;
+    let record = wait_status(&store, id, EventStatus::Dead, WAIT).await?;
+    let elapsed = started.elapsed();
+    worker.shutdown().await;
+    ensure!(
+        calls.get(id, "hopeless") == 3,
+        "the failing handler ran {} times, expected its max_attempts 3",
+        calls.get(id, "hopeless")
+    );
+    ensure!(calls.get(id, "fine") == 1, "the succeeding handler re-ran");
+    let state = &record.handler_results["hopeless"];
+    ensure!(
+        state.gave_up && state.attempts == 3,
+        "expected gave_up after 3 attempts: {state:?}"
+    );
+    ensure!(
+        state.last_error.as_deref() == Some("transient failure 3"),
+        "last error not kept: {state:?}"
+    );
+    // Back-off of 30 ms then 60 ms must have been waited.
+    ensure!(
+        elapsed >= Duration::from_millis(90),
+        "retries did not back off: all done in {elapsed:?}"
+    );
+    ensure!(
+        store.dead_letters(10).await?.iter().any(|r| r.id == id),
+        "dead event not listed"
+    );
+    Ok(Verdict::Passed)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct TypedPing {
+    text: String,
+}
+
+impl Event for TypedPing {
+    const EVENT_TYPE: &'static str = "p3.TypedPing";
+}
+
+/// P3: a permanent failure (including a payload that does not deserialize) is not retried; the
+/// reason is recorded and the event goes dead.
+pub async fn p3_permanent_errors<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("p3")).await?;
+    let calls = Calls::default();
+    let typed = {
+        let calls = calls.clone();
+        Handler::typed("typed", move |event: TypedPing, ctx| {
+            calls.record(ctx.event_id, "typed");
+            async move {
+                if event.text == "reject" {
+                    Err(HandlerError::permanent("rejected on purpose"))
+                } else {
+                    Ok(())
+                }
+            }
+        })
+    };
+    let reg = registry(vec![typed])?;
+    let bad = put(&store, TypedPing::EVENT_TYPE, json!({"wrong_field": 42})).await?;
+    let rejected = put(&store, TypedPing::EVENT_TYPE, json!({"text": "reject"})).await?;
+    let good = put(&store, TypedPing::EVENT_TYPE, json!({"text": "hello"})).await?;
+    let worker = start(&store, reg, fast_config())?;
+    let bad_record = wait_status(&store, bad, EventStatus::Dead, WAIT).await?;
+    let rejected_record = wait_status(&store, rejected, EventStatus::Dead, WAIT).await?;
+    wait_status(&store, good, EventStatus::Processed, WAIT).await?;
+    worker.shutdown().await;
+    let state = &bad_record.handler_results["typed"];
+    ensure!(
+        state.attempts == 1 && state.gave_up,
+        "a bad payload must give up after one attempt: {state:?}"
+    );
+    ensure!(
+        state
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("deserialize")),
+        "the reason must say the payload does not deserialize: {:?}",
+        state.last_error
+    );
+    ensure!(
+        calls.get(bad, "typed") == 0,
+        "the handler body ran for a payload that does not deserialize"
+    );
+    let state = &rejected_record.handler_results["typed"];
+    ensure!(
+        calls.get(rejected, "typed") == 1 && state.attempts == 1,
+        "a permanent error was retried: {state:?}"
+    );
+    ensure!(
+        state.last_error.as_deref() == Some("rejected on purpose"),
+        "reason not recorded: {state:?}"
+    );
+    Ok(Verdict::Passed)
+}
+
+/// P4: an event type without handlers is marked processed (default) or left pending by
+/// configuration, and never blocks other events.
+pub async fn p4_unhandled_event_types<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("p4")).await?;
+    let calls = Calls::default();
+    let reg = registry(vec![counting("p4.Known", "known", &calls, 0)])?;
+    let orphan = put(&store, "p4.Orphan", json!({})).await?;
+    let known = put(&store, "p4.Known", json!({})).await?;
+    let worker = start(&store, reg.clone(), fast_config())?;
+    wait_status(&store, orphan, EventStatus::Processed, WAIT).await?;
+    wait_status(&store, known, EventStatus::Processed, WAIT).await?;
+    worker.shutdown().await;
+
+    let kept = put(&store, "p4.Orphan", json!({})).await?;
+    let known2 = put(&store, "p4.Known", json!({})).await?;
+    let config =
+        fast_config().with_no_handler(NoHandlerPolicy::LeavePending(Duration::from_secs(3600)));
+    let worker = start(&store, reg, config)?;
+    wait_status(&store, known2, EventStatus::Processed, WAIT).await?;
+    wait_until(WAIT, "the unhandled event was looked at", || async {
+        Ok(fetch(&store, kept).await?.backoff_until.is_some())
+    })
+    .await?;
+    worker.shutdown().await;
+    let record = fetch(&store, kept).await?;
+    ensure!(
+        record.status == EventStatus::Pending,
+        "LeavePending must keep the event pending: {:?}",
+        record.status
+    );
+    ensure!(
+        record.lease_token.is_none(),
+        "the unhandled event is still leased"
+    );
+    Ok(Verdict::Passed)
+}
+
+/// P5: a panicking handler and one exceeding its timeout are recorded as failures; the worker keeps
+/// running.
+pub async fn p5_panics_and_timeouts<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("p5")).await?;
+    let panicking = Handler::raw("p5.Panic", "panicker", |_record, _ctx| async move {
+        if true {
+            panic!("handler exploded");
+        }
+        Ok::<_, HandlerError>(())
+    })
+    .with_max_attempts(1);
+    let slow = Handler::raw("p5.Slow", "sleeper", |_record, _ctx| async move {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Ok::<_, HandlerError>(())
+    })
+    .with_timeout(Duration::from_millis(200))
+    .with_max_attempts(1);
+    let calls = Calls::default();
+    let reg = registry(vec![
+        panicking,
+        slow,
+        counting("p5.Fine", "fine", &calls, 0),
+    ])?;
+    let boom = put(&store, "p5.Panic", json!({})).await?;
+    let sleepy = put(&store, "p5.Slow", json!({})).await?;
+    let worker = start(&store, reg, fast_config())?;
+    let boom = wait_status(&store, boom, EventStatus::Dead, WAIT).await?;
+    let sleepy = wait_status(&store, sleepy, EventStatus::Dead, WAIT).await?;
+    let after = put(&store, "p5.Fine", json!({})).await?;
+    wait_status(&store, after, EventStatus::Processed, WAIT).await?;
+    ensure!(
+        !worker.is_finished(),
+        "the worker stopped after a handler panic"
+    );
+    worker.shutdown().await;
+    let err = boom.handler_results["panicker"]
+        .last_error
+        .clone()
+        .unwrap_or_default();
+    ensure!(
+        err.contains("panicked") && err.contains("handler exploded"),
+        "panic not recorded: {err:?}"
+    );
+    let err = sleepy.handler_results["sleeper"]
+        .last_error
+        .clone()
+        .unwrap_or_default();
+    ensure!(err.contains("timed out"), "timeout not recorded: {err:?}");
+    Ok(Verdict::Passed)
+}
+
+/// P6: leases are renewed while handlers run (nobody else can claim the event), and when a lease is
+/// lost the handler's cancellation token fires and its result is discarded.
+pub async fn p6_lease_renewal_and_loss<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let base = factory.create(&namespace("p6")).await?;
+    let store = crate::FaultyStore::new(base.clone());
+    let faults = store.faults();
+    let saw_cancel = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(tokio::sync::Notify::new());
+    let slow = {
+        let saw_cancel = Arc::clone(&saw_cancel);
+        let started = Arc::clone(&started);
+        Handler::raw("p6.Long", "long", move |_record, ctx| {
+            let saw_cancel = Arc::clone(&saw_cancel);
+            let started = Arc::clone(&started);
+            async move {
+                started.notify_one();
+                tokio::select! {
+                    () = ctx.cancellation.cancelled() => saw_cancel.store(true, Ordering::SeqCst),
+                    () = tokio::time::sleep(Duration::from_millis(1500)) => {}
+                }
+                Ok::<_, HandlerError>(json!({"by": "worker"}))
+            }
+        })
+    };
+    let config = fast_config()
+        .with_lease(Duration::from_millis(400))
+        .with_renew_interval(Duration::from_millis(100));
+    let worker = start(&store, registry(vec![slow])?, config)?;
+
+    // Renewal: a 1.5 s handler under a 400 ms lease keeps its event.
+    let kept = put(&base, "p6.Long", json!({})).await?;
+    tokio::time::timeout(WAIT, started.notified())
+        .await
+        .map_err(|_| Failure::new("handler never started"))?;
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        ensure!(
+            base.claim(&claim(10, Duration::from_secs(30)))
+                .await?
+                .is_empty(),
+            "a renewed lease was taken over while its handler ran"
+        );
+    }
+    let record = wait_status(&base, kept, EventStatus::Processed, WAIT).await?;
+    ensure!(
+        record.attempts == 1,
+        "the event was delivered {} times",
+        record.attempts
+    );
+
+    // Loss: renewals fail, the lease expires, a thief claims; the worker's handler is cancelled.
+    faults.fail_renewals(true);
+    let stolen = put(&base, "p6.Long", json!({})).await?;
+    tokio::time::timeout(WAIT, started.notified())
+        .await
+        .map_err(|_| Failure::new("handler never started"))?;
+    let thief = {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut got = base.claim(&claim(1, Duration::from_secs(30))).await?;
+            if let Some(c) = got.pop() {
+                break c;
+            }
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the unrenewed lease never expired"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    faults.fail_renewals(false);
+    wait_until(WAIT, "the handler saw its cancellation", || async {
+        Ok(saw_cancel.load(Ordering::SeqCst))
+    })
+    .await?;
+    let mut results = outbox_core::HandlerResults::new();
+    results.insert(
+        "thief".into(),
+        outbox_core::HandlerState {
+            attempts: 1,
+            succeeded_at: Some(chrono::Utc::now()),
+            ..Default::default()
+        },
+    );
+    base.complete(
+        &thief.lease,
+        outbox_core::Completion {
+            status: EventStatus::Processed,
+            handler_results: results,
+            attempts: 2,
+            retry_delay: None,
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let metrics = worker.shutdown().await.metrics;
+    let record = fetch(&base, stolen).await?;
+    ensure!(
+        metrics.lease_lost >= 1,
+        "the worker did not notice the lost lease: {metrics:?}"
+    );
+    ensure!(
+        record.handler_results.keys().eq(["thief"]),
+        "the worker's result after losing the lease was not discarded: {:?}",
+        record.handler_results
+    );
+    Ok(Verdict::Passed)
+}
+
+/// P7: shutdown stops claiming, fires handlers' cancellation tokens, lets them finish within the
+/// grace period and persists their outcomes; handlers still running after it are aborted and their
+/// events released, not left leased.
+pub async fn p7_graceful_shutdown<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("p7")).await?;
+    let started = Arc::new(tokio::sync::Semaphore::new(0));
+    let cooperative = {
+        let started = Arc::clone(&started);
+        Handler::raw("p7.Coop", "coop", move |_record, ctx| {
+            let started = Arc::clone(&started);
+            async move {
+                started.add_permits(1);
+                ctx.cancellation.cancelled().await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok::<_, HandlerError>(json!({"finished": "after cancel"}))
+            }
+        })
+    };
+    let stubborn = {
+        let started = Arc::clone(&started);
+        Handler::raw("p7.Stubborn", "stubborn", move |_record, _ctx| {
+            let started = Arc::clone(&started);
+            async move {
+                started.add_permits(1);
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok::<_, HandlerError>(())
+            }
+        })
+    };
+    let coop = put(&store, "p7.Coop", json!({})).await?;
+    let stub = put(&store, "p7.Stubborn", json!({})).await?;
+    let config = fast_config()
+        .with_shutdown_grace(Duration::from_millis(800))
+        .with_lease(Duration::from_secs(30));
+    let worker = start(&store, registry(vec![cooperative, stubborn])?, config)?;
+    let both = tokio::time::timeout(WAIT, started.acquire_many(2)).await;
+    ensure!(matches!(both, Ok(Ok(_))), "handlers never started");
+    let report = worker.shutdown().await;
+    ensure!(
+        report.in_flight_at_shutdown == 2,
+        "expected 2 events in flight at shutdown: {report:?}"
+    );
+    ensure!(
+        report.aborted_after_grace,
+        "the stubborn handler should have been aborted after the grace period"
+    );
+    let coop = fetch(&store, coop).await?;
+    ensure!(
+        coop.status == EventStatus::Processed,
+        "the cooperative handler's outcome was not persisted: {:?}",
+        coop.status
+    );
+    let stub = fetch(&store, stub).await?;
+    ensure!(
+        stub.status == EventStatus::Pending,
+        "the aborted event must stay pending: {:?}",
+        stub.status
+    );
+    ensure!(
+        stub.lease_token.is_none() && stub.locked_until.is_none(),
+        "the aborted event was left leased"
+    );
+    ensure!(
+        stub.handler_results
+            .get("stubborn")
+            .is_none_or(|s| s.attempts == 0),
+        "an aborted run counted as a handler attempt"
+    );
+    let again = store.claim(&claim(10, Duration::from_secs(30))).await?;
+    ensure!(
+        again.iter().any(|c| c.record.id == stub.id),
+        "the released event was not claimable at once"
+    );
+    Ok(Verdict::Passed)
+}
+
+/// Crash in the middle: a worker dropped (not shut down) mid-handler leaves its event leased; after
+/// the lease it is redelivered and completes.
+pub async fn p7_crash_mid_handler_redelivers<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("crash")).await?;
+    let calls = Calls::default();
+    let started = Arc::new(tokio::sync::Notify::new());
+    let handler = {
+        let calls = calls.clone();
+        let started = Arc::clone(&started);
+        Handler::raw("crash.Ev", "stuck_once", move |record, _ctx| {
+            let n = calls.record(record.id, "stuck_once");
+            let started = Arc::clone(&started);
+            async move {
+                if n == 1 {
+                    started.notify_one();
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+                Ok::<_, HandlerError>(())
+            }
+        })
+    };
+    let reg = registry(vec![handler])?;
+    let id = put(&store, "crash.Ev", json!({})).await?;
+    let config = fast_config()
+        .with_lease(Duration::from_millis(600))
+        .with_renew_interval(Duration::from_millis(200));
+    let doomed = start(&store, reg.clone(), config.clone())?;
+    tokio::time::timeout(WAIT, started.notified())
+        .await
+        .map_err(|_| Failure::new("handler never started"))?;
+    doomed.abort();
+    let leased = fetch(&store, id).await?;
+    ensure!(
+        leased.lease_token.is_some(),
+        "the crashed worker's event should still be leased"
+    );
+    let survivor = start(&store, reg, config)?;
+    let record = wait_status(&store, id, EventStatus::Processed, WAIT).await?;
+    survivor.shutdown().await;
+    ensure!(
+        calls.get(id, "stuck_once") == 2,
+        "expected one crashed and one successful delivery, got {}",
+        calls.get(id, "stuck_once")
+    );
+    ensure!(
+        record.attempts == 2,
+        "attempts must count the crashed delivery: {}",
+        record.attempts
+    );
+    Ok(Verdict::Passed)
+}
+
+/// P9: while the store fails, the worker logs, backs off and continues; no event is lost.
+pub async fn p9_store_faults<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let base = factory.create(&namespace("p9")).await?;
+    let store = crate::FaultyStore::new(base.clone());
+    let faults = store.faults();
+    let calls = Calls::default();
+    let reg = registry(vec![counting("p9.Ev", "h", &calls, 0)])?;
+    let worker = start(&store, reg, fast_config())?;
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        ids.push(put(&base, "p9.Ev", json!({ "n": n })).await?);
+    }
+    faults.fail_everything(true);
+    for n in 20..60 {
+        ids.push(put(&base, "p9.Ev", json!({ "n": n })).await?);
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    faults.fail_everything(false);
+    wait_drained(&base, WAIT).await?;
+    let metrics = worker.shutdown().await.metrics;
+    ensure!(
+        faults.injected() > 0 && metrics.store_errors > 0,
+        "no fault reached the worker: {metrics:?}"
+    );
+    for id in ids {
+        let r = fetch(&base, id).await?;
+        ensure!(
+            r.status == EventStatus::Processed,
+            "event {id} ended {:?}",
+            r.status
+        );
+        ensure!(calls.get(id, "h") >= 1, "event {id} was never handled");
+    }
+    Ok(Verdict::Passed)
+}
+
+/// H5: a registry built by hand drives a worker with typed and raw handlers.
+pub async fn h5_hand_built_registry<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("h5")).await?;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let typed = {
+        let seen = Arc::clone(&seen);
+        Handler::typed("typed", move |event: TypedPing, _ctx| {
+            seen.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(event.text);
+            async { Ok::<_, HandlerError>(()) }
+        })
+    };
+    let raw = Handler::raw(TypedPing::EVENT_TYPE, "raw", |record, ctx| async move {
+        if record.id == ctx.event_id && ctx.correlation_id.as_deref() == Some("corr-1") {
+            Ok(())
+        } else {
+            Err(HandlerError::permanent("context does not match the record"))
+        }
+    });
+    let id = store
+        .enqueue(
+            NewEvent::from_event(&TypedPing {
+                text: "héllo 👋".into(),
+            })
+            .map_err(|e| Failure::new(e.to_string()))?
+            .correlation_id("corr-1"),
+        )
+        .await?
+        .id;
+    let worker = start(&store, registry(vec![typed, raw])?, fast_config())?;
+    let record = wait_status(&store, id, EventStatus::Processed, WAIT).await;
+    worker.shutdown().await;
+    let record = record?;
+    ensure!(
+        record.handler_results.len() == 2,
+        "both handlers must have results: {:?}",
+        record.handler_results
+    );
+    let seen = seen
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    ensure!(seen == ["héllo 👋"], "typed handler got {seen:?}");
+    Ok(Verdict::Passed)
+}

@@ -1,0 +1,726 @@
+//! Clauses C1–C10: what a store itself must guarantee, exercised through the `Store` trait alone.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt;
+use outbox_core::{
+    Completion, EventStatus, HandlerResults, HandlerState, NewEvent, Store, StoreError, StoreExt,
+};
+use serde_json::json;
+
+use super::support::{claim, fetch, put, wait_until};
+use crate::ensure;
+use crate::harness::{ClauseResult, Failure, StoreFactory, Verdict, namespace};
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn processed() -> Completion {
+    Completion {
+        status: EventStatus::Processed,
+        handler_results: HandlerResults::new(),
+        attempts: 1,
+        retry_delay: None,
+    }
+}
+
+/// C1: an event enqueued in a caller's transaction is claimable after commit, invisible before,
+/// and never exists after rollback.
+pub async fn c1_transactional_enqueue<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("c1")).await?;
+    if !store.capabilities().transactional_enqueue {
+        return Ok(Verdict::NotApplicable(
+            "store does not declare transactional_enqueue".into(),
+        ));
+    }
+    let Some(mut tx) = factory.begin(&store).await? else {
+        return Err(Failure::new(
+            "store declares transactional_enqueue but the factory's begin() returned None",
+        ));
+    };
+    let committed = tx
+        .enqueue(NewEvent::new("c1.Committed", json!({"n": 1})))
+        .await?;
+    let visible = store.claim(&claim(10, LONG)).await?;
+    ensure!(
+        visible.is_empty(),
+        "an uncommitted event was claimable: {:?}",
+        visible.first().map(|c| c.record.id)
+    );
+    tx.commit().await?;
+    let claimed = store.claim(&claim(10, LONG)).await?;
+    ensure!(
+        claimed.len() == 1 && claimed[0].record.id == committed.id,
+        "after commit exactly the committed event must be claimable, got {} events",
+        claimed.len()
+    );
+
+    let Some(mut tx) = factory.begin(&store).await? else {
+        return Err(Failure::new("begin() returned None the second time"));
+    };
+    let rolled_back = tx
+        .enqueue(NewEvent::new("c1.RolledBack", json!({})))
+        .await?;
+    tx.rollback().await?;
+    ensure!(
+        store.get(rolled_back.id).await?.is_none(),
+        "a rolled-back event exists"
+    );
+    let claimed = store.claim(&claim(10, LONG)).await?;
+    ensure!(claimed.is_empty(), "a rolled-back event was claimable");
+    Ok(Verdict::Passed)
+}
+
+/// C2: claims return due events oldest first, lease them with a fresh token and count the attempt.
+pub async fn c2_claim_oldest_first<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("c2order")).await?;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(put(&store, "c2.Order", json!({ "n": n })).await?);
+    }
+    let first = store.claim(&claim(3, LONG)).await?;
+    let got: Vec<_> = first.iter().map(|c| c.record.id).collect();
+    ensure!(
+        got == ids[..3],
+        "first claim must return the 3 oldest in order: expected {:?}, got {got:?}",
+        &ids[..3]
+    );
+    for c in &first {
+        ensure!(
+            c.record.attempts == 1,
+            "a first claim must count attempt 1, got {}",
+            c.record.attempts
+        );
+        ensure!(c.lease.event_id == c.record.id, "lease names another event");
+        ensure!(
+            c.locked_until > Utc::now(),
+            "lease already expired at claim"
+        );
+        let stored = fetch(&store, c.record.id).await?;
+        ensure!(
+            stored.lease_token == Some(c.lease.token),
+            "stored lease token differs from the returned one"
+        );
+        ensure!(
+            stored.locked_by.as_deref() == Some("conformance"),
+            "locked_by not recorded: {:?}",
+            stored.locked_by
+        );
+    }
+    let tokens: HashSet<_> = first.iter().map(|c| c.lease.token).collect();
+    ensure!(tokens.len() == 3, "lease tokens must differ per claim");
+    let second = store.claim(&claim(10, LONG)).await?;
+    let got: Vec<_> = second.iter().map(|c| c.record.id).collect();
+    ensure!(
+        got == ids[3..],
+        "second claim must return the remaining 2, got {got:?}"
+    );
+    ensure!(
+        store.claim(&claim(10, LONG)).await?.is_empty(),
+        "leased events were claimed again"
+    );
+    let zero = store.claim(&claim(0, LONG)).await;
+    ensure!(
+        matches!(&zero, Ok(v) if v.is_empty())
+            || matches!(&zero, Err(StoreError::InvalidRequest { .. })),
+        "claim(0) must return nothing or InvalidRequest, got {zero:?}"
+    );
+    Ok(Verdict::Passed)
+}
+
+/// C2 under concurrency: many claimers at once never hold the same event.
+pub async fn c2_concurrent_claims_are_exclusive<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("c2excl")).await?;
+    let total = 600;
+    let events: Vec<_> = (0..total)
+        .map(|n| NewEvent::new("c2.Excl", json!({ "n": n })))
+        .collect();
+    for chunk in events.chunks(100) {
+        store.enqueue_batch(chunk.to_vec()).await?;
+    }
+    let mut claimers = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        claimers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let batch = store.claim(&claim(7, LONG)).await?;
+                if batch.is_empty() {
+                    return Ok::<_, StoreError>(mine);
+                }
+                mine.extend(batch.into_iter().map(|c| c.record.id));
+            }
+        }));
+    }
+    let mut seen = HashSet::new();
+    let mut count = 0;
+    for claimer in claimers {
+        let ids = claimer
+            .await
+            .map_err(|e| Failure::new(format!("claimer task failed: {e}")))??;
+        count += ids.len();
+        seen.extend(ids);
+    }
+    ensure!(
+        count == seen.len(),
+        "{} events were handed to two claimers at once",
+        count - seen.len()
+    );
+    ensure!(
+        seen.len() == total,
+        "claimers got {} distinct events of {total}",
+        seen.len()
+    );
+    Ok(Verdict::Passed)
+}
+
+/// C2: scheduled events and events backing off are not claimable before their time.
+pub async fn c2_scheduled_and_backoff<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("c2sched")).await?;
+    let scheduled = store
+        .enqueue(NewEvent::new("c2.Later", json!({})).deliver_after(Duration::from_millis(700)))
+        .await?
+        .id;
+    ensure!(
+        store.claim(&claim(10, LONG)).await?.is_empty(),
+        "a scheduled event was claimable early"
+    );
+    wait_until(
+        Duration::from_secs(5),
+        "the scheduled event is claimable",
+        || async { Ok(!store.claim(&claim(10, LONG)).await?.is_empty()) },
+    )
+    .await?;
+    let stored = fetch(&store, scheduled).await?;
+    ensure!(stored.available_at <= Utc::now(), "available_at not kept");
+
+    let id = put(&store, "c2.Backoff", json!({})).await?;
+    let c = store.claim(&claim(1, LONG)).await?;
+    ensure!(c.len() == 1, "fresh event not claimable");
+    let retry = Completion {
+        status: EventStatus::Pending,
+        handler_results: HandlerResults::new(),
+        attempts: c[0].record.attempts,
+        retry_delay: Some(Duration::from_millis(700)),
+    };
+    store.complete(&c[0].lease, retry).await?;
+    let stored = fetch(&store, id).await?;
+    ensure!(
+        stored.backoff_until.is_some(),
+        "backoff_until not set by a retry completion"
+    );
+    ensure!(
+        stored.lease_token.is_none() && stored.locked_until.is_none(),
+        "completion must release the lease"
+    );
+    ensure!(
+        store.claim(&claim(10, LONG)).await?.is_empty(),
+        "an event backing off was claimable"
+    );
+    wait_until(
+        Duration::from_secs(5),
+        "the backed-off event is claimable again",
+        || async {
+            Ok(store
+                .claim(&claim(10, LONG))
+                .await?
+                .iter()
+                .any(|c| c.record.id == id))
+        },
+    )
+    .await?;
+    Ok(Verdict::Passed)
+}
+
+/// C3: a completion after the lease was taken over is refused with `LeaseLost` and changes nothing;
+/// a completion cannot be applied twice.
+pub async fn c3_fenced_completion<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("c3")).await?;
+    let id = put(&store, "c3.Fenced", json!({})).await?;
+    let stale = store.claim(&claim(1, Duration::from_millis(300))).await?;
+    ensure!(stale.len() == 1, "event not claimable");
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let fresh = store.claim(&claim(1, LONG)).await?;
+    ensure!(
+        fresh.len() == 1,
+        "an expired lease must make the event claimable again"
+    );
+    ensure!(
+        fresh[0].lease.token != stale[0].lease.token,
+        "a new claim must set a new token"
+    );
+    ensure!(
+        fresh[0].record.attempts == 2,
+        "the second claim must count attempt 2, got {}",
+        fresh[0].record.attempts
+    );
+    let before = fetch(&store, id).await?;
+
+    let late = store.complete(&stale[0].lease, processed()).await;
+    ensure!(
+        matches!(late, Err(StoreError::LeaseLost { .. })),
+        "a stale completion must be refused with LeaseLost, got {late:?}"
+    );
+    let after = fetch(&store, id).await?;
+    ensure!(
+        after == before,
+        "a refused completion changed the event:\nbefore {before:?}\nafter  {after:?}"
+    );
+    let late_renew = store.renew_lease(&stale[0].lease, LONG).await;
+    ensure!(
+        matches!(late_renew, Err(StoreError::LeaseLost { .. })),
+        "a stale renewal must report LeaseLost, got {late_renew:?}"
+    );
+
+    store.complete(&fresh[0].lease, processed()).await?;
+    let done = fetch(&store, id).await?;
+    ensure!(
+        done.status == EventStatus::Processed,
+        "the live lease's completion was not applied"
+    );
+    ensure!(done.processed_at.is_some(), "processed_at not set");
+    let twice = store.complete(&fresh[0].lease, processed()).await;
+    ensure!(
+        matches!(twice, Err(StoreError::LeaseLost { .. })),
+        "a second completion with a released lease must be refused, got {twice:?}"
+    );
+    let unknown = outbox_core::Lease {
+        event_id: uuid::Uuid::now_v7(),
+        token: uuid::Uuid::now_v7(),
+    };
+    let missing = store.complete(&unknown, processed()).await;
+    ensure!(
+        matches!(
+            missing,
+            Err(StoreError::LeaseLost { .. } | StoreError::NotFound { .. })
+        ),
+        "completing an unknown event must fail with LeaseLost or NotFound, got {missing:?}"
+    );
+    Ok(Verdict::Passed)
+}
+
+/// C4: a held lease can be extended; a lost one says so.
+pub async fn c4_lease_renewal<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("c4")).await?;
+    put(&store, "c4.Renew", json!({})).await?;
+    let held = store.claim(&claim(1, Duration::from_millis(400))).await?;
+    ensure!(held.len() == 1, "event not claimable");
+    let until = store
+        .renew_lease(&held[0].lease, Duration::from_secs(5))
+        .await?;
+    ensure!(
+        until > held[0].locked_until,
+        "renewal must extend the lease: {until} <= {}",
+        held[0].locked_until
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    ensure!(
+        store.claim(&claim(1, LONG)).await?.is_empty(),
+        "a renewed lease was taken over before its new expiry"
+    );
+    store.complete(&held[0].lease, processed()).await?;
+    let after = store.renew_lease(&held[0].lease, LONG).await;
+    ensure!(
+        matches!(after, Err(StoreError::LeaseLost { .. })),
+        "renewing a completed event must report LeaseLost, got {after:?}"
+    );
+    Ok(Verdict::Passed)
+}
+
+/// C5: events sharing an ordering key are delivered one at a time in creation order; other keys and
+/// unkeyed events are not blocked.
+pub async fn c5_ordering_key<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("c5")).await?;
+    let mut k1 = Vec::new();
+    for n in 0..3 {
+        k1.push(
+            store
+                .enqueue(NewEvent::new("c5.Ordered", json!({ "n": n })).ordering_key("k1"))
+                .await?
+                .id,
+        );
+    }
+    let k2 = store
+        .enqueue(NewEvent::new("c5.Ordered", json!({})).ordering_key("k2"))
+        .await?
+        .id;
+    let free = put(&store, "c5.Unordered", json!({})).await?;
+    let first = store.claim(&claim(10, LONG)).await?;
+    let got: HashSet<_> = first.iter().map(|c| c.record.id).collect();
+    let want: HashSet<_> = [k1[0], k2, free].into_iter().collect();
+    ensure!(
+        got == want,
+        "first claim must return the head of each key plus unkeyed events: want {want:?}, got {got:?}"
+    );
+    ensure!(
+        store.claim(&claim(10, LONG)).await?.is_empty(),
+        "an event was claimable behind a leased one of its key"
+    );
+
+    let head = first
+        .iter()
+        .find(|c| c.record.id == k1[0])
+        .ok_or_else(|| Failure::new("head missing"))?;
+    let retry = Completion {
+        status: EventStatus::Pending,
+        handler_results: HandlerResults::new(),
+        attempts: 1,
+        retry_delay: Some(Duration::from_millis(400)),
+    };
+    store.complete(&head.lease, retry).await?;
+    ensure!(
+        store.claim(&claim(10, LONG)).await?.is_empty(),
+        "an event was claimable while an older one of its key is pending (backing off)"
+    );
+    let again = wait_for_claim(&store, k1[0]).await?;
+    store.complete(&again.lease, processed()).await?;
+    let next = store.claim(&claim(10, LONG)).await?;
+    ensure!(
+        next.len() == 1 && next[0].record.id == k1[1],
+        "after the head completed, the next of its key must follow"
+    );
+    store.complete(&next[0].lease, processed()).await?;
+    let last = store.claim(&claim(10, LONG)).await?;
+    ensure!(
+        last.len() == 1 && last[0].record.id == k1[2],
+        "the third event of the key must follow the second"
+    );
+    Ok(Verdict::Passed)
+}
+
+async fn wait_for_claim<S: Store>(
+    store: &S,
+    id: uuid::Uuid,
+) -> Result<outbox_core::ClaimedEvent, Failure> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut got = store.claim(&claim(10, LONG)).await?;
+        if let Some(pos) = got.iter().position(|c| c.record.id == id) {
+            return Ok(got.swap_remove(pos));
+        }
+        ensure_other_none(&got, id)?;
+        if tokio::time::Instant::now() > deadline {
+            return Err(Failure::new(format!(
+                "event {id} never became claimable again"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn ensure_other_none(got: &[outbox_core::ClaimedEvent], id: uuid::Uuid) -> Result<(), Failure> {
+    if let Some(other) = got.first() {
+        return Err(Failure::new(format!(
+            "claimed {} while waiting for {id}",
+            other.record.id
+        )));
+    }
+    Ok(())
+}
+
+/// C6: a second enqueue with an existing idempotency key stores nothing and returns the first id,
+/// also when many callers race.
+pub async fn c6_idempotent_enqueue<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("c6")).await?;
+    let first = store
+        .enqueue(NewEvent::new("c6.Once", json!({"v": 1})).idempotency_key("order-1"))
+        .await?;
+    ensure!(
+        !first.duplicate,
+        "the first enqueue was reported as a duplicate"
+    );
+    let second = store
+        .enqueue(NewEvent::new("c6.Once", json!({"v": 2})).idempotency_key("order-1"))
+        .await?;
+    ensure!(
+        second.duplicate && second.id == first.id,
+        "a duplicate key must return the first id, got {second:?}"
+    );
+    ensure!(
+        fetch(&store, first.id).await?.payload == json!({"v": 1}),
+        "the duplicate overwrote the payload"
+    );
+    let in_batch = store
+        .enqueue_batch(vec![
+            NewEvent::new("c6.Once", json!({})).idempotency_key("order-2"),
+            NewEvent::new("c6.Once", json!({})).idempotency_key("order-2"),
+        ])
+        .await?;
+    ensure!(
+        in_batch.len() == 2
+            && !in_batch[0].duplicate
+            && in_batch[1].duplicate
+            && in_batch[0].id == in_batch[1].id,
+        "a key repeated inside one batch must store one event, got {in_batch:?}"
+    );
+
+    let store = Arc::new(store);
+    let racers: Vec<_> = (0..16)
+        .map(|n| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .enqueue(NewEvent::new("c6.Race", json!({ "n": n })).idempotency_key("race"))
+                    .await
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for racer in racers {
+        results.push(
+            racer
+                .await
+                .map_err(|e| Failure::new(format!("task failed: {e}")))??,
+        );
+    }
+    let ids: HashSet<_> = results.iter().map(|r| r.id).collect();
+    let stored = results.iter().filter(|r| !r.duplicate).count();
+    ensure!(
+        ids.len() == 1,
+        "racing duplicates returned {} different ids",
+        ids.len()
+    );
+    ensure!(stored == 1, "racing duplicates stored {stored} events");
+    let stats = store.stats().await?;
+    ensure!(
+        stats.pending == 3,
+        "expected 3 stored events in all, stats say {}",
+        stats.pending
+    );
+    Ok(Verdict::Passed)
+}
+
+/// C7: dead letters are listed with their errors, re-queued with attempts reset, and purged;
+/// processed events are purged by age.
+pub async fn c7_dead_letters_and_purge<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("c7")).await?;
+    let dead_id = put(&store, "c7.Doomed", json!({})).await?;
+    let ok_id = put(&store, "c7.Fine", json!({})).await?;
+    let pending_id = store
+        .enqueue(NewEvent::new("c7.Later", json!({})).deliver_after(Duration::from_secs(3600)))
+        .await?
+        .id;
+    let claimed = store.claim(&claim(10, LONG)).await?;
+    ensure!(
+        claimed.len() == 2,
+        "expected 2 due events, claimed {}",
+        claimed.len()
+    );
+    for c in &claimed {
+        let completion = if c.record.id == dead_id {
+            let mut results = HandlerResults::new();
+            results.insert(
+                "mailer".into(),
+                HandlerState {
+                    attempts: 3,
+                    last_error: Some("mailbox unavailable".into()),
+                    gave_up: true,
+                    ..HandlerState::default()
+                },
+            );
+            results.insert(
+                "audit".into(),
+                HandlerState {
+                    attempts: 1,
+                    succeeded_at: Some(Utc::now()),
+                    output: Some(json!({"receipt": "r-1"})),
+                    ..HandlerState::default()
+                },
+            );
+            Completion {
+                status: EventStatus::Dead,
+                handler_results: results,
+                attempts: 3,
+                retry_delay: None,
+            }
+        } else {
+            processed()
+        };
+        store.complete(&c.lease, completion).await?;
+    }
+    let dead = store.dead_letters(10).await?;
+    ensure!(
+        dead.len() == 1 && dead[0].id == dead_id,
+        "dead_letters must list exactly the dead event, got {}",
+        dead.len()
+    );
+    ensure!(
+        dead[0].give_up_reason() == Some(("mailer", "mailbox unavailable")),
+        "dead letter must keep its error, got {:?}",
+        dead[0].handler_results
+    );
+    ensure!(
+        dead[0].handler_results["audit"].output == Some(json!({"receipt": "r-1"})),
+        "handler output not stored"
+    );
+    ensure!(
+        !store.requeue_dead(ok_id).await?,
+        "requeue_dead must refuse an event that is not dead"
+    );
+    ensure!(
+        store.requeue_dead(dead_id).await?,
+        "requeue_dead refused a dead event"
+    );
+    let requeued = fetch(&store, dead_id).await?;
+    ensure!(
+        requeued.status == EventStatus::Pending && requeued.attempts == 0,
+        "requeue must reset status and attempts, got {:?}/{}",
+        requeued.status,
+        requeued.attempts
+    );
+    ensure!(
+        !requeued.handler_results["mailer"].gave_up,
+        "requeue must clear gave_up"
+    );
+    ensure!(
+        requeued.handler_results["audit"].succeeded_at.is_some(),
+        "requeue must keep successes"
+    );
+    let again = store.claim(&claim(10, LONG)).await?;
+    ensure!(
+        again.len() == 1 && again[0].record.id == dead_id,
+        "a requeued event must be claimable"
+    );
+    let kill = Completion {
+        status: EventStatus::Dead,
+        handler_results: requeued.handler_results.clone(),
+        attempts: 1,
+        retry_delay: None,
+    };
+    store.complete(&again[0].lease, kill).await?;
+
+    let hour_ago = Utc::now() - chrono::Duration::hours(1);
+    ensure!(
+        store.purge_dead(hour_ago).await? == 0,
+        "purge_dead removed events younger than the cut-off"
+    );
+    ensure!(
+        store.purge_processed(hour_ago).await? == 0,
+        "purge_processed removed events younger than the cut-off"
+    );
+    let soon = Utc::now() + chrono::Duration::seconds(1);
+    ensure!(
+        store.purge_dead(soon).await? == 1,
+        "purge_dead must remove the dead event"
+    );
+    ensure!(
+        store.get(dead_id).await?.is_none(),
+        "a purged dead event still exists"
+    );
+    ensure!(
+        store.purge_processed(soon).await? == 1,
+        "purge_processed must remove the processed event"
+    );
+    ensure!(
+        store.get(ok_id).await?.is_none(),
+        "a purged processed event still exists"
+    );
+    ensure!(
+        store.get(pending_id).await?.is_some(),
+        "purging removed a pending event"
+    );
+    Ok(Verdict::Passed)
+}
+
+/// C8: a store that declares wake-ups announces new commits on its subscription.
+pub async fn c8_wakeups<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("c8")).await?;
+    if !store.capabilities().wakeups {
+        return Ok(Verdict::NotApplicable(
+            "store does not declare wake-ups; workers poll".into(),
+        ));
+    }
+    let Some(mut stream) = store.subscribe().await? else {
+        return Err(Failure::new(
+            "store declares wake-ups but subscribe() returned None",
+        ));
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    put(&store, "c8.Wake", json!({})).await?;
+    let woke = tokio::time::timeout(Duration::from_secs(5), stream.next()).await;
+    ensure!(
+        matches!(woke, Ok(Some(()))),
+        "no wake-up within 5 s of a commit: {woke:?}"
+    );
+    Ok(Verdict::Passed)
+}
+
+/// C9: counts per status and the lag of the oldest due event.
+pub async fn c9_stats_and_lag<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("c9")).await?;
+    let empty = store.stats().await?;
+    ensure!(
+        empty.pending == 0 && empty.oldest_due_age == Duration::ZERO,
+        "a new store must be empty with zero lag: {empty:?}"
+    );
+    for _ in 0..3 {
+        put(&store, "c9.Stat", json!({})).await?;
+    }
+    store
+        .enqueue(NewEvent::new("c9.Stat", json!({})).deliver_after(Duration::from_secs(3600)))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s = store.stats().await?;
+    ensure!(
+        (s.pending, s.due, s.leased) == (4, 3, 0),
+        "expected pending 4, due 3, leased 0: {s:?}"
+    );
+    ensure!(
+        s.oldest_due_age >= Duration::from_millis(250),
+        "lag must be at least the 300 ms waited: {s:?}"
+    );
+    ensure!(
+        s.oldest_due_age < Duration::from_secs(60),
+        "lag implausibly large: {s:?}"
+    );
+    let c = store.claim(&claim(1, LONG)).await?;
+    ensure!(c.len() == 1, "claim failed");
+    let s = store.stats().await?;
+    ensure!(
+        (s.due, s.leased) == (2, 1),
+        "after one claim expected due 2, leased 1: {s:?}"
+    );
+    store.complete(&c[0].lease, processed()).await?;
+    let s = store.stats().await?;
+    ensure!(
+        (s.pending, s.processed, s.dead) == (3, 1, 0),
+        "after completion expected pending 3, processed 1, dead 0: {s:?}"
+    );
+    Ok(Verdict::Passed)
+}
+
+/// C10: schema setup is idempotent (a second `create` on one namespace keeps the data) and unsafe
+/// names are refused.
+pub async fn c10_schema_and_names<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let ns = namespace("c10");
+    let store = factory.create(&ns).await?;
+    let id = put(&store, "c10.Kept", json!({})).await?;
+    let again = factory.create(&ns).await?;
+    ensure!(
+        again.get(id).await?.is_some(),
+        "a second create() on the same namespace lost the data"
+    );
+    for bad in [
+        "",
+        "x; DROP TABLE users",
+        "a\"b",
+        "名前",
+        "1abc",
+        "has space",
+        "a-b",
+        &"x".repeat(200),
+    ] {
+        match factory.create(bad).await {
+            Err(StoreError::InvalidRequest { .. } | StoreError::Schema { .. }) => {}
+            Err(other) => {
+                return Err(Failure::new(format!(
+                    "unsafe name {bad:?} refused with an unclear error kind: {other}"
+                )));
+            }
+            Ok(_) => return Err(Failure::new(format!("unsafe name {bad:?} was accepted"))),
+        }
+    }
+    Ok(Verdict::Passed)
+}

@@ -1,0 +1,135 @@
+//! Shared helpers of the clause functions: fast worker settings, waiting, call counting.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use outbox_core::{
+    ClaimRequest, EventRecord, EventStatus, NewEvent, RetryPolicy, Store, StoreExt, WorkerConfig,
+};
+use uuid::Uuid;
+
+use crate::harness::Failure;
+
+/// Worker settings that make clauses fast: short leases, quick polls and retries, no jitter.
+pub(crate) fn fast_config() -> WorkerConfig {
+    WorkerConfig::default()
+        .with_batch_size(16)
+        .with_max_in_flight(32)
+        .with_lease(Duration::from_secs(5))
+        .with_poll_interval(Duration::from_millis(25))
+        .with_handler_timeout(Duration::from_secs(10))
+        .with_shutdown_grace(Duration::from_secs(3))
+        .with_store_backoff_initial(Duration::from_millis(20))
+        .with_store_backoff_max(Duration::from_millis(200))
+        .with_retry(
+            RetryPolicy::default()
+                .with_initial_delay(Duration::from_millis(30))
+                .with_max_delay(Duration::from_millis(200))
+                .with_jitter(0.0),
+        )
+}
+
+/// A claim request for tests.
+pub(crate) fn claim(limit: usize, lease: Duration) -> ClaimRequest {
+    ClaimRequest::new("conformance", limit, lease)
+}
+
+/// Polls `check` every 20 ms until it returns true, or fails after `limit` with `what`.
+pub(crate) async fn wait_until<F, Fut>(
+    limit: Duration,
+    what: &str,
+    mut check: F,
+) -> Result<(), Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool, Failure>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Failure::new(format!(
+                "timed out after {limit:?} waiting until {what}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until no event is pending.
+pub(crate) async fn wait_drained<S: Store>(store: &S, limit: Duration) -> Result<(), Failure> {
+    wait_until(limit, "no event is pending", || async {
+        Ok(store.stats().await?.pending == 0)
+    })
+    .await
+}
+
+/// Waits until event `id` has `status`, returning it.
+pub(crate) async fn wait_status<S: Store>(
+    store: &S,
+    id: Uuid,
+    status: EventStatus,
+    limit: Duration,
+) -> Result<EventRecord, Failure> {
+    let what = format!("event {id} is {status}");
+    wait_until(limit, &what, || async {
+        Ok(store.get(id).await?.is_some_and(|r| r.status == status))
+    })
+    .await?;
+    fetch(store, id).await
+}
+
+/// Reads an event that must exist.
+pub(crate) async fn fetch<S: Store>(store: &S, id: Uuid) -> Result<EventRecord, Failure> {
+    store
+        .get(id)
+        .await?
+        .ok_or_else(|| Failure::new(format!("event {id} is missing from the store")))
+}
+
+/// Enqueues a plain event.
+pub(crate) async fn put<S: Store>(
+    store: &S,
+    event_type: &str,
+    payload: serde_json::Value,
+) -> Result<Uuid, Failure> {
+    Ok(store.enqueue(NewEvent::new(event_type, payload)).await?.id)
+}
+
+/// Counts handler invocations per (event, handler).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Calls(Arc<Mutex<HashMap<(Uuid, String), u32>>>);
+
+impl Calls {
+    /// Records one call and returns how many there were so far, this one included.
+    pub(crate) fn record(&self, event: Uuid, handler: &str) -> u32 {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry((event, handler.to_owned())).or_default();
+        *n += 1;
+        *n
+    }
+
+    /// Calls recorded for (event, handler).
+    pub(crate) fn get(&self, event: Uuid, handler: &str) -> u32 {
+        let map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(&(event, handler.to_owned())).copied().unwrap_or(0)
+    }
+
+    /// Every recorded pair with its count.
+    pub(crate) fn snapshot(&self) -> HashMap<(Uuid, String), u32> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
