@@ -81,6 +81,11 @@ impl HandlerContext {
 
 /// What a handler's event parameter may be: a typed [`Event`] (deserialized from the payload; a
 /// payload that does not deserialize is a permanent failure) or the raw [`EventRecord`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a handler's event parameter",
+    label = "derive `outbox_core::Event` for this type, or take `EventRecord`",
+    note = "handlers take a typed event (`#[derive(Serialize, Deserialize, Event)]`) or the raw `EventRecord`"
+)]
 pub trait HandlerInput: Sized + Send + 'static {
     /// Extracts the parameter from the stored record.
     fn from_record(record: &Arc<EventRecord>) -> Result<Self, HandlerError>;

@@ -1,0 +1,4 @@
+#[outbox_core::handler(event = "A")]
+struct Nope;
+
+fn main() {}

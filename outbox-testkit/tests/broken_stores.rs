@@ -1,0 +1,247 @@
+//! The suite catches broken stores: each deliberately broken store below must fail the clause that
+//! covers its flaw (and a suite that passed them would be worthless).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use outbox_core::{
+    ClaimRequest, ClaimedEvent, Completion, Enqueued, EventRecord, Lease, NewEvent, Store,
+    StoreCapabilities, StoreError, StoreStats, WakeupStream,
+};
+use outbox_testkit::{ClauseResult, MemoryFactory, StoreFactory, Verdict, suite};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flaw {
+    /// Hands events it already leased to the next claimer too.
+    DoubleClaim,
+    /// Completes with whatever token is current, ignoring the caller's.
+    IgnoresLeaseToken,
+    /// Acknowledges every 25th enqueued event without storing it.
+    LosesEvents,
+    /// Forgets ordering keys.
+    IgnoresOrderingKeys,
+    /// Forgets idempotency keys.
+    IgnoresIdempotencyKeys,
+    /// Never extends a lease.
+    RenewalIsNoop,
+}
+
+#[derive(Clone)]
+struct Broken {
+    inner: outbox_testkit::MemoryStore,
+    flaw: Flaw,
+    recent_claims: Arc<Mutex<Vec<ClaimedEvent>>>,
+    enqueued: Arc<Mutex<u64>>,
+}
+
+#[async_trait]
+impl Store for Broken {
+    fn capabilities(&self) -> StoreCapabilities {
+        self.inner.capabilities()
+    }
+    async fn enqueue_batch(&self, events: Vec<NewEvent>) -> Result<Vec<Enqueued>, StoreError> {
+        let mut kept = Vec::new();
+        let mut out = Vec::new();
+        for mut event in events {
+            match self.flaw {
+                Flaw::IgnoresOrderingKeys => event.ordering_key = None,
+                Flaw::IgnoresIdempotencyKeys => event.idempotency_key = None,
+                Flaw::LosesEvents => {
+                    let mut n = self.enqueued.lock().unwrap();
+                    *n += 1;
+                    if *n % 25 == 0 {
+                        out.push(Enqueued {
+                            id: event.id,
+                            duplicate: false,
+                        });
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            kept.push(event);
+        }
+        out.extend(self.inner.enqueue_batch(kept).await?);
+        Ok(out)
+    }
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {
+        let mut claimed = self.inner.claim(request).await?;
+        if self.flaw == Flaw::DoubleClaim {
+            let mut recent = self.recent_claims.lock().unwrap();
+            let again: Vec<_> = recent
+                .drain(..)
+                .take(request.limit.saturating_sub(claimed.len()))
+                .collect();
+            recent.extend(claimed.iter().cloned());
+            claimed.extend(again);
+        }
+        Ok(claimed)
+    }
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        extend: Duration,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        if self.flaw == Flaw::RenewalIsNoop {
+            return Ok(Utc::now() + chrono::Duration::from_std(extend).unwrap_or_default());
+        }
+        self.inner.renew_lease(lease, extend).await
+    }
+    async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError> {
+        if self.flaw == Flaw::IgnoresLeaseToken {
+            if let Some(current) = self
+                .inner
+                .get(lease.event_id)
+                .await?
+                .and_then(|r| r.lease_token)
+            {
+                let forged = Lease {
+                    event_id: lease.event_id,
+                    token: current,
+                };
+                return self.inner.complete(&forged, completion).await;
+            }
+        }
+        self.inner.complete(lease, completion).await
+    }
+    async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
+        self.inner.get(id).await
+    }
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        self.inner.dead_letters(limit).await
+    }
+    async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {
+        self.inner.requeue_dead(id).await
+    }
+    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.inner.purge_dead(older_than).await
+    }
+    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.inner.purge_processed(older_than).await
+    }
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.inner.stats().await
+    }
+    async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
+        self.inner.subscribe().await
+    }
+}
+
+struct BrokenFactory {
+    flaw: Flaw,
+    memory: MemoryFactory,
+}
+
+#[async_trait]
+impl StoreFactory for BrokenFactory {
+    type Store = Broken;
+    async fn create(&self, namespace: &str) -> Result<Broken, StoreError> {
+        Ok(Broken {
+            inner: self.memory.create(namespace).await?,
+            flaw: self.flaw,
+            recent_claims: Arc::default(),
+            enqueued: Arc::default(),
+        })
+    }
+}
+
+fn factory(flaw: Flaw) -> BrokenFactory {
+    BrokenFactory {
+        flaw,
+        memory: MemoryFactory::default(),
+    }
+}
+
+fn block_on(f: impl std::future::Future<Output = ClauseResult>) -> ClauseResult {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn assert_caught(result: ClauseResult, flaw: Flaw) {
+    match result {
+        Err(failure) => println!("{flaw:?} caught: {failure}"),
+        Ok(verdict) => panic!("the suite passed a store with flaw {flaw:?}: {verdict:?}"),
+    }
+}
+
+#[test]
+fn double_claims_are_caught() {
+    let f = factory(Flaw::DoubleClaim);
+    assert_caught(
+        block_on(suite::c2_concurrent_claims_are_exclusive(&f)),
+        Flaw::DoubleClaim,
+    );
+    assert_caught(
+        block_on(suite::c2_claim_oldest_first(&f)),
+        Flaw::DoubleClaim,
+    );
+}
+
+#[test]
+fn ignored_lease_tokens_are_caught() {
+    let f = factory(Flaw::IgnoresLeaseToken);
+    assert_caught(
+        block_on(suite::c3_fenced_completion(&f)),
+        Flaw::IgnoresLeaseToken,
+    );
+}
+
+#[test]
+fn lost_events_are_caught() {
+    let f = factory(Flaw::LosesEvents);
+    assert_caught(
+        block_on(suite::c2_concurrent_claims_are_exclusive(&f)),
+        Flaw::LosesEvents,
+    );
+    assert_caught(
+        block_on(suite::p8_many_workers_stress(&f)),
+        Flaw::LosesEvents,
+    );
+}
+
+#[test]
+fn ignored_ordering_keys_are_caught() {
+    let f = factory(Flaw::IgnoresOrderingKeys);
+    assert_caught(
+        block_on(suite::c5_ordering_key(&f)),
+        Flaw::IgnoresOrderingKeys,
+    );
+    assert_caught(
+        block_on(suite::c5_ordering_under_concurrency(&f)),
+        Flaw::IgnoresOrderingKeys,
+    );
+}
+
+#[test]
+fn ignored_idempotency_keys_are_caught() {
+    let f = factory(Flaw::IgnoresIdempotencyKeys);
+    assert_caught(
+        block_on(suite::c6_idempotent_enqueue(&f)),
+        Flaw::IgnoresIdempotencyKeys,
+    );
+}
+
+#[test]
+fn noop_renewals_are_caught() {
+    let f = factory(Flaw::RenewalIsNoop);
+    assert_caught(block_on(suite::c4_lease_renewal(&f)), Flaw::RenewalIsNoop);
+}
+
+#[test]
+fn the_reference_store_passes_the_same_clauses() {
+    let f = MemoryFactory::default();
+    for result in [
+        block_on(suite::c2_concurrent_claims_are_exclusive(&f)),
+        block_on(suite::c3_fenced_completion(&f)),
+        block_on(suite::c5_ordering_key(&f)),
+        block_on(suite::c6_idempotent_enqueue(&f)),
+    ] {
+        assert_eq!(result, Ok(Verdict::Passed));
+    }
+}
