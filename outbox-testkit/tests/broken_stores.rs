@@ -50,7 +50,7 @@ impl Store for Broken {
                 Flaw::IgnoresOrderingKeys => event.ordering_key = None,
                 Flaw::IgnoresIdempotencyKeys => event.idempotency_key = None,
                 Flaw::LosesEvents => {
-                    let mut n = self.enqueued.lock().unwrap();
+                    let mut n = self.enqueued.lock().expect("counter lock");
                     *n += 1;
                     if *n % 25 == 0 {
                         out.push(Enqueued {
@@ -70,7 +70,7 @@ impl Store for Broken {
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {
         let mut claimed = self.inner.claim(request).await?;
         if self.flaw == Flaw::DoubleClaim {
-            let mut recent = self.recent_claims.lock().unwrap();
+            let mut recent = self.recent_claims.lock().expect("claims lock");
             let again: Vec<_> = recent
                 .drain(..)
                 .take(request.limit.saturating_sub(claimed.len()))
@@ -159,7 +159,7 @@ fn block_on(f: impl std::future::Future<Output = ClauseResult>) -> ClauseResult 
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .unwrap()
+        .expect("tokio runtime")
         .block_on(f)
 }
 

@@ -299,6 +299,7 @@ async fn run(shared: Arc<Shared>) -> ShutdownReport {
         }
     }
 
+    while tasks.try_join_next().is_some() {}
     let in_flight_at_shutdown = tasks.len();
     tracing::info!(
         in_flight = in_flight_at_shutdown,
