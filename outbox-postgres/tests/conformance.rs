@@ -1,0 +1,5 @@
+//! The whole conformance suite against a real PostgreSQL server, one schema per clause.
+
+mod support;
+
+outbox_testkit::conformance_suite!(support::PgFactory);
