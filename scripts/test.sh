@@ -4,5 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/services.sh
+# Every test makes its own schema; start each run from an empty test database so they do not pile up.
+if [ "${KEEP_TEST_DB:-0}" != 1 ]; then
+  db="${DATABASE_URL##*/}"; db="${db%%\?*}"
+  psql "${DATABASE_URL%/*}/postgres" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" -c "CREATE DATABASE \"$db\""
+fi
 cargo test --workspace --all-targets --no-fail-fast "$@"
 cargo test --workspace --doc "$@"

@@ -57,11 +57,16 @@ BEGIN
 END $$"
         ),
         // One notification per INSERT statement (and PostgreSQL folds identical ones per transaction),
-        // not one per row.
-        format!("DROP TRIGGER IF EXISTS \"{table}_notify\" ON {t}"),
+        // not one per row. Created only when missing: re-creating it would lock the table at every start.
         format!(
-            "CREATE TRIGGER \"{table}_notify\" AFTER INSERT ON {t} \
-             FOR EACH STATEMENT EXECUTE FUNCTION \"{schema}\".\"{table}_notify\"()"
+            "DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger
+                   WHERE tgname = '{table}_notify' AND tgrelid = '{t}'::regclass) THEN
+        CREATE TRIGGER \"{table}_notify\" AFTER INSERT ON {t}
+            FOR EACH STATEMENT EXECUTE FUNCTION \"{schema}\".\"{table}_notify\"();
+    END IF;
+END $$"
         ),
     ]
 }

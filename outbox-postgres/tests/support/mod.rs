@@ -28,17 +28,39 @@ fn redacted(url: &str) -> String {
 }
 
 pub async fn connect() -> Result<PgPool, StoreError> {
+    connect_to(&database_url()).await
+}
+
+/// A pool whose connections carry `application_name`, so a test can find (and kill) only its own.
+pub async fn connect_named(application_name: &str) -> Result<PgPool, StoreError> {
     let url = database_url();
+    let options: sqlx::postgres::PgConnectOptions = url
+        .parse()
+        .map_err(|e| StoreError::invalid(format!("DATABASE_URL is not a valid URL: {e}")))?;
     PgPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(10))
-        .connect(&url)
+        .connect_with(options.application_name(application_name))
+        .await
+        .map_err(|err| {
+            StoreError::unavailable(format!(
+                "cannot reach PostgreSQL at {}: {err}",
+                redacted(&url)
+            ))
+        })
+}
+
+pub async fn connect_to(url: &str) -> Result<PgPool, StoreError> {
+    PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
         .await
         .map_err(|err| {
             StoreError::unavailable(format!(
                 "cannot reach PostgreSQL at {}: {err}. Start it (and create the database) with \
                  `./scripts/services.sh`, or point DATABASE_URL at a server",
-                redacted(&url)
+                redacted(url)
             ))
         })
 }

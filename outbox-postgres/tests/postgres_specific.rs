@@ -1,0 +1,423 @@
+//! Behaviour specific to PostgreSQL: the caller's own transaction with its own data, other
+//! connections, a killed LISTEN connection, killed pool connections, concurrent duplicate enqueues,
+//! error kinds, and a missing server.
+
+mod support;
+
+use std::time::Duration;
+
+use outbox_core::{
+    ClaimRequest, Completion, EventStatus, Handler, HandlerError, NewEvent, Registry, Store,
+    StoreError, StoreExt, Worker, WorkerConfig,
+};
+use outbox_postgres::PgStore;
+use serde_json::json;
+use sqlx::PgPool;
+
+async fn fresh_store(prefix: &str) -> (PgStore, PgPool, String) {
+    let schema = outbox_testkit::namespace(prefix);
+    let pool = support::connect_named(&schema)
+        .await
+        .expect("PostgreSQL is reachable (run ./scripts/services.sh)");
+    let store = PgStore::builder(pool.clone())
+        .schema(&schema)
+        .build()
+        .expect("valid names");
+    store.migrate().await.expect("migration");
+    sqlx::query(&format!(
+        "CREATE TABLE \"{schema}\".users (email TEXT PRIMARY KEY)"
+    ))
+    .execute(&pool)
+    .await
+    .expect("users table");
+    (store, pool, schema)
+}
+
+fn counting_worker(
+    store: &PgStore,
+    event_type: &str,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<uuid::Uuid>>>,
+    config: WorkerConfig,
+) -> outbox_core::WorkerHandle {
+    let handler = Handler::raw(event_type, "record", move |record, _ctx| {
+        seen.lock().expect("lock").push(record.id);
+        async { Ok::<_, HandlerError>(()) }
+    });
+    Worker::builder(store.clone())
+        .registry(
+            Registry::builder()
+                .handler(handler)
+                .build()
+                .expect("registry"),
+        )
+        .config(config)
+        .build()
+        .expect("worker")
+        .start()
+}
+
+async fn wait_for(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_discards_the_user_and_the_event_commit_keeps_both() {
+    let (store, pool, schema) = fresh_store("pg_tx").await;
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(&format!("INSERT INTO \"{schema}\".users VALUES ($1)"))
+        .bind("gone@example.com")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let gone = store
+        .enqueue_in(
+            &mut tx,
+            NewEvent::new("UserInvited", json!({"email": "gone@example.com"})),
+        )
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert!(
+        store.get(gone.id).await.unwrap().is_none(),
+        "a rolled-back event exists"
+    );
+
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(&format!("INSERT INTO \"{schema}\".users VALUES ($1)"))
+        .bind("kept@example.com")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let batch = store
+        .enqueue_batch_in(
+            &mut tx,
+            vec![
+                NewEvent::new("UserInvited", json!({"n": 1})),
+                NewEvent::new("UserInvited", json!({"n": 2})),
+            ],
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let users: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM \"{schema}\".users"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(users, 1);
+    for e in batch {
+        assert_eq!(
+            store.get(e.id).await.unwrap().unwrap().status,
+            EventStatus::Pending
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_event_is_processed_by_a_worker_on_another_pool() {
+    let (store, pool, schema) = fresh_store("pg_other").await;
+    let other_pool = support::connect().await.unwrap();
+    let other = PgStore::builder(other_pool)
+        .schema(&schema)
+        .build()
+        .unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let worker = counting_worker(
+        &other,
+        "Cross",
+        seen.clone(),
+        WorkerConfig::default().with_poll_interval(Duration::from_millis(50)),
+    );
+    let mut tx = pool.begin().await.unwrap();
+    let id = store
+        .enqueue_in(&mut tx, NewEvent::new("Cross", json!({})))
+        .await
+        .unwrap()
+        .id;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "a worker saw an uncommitted event"
+    );
+    tx.commit().await.unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), async || seen
+            .lock()
+            .unwrap()
+            .contains(&id))
+        .await
+    );
+    worker.shutdown().await;
+    assert_eq!(
+        store.get(id).await.unwrap().unwrap().status,
+        EventStatus::Processed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wake_ups_survive_a_terminated_listen_connection() {
+    let (store, pool, schema) = fresh_store("pg_listen").await;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    // Polling every minute: only a wake-up can deliver within the test's limits.
+    let config = WorkerConfig::default().with_poll_interval(Duration::from_secs(60));
+    let worker = counting_worker(&store, "Wake", seen.clone(), config);
+    let listen_pids = async || -> Vec<i32> {
+        sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE query ILIKE 'LISTEN%' AND pid <> pg_backend_pid() AND application_name = $1",
+        )
+        .bind(&schema)
+        .fetch_all(&pool)
+            .await
+            .unwrap()
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), async || !listen_pids()
+            .await
+            .is_empty())
+        .await,
+        "no LISTEN connection"
+    );
+    let first = store
+        .enqueue(NewEvent::new("Wake", json!({"n": 1})))
+        .await
+        .unwrap()
+        .id;
+    assert!(
+        wait_for(Duration::from_secs(5), async || seen
+            .lock()
+            .unwrap()
+            .contains(&first))
+        .await,
+        "no wake-up before the kill"
+    );
+
+    for pid in listen_pids().await {
+        sqlx::query("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    // The listener reconnects on its own; give it a moment, then a commit must still wake the worker.
+    assert!(
+        wait_for(Duration::from_secs(10), async || !listen_pids()
+            .await
+            .is_empty())
+        .await,
+        "LISTEN never reconnected"
+    );
+    let second = store
+        .enqueue(NewEvent::new("Wake", json!({"n": 2})))
+        .await
+        .unwrap()
+        .id;
+    assert!(
+        wait_for(Duration::from_secs(10), async || seen
+            .lock()
+            .unwrap()
+            .contains(&second))
+        .await,
+        "no delivery after the LISTEN connection was terminated"
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_rides_out_terminated_connections() {
+    let (store, pool, schema) = fresh_store("pg_kill").await;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let worker = counting_worker(
+        &store,
+        "Kill",
+        seen.clone(),
+        WorkerConfig::default().with_poll_interval(Duration::from_millis(20)),
+    );
+    let admin = support::connect().await.unwrap();
+    let mut ids = Vec::new();
+    for round in 0..5 {
+        for n in 0..20 {
+            ids.push(
+                store
+                    .enqueue(NewEvent::new("Kill", json!({"round": round, "n": n})))
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
+        // Kill every connection of this store's pool, the worker's listener included.
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE pid <> pg_backend_pid() AND application_name = $1",
+        )
+        .bind(&schema)
+        .execute(&admin)
+        .await
+        .ok();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let drained = wait_for(
+        Duration::from_secs(30),
+        async || matches!(store.stats().await, Ok(s) if s.pending == 0),
+    )
+    .await;
+    let report = worker.shutdown().await;
+    assert!(drained, "events left pending after connections were killed");
+    for id in &ids {
+        assert_eq!(
+            store.get(*id).await.unwrap().unwrap().status,
+            EventStatus::Processed
+        );
+    }
+    drop(pool);
+    println!("store errors ridden out: {}", report.metrics.store_errors);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_completion_is_refused_and_changes_nothing() {
+    let (store, _pool, _schema) = fresh_store("pg_stale").await;
+    let id = store
+        .enqueue(NewEvent::new("Stale", json!({})))
+        .await
+        .unwrap()
+        .id;
+    let stale = store
+        .claim(&ClaimRequest::new("a", 1, Duration::from_millis(200)))
+        .await
+        .unwrap()
+        .remove(0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fresh = store
+        .claim(&ClaimRequest::new("b", 1, Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .remove(0);
+    let before = store.get(id).await.unwrap().unwrap();
+    let done = Completion {
+        status: EventStatus::Processed,
+        handler_results: Default::default(),
+        attempts: 1,
+        retry_delay: None,
+    };
+    let err = store
+        .complete(&stale.lease, done.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::LeaseLost { event_id } if event_id == id),
+        "{err:?}"
+    );
+    assert_eq!(store.get(id).await.unwrap().unwrap(), before);
+    store.complete(&fresh.lease, done).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_transactions_with_one_idempotency_key_store_one_event() {
+    let (store, pool, _schema) = fresh_store("pg_idem").await;
+    let tasks: Vec<_> = (0..12)
+        .map(|n| {
+            let (store, pool) = (store.clone(), pool.clone());
+            tokio::spawn(async move {
+                let mut tx = pool.begin().await.unwrap();
+                let r = store
+                    .enqueue_in(
+                        &mut tx,
+                        NewEvent::new("Idem", json!({ "n": n })).idempotency_key("same"),
+                    )
+                    .await;
+                tx.commit().await.unwrap();
+                r.unwrap()
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    let ids: std::collections::HashSet<_> = results.iter().map(|r| r.id).collect();
+    assert_eq!(ids.len(), 1, "{results:?}");
+    assert_eq!(results.iter().filter(|r| !r.duplicate).count(), 1);
+    assert_eq!(store.stats().await.unwrap().pending, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_typed() {
+    let pool = support::connect().await.unwrap();
+    let missing = PgStore::builder(pool.clone())
+        .schema("no_such_schema_here")
+        .build()
+        .unwrap();
+    let err = missing.stats().await.unwrap_err();
+    assert!(matches!(err, StoreError::Schema { .. }), "{err:?}");
+    assert!(err.to_string().contains("migrate()"), "{err}");
+
+    let (store, _pool, _schema) = fresh_store("pg_err").await;
+    let nul = store
+        .enqueue(NewEvent::new("Nul", json!({"text": "a\u{0}b"})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(nul, StoreError::InvalidRequest { .. }),
+        "a NUL character must be a clear InvalidRequest: {nul:?}"
+    );
+
+    for (schema, table) in [("public; drop", "t"), ("s", "t\"x"), ("", "t"), ("s", "")] {
+        assert!(
+            PgStore::builder(pool.clone())
+                .schema(schema)
+                .table(table)
+                .build()
+                .is_err(),
+            "{schema:?}.{table:?} accepted"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_fails_with_how_to_start_it() {
+    let err = support::connect_to("postgres://postgres:secret@127.0.0.1:1/outbox_test")
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(err.is_transient(), "{err:?}");
+    assert!(message.contains("./scripts/services.sh"), "{message}");
+    assert!(!message.contains("secret"), "credentials leaked: {message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_is_idempotent_and_concurrent_safe() {
+    let pool = support::connect().await.unwrap();
+    let schema = outbox_testkit::namespace("pg_migrate");
+    let store = PgStore::builder(pool)
+        .schema(&schema)
+        .table("events")
+        .build()
+        .unwrap();
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let s = store.clone();
+            tokio::spawn(async move { s.migrate().await })
+        })
+        .collect();
+    for r in runs {
+        r.await.unwrap().unwrap();
+    }
+    store.migrate().await.unwrap();
+    assert_eq!(store.stats().await.unwrap().pending, 0);
+}
+
+#[test]
+fn the_readme_shows_the_schema_migrate_runs() {
+    let readme = include_str!("../README.md");
+    for statement in outbox_postgres::schema_sql("public", "outbox_events") {
+        assert!(
+            readme.contains(&format!("{statement};")),
+            "README.md is missing or has an outdated:\n{statement}"
+        );
+    }
+}
