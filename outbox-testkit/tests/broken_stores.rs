@@ -10,7 +10,7 @@ use outbox_core::{
     ClaimRequest, ClaimedEvent, Completion, Enqueued, EventRecord, Lease, NewEvent, Store,
     StoreCapabilities, StoreError, StoreStats, WakeupStream,
 };
-use outbox_testkit::{ClauseResult, MemoryFactory, StoreFactory, Verdict, suite};
+use outbox_testkit::{ClauseResult, MemoryFactory, StoreFactory, TestTransaction, Verdict, suite};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +27,10 @@ enum Flaw {
     IgnoresIdempotencyKeys,
     /// Never extends a lease.
     RenewalIsNoop,
+    /// Its transaction adapter commits on rollback: a rolled-back event survives.
+    RollbackKeepsEvents,
+    /// Writes transactional enqueues at once, outside the caller's transaction.
+    IgnoresTransactions,
 }
 
 #[derive(Clone)]
@@ -146,6 +150,48 @@ impl StoreFactory for BrokenFactory {
             enqueued: Arc::default(),
         })
     }
+
+    async fn begin(&self, store: &Broken) -> Result<Option<Box<dyn TestTransaction>>, StoreError> {
+        Ok(Some(Box::new(BrokenTransaction {
+            tx: Some(store.inner.begin()),
+            store: store.clone(),
+        })))
+    }
+}
+
+struct BrokenTransaction {
+    tx: Option<outbox_testkit::MemoryTransaction>,
+    store: Broken,
+}
+
+#[async_trait]
+impl TestTransaction for BrokenTransaction {
+    async fn enqueue(&mut self, event: NewEvent) -> Result<Enqueued, StoreError> {
+        if self.store.flaw == Flaw::IgnoresTransactions {
+            return self
+                .store
+                .inner
+                .enqueue_batch(vec![event])
+                .await
+                .map(|mut v| v.remove(0));
+        }
+        let tx = self.tx.as_mut().expect("transaction open");
+        Ok(Enqueued {
+            id: tx.enqueue(event)?,
+            duplicate: false,
+        })
+    }
+    async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+        self.tx.take().expect("transaction open").commit().map(drop)
+    }
+    async fn rollback(mut self: Box<Self>) -> Result<(), StoreError> {
+        let tx = self.tx.take().expect("transaction open");
+        if self.store.flaw == Flaw::RollbackKeepsEvents {
+            return tx.commit().map(drop);
+        }
+        tx.rollback();
+        Ok(())
+    }
 }
 
 fn factory(flaw: Flaw) -> BrokenFactory {
@@ -234,6 +280,24 @@ fn noop_renewals_are_caught() {
 }
 
 #[test]
+fn rollback_that_keeps_events_is_caught() {
+    let f = factory(Flaw::RollbackKeepsEvents);
+    assert_caught(
+        block_on(suite::c1_transactional_enqueue(&f)),
+        Flaw::RollbackKeepsEvents,
+    );
+}
+
+#[test]
+fn enqueue_outside_the_transaction_is_caught() {
+    let f = factory(Flaw::IgnoresTransactions);
+    assert_caught(
+        block_on(suite::c1_transactional_enqueue(&f)),
+        Flaw::IgnoresTransactions,
+    );
+}
+
+#[test]
 fn the_reference_store_passes_the_same_clauses() {
     let f = MemoryFactory::default();
     for result in [
@@ -241,6 +305,8 @@ fn the_reference_store_passes_the_same_clauses() {
         block_on(suite::c3_fenced_completion(&f)),
         block_on(suite::c5_ordering_key(&f)),
         block_on(suite::c6_idempotent_enqueue(&f)),
+        block_on(suite::c1_transactional_enqueue(&f)),
+        block_on(suite::c4_lease_renewal(&f)),
     ] {
         assert_eq!(result, Ok(Verdict::Passed));
     }

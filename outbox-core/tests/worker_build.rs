@@ -1,0 +1,197 @@
+//! Bad configuration and bad registries are clear errors at startup, before anything runs.
+
+use std::time::Duration;
+
+use outbox_core::{
+    BuildError, Handler, HandlerError, Registry, RegistryError, Store, Worker, WorkerConfig,
+};
+
+#[derive(Clone)]
+struct NoStore;
+
+#[outbox_core::async_trait]
+impl Store for NoStore {
+    fn capabilities(&self) -> outbox_core::StoreCapabilities {
+        outbox_core::StoreCapabilities::default()
+    }
+    async fn enqueue_batch(
+        &self,
+        _: Vec<outbox_core::NewEvent>,
+    ) -> Result<Vec<outbox_core::Enqueued>, outbox_core::StoreError> {
+        Err(outbox_core::StoreError::unavailable("not a real store"))
+    }
+    async fn claim(
+        &self,
+        _: &outbox_core::ClaimRequest,
+    ) -> Result<Vec<outbox_core::ClaimedEvent>, outbox_core::StoreError> {
+        Err(outbox_core::StoreError::unavailable("not a real store"))
+    }
+    async fn renew_lease(
+        &self,
+        lease: &outbox_core::Lease,
+        _: Duration,
+    ) -> Result<chrono::DateTime<chrono::Utc>, outbox_core::StoreError> {
+        Err(outbox_core::StoreError::LeaseLost {
+            event_id: lease.event_id,
+        })
+    }
+    async fn complete(
+        &self,
+        lease: &outbox_core::Lease,
+        _: outbox_core::Completion,
+    ) -> Result<(), outbox_core::StoreError> {
+        Err(outbox_core::StoreError::LeaseLost {
+            event_id: lease.event_id,
+        })
+    }
+    async fn get(
+        &self,
+        _: uuid::Uuid,
+    ) -> Result<Option<outbox_core::EventRecord>, outbox_core::StoreError> {
+        Ok(None)
+    }
+    async fn dead_letters(
+        &self,
+        _: usize,
+    ) -> Result<Vec<outbox_core::EventRecord>, outbox_core::StoreError> {
+        Ok(Vec::new())
+    }
+    async fn requeue_dead(&self, _: uuid::Uuid) -> Result<bool, outbox_core::StoreError> {
+        Ok(false)
+    }
+    async fn purge_dead(
+        &self,
+        _: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, outbox_core::StoreError> {
+        Ok(0)
+    }
+    async fn purge_processed(
+        &self,
+        _: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, outbox_core::StoreError> {
+        Ok(0)
+    }
+    async fn stats(&self) -> Result<outbox_core::StoreStats, outbox_core::StoreError> {
+        Ok(outbox_core::StoreStats::default())
+    }
+    async fn subscribe(
+        &self,
+    ) -> Result<Option<outbox_core::WakeupStream>, outbox_core::StoreError> {
+        Ok(None)
+    }
+}
+
+#[track_caller]
+fn noop(name: &str) -> Handler {
+    Handler::raw("E", name, |_r, _c| async { Ok::<_, HandlerError>(()) })
+}
+
+#[test]
+fn invalid_settings_name_the_setting() {
+    let cases: Vec<(WorkerConfig, &str)> = vec![
+        (WorkerConfig::default().with_batch_size(0), "batch_size"),
+        (
+            WorkerConfig::default().with_max_in_flight(0),
+            "max_in_flight",
+        ),
+        (
+            WorkerConfig::default().with_lease(Duration::from_millis(1)),
+            "lease",
+        ),
+        (
+            WorkerConfig::default().with_renew_interval(Duration::from_secs(60)),
+            "renew_interval",
+        ),
+        (
+            WorkerConfig::default().with_poll_interval(Duration::ZERO),
+            "poll_interval",
+        ),
+        (
+            WorkerConfig::default().with_handler_timeout(Duration::ZERO),
+            "handler_timeout",
+        ),
+        (
+            WorkerConfig::default().with_worker_id(" ".into()),
+            "worker_id",
+        ),
+        (
+            WorkerConfig::default()
+                .with_retry(outbox_core::RetryPolicy::default().with_jitter(2.0)),
+            "retry.jitter",
+        ),
+    ];
+    for (config, field) in cases {
+        let err = Worker::builder(NoStore)
+            .registry(Registry::default())
+            .config(config)
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(&err, BuildError::Config(c) if c.field == field),
+            "{field}: {err}"
+        );
+        assert!(err.to_string().contains(field), "{err}");
+    }
+}
+
+#[test]
+fn duplicate_handler_names_are_a_startup_error_naming_both() {
+    let err = Registry::builder()
+        .handler(noop("dup"))
+        .handler(noop("dup"))
+        .build()
+        .unwrap_err();
+    let RegistryError::DuplicateHandler { first, second, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        first.contains("worker_build.rs") && second.contains("worker_build.rs") && first != second,
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("give one a distinct `name`"),
+        "{err}"
+    );
+}
+
+#[derive(serde::Serialize, serde::Deserialize, outbox_core::Event)]
+struct Declared {}
+
+#[outbox_core::handler(event = "SomethingElse")]
+async fn mismatched(_event: Declared) -> Result<(), HandlerError> {
+    Ok(())
+}
+
+#[test]
+fn a_typed_handler_registered_for_another_event_type_is_refused() {
+    let err = Registry::builder()
+        .with_registered_for(&["SomethingElse"])
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(&err, RegistryError::EventTypeMismatch { registered, declared, .. } if registered == "SomethingElse" && declared == "Declared"),
+        "{err:?}"
+    );
+    let err = Worker::builder(NoStore).build().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BuildError::Registry(RegistryError::EventTypeMismatch { .. })
+        ),
+        "the global registry is checked at build: {err}"
+    );
+}
+
+#[tokio::test]
+async fn a_worker_on_an_unreachable_store_keeps_running_and_stops_on_request() {
+    let worker = Worker::builder(NoStore)
+        .registry(Registry::default())
+        .config(WorkerConfig::default().with_store_backoff_initial(Duration::from_millis(5)))
+        .build()
+        .unwrap()
+        .start();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!worker.is_finished());
+    let report = worker.shutdown().await;
+    assert!(report.metrics.store_errors >= 2, "{report:?}");
+}
