@@ -1,0 +1,12 @@
+#![doc = include_str!("../README.md")]
+
+mod config;
+mod error;
+mod queries;
+mod row;
+mod schema;
+mod store;
+
+pub use config::SqliteStoreBuilder;
+pub use schema::schema_sql;
+pub use store::SqliteStore;

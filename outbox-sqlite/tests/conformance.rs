@@ -1,0 +1,5 @@
+//! The whole conformance suite on SQLite, one temporary database file per clause.
+
+mod support;
+
+outbox_testkit::conformance_suite!(support::SqliteFactory::new());
