@@ -1,17 +1,17 @@
-//! Quickstart: invite users, each in one transaction with its event; watch the handlers run, one
-//! fail once and be retried; shut down gracefully and print the final state.
+//! Quickstart: invite users — each an insert of the user row plus a `UserInvited` event in one
+//! transaction, one of them rolled back — then run a worker, watch the handlers (one fails once and
+//! is retried), shut down gracefully and print the final state.
 //!
-//! Run it with `cargo run -p quickstart`.
+//! `cargo run -p quickstart` uses a SQLite file in a temporary directory; with `DATABASE_URL` set it
+//! uses that PostgreSQL database (schema `outbox_quickstart`, recreated on each run).
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+mod backend;
+
 use std::time::Duration;
 
 use outbox_core::{
-    Event, HandlerContext, HandlerError, NewEvent, RetryPolicy, Store, Worker, WorkerConfig,
-    handler,
+    Event, HandlerContext, HandlerError, RetryPolicy, Store, Worker, WorkerConfig, handler,
 };
-use outbox_testkit::MemoryStore;
 use serde::{Deserialize, Serialize};
 
 // Link the crate whose `audit_log` handler also listens to `UserInvited`.
@@ -19,8 +19,9 @@ use audit_handlers as _;
 
 /// The event: a user was invited.
 #[derive(Debug, Serialize, Deserialize, Event)]
-struct UserInvited {
-    email: String,
+pub(crate) struct UserInvited {
+    /// Who was invited.
+    pub(crate) email: String,
 }
 
 /// Sends the welcome email (here: prints it). The event id is the idempotency key a real mailer
@@ -54,51 +55,31 @@ async fn add_to_crm(
     Ok(serde_json::json!({ "crm_id": format!("crm-{}", event.email) }))
 }
 
-/// The application's own data, written in the same transaction as the event.
-static USERS: Mutex<BTreeMap<String, bool>> = Mutex::new(BTreeMap::new());
-
-/// Inserts the user and enqueues `UserInvited` atomically; `commit = false` simulates a failure
-/// that rolls both back.
-fn invite(
-    store: &MemoryStore,
-    email: &str,
-    commit: bool,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let mut tx = store.begin();
-    tx.enqueue(
-        NewEvent::from_event(&UserInvited {
-            email: email.into(),
-        })?
-        .correlation_id(format!("invite-{email}")),
-    )?;
-    if commit {
-        let mut users = USERS.lock().map_err(|_| "users lock poisoned")?;
-        tx.commit()?;
-        users.insert(email.to_owned(), true);
-        println!("invited {email} (committed)");
-    } else {
-        tx.rollback();
-        println!("invited {email} (rolled back: neither the user nor the event exists)");
-    }
-    Ok(())
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into()))
         .init();
-    let store = MemoryStore::new();
+    let scratch = tempfile::tempdir()?;
+    let app = backend::App::connect(scratch.path()).await?;
+    println!("store: {}\n", app.describe());
+
     for (email, commit) in [
         ("ada@example.com", true),
         ("grace@example.com", true),
         ("mallory@example.com", false),
         ("linus@example.com", true),
     ] {
-        invite(&store, email, commit)?;
+        app.invite(email, commit).await?;
+        if commit {
+            println!("invited {email} (user row + event committed together)");
+        } else {
+            println!("invited {email} (rolled back: neither the user nor the event exists)");
+        }
     }
 
     println!("\nstarting the worker…");
+    let store = app.store();
     let config = WorkerConfig::default()
         .with_poll_interval(Duration::from_millis(50))
         .with_retry(
@@ -117,19 +98,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let report = worker.shutdown().await;
 
     let stats = store.stats().await?;
+    let users = app.users().await?;
     let audited = audit_handlers::AUDIT_LOG
         .lock()
         .map_err(|_| "audit lock poisoned")?
         .len();
     println!("\nfinal state:");
-    println!(
-        "  users:      {:?}",
-        USERS
-            .lock()
-            .map_err(|_| "users lock poisoned")?
-            .keys()
-            .collect::<Vec<_>>()
-    );
+    println!("  users:      {users:?}");
     println!(
         "  events:     {} processed, {} dead, {} pending",
         stats.processed, stats.dead, stats.pending
@@ -142,9 +117,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "  shutdown:   graceful, {} events were in flight",
         report.in_flight_at_shutdown
     );
-    let ok = stats.processed == 3 && stats.dead == 0 && stats.pending == 0 && audited == 3;
-    if !ok {
-        return Err(format!("unexpected final state: {stats:?}").into());
+    if !(stats.processed == 3
+        && stats.dead == 0
+        && stats.pending == 0
+        && audited == 3
+        && users.len() == 3)
+    {
+        return Err(format!("unexpected final state: {stats:?}, users {users:?}").into());
     }
     println!("\nall 3 committed invitations were delivered; the rolled-back one never existed.");
     Ok(())

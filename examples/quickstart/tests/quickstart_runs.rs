@@ -1,13 +1,16 @@
-//! The README's first command works: the quickstart exits 0 with the expected final state.
+//! The README's first command works: the quickstart exits 0 with the expected final state, on the
+//! embedded default and on PostgreSQL.
 
 use std::process::Command;
 
-#[test]
-fn quickstart_completes_and_reports_its_final_state() {
-    let output = Command::new(env!("CARGO_BIN_EXE_quickstart"))
-        .output()
-        .expect("the quickstart binary runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+fn run(database_url: Option<&str>) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_quickstart"));
+    match database_url {
+        Some(url) => command.env("DATABASE_URL", url),
+        None => command.env_remove("DATABASE_URL"),
+    };
+    let output = command.output().expect("the quickstart binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
         "quickstart failed:\n{stdout}\n{}",
@@ -15,6 +18,12 @@ fn quickstart_completes_and_reports_its_final_state() {
     );
     assert!(
         stdout.contains("events:     3 processed, 0 dead, 0 pending"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            r#"users:      ["ada@example.com", "grace@example.com", "linus@example.com"]"#
+        ),
         "{stdout}"
     );
     assert!(
@@ -29,4 +38,19 @@ fn quickstart_completes_and_reports_its_final_state() {
         !stdout.contains("[send_welcome_email] to mallory"),
         "rolled-back invite was delivered:\n{stdout}"
     );
+    stdout
+}
+
+#[test]
+fn quickstart_on_the_embedded_default() {
+    let stdout = run(None);
+    assert!(stdout.contains("store: SQLite file"), "{stdout}");
+}
+
+#[test]
+fn quickstart_on_postgres() {
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/outbox_test".to_owned());
+    let stdout = run(Some(&url));
+    assert!(stdout.contains("store: PostgreSQL"), "{stdout}");
 }
