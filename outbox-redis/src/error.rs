@@ -1,0 +1,32 @@
+//! Mapping of Redis errors to the contract's `StoreError`.
+
+use outbox_core::StoreError;
+
+/// Connection loss, refusals, timeouts and a loading/busy server are transient; a script's own
+/// `OUTBOX_INVALID` reply is an invalid request.
+pub(crate) fn map_redis(operation: &str, err: redis::RedisError) -> StoreError {
+    let message = format!("{operation}: {err}");
+    if err.is_io_error()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+        || err.is_timeout()
+        || matches!(
+            err.kind(),
+            redis::ErrorKind::BusyLoadingError
+                | redis::ErrorKind::TryAgain
+                | redis::ErrorKind::ClusterDown
+        )
+    {
+        return StoreError::Unavailable {
+            message,
+            source: Some(Box::new(err)),
+        };
+    }
+    if err.to_string().contains("OUTBOX_INVALID") {
+        return StoreError::InvalidRequest { message };
+    }
+    StoreError::Other {
+        message,
+        source: Some(Box::new(err)),
+    }
+}

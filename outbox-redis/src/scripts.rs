@@ -1,0 +1,36 @@
+//! The Lua scripts, each with the shared prelude. `redis::Script` calls them by hash and reloads a
+//! script transparently when the server lost it (restart, `SCRIPT FLUSH`).
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+const PRELUDE: &str = include_str!("lua/prelude.lua");
+
+fn with_prelude(body: &str) -> String {
+    format!("{PRELUDE}\n{body}")
+}
+
+/// The source of the enqueue script (also sent with `EVAL` inside callers' `MULTI` blocks).
+pub(crate) static ENQUEUE_SOURCE: LazyLock<String> =
+    LazyLock::new(|| with_prelude(include_str!("lua/enqueue.lua")));
+
+pub(crate) struct Scripts {
+    pub(crate) enqueue: Script,
+    pub(crate) claim: Script,
+    pub(crate) renew: Script,
+    pub(crate) complete: Script,
+    pub(crate) requeue: Script,
+    pub(crate) purge: Script,
+    pub(crate) stats: Script,
+}
+
+pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    enqueue: Script::new(&ENQUEUE_SOURCE),
+    claim: Script::new(&with_prelude(include_str!("lua/claim.lua"))),
+    renew: Script::new(&with_prelude(include_str!("lua/renew.lua"))),
+    complete: Script::new(&with_prelude(include_str!("lua/complete.lua"))),
+    requeue: Script::new(&with_prelude(include_str!("lua/requeue.lua"))),
+    purge: Script::new(&with_prelude(include_str!("lua/purge.lua"))),
+    stats: Script::new(&with_prelude(include_str!("lua/stats.lua"))),
+});

@@ -1,0 +1,415 @@
+//! [`RedisStore`]: the `Store` implementation, and enqueue inside the caller's `MULTI` block (C1).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use outbox_core::{
+    ClaimRequest, ClaimedEvent, Completion, Enqueued, EventRecord, EventStatus, Lease, NewEvent,
+    Store, StoreCapabilities, StoreError, StoreStats, WakeupStream,
+};
+use redis::aio::ConnectionManager;
+use uuid::Uuid;
+
+use crate::config::RedisStoreBuilder;
+use crate::error::map_redis;
+use crate::row::{decode, from_millis};
+use crate::scripts::{ENQUEUE_SOURCE, SCRIPTS};
+
+/// Claims are capped per call so one script never runs long (Redis is single-threaded).
+const MAX_CLAIM: usize = 1_000;
+const PURGE_BATCH: i64 = 500;
+
+/// An outbox in Redis. Cheap to clone (a multiplexed, self-reconnecting connection).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use outbox_core::NewEvent;
+/// use outbox_redis::RedisStore;
+///
+/// let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
+/// let mut con = store.connection();
+/// // The caller's own write and the event, in one MULTI/EXEC:
+/// let mut pipe = redis::pipe();
+/// pipe.atomic().hset("user:ada", "email", "ada@example.com").ignore();
+/// store.enqueue_in_pipeline(&mut pipe, vec![NewEvent::new("UserInvited", serde_json::json!({"email": "ada@example.com"}))])?;
+/// let _: () = pipe.query_async(&mut con).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    client: redis::Client,
+    connection: ConnectionManager,
+    prefix: String,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+impl RedisStore {
+    /// Connects to `url` and returns the outbox named `default`.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(|e| map_redis("open client", e))?;
+        Ok(Self::builder(client).await?.build()?)
+    }
+
+    /// Connects (with automatic reconnection) and returns a builder to choose the outbox's name.
+    pub async fn builder(client: redis::Client) -> Result<RedisStoreBuilder, StoreError> {
+        let connection = ConnectionManager::new(client.clone())
+            .await
+            .map_err(|e| map_redis("connect", e))?;
+        Ok(RedisStoreBuilder::new(client, connection))
+    }
+
+    pub(crate) fn from_parts(
+        client: redis::Client,
+        connection: ConnectionManager,
+        prefix: String,
+    ) -> Self {
+        Self {
+            client,
+            connection,
+            prefix,
+        }
+    }
+
+    /// The prefix of every key of this outbox, e.g. `{outbox:default}`.
+    pub fn key_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// A handle on the store's connection, for the caller's own commands.
+    pub fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+
+    /// The command that enqueues `events` atomically: an `EVAL` of the enqueue script, so it also
+    /// works inside `MULTI` (where a missing cached script could not be reloaded). Its reply is a
+    /// flat list of `id, duplicate` pairs; [`parse_enqueued`](Self::parse_enqueued) reads it.
+    pub fn enqueue_command(&self, events: &[NewEvent]) -> Result<redis::Cmd, StoreError> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(ENQUEUE_SOURCE.as_str())
+            .arg(1)
+            .arg(&self.prefix)
+            .arg(enqueue_args(events)?);
+        Ok(cmd)
+    }
+
+    /// Appends the enqueue of `events` to the caller's pipeline; with `pipe.atomic()` the events are
+    /// written in the same `MULTI`/`EXEC` as the caller's own commands (C1). The pipeline's reply
+    /// for it is ignored; use [`enqueue_command`](Self::enqueue_command) to read duplicates.
+    pub fn enqueue_in_pipeline(
+        &self,
+        pipe: &mut redis::Pipeline,
+        events: Vec<NewEvent>,
+    ) -> Result<(), StoreError> {
+        pipe.add_command(self.enqueue_command(&events)?).ignore();
+        Ok(())
+    }
+
+    /// Reads the reply of an [`enqueue_command`](Self::enqueue_command).
+    pub fn parse_enqueued(reply: Vec<String>) -> Result<Vec<Enqueued>, StoreError> {
+        reply
+            .chunks(2)
+            .map(|pair| match pair {
+                [id, dup] => Uuid::parse_str(id)
+                    .map(|id| Enqueued {
+                        id,
+                        duplicate: dup == "1",
+                    })
+                    .map_err(|e| StoreError::Corrupt {
+                        id: id.clone(),
+                        message: e.to_string(),
+                    }),
+                _ => Err(StoreError::invalid("odd-length enqueue reply")),
+            })
+            .collect()
+    }
+
+    fn key(&self, suffix: &str) -> String {
+        format!("{}:{suffix}", self.prefix)
+    }
+}
+
+/// The enqueue script's arguments: the count, then seven per event.
+fn enqueue_args(events: &[NewEvent]) -> Result<Vec<String>, StoreError> {
+    let mut args = Vec::with_capacity(1 + events.len() * 7);
+    args.push(events.len().to_string());
+    for event in events {
+        event.validate()?;
+        let payload = serde_json::to_string(&event.payload)
+            .map_err(|e| StoreError::invalid(format!("payload does not serialize: {e}")))?;
+        args.extend([
+            event.id.to_string(),
+            event.event_type.clone(),
+            payload,
+            event.correlation_id.clone().unwrap_or_default(),
+            event.ordering_key.clone().unwrap_or_default(),
+            event.idempotency_key.clone().unwrap_or_default(),
+            event
+                .available_at
+                .map(|t| t.timestamp_millis().to_string())
+                .unwrap_or_default(),
+        ]);
+    }
+    Ok(args)
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn capabilities(&self) -> StoreCapabilities {
+        StoreCapabilities::default()
+            .with_wakeups(true)
+            .with_transactional_enqueue(true)
+    }
+
+    async fn enqueue_batch(&self, events: Vec<NewEvent>) -> Result<Vec<Enqueued>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = SCRIPTS.enqueue.key(&self.prefix);
+        invocation.arg(enqueue_args(&events)?);
+        let reply: Vec<String> = invocation
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| map_redis("enqueue", e))?;
+        Self::parse_enqueued(reply)
+    }
+
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {
+        let limit = request.limit.min(MAX_CLAIM);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut invocation = SCRIPTS.claim.key(&self.prefix);
+        invocation
+            .arg(limit)
+            .arg(&request.worker_id)
+            .arg(millis(request.lease));
+        for _ in 0..limit {
+            invocation.arg(Uuid::now_v7().to_string());
+        }
+        let rows: Vec<HashMap<String, String>> = invocation
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| map_redis("claim", e))?;
+        rows.iter()
+            .map(|fields| {
+                let record = decode(fields)?;
+                match (record.lease_token, record.locked_until) {
+                    (Some(token), Some(locked_until)) => Ok(ClaimedEvent {
+                        lease: Lease {
+                            event_id: record.id,
+                            token,
+                        },
+                        locked_until,
+                        record,
+                    }),
+                    _ => Err(StoreError::Corrupt {
+                        id: record.id.to_string(),
+                        message: "claimed without a lease".into(),
+                    }),
+                }
+            })
+            .collect()
+    }
+
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        extend: Duration,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        let until: Option<i64> = SCRIPTS
+            .renew
+            .key(&self.prefix)
+            .arg(lease.event_id.to_string())
+            .arg(lease.token.to_string())
+            .arg(millis(extend))
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| map_redis("renew lease", e))?;
+        until.map(from_millis).ok_or(StoreError::LeaseLost {
+            event_id: lease.event_id,
+        })
+    }
+
+    async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError> {
+        let results = serde_json::to_string(&completion.handler_results)
+            .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
+        let done: i64 = SCRIPTS
+            .complete
+            .key(&self.prefix)
+            .arg(lease.event_id.to_string())
+            .arg(lease.token.to_string())
+            .arg(completion.status.as_str())
+            .arg(results)
+            .arg(completion.attempts)
+            .arg(
+                completion
+                    .retry_delay
+                    .map(|d| millis(d).to_string())
+                    .unwrap_or_default(),
+            )
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| map_redis("complete", e))?;
+        if done == 0 {
+            return Err(StoreError::LeaseLost {
+                event_id: lease.event_id,
+            });
+        }
+        Ok(())
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
+        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.key(&format!("ev:{id}")))
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| map_redis("get", e))?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        decode(&fields).map(Some)
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        let mut con = self.connection.clone();
+        let stop = isize::try_from(limit).unwrap_or(isize::MAX) - 1;
+        if stop < 0 {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.key("dead"))
+            .arg(0)
+            .arg(stop)
+            .query_async(&mut con)
+            .await
+            .map_err(|e| map_redis("dead letters", e))?;
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HGETALL").arg(self.key(&format!("ev:{id}")));
+        }
+        let rows: Vec<HashMap<String, String>> = pipe
+            .query_async(&mut con)
+            .await
+            .map_err(|e| map_redis("dead letters", e))?;
+        rows.iter().filter(|r| !r.is_empty()).map(decode).collect()
+    }
+
+    async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {
+        let Some(record) = self
+            .get(id)
+            .await?
+            .filter(|r| r.status == EventStatus::Dead)
+        else {
+            return Ok(false);
+        };
+        let mut results = record.handler_results;
+        for state in results.values_mut().filter(|s| s.succeeded_at.is_none()) {
+            state.attempts = 0;
+            state.gave_up = false;
+        }
+        let results = serde_json::to_string(&results)
+            .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
+        let done: i64 = SCRIPTS
+            .requeue
+            .key(&self.prefix)
+            .arg(id.to_string())
+            .arg(results)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| map_redis("requeue", e))?;
+        Ok(done == 1)
+    }
+
+    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.purge(EventStatus::Dead, older_than).await
+    }
+
+    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.purge(EventStatus::Processed, older_than).await
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let reply: Vec<String> = SCRIPTS
+            .stats
+            .key(&self.prefix)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| map_redis("stats", e))?;
+        let number = |i: usize| -> Result<i64, StoreError> {
+            reply
+                .get(i)
+                .and_then(|s| s.parse::<i64>().ok())
+                .ok_or_else(|| StoreError::Corrupt {
+                    id: self.prefix.clone(),
+                    message: format!("stats reply {reply:?}"),
+                })
+        };
+        let count = |i: usize| number(i).map(|n| u64::try_from(n).unwrap_or(0));
+        let now = number(6)?;
+        let lag = match reply.get(5).map(String::as_str) {
+            Some("") | None => Duration::ZERO,
+            Some(_) => Duration::from_millis(u64::try_from(now - number(5)?).unwrap_or(0)),
+        };
+        Ok(StoreStats::new(
+            count(0)?,
+            count(1)?,
+            count(2)?,
+            count(3)?,
+            count(4)?,
+            lag,
+        ))
+    }
+
+    async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
+        let mut pubsub = self
+            .client
+            .get_async_pubsub()
+            .await
+            .map_err(|e| map_redis("subscribe: connect", e))?;
+        pubsub
+            .subscribe(self.key("wake"))
+            .await
+            .map_err(|e| map_redis("SUBSCRIBE", e))?;
+        // The stream ends when the connection drops; the worker then polls and subscribes again.
+        Ok(Some(Box::pin(pubsub.into_on_message().map(|_| ()))))
+    }
+}
+
+impl RedisStore {
+    async fn purge(
+        &self,
+        status: EventStatus,
+        older_than: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut total = 0u64;
+        loop {
+            let n: i64 = SCRIPTS
+                .purge
+                .key(&self.prefix)
+                .arg(status.as_str())
+                .arg(older_than.timestamp_millis())
+                .arg(PURGE_BATCH)
+                .invoke_async(&mut self.connection.clone())
+                .await
+                .map_err(|e| map_redis("purge", e))?;
+            total += u64::try_from(n).unwrap_or(0);
+            if n < PURGE_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+}
