@@ -4,7 +4,8 @@
 set -euo pipefail
 
 : "${DATABASE_URL:=postgres://postgres@127.0.0.1:5432/outbox_test}"
-export DATABASE_URL
+: "${REDIS_URL:=redis://127.0.0.1:6379}"
+export DATABASE_URL REDIS_URL
 
 log() { echo "[services] $*" >&2; }
 
@@ -35,5 +36,22 @@ ensure_postgres() {
   fi
 }
 
+ensure_redis() {
+  if ! command -v redis-server >/dev/null 2>&1; then
+    log "installing Redis (Debian packages)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  fi
+  if ! redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1; then
+    log "starting Redis"
+    mkdir -p /var/lib/redis /var/log/redis
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+      --dir /var/lib/redis --logfile /var/log/redis/outbox-tests.log
+    for _ in $(seq 1 30); do redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1 && break; sleep 0.5; done
+    redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1 || { log "Redis did not come up at $REDIS_URL"; return 1; }
+  fi
+}
+
 ensure_postgres
+ensure_redis
+log "Redis ready: REDIS_URL=$REDIS_URL"
 log "PostgreSQL ready: DATABASE_URL=${DATABASE_URL%%@*}@…"

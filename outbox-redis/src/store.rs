@@ -10,7 +10,7 @@ use outbox_core::{
     ClaimRequest, ClaimedEvent, Completion, Enqueued, EventRecord, EventStatus, Lease, NewEvent,
     Store, StoreCapabilities, StoreError, StoreStats, WakeupStream,
 };
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use uuid::Uuid;
 
 use crate::config::RedisStoreBuilder;
@@ -21,6 +21,7 @@ use crate::scripts::{ENQUEUE_SOURCE, SCRIPTS};
 /// Claims are capped per call so one script never runs long (Redis is single-threaded).
 const MAX_CLAIM: usize = 1_000;
 const PURGE_BATCH: i64 = 500;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An outbox in Redis. Cheap to clone (a multiplexed, self-reconnecting connection).
 ///
@@ -65,10 +66,32 @@ impl RedisStore {
     }
 
     /// Connects (with automatic reconnection) and returns a builder to choose the outbox's name.
+    ///
+    /// An unreachable server is reported at once (one bounded attempt) rather than after minutes of
+    /// retries; later, the connection reconnects only briefly by itself and a worker's own back-off
+    /// rides out longer outages. Commands time out after 30 s.
     pub async fn builder(client: redis::Client) -> Result<RedisStoreBuilder, StoreError> {
-        let connection = ConnectionManager::new(client.clone())
-            .await
-            .map_err(|e| map_redis("connect", e))?;
+        let no_answer =
+            || StoreError::unavailable(format!("connect: no answer within {CONNECT_TIMEOUT:?}"));
+        match tokio::time::timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection()).await
+        {
+            Ok(Ok(_probe)) => {}
+            Ok(Err(e)) => return Err(map_redis("connect", e)),
+            Err(_) => return Err(no_answer()),
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(CONNECT_TIMEOUT)
+            .set_response_timeout(Duration::from_secs(30))
+            .set_number_of_retries(2)
+            .set_factor(50)
+            .set_max_delay(1_000);
+        let connection = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            ConnectionManager::new_with_config(client.clone(), config),
+        )
+        .await
+        .map_err(|_| no_answer())?
+        .map_err(|e| map_redis("connect", e))?;
         Ok(RedisStoreBuilder::new(client, connection))
     }
 
