@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts the servers the test suite needs when they are not running, and prints the environment
-# the tests read. Sourced by scripts/test.sh; safe to run again (idempotent).
+# the tests read. Sourced by scripts/test.sh (a MongoDB-compatible server it starts then stops with
+# the run); run directly, it leaves every server running. Safe to run again (idempotent).
 set -euo pipefail
 
 : "${DATABASE_URL:=postgres://postgres@127.0.0.1:5432/outbox_test}"
@@ -51,7 +52,91 @@ ensure_redis() {
   fi
 }
 
+# MongoDB-compatible test server: SecantusDB (crate secantus-mdb), run as an external process only.
+# No MongoDB server package exists in the registries this project can reach. The binary is built
+# once into a cache directory (about five minutes) and reused; each run starts one server on a fresh
+# storage directory and stops it by pid when the shell that sourced this file exits.
+SECANTUS_VERSION=0.5.3-beta.196
+SECANTUS_ROOT="${OUTBOX_TOOLS_DIR:-$HOME/.cache/outbox-tools}/secantus-$SECANTUS_VERSION"
+SECANTUS_BIN="$SECANTUS_ROOT/bin/secantusd-rs"
+: "${MONGO_TEST_PORT:=27018}"
+
+mongo_ready() {
+  python3 - "$1" <<'PY' 2>/dev/null
+import socket, struct, sys
+# Send an OP_MSG {hello: 1, $db: "admin"} and expect any reply: the server speaks the wire protocol.
+port = int(sys.argv[1])
+def bson_doc(items):
+    body = b""
+    for k, v in items:
+        if isinstance(v, int):
+            body += b"\x10" + k.encode() + b"\x00" + struct.pack("<i", v)
+        else:
+            s = v.encode() + b"\x00"
+            body += b"\x02" + k.encode() + b"\x00" + struct.pack("<i", len(s)) + s
+    return struct.pack("<i", len(body) + 5) + body + b"\x00"
+doc = bson_doc([("hello", 1), ("$db", "admin")])
+msg = struct.pack("<I", 0) + b"\x00" + doc
+header = struct.pack("<iiii", 16 + len(msg), 1, 0, 2013)
+with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+    s.sendall(header + msg)
+    s.settimeout(2)
+    reply = s.recv(16)
+    sys.exit(0 if len(reply) == 16 else 1)
+PY
+}
+
+install_secantus() {
+  if [ -x "$SECANTUS_BIN" ]; then return 0; fi
+  log "installing SecantusDB $SECANTUS_VERSION into $SECANTUS_ROOT (one-time build, about five minutes)"
+  if ! command -v cmake >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake >/dev/null
+  fi
+  mkdir -p "$SECANTUS_ROOT"
+  cargo install secantus-mdb --version "$SECANTUS_VERSION" --locked --ignore-rust-version \
+    --root "$SECANTUS_ROOT" --quiet
+}
+
+ensure_mongo() {
+  if [ -n "${MONGODB_URI:-}" ]; then
+    log "using MongoDB at MONGODB_URI (not starting a server)"
+    return 0
+  fi
+  export MONGODB_URI="mongodb://127.0.0.1:$MONGO_TEST_PORT/?directConnection=true"
+  if mongo_ready "$MONGO_TEST_PORT"; then
+    log "reusing the MongoDB-compatible server already on 127.0.0.1:$MONGO_TEST_PORT"
+    return 0
+  fi
+  install_secantus
+  SECANTUS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/outbox-secantus.XXXXXX")
+  log "starting SecantusDB on 127.0.0.1:$MONGO_TEST_PORT (storage $SECANTUS_DIR)"
+  "$SECANTUS_BIN" --host 127.0.0.1 --port "$MONGO_TEST_PORT" --storage-path "$SECANTUS_DIR/data" \
+    --cache-size 256M >"$SECANTUS_DIR/server.log" 2>&1 &
+  SECANTUS_PID=$!
+  if [ "${BASH_SOURCE[0]}" != "$0" ]; then
+    trap 'stop_mongo' EXIT # sourced by scripts/test.sh: the server lives as long as the test run
+  else
+    log "leaving SecantusDB running (pid $SECANTUS_PID); export MONGODB_URI=$MONGODB_URI"
+  fi
+  for _ in $(seq 1 60); do mongo_ready "$MONGO_TEST_PORT" && break; sleep 0.5; done
+  if ! mongo_ready "$MONGO_TEST_PORT"; then
+    log "SecantusDB did not come up; its log:"; tail -n 30 "$SECANTUS_DIR/server.log" >&2
+    return 1
+  fi
+}
+
+stop_mongo() {
+  if [ -n "${SECANTUS_PID:-}" ]; then
+    kill "$SECANTUS_PID" 2>/dev/null || true
+    wait "$SECANTUS_PID" 2>/dev/null || true
+    rm -rf "$SECANTUS_DIR"
+    SECANTUS_PID=
+  fi
+}
+
 ensure_postgres
 ensure_redis
+ensure_mongo
+log "MongoDB ready: MONGODB_URI=$MONGODB_URI"
 log "Redis ready: REDIS_URL=$REDIS_URL"
 log "PostgreSQL ready: DATABASE_URL=${DATABASE_URL%%@*}@…"

@@ -1,0 +1,56 @@
+//! [`MongoStoreBuilder`]: database and collection names, validated.
+
+use mongodb::Client;
+use outbox_core::{ConfigError, validate_name};
+
+use crate::store::MongoStore;
+
+/// Builds a [`MongoStore`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = mongodb::Client::with_uri_str("mongodb://127.0.0.1:27017").await?;
+/// let store = outbox_mongo::MongoStore::builder(client).database("app").collection("outbox").build()?;
+/// store.migrate().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct MongoStoreBuilder {
+    client: Client,
+    database: String,
+    collection: String,
+}
+
+impl MongoStoreBuilder {
+    pub(crate) fn new(client: Client) -> Self {
+        Self {
+            client,
+            database: "outbox".to_owned(),
+            collection: "outbox_events".to_owned(),
+        }
+    }
+
+    /// The database (default `outbox`).
+    pub fn database(mut self, name: impl Into<String>) -> Self {
+        self.database = name.into();
+        self
+    }
+
+    /// The collection (default `outbox_events`).
+    pub fn collection(mut self, name: impl Into<String>) -> Self {
+        self.collection = name.into();
+        self
+    }
+
+    /// Validates the names (ASCII letters, digits, `_`) and builds the store; call
+    /// [`MongoStore::migrate`] to create the indexes.
+    pub fn build(self) -> Result<MongoStore, ConfigError> {
+        validate_name("database", &self.database)?;
+        validate_name("collection", &self.collection)?;
+        let collection = self
+            .client
+            .database(&self.database)
+            .collection(&self.collection);
+        Ok(MongoStore::from_parts(self.client, collection))
+    }
+}

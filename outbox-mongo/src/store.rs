@@ -1,0 +1,618 @@
+//! [`MongoStore`]: the `Store` implementation, and enqueue inside the caller's session transaction.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use mongodb::bson::{Bson, Document, doc};
+use mongodb::options::{IndexOptions, ReturnDocument};
+use mongodb::{Client, ClientSession, Collection, IndexModel};
+use outbox_core::{
+    ClaimRequest, ClaimedEvent, Completion, Enqueued, EventRecord, EventStatus, Lease, NewEvent,
+    Store, StoreCapabilities, StoreError, StoreStats, WakeupStream,
+};
+use uuid::Uuid;
+
+use crate::config::MongoStoreBuilder;
+use crate::error::{DUPLICATE_KEY, code, map_mongo};
+use crate::row::{decode, encode_new, never, to_bson_time};
+
+/// The status of documents set aside because they do not decode (see [`MongoStore::quarantine`]).
+pub(crate) const CORRUPT: &str = "corrupt";
+
+/// How many leases one claim sends at once.
+const CLAIM_CONCURRENCY: usize = 16;
+
+/// How often a plain batch enqueue retries its transaction after a write conflict.
+const TRANSACTION_RETRIES: usize = 5;
+
+/// An outbox in a MongoDB collection. Cheap to clone.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use outbox_core::NewEvent;
+/// use outbox_mongo::MongoStore;
+/// use mongodb::bson::doc;
+///
+/// let client = mongodb::Client::with_uri_str("mongodb://127.0.0.1:27017/?replicaSet=rs0").await?;
+/// let store = MongoStore::builder(client.clone()).database("app").build()?;
+/// store.migrate().await?;
+///
+/// let users = client.database("app").collection::<mongodb::bson::Document>("users");
+/// let mut session = client.start_session().await?;
+/// session.start_transaction().await?;
+/// users.insert_one(doc! { "email": "ada@example.com" }).session(&mut session).await?;
+/// store.enqueue_in(&mut session, vec![NewEvent::new("UserInvited", serde_json::json!({"email": "ada@example.com"}))]).await?;
+/// session.commit_transaction().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct MongoStore {
+    client: Client,
+    events: Collection<Document>,
+}
+
+impl std::fmt::Debug for MongoStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MongoStore")
+            .field("namespace", &self.events.namespace().to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+impl MongoStore {
+    /// A builder to choose the database and collection.
+    pub fn builder(client: Client) -> MongoStoreBuilder {
+        MongoStoreBuilder::new(client)
+    }
+
+    pub(crate) fn from_parts(client: Client, events: Collection<Document>) -> Self {
+        Self { client, events }
+    }
+
+    /// The client this store uses (to start the sessions you enqueue in).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The events collection.
+    pub fn collection(&self) -> &Collection<Document> {
+        &self.events
+    }
+
+    /// Creates the indexes if missing (C10); idempotent.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let index = |keys: Document, name: &str, mut options: IndexOptions| {
+            options.name = Some(name.to_owned());
+            IndexModel::builder().keys(keys).options(options).build()
+        };
+        let indexes = vec![
+            index(
+                doc! { "status": 1, "due_at": 1, "locked_until": 1 },
+                "due",
+                IndexOptions::default(),
+            ),
+            index(
+                doc! { "ordering_key": 1, "status": 1, "_id": 1 },
+                "ordering",
+                IndexOptions::default(),
+            ),
+            index(
+                doc! { "idempotency_key": 1 },
+                "idempotency",
+                IndexOptions::builder()
+                    .unique(true)
+                    .partial_filter_expression(doc! { "idempotency_key": { "$type": "string" } })
+                    .build(),
+            ),
+            index(
+                doc! { "status": 1, "processed_at": 1 },
+                "finished",
+                IndexOptions::default(),
+            ),
+        ];
+        self.events
+            .create_indexes(indexes)
+            .await
+            .map_err(|e| map_mongo("migrate: create indexes", e))?;
+        Ok(())
+    }
+
+    /// Enqueues events inside the caller's session, which must be in a transaction to be atomic with
+    /// the caller's writes (C1). A concurrent transaction enqueueing the same idempotency key makes
+    /// this one fail with a write conflict (`StoreError::Conflict`, labelled
+    /// `TransientTransactionError` by the server): retry the whole transaction.
+    pub async fn enqueue_in(
+        &self,
+        session: &mut ClientSession,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Enqueued>, StoreError> {
+        for event in &events {
+            event.validate()?;
+        }
+        let now = Utc::now();
+        let mut seen: HashMap<String, Uuid> = HashMap::new();
+        let mut out = Vec::with_capacity(events.len());
+        for event in &events {
+            if let Some(key) = &event.idempotency_key {
+                if let Some(id) = seen.get(key) {
+                    out.push(Enqueued {
+                        id: *id,
+                        duplicate: true,
+                    });
+                    continue;
+                }
+                let existing = self
+                    .events
+                    .find_one(doc! { "idempotency_key": key })
+                    .projection(doc! { "_id": 1 })
+                    .session(&mut *session)
+                    .await
+                    .map_err(|e| map_mongo("enqueue: look up idempotency key", e))?;
+                if let Some(existing) = existing {
+                    let id = existing
+                        .get_str("_id")
+                        .ok()
+                        .and_then(|s| Uuid::parse_str(s).ok())
+                        .ok_or_else(|| StoreError::Corrupt {
+                            id: format!("{existing}"),
+                            message: "bad _id".into(),
+                        })?;
+                    out.push(Enqueued {
+                        id,
+                        duplicate: true,
+                    });
+                    continue;
+                }
+                seen.insert(key.clone(), event.id);
+            }
+            self.events
+                .insert_one(encode_new(event, now)?)
+                .session(&mut *session)
+                .await
+                .map_err(|e| conflict_on_duplicate("enqueue", e))?;
+            out.push(Enqueued {
+                id: event.id,
+                duplicate: false,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn enqueue_one(&self, event: NewEvent) -> Result<Enqueued, StoreError> {
+        event.validate()?;
+        match self
+            .events
+            .insert_one(encode_new(&event, Utc::now())?)
+            .await
+        {
+            Ok(_) => Ok(Enqueued {
+                id: event.id,
+                duplicate: false,
+            }),
+            Err(err) if code(&err) == Some(DUPLICATE_KEY) => {
+                let key = event.idempotency_key.clone().unwrap_or_default();
+                let existing = self
+                    .events
+                    .find_one(doc! { "idempotency_key": &key })
+                    .await
+                    .map_err(|e| map_mongo("enqueue: look up idempotency key", e))?
+                    .ok_or_else(|| map_mongo("enqueue", err))?;
+                let id = decode(&existing)?.id;
+                Ok(Enqueued {
+                    id,
+                    duplicate: true,
+                })
+            }
+            Err(err) => Err(map_mongo("enqueue", err)),
+        }
+    }
+
+    async fn enqueue_in_own_transaction(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Enqueued>, StoreError> {
+        let mut last = None;
+        for _ in 0..TRANSACTION_RETRIES {
+            let mut session = self
+                .client
+                .start_session()
+                .await
+                .map_err(|e| map_mongo("enqueue: session", e))?;
+            session
+                .start_transaction()
+                .await
+                .map_err(|e| map_mongo("enqueue: start transaction", e))?;
+            let result = match self.enqueue_in(&mut session, events.clone()).await {
+                Ok(out) => session
+                    .commit_transaction()
+                    .await
+                    .map(|()| out)
+                    .map_err(|e| map_mongo("enqueue: commit", e)),
+                Err(err) => {
+                    let _ = session.abort_transaction().await;
+                    Err(err)
+                }
+            };
+            match result {
+                Err(err @ StoreError::Conflict { .. }) => last = Some(err),
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| StoreError::Conflict {
+            message: "enqueue: transaction kept conflicting".into(),
+        }))
+    }
+}
+
+/// A duplicate idempotency key inside a transaction aborts it: report it as a retryable conflict.
+fn conflict_on_duplicate(operation: &str, err: mongodb::error::Error) -> StoreError {
+    if code(&err) == Some(DUPLICATE_KEY) {
+        return StoreError::Conflict {
+            message: format!(
+                "{operation}: a concurrent transaction stored the same idempotency key; retry the transaction ({})",
+                crate::error::describe("insert", &err)
+            ),
+        };
+    }
+    map_mongo(operation, err)
+}
+
+fn due_filter(now: DateTime<Utc>) -> Document {
+    let now = to_bson_time(now);
+    doc! { "status": "pending", "due_at": { "$lte": now }, "locked_until": { "$lte": now } }
+}
+
+#[async_trait]
+impl Store for MongoStore {
+    fn capabilities(&self) -> StoreCapabilities {
+        StoreCapabilities::default()
+            .with_wakeups(true)
+            .with_transactional_enqueue(true)
+    }
+
+    async fn enqueue_batch(&self, mut events: Vec<NewEvent>) -> Result<Vec<Enqueued>, StoreError> {
+        match events.len() {
+            0 => Ok(Vec::new()),
+            1 => Ok(vec![self.enqueue_one(events.remove(0)).await?]),
+            _ => {
+                for event in &events {
+                    event.validate()?;
+                }
+                self.enqueue_in_own_transaction(events).await
+            }
+        }
+    }
+
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {
+        if request.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = Utc::now();
+        let locked_until = after(now, request.lease);
+        // Candidates first, then each is leased by one atomic findOneAndUpdate that re-checks it is
+        // still claimable: concurrent claimers race per document and exactly one wins.
+        let candidates: Vec<Document> = self
+            .events
+            .find(due_filter(now))
+            .sort(doc! { "_id": 1 })
+            .limit(i64::try_from(request.limit.saturating_mul(4)).unwrap_or(i64::MAX))
+            .projection(doc! { "_id": 1, "ordering_key": 1 })
+            .await
+            .map_err(|e| map_mongo("claim: find", e))?
+            .try_collect()
+            .await
+            .map_err(|e| map_mongo("claim: find", e))?;
+        // Keep the candidates that may be delivered now: the oldest pending event of each ordering
+        // key only (C5), and one per key per claim.
+        let mut eligible: Vec<String> = Vec::with_capacity(candidates.len());
+        let mut keys_seen: HashSet<String> = HashSet::new();
+        for candidate in &candidates {
+            let Ok(id) = candidate.get_str("_id") else {
+                continue;
+            };
+            if let Ok(key) = candidate.get_str("ordering_key") {
+                if !keys_seen.insert(key.to_owned()) {
+                    continue;
+                }
+                let older = self
+                    .events
+                    .find_one(
+                        doc! { "ordering_key": key, "status": "pending", "_id": { "$lt": id } },
+                    )
+                    .projection(doc! { "_id": 1 })
+                    .await
+                    .map_err(|e| map_mongo("claim: ordering key", e))?;
+                if older.is_some() {
+                    continue;
+                }
+            }
+            eligible.push(id.to_owned());
+        }
+        // Lease them in chunks, one findOneAndUpdate per event with a fresh token, sent
+        // concurrently. Each update re-checks in its filter that the event is still claimable and is
+        // atomic per document, so of several claimers racing for one event exactly one wins; the
+        // next chunk makes up for events lost to a race.
+        let mut claimed = Vec::new();
+        let mut rest = eligible.as_slice();
+        while claimed.len() < request.limit && !rest.is_empty() {
+            let (chunk, tail) = rest.split_at((request.limit - claimed.len()).min(rest.len()));
+            rest = tail;
+            let worker_id = request.worker_id.as_str();
+            let leased: Vec<_> = futures::stream::iter(chunk.to_vec())
+                .map(|id| self.lease_one(id, now, locked_until, worker_id))
+                .buffered(CLAIM_CONCURRENCY)
+                .collect()
+                .await;
+            for outcome in leased {
+                let Some((id, token, document)) = outcome? else {
+                    continue;
+                };
+                match decode(&document) {
+                    Ok(record) => claimed.push(ClaimedEvent {
+                        lease: Lease {
+                            event_id: record.id,
+                            token,
+                        },
+                        locked_until,
+                        record,
+                    }),
+                    Err(err) => self.quarantine(&id, token, &err).await?,
+                }
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        extend: Duration,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        let until = after(Utc::now(), extend);
+        let done = self
+            .events
+            .update_one(
+                doc! { "_id": lease.event_id.to_string(), "lease_token": lease.token.to_string(), "status": "pending" },
+                doc! { "$set": { "locked_until": to_bson_time(until) } },
+            )
+            .await
+            .map_err(|e| map_mongo("renew lease", e))?;
+        if done.matched_count == 0 {
+            return Err(StoreError::LeaseLost {
+                event_id: lease.event_id,
+            });
+        }
+        Ok(until)
+    }
+
+    async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let results = serde_json::to_string(&completion.handler_results)
+            .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
+        let backoff = completion.retry_delay.map(|d| after(now, d));
+        let mut set = doc! {
+            "status": completion.status.as_str(),
+            "handler_results": results,
+            "attempts": i64::from(completion.attempts),
+            "locked_until": never(),
+            "backoff_until": backoff.map_or(never(), to_bson_time),
+        };
+        let mut unset = doc! { "lease_token": "", "locked_by": "" };
+        if completion.status == EventStatus::Pending {
+            set.insert("due_at", to_bson_time(backoff.unwrap_or(now)));
+            unset.insert("processed_at", "");
+        } else {
+            set.insert("processed_at", to_bson_time(now));
+        }
+        let done = self
+            .events
+            .update_one(
+                doc! { "_id": lease.event_id.to_string(), "lease_token": lease.token.to_string(), "status": "pending" },
+                doc! { "$set": set, "$unset": unset },
+            )
+            .await
+            .map_err(|e| map_mongo("complete", e))?;
+        if done.matched_count == 0 {
+            return Err(StoreError::LeaseLost {
+                event_id: lease.event_id,
+            });
+        }
+        Ok(())
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
+        self.events
+            .find_one(doc! { "_id": id.to_string() })
+            .await
+            .map_err(|e| map_mongo("get", e))?
+            .as_ref()
+            .map(decode)
+            .transpose()
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        let documents: Vec<Document> = self
+            .events
+            .find(doc! { "status": "dead" })
+            .sort(doc! { "_id": 1 })
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+            .await
+            .map_err(|e| map_mongo("dead letters", e))?
+            .try_collect()
+            .await
+            .map_err(|e| map_mongo("dead letters", e))?;
+        documents.iter().map(decode).collect()
+    }
+
+    async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {
+        let Some(record) = self
+            .get(id)
+            .await?
+            .filter(|r| r.status == EventStatus::Dead)
+        else {
+            return Ok(false);
+        };
+        let mut results = record.handler_results;
+        for state in results.values_mut().filter(|s| s.succeeded_at.is_none()) {
+            state.attempts = 0;
+            state.gave_up = false;
+        }
+        let results = serde_json::to_string(&results)
+            .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
+        let now = to_bson_time(Utc::now());
+        let done = self
+            .events
+            .update_one(
+                doc! { "_id": id.to_string(), "status": "dead" },
+                doc! {
+                    "$set": {
+                        "status": "pending", "attempts": 0_i64, "backoff_until": never(), "available_at": now,
+                        "due_at": now, "handler_results": results,
+                    },
+                    "$unset": { "processed_at": "" },
+                },
+            )
+            .await
+            .map_err(|e| map_mongo("requeue", e))?;
+        Ok(done.modified_count == 1)
+    }
+
+    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.purge(EventStatus::Dead, older_than).await
+    }
+
+    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.purge(EventStatus::Processed, older_than).await
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let now = Utc::now();
+        let count = |filter: Document| async move {
+            self.events
+                .count_documents(filter)
+                .await
+                .map_err(|e| map_mongo("stats: count", e))
+        };
+        let bnow = to_bson_time(now);
+        let pending = count(doc! { "status": "pending" }).await?;
+        let due = count(due_filter(now)).await?;
+        let leased = count(doc! { "status": "pending", "locked_until": { "$gt": bnow } }).await?;
+        let processed = count(doc! { "status": "processed" }).await?;
+        let dead = count(doc! { "status": "dead" }).await?;
+        let oldest = self
+            .events
+            .find_one(due_filter(now))
+            .sort(doc! { "due_at": 1 })
+            .projection(doc! { "due_at": 1 })
+            .await
+            .map_err(|e| map_mongo("stats: lag", e))?;
+        let lag = match oldest.as_ref().and_then(|d| d.get("due_at")) {
+            Some(Bson::DateTime(t)) => Duration::from_millis(
+                u64::try_from(now.timestamp_millis() - t.timestamp_millis()).unwrap_or(0),
+            ),
+            _ => Duration::ZERO,
+        };
+        Ok(StoreStats::new(pending, due, leased, processed, dead, lag))
+    }
+
+    async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
+        match self
+            .events
+            .watch()
+            .pipeline(vec![doc! { "$match": { "operationType": "insert" } }])
+            .await
+        {
+            Ok(stream) => {
+                // The stream ends at its first error; the worker polls and subscribes again.
+                let wakeups = stream
+                    .take_while(|item| {
+                        if let Err(err) = item {
+                            tracing::warn!(error = %err, "change stream failed; polling until it is reopened");
+                        }
+                        futures::future::ready(item.is_ok())
+                    })
+                    .map(|_| ());
+                Ok(Some(Box::pin(wakeups)))
+            }
+            Err(err) if code(&err) == Some(40573) || code(&err) == Some(40324) => {
+                // Not a replica set (40573) or change streams unsupported: poll only.
+                tracing::warn!(error = %err, "change streams are not available; workers poll");
+                Ok(None)
+            }
+            Err(err) => Err(map_mongo("watch", err)),
+        }
+    }
+}
+
+impl MongoStore {
+    /// Leases one event if it is still claimable; `None` when another claimer got it first.
+    async fn lease_one(
+        &self,
+        id: String,
+        now: DateTime<Utc>,
+        locked_until: DateTime<Utc>,
+        worker_id: &str,
+    ) -> Result<Option<(String, Uuid, Document)>, StoreError> {
+        let token = Uuid::now_v7();
+        let mut filter = due_filter(now);
+        filter.insert("_id", &id);
+        let leased = self
+            .events
+            .find_one_and_update(
+                filter,
+                doc! {
+                    "$set": {
+                        "lease_token": token.to_string(),
+                        "locked_by": worker_id,
+                        "locked_until": to_bson_time(locked_until),
+                    },
+                    "$inc": { "attempts": 1_i64 },
+                },
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(|e| map_mongo("claim: lease", e))?;
+        Ok(leased.map(|document| (id, token, document)))
+    }
+
+    /// A leased document that does not decode (written by hand or by another program) would fail
+    /// every claim that reaches it. It is set aside with status `corrupt` and the reason, kept for
+    /// inspection (`db.<collection>.find({status: "corrupt"})`), and no longer blocks its ordering key.
+    async fn quarantine(&self, id: &str, token: Uuid, err: &StoreError) -> Result<(), StoreError> {
+        tracing::error!(event_id = id, error = %err, "undecodable outbox document set aside with status \"corrupt\"");
+        self.events
+            .update_one(
+                doc! { "_id": id, "lease_token": token.to_string() },
+                doc! {
+                    "$set": { "status": CORRUPT, "corrupt_reason": err.to_string(), "processed_at": to_bson_time(Utc::now()) },
+                    "$unset": { "lease_token": "", "locked_by": "" },
+                },
+            )
+            .await
+            .map_err(|e| map_mongo("claim: set aside an undecodable document", e))?;
+        Ok(())
+    }
+
+    async fn purge(
+        &self,
+        status: EventStatus,
+        older_than: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let done = self
+            .events
+            .delete_many(doc! { "status": status.as_str(), "processed_at": { "$lt": to_bson_time(older_than) } })
+            .await
+            .map_err(|e| map_mongo("purge", e))?;
+        Ok(done.deleted_count)
+    }
+}

@@ -1,0 +1,109 @@
+//! The conformance-suite factory for MongoDB: one database per test, on the deployment at
+//! `MONGODB_URI` (`./scripts/services.sh` starts one and prints the URI).
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::Duration;
+
+use mongodb::options::ClientOptions;
+use mongodb::{Client, ClientSession};
+use outbox_core::{Enqueued, NewEvent, StoreError};
+use outbox_mongo::MongoStore;
+use outbox_testkit::{StoreFactory, TestTransaction};
+use tokio::sync::OnceCell;
+
+pub const DEFAULT_URI: &str = "mongodb://127.0.0.1:27017/?directConnection=true";
+
+pub fn mongodb_uri() -> String {
+    std::env::var("MONGODB_URI").unwrap_or_else(|_| DEFAULT_URI.to_owned())
+}
+
+const HOW_TO_START: &str = "start a MongoDB-compatible server with `./scripts/services.sh` (it prints MONGODB_URI), \
+     or set MONGODB_URI to a replica set";
+
+/// A client whose first operation fails within seconds when the server is missing.
+pub async fn client() -> Result<Client, StoreError> {
+    let uri = mongodb_uri();
+    let mut options = ClientOptions::parse(&uri)
+        .await
+        .map_err(|e| StoreError::invalid(format!("MONGODB_URI is not a valid URI: {e}")))?;
+    options.server_selection_timeout = Some(Duration::from_secs(5));
+    options.connect_timeout = Some(Duration::from_secs(5));
+    let client = Client::with_options(options)
+        .map_err(|e| StoreError::invalid(format!("MONGODB_URI: {e}")))?;
+    client
+        .database("admin")
+        .run_command(mongodb::bson::doc! { "ping": 1 })
+        .await
+        .map_err(|e| {
+            StoreError::unavailable(format!(
+                "cannot reach MongoDB at MONGODB_URI ({e}); {HOW_TO_START}"
+            ))
+        })?;
+    Ok(client)
+}
+
+#[derive(Debug, Default)]
+pub struct MongoFactory {
+    client: OnceCell<Client>,
+}
+
+#[outbox_core::async_trait]
+impl StoreFactory for MongoFactory {
+    type Store = MongoStore;
+
+    async fn create(&self, namespace: &str) -> Result<MongoStore, StoreError> {
+        outbox_core::validate_name("namespace", namespace)?;
+        let client = self.client.get_or_try_init(client).await?.clone();
+        let store = MongoStore::builder(client).database(namespace).build()?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn begin(
+        &self,
+        store: &MongoStore,
+    ) -> Result<Option<Box<dyn TestTransaction>>, StoreError> {
+        let mut session = store
+            .client()
+            .start_session()
+            .await
+            .map_err(|e| StoreError::unavailable(format!("session: {e}")))?;
+        session
+            .start_transaction()
+            .await
+            .map_err(|e| StoreError::unavailable(format!("start transaction: {e}")))?;
+        Ok(Some(Box::new(MongoTestTransaction {
+            session,
+            store: store.clone(),
+        })))
+    }
+}
+
+struct MongoTestTransaction {
+    session: ClientSession,
+    store: MongoStore,
+}
+
+#[outbox_core::async_trait]
+impl TestTransaction for MongoTestTransaction {
+    async fn enqueue(&mut self, event: NewEvent) -> Result<Enqueued, StoreError> {
+        let mut out = self
+            .store
+            .enqueue_in(&mut self.session, vec![event])
+            .await?;
+        out.pop().ok_or_else(|| StoreError::invalid("no result"))
+    }
+    async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+        self.session
+            .commit_transaction()
+            .await
+            .map_err(|e| StoreError::unavailable(format!("commit: {e}")))
+    }
+    async fn rollback(mut self: Box<Self>) -> Result<(), StoreError> {
+        self.session
+            .abort_transaction()
+            .await
+            .map_err(|e| StoreError::unavailable(format!("abort: {e}")))
+    }
+}
