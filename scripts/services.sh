@@ -52,6 +52,31 @@ ensure_redis() {
   fi
 }
 
+nats_ready() {
+  python3 - <<'PY' 2>/dev/null
+import socket, sys
+with socket.create_connection(("127.0.0.1", 4222), timeout=2) as s:
+    s.settimeout(2)
+    sys.exit(0 if s.recv(4) == b"INFO" else 1)
+PY
+}
+
+ensure_nats() {
+  if [ -n "${NATS_URL:-}" ]; then return 0; fi
+  export NATS_URL=nats://127.0.0.1:4222
+  if nats_ready; then return 0; fi
+  if ! command -v nats-server >/dev/null 2>&1; then
+    log "installing NATS (Debian packages)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null
+  fi
+  log "starting NATS with JetStream"
+  mkdir -p /var/lib/nats-server /var/log
+  setsid nats-server -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server \
+    -l /var/log/nats-server.log </dev/null >/dev/null 2>&1 &
+  for _ in $(seq 1 30); do nats_ready && break; sleep 0.5; done
+  nats_ready || { log "NATS did not come up on 127.0.0.1:4222"; return 1; }
+}
+
 # MongoDB-compatible test server: SecantusDB (crate secantus-mdb), run as an external process only.
 # No MongoDB server package exists in the registries this project can reach. The binary is built
 # once into a cache directory (about five minutes) and reused; each run starts one server on a fresh
@@ -136,7 +161,9 @@ stop_mongo() {
 
 ensure_postgres
 ensure_redis
+ensure_nats
 ensure_mongo
 log "MongoDB ready: MONGODB_URI=$MONGODB_URI"
 log "Redis ready: REDIS_URL=$REDIS_URL"
+log "NATS ready: NATS_URL=$NATS_URL"
 log "PostgreSQL ready: DATABASE_URL=${DATABASE_URL%%@*}@…"

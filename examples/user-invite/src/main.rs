@@ -1,0 +1,150 @@
+//! The user-invite service: an HTTP API and an outbox worker in one binary, on PostgreSQL, relaying
+//! events to NATS JetStream. See the README section "Example service: user-invite".
+//!
+//! Startup creates the tables, the outbox and the stream when missing; SIGINT or SIGTERM stops the
+//! HTTP server (in-flight requests finish), then the worker (in-flight handlers finish within the
+//! grace period or are cancelled; every outcome is persisted), then exits 0.
+
+mod config;
+mod routes;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use outbox_core::{Worker, WorkerConfig};
+use outbox_postgres::PgStore;
+use sqlx::postgres::PgPoolOptions;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Config;
+use crate::routes::{AppState, router};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,async_nats=warn")),
+        )
+        .init();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let config = Config::from_env()?;
+    let pool = PgPoolOptions::new()
+        .max_connections(10)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&config.database_url)
+        .await
+        .map_err(|e| {
+            format!("cannot connect to PostgreSQL (DATABASE_URL): {e}; start it with ./scripts/services.sh")
+        })?;
+    sqlx::raw_sql(&user_invite_handlers::schema_sql(&config.schema))
+        .execute(&pool)
+        .await
+        .map_err(|e| format!("creating the service's tables failed: {e}"))?;
+    let store = PgStore::builder(pool.clone())
+        .schema(&config.schema)
+        .table("outbox")
+        .build()?;
+    store.migrate().await?;
+
+    let nats = async_nats::connect(&config.nats_url).await.map_err(|e| {
+        format!(
+            "cannot connect to NATS at {} (NATS_URL): {e}",
+            config.nats_url
+        )
+    })?;
+    let jetstream = jetstream::new(nats);
+    jetstream
+        .get_or_create_stream(jetstream::stream::Config {
+            name: config.stream.clone(),
+            subjects: vec![config.subject()],
+            // Redeliveries inside this window are absorbed by message id.
+            duplicate_window: Duration::from_secs(30 * 60),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| {
+            format!(
+                "creating the JetStream stream {} failed: {e}",
+                config.stream
+            )
+        })?;
+    user_invite_handlers::install(user_invite_handlers::Services {
+        pool: pool.clone(),
+        schema: config.schema.clone(),
+        jetstream,
+        subject: config.subject(),
+        email_delay: config.email_delay,
+    });
+
+    let worker = Worker::builder(store.clone())
+        .config(
+            WorkerConfig::default()
+                .with_lease(config.lease)
+                .with_max_in_flight(config.max_in_flight)
+                .with_shutdown_grace(config.shutdown_grace),
+        )
+        .build()?
+        .start();
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {} (LISTEN_ADDR): {e}", config.listen))?;
+    tracing::info!(addr = %config.listen, schema = %config.schema, stream = %config.stream, "user-invite listening");
+    let app = router(AppState {
+        pool,
+        store,
+        schema: config.schema.clone(),
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+
+    tracing::info!("HTTP server stopped; stopping the outbox worker");
+    let report = worker.shutdown().await;
+    tracing::info!(
+        in_flight = report.in_flight_at_shutdown,
+        aborted = report.aborted_after_grace,
+        processed = report.metrics.processed,
+        "outbox worker stopped"
+    );
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT received; shutting down"),
+        () = terminate => tracing::info!("SIGTERM received; shutting down"),
+    }
+}

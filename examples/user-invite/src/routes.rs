@@ -1,0 +1,199 @@
+//! The HTTP API: `POST /invite`, `GET /outbox/stats`, `GET /outbox/dead`, `GET /healthz`.
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use outbox_core::{NewEvent, Store};
+use outbox_postgres::PgStore;
+use serde::Deserialize;
+use serde_json::json;
+use sqlx::PgPool;
+use tracing::Instrument;
+use user_invite_handlers::UserInvited;
+use uuid::Uuid;
+
+/// What every request handler shares.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    /// The service's database.
+    pub(crate) pool: PgPool,
+    /// The outbox in that database.
+    pub(crate) store: PgStore,
+    /// The schema of the `users` table.
+    pub(crate) schema: String,
+}
+
+/// The service's routes.
+pub(crate) fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/invite", post(invite))
+        .route("/outbox/stats", get(stats))
+        .route("/outbox/dead", get(dead))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InviteRequest {
+    email: String,
+}
+
+/// An error answer: a status and a JSON body `{"error": …}`.
+#[derive(Debug)]
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn internal(context: &str, err: impl std::fmt::Display) -> ApiError {
+    tracing::error!(error = %err, "{context}");
+    ApiError(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("{context}; try again"),
+    )
+}
+
+fn valid_email(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && email.len() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// `POST /invite {"email": …}`: inserts the user and enqueues `UserInvited` in one transaction.
+/// 201 with the ids; 400 for a malformed body; 409 when the email is already invited (nothing is
+/// enqueued then). The `x-correlation-id` header (or a fresh id) travels with the event.
+async fn invite(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let correlation_id = headers
+        .get("x-correlation-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned);
+    let span = tracing::info_span!("invite", correlation_id = %correlation_id);
+    async move {
+        let request: InviteRequest = serde_json::from_slice(&body).map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"email\": \"…\"}}: {e}"),
+            )
+        })?;
+        let email = request.email.trim().to_lowercase();
+        if !valid_email(&email) {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("not an email address: {:?}", request.email),
+            ));
+        }
+        let mut tx = state
+            .pool
+            .begin()
+            .await
+            .map_err(|e| internal("database unavailable", e))?;
+        let user_id: Option<i64> = sqlx::query_scalar(&format!(
+            "INSERT INTO {}.users (email) VALUES ($1) ON CONFLICT (email) DO NOTHING RETURNING id",
+            state.schema
+        ))
+        .bind(&email)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| internal("inserting the user failed", e))?;
+        let Some(user_id) = user_id else {
+            // Dropping the transaction rolls it back: nothing was written.
+            tracing::info!(%email, "already invited");
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!("{email} is already invited"),
+            ));
+        };
+        let event = NewEvent::from_event(&UserInvited {
+            user_id,
+            email: email.clone(),
+        })
+        .map_err(|e| internal("encoding the event failed", e))?
+        .correlation_id(correlation_id.clone());
+        let enqueued = state
+            .store
+            .enqueue_in(&mut tx, event)
+            .await
+            .map_err(|e| internal("enqueueing the event failed", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| internal("commit failed", e))?;
+        tracing::info!(%email, user_id, event_id = %enqueued.id, "user invited");
+        Ok((
+            StatusCode::CREATED,
+            Json(json!({
+                "user_id": user_id,
+                "event_id": enqueued.id,
+                "correlation_id": correlation_id,
+            })),
+        ))
+    }
+    .instrument(span)
+    .await
+}
+
+/// `GET /outbox/stats`: counts by state and the lag of the oldest due event.
+async fn stats(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let stats = state
+        .store
+        .stats()
+        .await
+        .map_err(|e| internal("reading outbox stats failed", e))?;
+    Ok(Json(json!({
+        "pending": stats.pending,
+        "due": stats.due,
+        "leased": stats.leased,
+        "processed": stats.processed,
+        "dead": stats.dead,
+        "lag_ms": u64::try_from(stats.oldest_due_age.as_millis()).unwrap_or(u64::MAX),
+    })))
+}
+
+/// `GET /outbox/dead`: up to 100 dead letters, with each handler's last error.
+async fn dead(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let dead = state
+        .store
+        .dead_letters(100)
+        .await
+        .map_err(|e| internal("listing dead letters failed", e))?;
+    Ok(Json(json!({ "dead": dead })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_email;
+
+    #[test]
+    fn emails_are_checked_for_shape_only() {
+        assert!(valid_email("ada@example.com"));
+        for bad in [
+            "",
+            "ada",
+            "@example.com",
+            "ada@",
+            "ada@example",
+            "a da@example.com",
+            "ada@.com",
+        ] {
+            assert!(!valid_email(bad), "{bad}");
+        }
+    }
+}

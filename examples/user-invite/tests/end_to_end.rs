@@ -1,0 +1,391 @@
+//! The service as a user runs it: the real binary on PostgreSQL and NATS JetStream, 200 invites
+//! (some duplicates, some malformed), SIGKILL in the middle of processing, a restart, then the
+//! final state: one email row and one stream message per accepted invite, nothing for rejected
+//! requests, nothing pending or leased, and a graceful exit on SIGTERM.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_user-invite");
+
+fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/outbox_test".to_owned())
+}
+
+fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}
+
+/// One run of the binary, its output in a log file.
+struct Service {
+    child: Child,
+    base: String,
+    log: PathBuf,
+}
+
+impl Service {
+    fn start(run: &str, env: &[(&str, String)], port: u16) -> Self {
+        let log =
+            std::env::temp_dir().join(format!("user-invite-{run}-{}.log", std::process::id()));
+        let out = File::create(&log).expect("create the log file");
+        let child = Command::new(BINARY)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdout(out.try_clone().expect("clone the log file"))
+            .stderr(out)
+            .spawn()
+            .expect("start the user-invite binary");
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    async fn wait_ready(&mut self, http: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll the child") {
+                panic!("the service exited early ({status}):\n{}", self.log_tail());
+            }
+            if let Ok(r) = http.get(format!("{}/healthz", self.base)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the service did not become ready:\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn stats(&self, http: &reqwest::Client) -> Value {
+        http.get(format!("{}/outbox/stats", self.base))
+            .send()
+            .await
+            .expect("GET /outbox/stats")
+            .json()
+            .await
+            .expect("stats JSON")
+    }
+
+    async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll the child") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the service did not exit in {within:?}:\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The 200 requests: (email it concerns, body, expected status).
+fn requests() -> Vec<(Option<String>, String, u16)> {
+    let malformed = [
+        "not json".to_owned(),
+        json!({ "emial": "typo@example.com" }).to_string(),
+        json!({ "email": 42 }).to_string(),
+        json!({ "email": "no-at-sign" }).to_string(),
+        String::new(),
+    ];
+    (0..200)
+        .map(|i| {
+            if i % 20 == 7 {
+                (None, malformed[(i / 20) % malformed.len()].clone(), 400)
+            } else if i % 10 == 3 && i >= 10 {
+                // The same address as the request just before it (which may be in flight).
+                let email = format!("user{}@example.com", i - 1);
+                (
+                    Some(email.clone()),
+                    json!({ "email": email }).to_string(),
+                    409,
+                )
+            } else {
+                let email = format!("user{i}@example.com");
+                (
+                    Some(email.clone()),
+                    json!({ "email": email }).to_string(),
+                    201,
+                )
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invites_survive_sigkill_mid_processing_and_are_delivered_exactly_once() {
+    let suffix = Uuid::now_v7().simple().to_string()[20..].to_owned();
+    let schema = format!("invite_e2e_{suffix}");
+    let stream = format!("INVITE_E2E_{suffix}");
+    let pool = PgPool::connect(&database_url()).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL is needed at DATABASE_URL ({e}); start it with ./scripts/services.sh")
+    });
+    let nats = async_nats::connect(nats_url()).await.unwrap_or_else(|e| {
+        panic!(
+            "NATS with JetStream is needed at NATS_URL ({e}); start it with ./scripts/services.sh"
+        )
+    });
+    let jetstream = async_nats::jetstream::new(nats);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let env = vec![
+        ("DATABASE_URL", database_url()),
+        ("NATS_URL", nats_url()),
+        ("INVITE_SCHEMA", schema.clone()),
+        ("INVITE_STREAM", stream.clone()),
+        ("OUTBOX_LEASE_SECS", "2".to_owned()),
+        ("OUTBOX_MAX_IN_FLIGHT", "4".to_owned()),
+    ];
+
+    // First run: slow mail server, so processing is still going when the process is killed.
+    let mut slow = env.clone();
+    slow.push(("EMAIL_DELAY_MS", "150".to_owned()));
+    let mut first = Service::start("first", &slow, free_port());
+    first.wait_ready(&http).await;
+
+    let requests = requests();
+    let responses: Vec<(Option<String>, u16, Value)> = futures::stream::iter(requests.clone())
+        .map(|(email, body, _)| {
+            let http = http.clone();
+            let url = format!("{}/invite", first.base);
+            async move {
+                let response = http
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .header("x-correlation-id", format!("corr-{}", Uuid::now_v7()))
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("POST /invite");
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                (email, status, body)
+            }
+        })
+        .buffered(8)
+        .collect()
+        .await;
+    // Per address: exactly one 201, every other request for it a 409; malformed bodies a 400.
+    let mut accepted: BTreeMap<String, (Uuid, String)> = BTreeMap::new();
+    let mut conflicts: BTreeMap<String, usize> = BTreeMap::new();
+    for ((_, _, expected), (email, status, body)) in requests.iter().zip(&responses) {
+        match (*expected, *status) {
+            (400, 400) | (201 | 409, 201) => {}
+            (201 | 409, 409) => {
+                *conflicts
+                    .entry(email.clone().unwrap_or_default())
+                    .or_default() += 1
+            }
+            _ => panic!("{email:?}: expected {expected}, got {status}: {body}"),
+        }
+        if *status == 201 {
+            let event_id = body["event_id"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .expect("event_id");
+            let correlation = body["correlation_id"]
+                .as_str()
+                .expect("correlation_id")
+                .to_owned();
+            let email = email.clone().expect("accepted requests carry an email");
+            assert!(accepted.insert(email, (event_id, correlation)).is_none());
+        }
+    }
+    let total = accepted.len();
+    assert_eq!(total, 171, "unique valid invites");
+    assert_eq!(
+        conflicts.values().sum::<usize>(),
+        19,
+        "duplicates answered 409"
+    );
+    assert!(conflicts.keys().all(|e| accepted.contains_key(e)));
+
+    // Kill in the middle: some events done, others not.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let processed = first.stats(&http).await["processed"].as_u64().unwrap_or(0);
+        if processed >= 5 {
+            assert!(
+                (processed as usize) < total,
+                "everything was processed before the kill; slow the handlers down"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing was processed:\n{}",
+            first.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.child.kill().expect("SIGKILL");
+    let status = first.child.wait().expect("reap");
+    assert!(!status.success(), "the first run must die by SIGKILL");
+    let before_restart: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {schema}.outbox WHERE status <> 'processed'"
+    ))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(before_restart > 0, "the kill left nothing to finish");
+
+    // Second run: picks up where the first died (expired leases included).
+    let mut second = Service::start("second", &env, free_port());
+    second.wait_ready(&http).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let stats = second.stats(&http).await;
+        if stats["processed"].as_u64() == Some(total as u64) {
+            assert_eq!(stats["pending"], 0, "{stats}");
+            assert_eq!(stats["leased"], 0, "{stats}");
+            assert_eq!(stats["dead"], 0, "{stats}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not drained after the restart: {stats}\n{}",
+            second.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let dead: Value = http
+        .get(format!("{}/outbox/dead", second.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(dead["dead"], json!([]));
+
+    // Graceful stop on SIGTERM.
+    let terminated = Command::new("kill")
+        .args(["-TERM", &second.child.id().to_string()])
+        .status()
+        .expect("send SIGTERM");
+    assert!(terminated.success());
+    let status = second.wait_exit(Duration::from_secs(30)).await;
+    assert!(
+        status.success(),
+        "SIGTERM must exit 0, got {status}:\n{}",
+        second.log_tail()
+    );
+
+    // Exactly one email row per accepted invite, for the right event, and nothing else.
+    let rows: Vec<(Uuid, String, Option<String>)> = sqlx::query_as(&format!(
+        "SELECT event_id, email, correlation_id FROM {schema}.sent_emails"
+    ))
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), total, "one email per accepted invite");
+    let by_email: HashMap<&str, (&Uuid, &Option<String>)> = rows
+        .iter()
+        .map(|(id, e, c)| (e.as_str(), (id, c)))
+        .collect();
+    for (email, (event_id, correlation)) in &accepted {
+        let (id, corr) = by_email.get(email.as_str()).expect("an email row");
+        assert_eq!(*id, event_id, "{email}");
+        assert_eq!(corr.as_deref(), Some(correlation.as_str()), "{email}");
+    }
+    let users: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {schema}.users"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(users as usize, total, "rejected requests wrote no user");
+    let events: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {schema}.outbox"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(events as usize, total, "rejected requests enqueued nothing");
+    let unfinished: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {schema}.outbox WHERE status <> 'processed' OR lease_token IS NOT NULL"
+    ))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(unfinished, 0, "no event left pending or leased");
+    let redelivered: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {schema}.outbox WHERE attempts > 1"
+    ))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(redelivered > 0, "the kill left no event to redeliver");
+
+    // Exactly one stream message per accepted invite, keyed by its event id.
+    let mut js_stream = jetstream
+        .get_stream(&stream)
+        .await
+        .expect("the stream exists");
+    let info = js_stream.info().await.expect("stream info").clone();
+    assert_eq!(
+        info.state.messages as usize, total,
+        "one message per accepted invite"
+    );
+    let mut ids = BTreeSet::new();
+    for sequence in info.state.first_sequence..=info.state.last_sequence {
+        let message = js_stream
+            .get_raw_message(sequence)
+            .await
+            .expect("a stored message");
+        let id = message
+            .headers
+            .get(async_nats::header::NATS_MESSAGE_ID)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| panic!("no message id header: {:?}", message.headers));
+        assert!(ids.insert(id.clone()), "message {id} stored twice");
+    }
+    let expected: BTreeSet<String> = accepted.values().map(|(id, _)| id.to_string()).collect();
+    assert_eq!(ids, expected);
+
+    jetstream
+        .delete_stream(&stream)
+        .await
+        .expect("delete the stream");
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&pool)
+        .await
+        .unwrap();
+}
