@@ -1,0 +1,145 @@
+//! The outbox benchmark: each backend against a raw-database baseline measured in the same run.
+//!
+//! `cargo run -p outbox-bench --release -- postgres` (or `redis`, `mongo`, `sqlite`) runs four
+//! scenarios — enqueue, drain, latency, fan-out with failures — prints a table and writes it as
+//! JSON. See `BENCHMARKS.md` at the repository root for the latest numbers and how to read them.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), outbox_bench::BenchError> {
+//! let report = outbox_bench::run("postgres", &outbox_bench::Sizes::reduced()).await?;
+//! println!("{}", report.table());
+//! assert!(report.all_checks_passed());
+//! # Ok(()) }
+//! ```
+
+pub mod report;
+pub mod scenario;
+pub mod target;
+mod targets;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use report::Report;
+
+/// What can stop a benchmark run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] outbox_core::StoreError),
+    /// The database failed outside the store (raw baseline, setup).
+    #[error("database: {0}")]
+    Database(String),
+    /// A worker could not be built.
+    #[error("worker: {0}")]
+    Worker(#[from] outbox_core::BuildError),
+    /// A registry could not be built.
+    #[error("registry: {0}")]
+    Registry(#[from] outbox_core::RegistryError),
+    /// Invalid configuration or setup.
+    #[error("setup: {0}")]
+    Setup(String),
+    /// A scenario did not finish in time.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// Unknown backend name.
+    #[error("unknown backend {0:?}: expected postgres, redis, mongo or sqlite")]
+    UnknownBackend(String),
+}
+
+impl From<outbox_core::ConfigError> for BenchError {
+    fn from(err: outbox_core::ConfigError) -> Self {
+        Self::Setup(err.to_string())
+    }
+}
+
+/// How big each scenario is.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sizes {
+    /// Transactions of one event each (scenario 1).
+    pub enqueue_single: usize,
+    /// Transactions of 100 events each (scenario 1).
+    pub enqueue_batches: usize,
+    /// Pending events drained (scenario 2).
+    pub drain_events: usize,
+    /// Processor counts for the drain (scenario 2).
+    pub processors: Vec<usize>,
+    /// Events per claim, for the library and the raw baseline alike.
+    pub batch: usize,
+    /// Producer rate, events per second (scenario 3).
+    pub latency_rate: u32,
+    /// Producer duration, seconds (scenario 3).
+    pub latency_seconds: f64,
+    /// Events in the fan-out scenario (scenario 4).
+    pub fanout_events: usize,
+    /// Longest any one measurement may take.
+    #[serde(skip)]
+    pub timeout: Duration,
+}
+
+impl Sizes {
+    /// The full sizes of the issue: 200,000 events drained with 1, 2 and 4 processors, a producer
+    /// at 1,000 events/s.
+    pub fn full() -> Self {
+        Self {
+            enqueue_single: 5_000,
+            enqueue_batches: 200,
+            drain_events: 200_000,
+            processors: vec![1, 2, 4],
+            batch: 100,
+            latency_rate: 1_000,
+            latency_seconds: 10.0,
+            fanout_events: 20_000,
+            timeout: Duration::from_secs(1_800),
+        }
+    }
+
+    /// Small sizes for the test suite: it checks the final state, not speed.
+    pub fn reduced() -> Self {
+        Self {
+            enqueue_single: 40,
+            enqueue_batches: 3,
+            drain_events: 600,
+            processors: vec![1, 2, 4],
+            batch: 50,
+            latency_rate: 200,
+            latency_seconds: 0.5,
+            fanout_events: 200,
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The backend named `backend` (`postgres`, `redis`, `mongo`, `sqlite`), configured from the same
+/// environment variables as the tests (`DATABASE_URL`, `REDIS_URL`, `MONGODB_URI`).
+pub async fn target(backend: &str) -> Result<Box<dyn target::Target>, BenchError> {
+    match backend {
+        "postgres" => Ok(Box::new(targets::postgres::Postgres::connect().await?)),
+        "sqlite" => Ok(Box::new(targets::sqlite::Sqlite::new()?)),
+        "redis" => Ok(Box::new(targets::redis::Redis::connect().await?)),
+        "mongo" => Ok(Box::new(targets::mongo::Mongo::connect().await?)),
+        other => Err(BenchError::UnknownBackend(other.to_owned())),
+    }
+}
+
+/// Runs every scenario against `backend` and returns the report.
+pub async fn run(backend: &str, sizes: &Sizes) -> Result<Report, BenchError> {
+    let target = target(backend).await?;
+    let started_at = chrono::Utc::now().to_rfc3339();
+    let mut rows = Vec::new();
+    let mut checks = Vec::new();
+    scenario::enqueue(target.as_ref(), sizes, &mut rows, &mut checks).await?;
+    scenario::drain(target.as_ref(), sizes, &mut rows, &mut checks).await?;
+    scenario::latency(target.as_ref(), sizes, &mut rows, &mut checks).await?;
+    scenario::fanout(target.as_ref(), sizes, &mut rows, &mut checks).await?;
+    Ok(Report {
+        backend: backend.to_owned(),
+        sizes: sizes.clone(),
+        machine: report::machine(),
+        started_at,
+        rows,
+        checks,
+    })
+}

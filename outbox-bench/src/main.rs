@@ -1,0 +1,109 @@
+//! `outbox-bench <postgres|redis|mongo|sqlite> [options]`: runs the four scenarios against one
+//! backend and its raw baseline, prints the table and writes it as JSON.
+
+use std::process::ExitCode;
+
+use outbox_bench::Sizes;
+
+const USAGE: &str = "usage: outbox-bench <postgres|redis|mongo|sqlite> [--reduced] [--events N] \
+[--fanout-events N] [--enqueue N] [--rate N] [--seconds S] [--processors 1,2,4] [--batch N] [--json PATH]
+
+Runs against DATABASE_URL, REDIS_URL or MONGODB_URI (./scripts/services.sh starts them);
+SQLite uses files in a temporary directory. Writes bench-results/<backend>.json unless --json is given.";
+
+fn parse(args: &[String]) -> Result<(String, Sizes, String), String> {
+    let backend = args.first().ok_or("missing backend")?.clone();
+    let mut sizes = if args.iter().any(|a| a == "--reduced") {
+        Sizes::reduced()
+    } else {
+        Sizes::full()
+    };
+    let mut json = format!("bench-results/{backend}.json");
+    let mut rest = args[1..].iter().filter(|a| *a != "--reduced");
+    while let Some(flag) = rest.next() {
+        let value = rest.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let number = || {
+            value
+                .parse::<usize>()
+                .map_err(|e| format!("{flag} {value}: {e}"))
+        };
+        match flag.as_str() {
+            "--events" => sizes.drain_events = number()?,
+            "--fanout-events" => sizes.fanout_events = number()?,
+            "--enqueue" => sizes.enqueue_single = number()?,
+            "--batch" => sizes.batch = number()?,
+            "--rate" => {
+                sizes.latency_rate = u32::try_from(number()?).map_err(|e| e.to_string())?;
+            }
+            "--seconds" => {
+                sizes.latency_seconds = value
+                    .parse()
+                    .map_err(|e| format!("--seconds {value}: {e}"))?;
+            }
+            "--processors" => {
+                sizes.processors = value
+                    .split(',')
+                    .map(|p| {
+                        p.trim()
+                            .parse::<usize>()
+                            .map_err(|e| format!("--processors {value}: {e}"))
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "--json" => json = value.clone(),
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    if sizes.batch == 0 || sizes.latency_rate == 0 || sizes.processors.contains(&0) {
+        return Err("--batch, --rate and --processors must be positive".to_owned());
+    }
+    Ok((backend, sizes, json))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let (backend, sizes, json) = match parse(&args) {
+        Ok(parsed) => parsed,
+        Err(err) => {
+            eprintln!("{err}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!("running {backend} with {sizes:?}");
+    let report = match outbox_bench::run(&backend, &sizes).await {
+        Ok(report) => report,
+        Err(err) => {
+            eprintln!("benchmark failed: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{}", report.table());
+    let written = std::path::Path::new(&json)
+        .parent()
+        .map_or(Ok(()), |dir| {
+            if dir.as_os_str().is_empty() {
+                Ok(())
+            } else {
+                std::fs::create_dir_all(dir)
+            }
+        })
+        .and_then(|()| {
+            let text = serde_json::to_string_pretty(&report).map_err(std::io::Error::other)?;
+            std::fs::write(&json, text)
+        });
+    match written {
+        Ok(()) => eprintln!("wrote {json}"),
+        Err(err) => eprintln!("could not write {json}: {err}"),
+    }
+    if report.all_checks_passed() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("some final-state checks FAILED");
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,86 @@
+//! What a backend provides to the benchmark: fresh outboxes, and the raw-database baselines that
+//! do the same work without the library.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use outbox_core::{NewEvent, Store};
+use serde_json::json;
+
+use crate::BenchError;
+
+/// The event type every benchmark event has.
+pub const EVENT_TYPE: &str = "BenchEvent";
+
+/// The payload of benchmark event `n` (about 150 bytes of JSON).
+pub fn payload(n: usize) -> serde_json::Value {
+    json!({ "n": n, "email": format!("user{n}@example.com"), "note": "x".repeat(96) })
+}
+
+/// Benchmark event `n`.
+pub fn event(n: usize) -> NewEvent {
+    NewEvent::new(EVENT_TYPE, payload(n))
+}
+
+/// A backend under test.
+#[async_trait]
+pub trait Target: Send + Sync {
+    /// `postgres`, `redis`, `mongo` or `sqlite`.
+    fn name(&self) -> &'static str;
+    /// A new, empty, migrated outbox of its own (table, database or key prefix).
+    async fn fresh(&self, tag: &str) -> Result<Box<dyn Bench>, BenchError>;
+}
+
+/// One outbox instance and the raw operations of the same shape on its database.
+#[async_trait]
+pub trait Bench: Send + Sync {
+    /// The library's store.
+    fn store(&self) -> Arc<dyn Store>;
+
+    /// `transactions` caller transactions of `per_transaction` events each, enqueued through the
+    /// library inside the caller's own transaction.
+    async fn outbox_enqueue(
+        &self,
+        transactions: usize,
+        per_transaction: usize,
+    ) -> Result<(), BenchError>;
+
+    /// The same transactions writing the same rows (documents, commands) without the library.
+    async fn raw_enqueue(
+        &self,
+        transactions: usize,
+        per_transaction: usize,
+    ) -> Result<(), BenchError>;
+
+    /// Fills the outbox with `n` pending events for the library's drain.
+    async fn prefill(&self, n: usize) -> Result<(), BenchError> {
+        let store = self.store();
+        let mut next = 0;
+        while next < n {
+            let end = (next + 1000).min(n);
+            store
+                .enqueue_batch((next..end).map(event).collect())
+                .await?;
+            next = end;
+        }
+        Ok(())
+    }
+
+    /// Fills the raw baseline's structure with `n` pending events (the outbox's own table where the
+    /// shapes are the same).
+    async fn raw_prefill(&self, n: usize) -> Result<(), BenchError> {
+        self.prefill(n).await
+    }
+
+    /// Drains the raw structure with `processors` concurrent loops of the minimal
+    /// lease-then-complete statements, `batch` events per lease; returns the events completed.
+    async fn raw_drain(&self, processors: usize, batch: usize) -> Result<u64, BenchError>;
+
+    /// Backend facts worth reporting after a scenario (table size, dead tuples).
+    async fn facts(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    /// Removes what this outbox created.
+    async fn cleanup(&self) {}
+}

@@ -1,0 +1,226 @@
+//! PostgreSQL: the library's table, and the raw INSERT / lease / complete statements on it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use outbox_core::Store;
+use outbox_postgres::PgStore;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use uuid::Uuid;
+
+use super::{COMPLETE_CONCURRENCY, for_each_concurrent, unique};
+use crate::BenchError;
+use crate::target::{Bench, EVENT_TYPE, Target, event, payload};
+
+fn db(err: sqlx::Error) -> BenchError {
+    BenchError::Database(err.to_string())
+}
+
+/// The PostgreSQL server at `DATABASE_URL`.
+#[derive(Debug)]
+pub(crate) struct Postgres {
+    pool: PgPool,
+}
+
+impl Postgres {
+    pub(crate) async fn connect() -> Result<Self, BenchError> {
+        let url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/outbox_test".to_owned());
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .connect(&url)
+            .await
+            .map_err(|e| {
+                BenchError::Setup(format!(
+                    "cannot reach PostgreSQL at DATABASE_URL ({e}); start it with ./scripts/services.sh"
+                ))
+            })?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait]
+impl Target for Postgres {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn fresh(&self, tag: &str) -> Result<Box<dyn Bench>, BenchError> {
+        let schema = format!("bench_{tag}_{}", unique());
+        let store = PgStore::builder(self.pool.clone())
+            .schema(&schema)
+            .table("outbox")
+            .build()?;
+        store.migrate().await?;
+        Ok(Box::new(PgBench {
+            table: format!("\"{schema}\".\"outbox\""),
+            schema,
+            pool: self.pool.clone(),
+            store: Arc::new(store),
+        }))
+    }
+}
+
+struct PgBench {
+    schema: String,
+    table: String,
+    pool: PgPool,
+    store: Arc<PgStore>,
+}
+
+#[async_trait]
+impl Bench for PgBench {
+    fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    async fn outbox_enqueue(&self, transactions: usize, per: usize) -> Result<(), BenchError> {
+        for t in 0..transactions {
+            let mut tx = self.pool.begin().await.map_err(db)?;
+            if per == 1 {
+                self.store.enqueue_in(&mut tx, event(t)).await?;
+            } else {
+                let events = (0..per).map(|i| event(t * per + i)).collect();
+                self.store.enqueue_batch_in(&mut tx, events).await?;
+            }
+            tx.commit().await.map_err(db)?;
+        }
+        Ok(())
+    }
+
+    async fn raw_enqueue(&self, transactions: usize, per: usize) -> Result<(), BenchError> {
+        let single = format!(
+            "INSERT INTO {} (id, event_type, payload) VALUES ($1, $2, $3)",
+            self.table
+        );
+        let batch = format!(
+            "INSERT INTO {} (id, event_type, payload)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[])",
+            self.table
+        );
+        for t in 0..transactions {
+            let mut tx = self.pool.begin().await.map_err(db)?;
+            if per == 1 {
+                sqlx::query(&single)
+                    .bind(Uuid::now_v7())
+                    .bind(EVENT_TYPE)
+                    .bind(payload(t))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            } else {
+                let ids: Vec<Uuid> = (0..per).map(|_| Uuid::now_v7()).collect();
+                let types = vec![EVENT_TYPE; per];
+                let payloads: Vec<serde_json::Value> =
+                    (0..per).map(|i| payload(t * per + i)).collect();
+                sqlx::query(&batch)
+                    .bind(ids)
+                    .bind(types)
+                    .bind(payloads)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
+            tx.commit().await.map_err(db)?;
+        }
+        Ok(())
+    }
+
+    async fn raw_drain(&self, processors: usize, batch: usize) -> Result<u64, BenchError> {
+        // The minimal lease-then-complete protocol on the same table, indexes and durability
+        // setting as the library: no ordering-key check, no handler results.
+        let claim = Arc::new(format!(
+            "UPDATE {t} e SET attempts = e.attempts + 1, lease_token = gen_random_uuid(),
+                 locked_by = $2, locked_until = now() + interval '30 seconds'
+             FROM (SELECT id FROM {t}
+                   WHERE status = 'pending' AND available_at <= now()
+                     AND (locked_until IS NULL OR locked_until <= now())
+                   ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED) c
+             WHERE e.id = c.id AND set_config('synchronous_commit', 'off', true) IS NOT NULL
+             RETURNING e.id, e.lease_token, e.payload",
+            t = self.table
+        ));
+        let complete = Arc::new(format!(
+            "UPDATE {} SET status = 'processed', processed_at = now(),
+                 lease_token = NULL, locked_by = NULL, locked_until = NULL
+             WHERE id = $1 AND lease_token = $2 AND status = 'pending'
+               AND set_config('synchronous_commit', 'off', true) IS NOT NULL",
+            self.table
+        ));
+        let done = Arc::new(AtomicU64::new(0));
+        let loops = (0..processors).map(|p| {
+            let (pool, claim, complete, done) = (
+                self.pool.clone(),
+                claim.clone(),
+                complete.clone(),
+                done.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let leased: Vec<(Uuid, Uuid, serde_json::Value)> = sqlx::query_as(&claim)
+                        .bind(i64::try_from(batch).unwrap_or(100))
+                        .bind(format!("raw-{p}"))
+                        .fetch_all(&pool)
+                        .await
+                        .map_err(db)?;
+                    if leased.is_empty() {
+                        return Ok::<_, BenchError>(());
+                    }
+                    for_each_concurrent(leased, COMPLETE_CONCURRENCY, |(id, token, _payload)| {
+                        let (pool, complete, done) = (&pool, &complete, &done);
+                        async move {
+                            let r = sqlx::query(complete)
+                                .bind(id)
+                                .bind(token)
+                                .execute(pool)
+                                .await
+                                .map_err(db)?;
+                            done.fetch_add(r.rows_affected(), Ordering::Relaxed);
+                            Ok::<_, BenchError>(())
+                        }
+                    })
+                    .await?;
+                }
+            })
+        });
+        for handle in loops.collect::<Vec<_>>() {
+            handle
+                .await
+                .map_err(|e| BenchError::Setup(e.to_string()))??;
+        }
+        Ok(done.load(Ordering::Relaxed))
+    }
+
+    async fn facts(&self) -> Vec<(String, String)> {
+        // Statistics reach pg_stat_user_tables with a delay; read a fresh snapshot.
+        let _ = sqlx::query("SELECT pg_stat_clear_snapshot()")
+            .execute(&self.pool)
+            .await;
+        let row: Result<(i64, i64), _> = sqlx::query_as(
+            "SELECT pg_total_relation_size(format('%I.%I', $1::text, 'outbox')),
+                    COALESCE((SELECT n_dead_tup FROM pg_stat_user_tables
+                              WHERE schemaname = $1 AND relname = 'outbox'), 0)",
+        )
+        .bind(&self.schema)
+        .fetch_one(&self.pool)
+        .await;
+        match row {
+            Ok((size, dead)) => vec![
+                (
+                    "table+indexes".to_owned(),
+                    format!("{:.1} MB", size as f64 / 1_048_576.0),
+                ),
+                ("dead tuples".to_owned(), dead.to_string()),
+            ],
+            Err(e) => vec![("facts".to_owned(), format!("unavailable: {e}"))],
+        }
+    }
+
+    async fn cleanup(&self) {
+        let _ = sqlx::query(&format!("DROP SCHEMA \"{}\" CASCADE", self.schema))
+            .execute(&self.pool)
+            .await;
+    }
+}

@@ -1,0 +1,255 @@
+//! Redis: the library's store, and a raw baseline of the same shape (a hash per event, a sorted
+//! set of due events, one Lua script to lease a batch and one to complete an event).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use outbox_core::Store;
+use outbox_redis::RedisStore;
+use redis::aio::ConnectionManager;
+use uuid::Uuid;
+
+use super::{COMPLETE_CONCURRENCY, for_each_concurrent, unique};
+use crate::BenchError;
+use crate::target::{Bench, EVENT_TYPE, Target, payload};
+
+fn db(err: redis::RedisError) -> BenchError {
+    BenchError::Database(err.to_string())
+}
+
+const CLAIM: &str = r"
+local ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+local out = {}
+for i, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[1], id)
+  local token = ARGV[2] .. ':' .. i
+  redis.call('HSET', ARGV[4] .. id, 'lease_token', token, 'locked_until', ARGV[3])
+  redis.call('ZADD', KEYS[2], ARGV[3], id)
+  out[#out + 1] = id
+  out[#out + 1] = token
+  out[#out + 1] = redis.call('HGET', ARGV[4] .. id, 'payload')
+end
+return out
+";
+
+const COMPLETE: &str = r"
+if redis.call('HGET', KEYS[1], 'lease_token') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'processed', 'processed_at', ARGV[2])
+redis.call('HDEL', KEYS[1], 'lease_token', 'locked_until')
+redis.call('ZREM', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+return 1
+";
+
+/// The Redis server at `REDIS_URL`.
+pub(crate) struct Redis {
+    client: redis::Client,
+    connection: ConnectionManager,
+}
+
+impl Redis {
+    pub(crate) async fn connect() -> Result<Self, BenchError> {
+        let url =
+            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        let client = redis::Client::open(url).map_err(db)?;
+        let connection = ConnectionManager::new(client.clone()).await.map_err(|e| {
+            BenchError::Setup(format!(
+                "cannot reach Redis at REDIS_URL ({e}); start it with ./scripts/services.sh"
+            ))
+        })?;
+        Ok(Self { client, connection })
+    }
+}
+
+#[async_trait]
+impl Target for Redis {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn fresh(&self, tag: &str) -> Result<Box<dyn Bench>, BenchError> {
+        let name = format!("bench_{tag}_{}", unique());
+        let store = RedisStore::builder(self.client.clone())
+            .await?
+            .name(&name)
+            .build()?;
+        Ok(Box::new(RedisBench {
+            raw: format!("{{rawbench:{name}}}"),
+            store: Arc::new(store),
+            connection: self.connection.clone(),
+        }))
+    }
+}
+
+struct RedisBench {
+    /// Key prefix of the raw baseline (its own hash tag).
+    raw: String,
+    store: Arc<RedisStore>,
+    connection: ConnectionManager,
+}
+
+impl RedisBench {
+    fn event_key(&self, id: &str) -> String {
+        format!("{}:ev:{id}", self.raw)
+    }
+
+    async fn delete_prefix(&self, prefix: &str) {
+        let mut con = self.connection.clone();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut con)
+            .await
+            .unwrap_or_default();
+        for chunk in keys.chunks(1000) {
+            let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query_async(&mut con).await;
+        }
+    }
+
+    /// The raw writes of `per` events in one MULTI/EXEC.
+    async fn raw_write(&self, first: usize, per: usize) -> Result<(), BenchError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let now = chrono::Utc::now().timestamp_micros();
+        for i in 0..per {
+            let id = Uuid::now_v7().to_string();
+            pipe.hset_multiple(
+                self.event_key(&id),
+                &[
+                    ("event_type", EVENT_TYPE.to_owned()),
+                    ("payload", payload(first + i).to_string()),
+                    ("status", "pending".to_owned()),
+                    ("attempts", "0".to_owned()),
+                ],
+            )
+            .ignore()
+            .zadd(format!("{}:queue", self.raw), &id, now + i as i64)
+            .ignore();
+        }
+        let mut con = self.connection.clone();
+        let () = pipe.query_async(&mut con).await.map_err(db)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Bench for RedisBench {
+    fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    async fn outbox_enqueue(&self, transactions: usize, per: usize) -> Result<(), BenchError> {
+        let mut con = self.connection.clone();
+        for t in 0..transactions {
+            let events: Vec<_> = (0..per)
+                .map(|i| crate::target::event(t * per + i))
+                .collect();
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            self.store.enqueue_in_pipeline(&mut pipe, events)?;
+            let _: redis::Value = pipe.query_async(&mut con).await.map_err(db)?;
+        }
+        Ok(())
+    }
+
+    async fn raw_enqueue(&self, transactions: usize, per: usize) -> Result<(), BenchError> {
+        for t in 0..transactions {
+            self.raw_write(t * per, per).await?;
+        }
+        Ok(())
+    }
+
+    async fn raw_prefill(&self, n: usize) -> Result<(), BenchError> {
+        let mut next = 0;
+        while next < n {
+            let end = (next + 1000).min(n);
+            self.raw_write(next, end - next).await?;
+            next = end;
+        }
+        Ok(())
+    }
+
+    async fn raw_drain(&self, processors: usize, batch: usize) -> Result<u64, BenchError> {
+        let claim = Arc::new(redis::Script::new(CLAIM));
+        let complete = Arc::new(redis::Script::new(COMPLETE));
+        let done = Arc::new(AtomicU64::new(0));
+        let queue = format!("{}:queue", self.raw);
+        let leased_key = format!("{}:leased", self.raw);
+        let processed_key = format!("{}:processed", self.raw);
+        let event_prefix = format!("{}:ev:", self.raw);
+        let loops = (0..processors).map(|_| {
+            let (claim, complete, done) = (claim.clone(), complete.clone(), done.clone());
+            let (queue, leased_key, processed_key, event_prefix) = (
+                queue.clone(),
+                leased_key.clone(),
+                processed_key.clone(),
+                event_prefix.clone(),
+            );
+            let con = self.connection.clone();
+            tokio::spawn(async move {
+                loop {
+                    let until = chrono::Utc::now().timestamp_millis() + 30_000;
+                    let reply: Vec<String> = claim
+                        .key(&queue)
+                        .key(&leased_key)
+                        .arg(batch)
+                        .arg(Uuid::now_v7().to_string())
+                        .arg(until)
+                        .arg(&event_prefix)
+                        .invoke_async(&mut con.clone())
+                        .await
+                        .map_err(db)?;
+                    if reply.is_empty() {
+                        return Ok::<_, BenchError>(());
+                    }
+                    let leased: Vec<(String, String)> = reply
+                        .chunks(3)
+                        .filter_map(|c| Some((c.first()?.clone(), c.get(1)?.clone())))
+                        .collect();
+                    for_each_concurrent(leased, COMPLETE_CONCURRENCY, |(id, token)| {
+                        let (complete, done, con) = (&complete, &done, &con);
+                        let (leased_key, processed_key, event_prefix) =
+                            (&leased_key, &processed_key, &event_prefix);
+                        async move {
+                            let applied: u64 = complete
+                                .key(format!("{event_prefix}{id}"))
+                                .key(leased_key)
+                                .key(processed_key)
+                                .arg(token)
+                                .arg(chrono::Utc::now().timestamp_millis())
+                                .arg(&id)
+                                .invoke_async(&mut con.clone())
+                                .await
+                                .map_err(db)?;
+                            done.fetch_add(applied, Ordering::Relaxed);
+                            Ok::<_, BenchError>(())
+                        }
+                    })
+                    .await?;
+                }
+            })
+        });
+        for handle in loops.collect::<Vec<_>>() {
+            handle
+                .await
+                .map_err(|e| BenchError::Setup(e.to_string()))??;
+        }
+        Ok(done.load(Ordering::Relaxed))
+    }
+
+    async fn facts(&self) -> Vec<(String, String)> {
+        let mut con = self.connection.clone();
+        let info: Result<String, _> = redis::cmd("INFO").arg("memory").query_async(&mut con).await;
+        let used = info.ok().and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("used_memory_human:"))
+                .map(|l| l.trim_start_matches("used_memory_human:").to_owned())
+        });
+        vec![("server memory".to_owned(), used.unwrap_or_default())]
+    }
+
+    async fn cleanup(&self) {
+        self.delete_prefix(&self.raw).await;
+        self.delete_prefix(self.store.key_prefix()).await;
+    }
+}

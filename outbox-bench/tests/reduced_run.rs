@@ -1,0 +1,43 @@
+//! The whole benchmark at reduced sizes on every backend: it checks the final state of every
+//! scenario (nothing lost, nothing double-recorded), not speed.
+
+async fn reduced(backend: &str) {
+    let report = outbox_bench::run(backend, &outbox_bench::Sizes::reduced())
+        .await
+        .unwrap_or_else(|e| panic!("{backend} benchmark failed: {e}"));
+    println!("{}", report.table());
+    assert!(report.all_checks_passed(), "{}", report.table());
+    assert_eq!(report.rows.len(), 2 + 3 + 2 + 1, "{}", report.table());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_reduced_run_ends_in_a_correct_state() {
+    reduced("postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_reduced_run_ends_in_a_correct_state() {
+    reduced("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_reduced_run_ends_in_a_correct_state() {
+    reduced("redis").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_reduced_run_ends_in_a_correct_state() {
+    reduced("mongo").await;
+}
+
+#[tokio::test]
+async fn an_unknown_backend_is_a_clear_error() {
+    let err = outbox_bench::run("oracle", &outbox_bench::Sizes::reduced())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("expected postgres, redis, mongo or sqlite"),
+        "{err}"
+    );
+}
