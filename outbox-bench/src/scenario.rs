@@ -121,7 +121,7 @@ async fn wait_processed(
 fn worker_config(sizes: &Sizes) -> WorkerConfig {
     WorkerConfig::default()
         .with_batch_size(sizes.batch)
-        .with_max_in_flight(sizes.batch * 2)
+        .with_max_in_flight(sizes.batch * 4)
 }
 
 /// Scenario 2: drain a pre-filled outbox with 1, 2 and 4 processors and a no-op handler.

@@ -201,6 +201,30 @@ pub trait Store: Send + Sync + 'static {
     /// Records an outcome and releases the lease, fenced by the lease token (C3).
     async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError>;
 
+    /// Records many outcomes, each fenced by its own lease token exactly as [`complete`] does; one
+    /// result per item, in order (a stale lease fails only its own item with `LeaseLost`). The
+    /// worker sends the completions of events that finish together through this. The default runs
+    /// [`complete`] for each item concurrently; a backend overrides it to use one round trip.
+    ///
+    /// [`complete`]: Store::complete
+    ///
+    /// ```
+    /// use outbox_core::{Completion, Lease, Store, StoreError};
+    ///
+    /// async fn finish(store: &dyn Store, done: Vec<(Lease, Completion)>) -> usize {
+    ///     let results = store.complete_many(done).await;
+    ///     results.iter().filter(|r| matches!(r, Err(StoreError::LeaseLost { .. }))).count()
+    /// }
+    /// ```
+    async fn complete_many(&self, items: Vec<(Lease, Completion)>) -> Vec<Result<(), StoreError>> {
+        futures::future::join_all(
+            items
+                .into_iter()
+                .map(|(lease, completion)| async move { self.complete(&lease, completion).await }),
+        )
+        .await
+    }
+
     /// Reads one event.
     async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError>;
 
@@ -276,6 +300,9 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError> {
         (**self).complete(lease, completion).await
+    }
+    async fn complete_many(&self, items: Vec<(Lease, Completion)>) -> Vec<Result<(), StoreError>> {
+        (**self).complete_many(items).await
     }
     async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
         (**self).get(id).await

@@ -22,6 +22,7 @@ pub(crate) struct Queries {
     pub(crate) claim: String,
     pub(crate) renew: String,
     pub(crate) complete: String,
+    pub(crate) complete_many: String,
     pub(crate) get: String,
     pub(crate) dead_letters: String,
     pub(crate) requeue: String,
@@ -53,30 +54,9 @@ impl Queries {
                  RETURNING id"
             ),
             existing_keys: format!("SELECT idempotency_key, id FROM {t} WHERE idempotency_key = ANY($1)"),
-            // Lease a batch in one statement: oldest due first, skipping rows other claimers hold,
-            // and only the oldest pending event of each ordering key. Completion durability is
-            // relaxed for this transaction only: a lost claim means a redelivery, never a lost event.
-            claim: format!(
-                "WITH candidates AS (
-                    SELECT e.id FROM {t} e
-                    WHERE {due}
-                      AND (e.ordering_key IS NULL OR NOT EXISTS (
-                          SELECT 1 FROM {t} o
-                          WHERE o.ordering_key = e.ordering_key AND o.status = 'pending' AND o.seq < e.seq))
-                    ORDER BY e.seq
-                    LIMIT $1
-                    FOR UPDATE OF e SKIP LOCKED
-                 )
-                 UPDATE {t} e
-                 SET attempts = e.attempts + 1,
-                     lease_token = gen_random_uuid(),
-                     locked_by = $2,
-                     locked_until = now() + $3::bigint * interval '1 millisecond'
-                 FROM candidates c
-                 WHERE e.id = c.id AND set_config('synchronous_commit', 'off', true) IS NOT NULL
-                 RETURNING e.seq, {}",
-                COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ")
-            ),
+            // Lease a batch in one statement, through the function `<table>_claim` that
+            // `migrate` creates (see schema.rs for why it is a function).
+            claim: format!("SELECT * FROM \"{schema}\".\"{table}_claim\"($1, $2, $3)"),
             renew: format!(
                 "UPDATE {t} SET locked_until = now() + $3::bigint * interval '1 millisecond'
                  WHERE id = $1 AND lease_token = $2 AND status = 'pending'
@@ -91,6 +71,20 @@ impl Queries {
                      lease_token = NULL, locked_by = NULL, locked_until = NULL
                  WHERE id = $1 AND lease_token = $2 AND status = 'pending'
                    AND set_config('synchronous_commit', 'off', true) IS NOT NULL"
+            ),
+            // Many completions in one statement, each fenced by its own token.
+            complete_many: format!(
+                "UPDATE {t} e
+                 SET status = u.status, handler_results = u.results, attempts = u.attempts,
+                     backoff_until = CASE WHEN u.delay IS NULL THEN NULL
+                                          ELSE now() + u.delay * interval '1 millisecond' END,
+                     processed_at = CASE WHEN u.status = 'pending' THEN NULL ELSE now() END,
+                     lease_token = NULL, locked_by = NULL, locked_until = NULL
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::int[], $6::bigint[])
+                      AS u(id, token, status, results, attempts, delay)
+                 WHERE e.id = u.id AND e.lease_token = u.token AND e.status = 'pending'
+                   AND set_config('synchronous_commit', 'off', true) IS NOT NULL
+                 RETURNING e.id"
             ),
             get: format!("SELECT {COLUMNS} FROM {t} WHERE id = $1"),
             dead_letters: format!("SELECT {COLUMNS} FROM {t} WHERE status = 'dead' ORDER BY seq LIMIT $1"),

@@ -49,6 +49,39 @@ pub fn schema_sql(schema: &str, table: &str) -> Vec<String> {
         format!(
             "CREATE INDEX IF NOT EXISTS \"{table}_finished\" ON {t} (status, processed_at) WHERE status <> 'pending'"
         ),
+        // The claim: oldest due events first, skipping rows other claimers hold, only the oldest
+        // pending event of each ordering key; completion durability relaxed for this transaction
+        // only (a lost claim means a redelivery, never a lost event). It is a function so that it
+        // is planned with bitmap scans and sorts off: right after a burst of inserts, before
+        // autovacuum has analyzed the table, the planner would otherwise sort every pending row
+        // for each claim (measured: 27 ms instead of 1 ms per claim of 100 with 50,000 pending).
+        format!(
+            "CREATE OR REPLACE FUNCTION \"{schema}\".\"{table}_claim\"(batch bigint, worker text, lease_ms bigint)
+RETURNS SETOF {t} LANGUAGE sql VOLATILE
+SET enable_bitmapscan = off SET enable_sort = off
+AS $$
+    WITH candidates AS (
+        SELECT e.id FROM {t} e
+        WHERE e.status = 'pending' AND e.available_at <= now()
+          AND (e.backoff_until IS NULL OR e.backoff_until <= now())
+          AND (e.locked_until IS NULL OR e.locked_until <= now())
+          AND (e.ordering_key IS NULL OR NOT EXISTS (
+              SELECT 1 FROM {t} o
+              WHERE o.ordering_key = e.ordering_key AND o.status = 'pending' AND o.seq < e.seq))
+        ORDER BY e.seq
+        LIMIT batch
+        FOR UPDATE OF e SKIP LOCKED
+    )
+    UPDATE {t} e
+    SET attempts = e.attempts + 1,
+        lease_token = gen_random_uuid(),
+        locked_by = worker,
+        locked_until = now() + lease_ms * interval '1 millisecond'
+    FROM candidates c
+    WHERE e.id = c.id AND set_config('synchronous_commit', 'off', true) IS NOT NULL
+    RETURNING e.*
+$$"
+        ),
         format!(
             "CREATE OR REPLACE FUNCTION \"{schema}\".\"{table}_notify\"() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

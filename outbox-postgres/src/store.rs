@@ -293,6 +293,82 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn complete_many(&self, items: Vec<(Lease, Completion)>) -> Vec<Result<(), StoreError>> {
+        if items.len() <= 1 {
+            let mut out = Vec::with_capacity(items.len());
+            for (lease, completion) in items {
+                out.push(self.complete(&lease, completion).await);
+            }
+            return out;
+        }
+        let mut ids = Vec::with_capacity(items.len());
+        let mut tokens = Vec::with_capacity(items.len());
+        let mut statuses = Vec::with_capacity(items.len());
+        let mut results = Vec::with_capacity(items.len());
+        let mut attempts = Vec::with_capacity(items.len());
+        let mut delays = Vec::with_capacity(items.len());
+        let mut invalid = std::collections::HashMap::new();
+        for (lease, completion) in &items {
+            match serde_json::to_value(&completion.handler_results) {
+                Ok(value) => results.push(value),
+                Err(e) => {
+                    invalid.insert(
+                        lease.event_id,
+                        format!("handler results do not serialize: {e}"),
+                    );
+                    continue;
+                }
+            }
+            ids.push(lease.event_id);
+            tokens.push(lease.token);
+            statuses.push(completion.status.as_str());
+            attempts.push(i32::try_from(completion.attempts).unwrap_or(i32::MAX));
+            delays.push(completion.retry_delay.map(millis));
+        }
+        let done: Result<Vec<Uuid>, StoreError> = sqlx::query_scalar(&self.queries.complete_many)
+            .bind(ids)
+            .bind(tokens)
+            .bind(statuses)
+            .bind(results)
+            .bind(attempts)
+            .bind(delays)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("complete", e));
+        let done: std::collections::HashSet<Uuid> = match done {
+            Ok(ids) => ids.into_iter().collect(),
+            Err(err) => {
+                // One failure for the whole statement: every item gets an error of the same kind.
+                let transient = err.is_transient();
+                let message = err.to_string();
+                return items
+                    .iter()
+                    .map(|_| {
+                        Err(if transient {
+                            StoreError::unavailable(message.clone())
+                        } else {
+                            StoreError::invalid(message.clone())
+                        })
+                    })
+                    .collect();
+            }
+        };
+        items
+            .iter()
+            .map(|(lease, _)| {
+                if let Some(message) = invalid.remove(&lease.event_id) {
+                    Err(StoreError::invalid(message))
+                } else if done.contains(&lease.event_id) {
+                    Ok(())
+                } else {
+                    Err(StoreError::LeaseLost {
+                        event_id: lease.event_id,
+                    })
+                }
+            })
+            .collect()
+    }
+
     async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
         let row = sqlx::query(&self.queries.get)
             .bind(id)

@@ -20,6 +20,7 @@ macro_rules! conformance_suite {
             c2_concurrent_claims_are_exclusive,
             c2_scheduled_and_backoff,
             c3_fenced_completion,
+            c3_batched_completion,
             c4_lease_renewal,
             c5_ordering_key,
             c5_ordering_under_concurrency,

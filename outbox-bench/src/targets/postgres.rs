@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
-use super::{COMPLETE_CONCURRENCY, for_each_concurrent, unique};
+use super::unique;
 use crate::BenchError;
 use crate::target::{Bench, EVENT_TYPE, Target, event, payload};
 
@@ -142,10 +142,13 @@ impl Bench for PgBench {
              RETURNING e.id, e.lease_token, e.payload",
             t = self.table
         ));
+        // The batch is completed in one statement, each row fenced by its token (the library's
+        // worker batches the completions of events that finish together the same way).
         let complete = Arc::new(format!(
-            "UPDATE {} SET status = 'processed', processed_at = now(),
+            "UPDATE {} e SET status = 'processed', processed_at = now(),
                  lease_token = NULL, locked_by = NULL, locked_until = NULL
-             WHERE id = $1 AND lease_token = $2 AND status = 'pending'
+             FROM UNNEST($1::uuid[], $2::uuid[]) AS u(id, token)
+             WHERE e.id = u.id AND e.lease_token = u.token AND e.status = 'pending'
                AND set_config('synchronous_commit', 'off', true) IS NOT NULL",
             self.table
         ));
@@ -168,20 +171,17 @@ impl Bench for PgBench {
                     if leased.is_empty() {
                         return Ok::<_, BenchError>(());
                     }
-                    for_each_concurrent(leased, COMPLETE_CONCURRENCY, |(id, token, _payload)| {
-                        let (pool, complete, done) = (&pool, &complete, &done);
-                        async move {
-                            let r = sqlx::query(complete)
-                                .bind(id)
-                                .bind(token)
-                                .execute(pool)
-                                .await
-                                .map_err(db)?;
-                            done.fetch_add(r.rows_affected(), Ordering::Relaxed);
-                            Ok::<_, BenchError>(())
-                        }
-                    })
-                    .await?;
+                    let (ids, tokens): (Vec<Uuid>, Vec<Uuid>) = leased
+                        .into_iter()
+                        .map(|(id, token, _payload)| (id, token))
+                        .unzip();
+                    let r = sqlx::query(&complete)
+                        .bind(ids)
+                        .bind(tokens)
+                        .execute(&pool)
+                        .await
+                        .map_err(db)?;
+                    done.fetch_add(r.rows_affected(), Ordering::Relaxed);
                 }
             })
         });

@@ -140,7 +140,7 @@ async fn persist(shared: &Shared, lease: &Lease, completion: Completion) -> bool
     let deadline = tokio::time::Instant::now() + shared.config.lease;
     let mut pause = shared.config.store_backoff_initial;
     loop {
-        match shared.store.complete(lease, completion.clone()).await {
+        match shared.completer.complete(*lease, completion.clone()).await {
             Ok(()) => return true,
             Err(StoreError::LeaseLost { .. }) => {
                 shared.metrics.lease_lost();

@@ -305,6 +305,74 @@ pub async fn c3_fenced_completion<F: StoreFactory>(factory: &F) -> ClauseResult 
     Ok(Verdict::Passed)
 }
 
+/// C3 for batches: `complete_many` fences each item by its own token. A stale lease in the middle
+/// of a batch fails alone with `LeaseLost` and changes nothing; the others are applied.
+pub async fn c3_batched_completion<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("c3many")).await?;
+    for n in 0..3 {
+        put(&store, "c3.Many", json!({ "n": n })).await?;
+    }
+    let stale = store.claim(&claim(3, Duration::from_millis(300))).await?;
+    ensure!(
+        stale.len() == 3,
+        "expected 3 claimable events, got {}",
+        stale.len()
+    );
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    // Another claimer takes all three after the leases expired; it will complete only the middle one
+    // late, so the first claimer's batch mixes live and stale leases.
+    let fresh = store.claim(&claim(3, LONG)).await?;
+    ensure!(
+        fresh.len() == 3,
+        "expired leases must make the events claimable again"
+    );
+    let middle = fresh[1].record.id;
+    let before = fetch(&store, middle).await?;
+    let batch = vec![
+        (fresh[0].lease, processed()),
+        (stale[1].lease, processed()),
+        (fresh[2].lease, processed()),
+    ];
+    let results = store.complete_many(batch).await;
+    ensure!(
+        results.len() == 3,
+        "complete_many must return one result per item, got {}",
+        results.len()
+    );
+    ensure!(
+        results[0].is_ok() && results[2].is_ok(),
+        "live leases must complete: {results:?}"
+    );
+    ensure!(
+        matches!(results[1], Err(StoreError::LeaseLost { .. })),
+        "a stale lease in a batch must fail alone with LeaseLost, got {:?}",
+        results[1]
+    );
+    ensure!(
+        fetch(&store, middle).await? == before,
+        "a refused item of a batch changed its event"
+    );
+    for c in [&fresh[0], &fresh[2]] {
+        let done = fetch(&store, c.record.id).await?;
+        ensure!(
+            done.status == EventStatus::Processed,
+            "a batched completion was not applied"
+        );
+    }
+    let last = store
+        .complete_many(vec![(fresh[1].lease, processed())])
+        .await;
+    ensure!(
+        matches!(last.as_slice(), [Ok(())]),
+        "a one-item batch must work: {last:?}"
+    );
+    ensure!(
+        store.complete_many(Vec::new()).await.is_empty(),
+        "an empty batch must return no results"
+    );
+    Ok(Verdict::Passed)
+}
+
 /// C4: a held lease can be extended; a lost one says so.
 pub async fn c4_lease_renewal<F: StoreFactory>(factory: &F) -> ClauseResult {
     let store = factory.create(&namespace("c4")).await?;
