@@ -140,50 +140,74 @@ impl MongoStore {
             event.validate()?;
         }
         let now = Utc::now();
-        let mut seen: HashMap<String, Uuid> = HashMap::new();
+        // Keys stored already (one query for the whole batch, inside the transaction).
+        let keys: Vec<&str> = events
+            .iter()
+            .filter_map(|e| e.idempotency_key.as_deref())
+            .collect();
+        let mut known: HashMap<String, Uuid> = HashMap::new();
+        if !keys.is_empty() {
+            let existing: Vec<Document> = self
+                .events
+                .find(doc! { "idempotency_key": { "$in": keys } })
+                .projection(doc! { "_id": 1, "idempotency_key": 1 })
+                .session(&mut *session)
+                .await
+                .map_err(|e| map_mongo("enqueue: look up idempotency keys", e))?
+                .stream(&mut *session)
+                .try_collect()
+                .await
+                .map_err(|e| map_mongo("enqueue: look up idempotency keys", e))?;
+            for document in existing {
+                let id = document
+                    .get_str("_id")
+                    .ok()
+                    .and_then(|s| Uuid::parse_str(s).ok())
+                    .ok_or_else(|| StoreError::Corrupt {
+                        id: format!("{document}"),
+                        message: "bad _id".into(),
+                    })?;
+                if let Ok(key) = document.get_str("idempotency_key") {
+                    known.insert(key.to_owned(), id);
+                }
+            }
+        }
+        // Then one insert for every new event (a key repeated in the batch keeps its first event).
         let mut out = Vec::with_capacity(events.len());
+        let mut documents = Vec::with_capacity(events.len());
         for event in &events {
             if let Some(key) = &event.idempotency_key {
-                if let Some(id) = seen.get(key) {
+                if let Some(id) = known.get(key) {
                     out.push(Enqueued {
                         id: *id,
                         duplicate: true,
                     });
                     continue;
                 }
-                let existing = self
-                    .events
-                    .find_one(doc! { "idempotency_key": key })
-                    .projection(doc! { "_id": 1 })
-                    .session(&mut *session)
-                    .await
-                    .map_err(|e| map_mongo("enqueue: look up idempotency key", e))?;
-                if let Some(existing) = existing {
-                    let id = existing
-                        .get_str("_id")
-                        .ok()
-                        .and_then(|s| Uuid::parse_str(s).ok())
-                        .ok_or_else(|| StoreError::Corrupt {
-                            id: format!("{existing}"),
-                            message: "bad _id".into(),
-                        })?;
-                    out.push(Enqueued {
-                        id,
-                        duplicate: true,
-                    });
-                    continue;
-                }
-                seen.insert(key.clone(), event.id);
+                known.insert(key.clone(), event.id);
             }
-            self.events
-                .insert_one(encode_new(event, now)?)
-                .session(&mut *session)
-                .await
-                .map_err(|e| conflict_on_duplicate("enqueue", e))?;
+            documents.push(encode_new(event, now)?);
             out.push(Enqueued {
                 id: event.id,
                 duplicate: false,
             });
+        }
+        match documents.len() {
+            0 => {}
+            1 => {
+                self.events
+                    .insert_one(documents.remove(0))
+                    .session(&mut *session)
+                    .await
+                    .map_err(|e| conflict_on_duplicate("enqueue", e))?;
+            }
+            _ => {
+                self.events
+                    .insert_many(documents)
+                    .session(&mut *session)
+                    .await
+                    .map_err(|e| conflict_on_duplicate("enqueue", e))?;
+            }
         }
         Ok(out)
     }

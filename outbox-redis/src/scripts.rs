@@ -7,6 +7,9 @@ use redis::Script;
 
 const PRELUDE: &str = include_str!("lua/prelude.lua");
 
+/// The fenced completion of one event, shared by `complete` and `complete_many`.
+const COMPLETE_ONE: &str = include_str!("lua/complete_one.lua");
+
 fn with_prelude(body: &str) -> String {
     format!("{PRELUDE}\n{body}")
 }
@@ -20,6 +23,7 @@ pub(crate) struct Scripts {
     pub(crate) claim: Script,
     pub(crate) renew: Script,
     pub(crate) complete: Script,
+    pub(crate) complete_many: Script,
     pub(crate) requeue: Script,
     pub(crate) purge: Script,
     pub(crate) stats: Script,
@@ -29,7 +33,14 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     enqueue: Script::new(&ENQUEUE_SOURCE),
     claim: Script::new(&with_prelude(include_str!("lua/claim.lua"))),
     renew: Script::new(&with_prelude(include_str!("lua/renew.lua"))),
-    complete: Script::new(&with_prelude(include_str!("lua/complete.lua"))),
+    complete: Script::new(&with_prelude(&format!(
+        "{COMPLETE_ONE}\n{}",
+        include_str!("lua/complete.lua")
+    ))),
+    complete_many: Script::new(&with_prelude(&format!(
+        "{COMPLETE_ONE}\n{}",
+        include_str!("lua/complete_many.lua")
+    ))),
     requeue: Script::new(&with_prelude(include_str!("lua/requeue.lua"))),
     purge: Script::new(&with_prelude(include_str!("lua/purge.lua"))),
     stats: Script::new(&with_prelude(include_str!("lua/stats.lua"))),

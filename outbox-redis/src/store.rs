@@ -18,6 +18,9 @@ use crate::error::map_redis;
 use crate::row::{decode, from_millis};
 use crate::scripts::{ENQUEUE_SOURCE, SCRIPTS};
 
+/// Completions per `complete_many` script call.
+const COMPLETE_CHUNK: usize = 100;
+
 /// Claims are capped per call so one script never runs long (Redis is single-threaded).
 const MAX_CLAIM: usize = 1_000;
 const PURGE_BATCH: i64 = 500;
@@ -293,6 +296,95 @@ impl Store for RedisStore {
             });
         }
         Ok(())
+    }
+
+    async fn complete_many(&self, items: Vec<(Lease, Completion)>) -> Vec<Result<(), StoreError>> {
+        if items.len() <= 1 {
+            let mut out = Vec::with_capacity(items.len());
+            for (lease, completion) in items {
+                out.push(self.complete(&lease, completion).await);
+            }
+            return out;
+        }
+        if items.len() > COMPLETE_CHUNK {
+            // Long scripts block a single-threaded server: at most COMPLETE_CHUNK per call.
+            let mut out = Vec::with_capacity(items.len());
+            let mut items = items;
+            while !items.is_empty() {
+                let rest = items.split_off(COMPLETE_CHUNK.min(items.len()));
+                out.extend(self.complete_many(items).await);
+                items = rest;
+            }
+            return out;
+        }
+        // Items whose results do not serialize fail alone; the rest go in one script call.
+        let mut invocation = SCRIPTS.complete_many.key(&self.prefix);
+        let mut sent = Vec::with_capacity(items.len());
+        let mut out: Vec<Option<Result<(), StoreError>>> = Vec::with_capacity(items.len());
+        for (lease, completion) in &items {
+            match serde_json::to_string(&completion.handler_results) {
+                Ok(results) => {
+                    invocation
+                        .arg(lease.event_id.to_string())
+                        .arg(lease.token.to_string())
+                        .arg(completion.status.as_str())
+                        .arg(results)
+                        .arg(completion.attempts)
+                        .arg(
+                            completion
+                                .retry_delay
+                                .map(|d| millis(d).to_string())
+                                .unwrap_or_default(),
+                        );
+                    sent.push(out.len());
+                    out.push(None);
+                }
+                Err(e) => out.push(Some(Err(StoreError::invalid(format!(
+                    "handler results do not serialize: {e}"
+                ))))),
+            }
+        }
+        let applied: Result<Vec<i64>, StoreError> = invocation
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| map_redis("complete", e));
+        match applied {
+            Ok(applied) if applied.len() == sent.len() => {
+                for (slot, done) in sent.into_iter().zip(applied) {
+                    out[slot] = Some(if done == 0 {
+                        Err(StoreError::LeaseLost {
+                            event_id: items[slot].0.event_id,
+                        })
+                    } else {
+                        Ok(())
+                    });
+                }
+            }
+            Ok(applied) => {
+                let message = format!(
+                    "complete: the script answered {} results for {} completions",
+                    applied.len(),
+                    sent.len()
+                );
+                for slot in sent {
+                    out[slot] = Some(Err(StoreError::invalid(message.clone())));
+                }
+            }
+            Err(err) => {
+                let transient = err.is_transient();
+                let message = err.to_string();
+                for slot in sent {
+                    out[slot] = Some(Err(if transient {
+                        StoreError::unavailable(message.clone())
+                    } else {
+                        StoreError::invalid(message.clone())
+                    }));
+                }
+            }
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(StoreError::invalid("complete: no result"))))
+            .collect()
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {

@@ -255,6 +255,76 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    /// All completions in one write transaction: SQLite has one writer at a time, so one
+    /// transaction of N updates costs far less than N transactions.
+    async fn complete_many(&self, items: Vec<(Lease, Completion)>) -> Vec<Result<(), StoreError>> {
+        if items.len() <= 1 {
+            let mut out = Vec::with_capacity(items.len());
+            for (lease, completion) in items {
+                out.push(self.complete(&lease, completion).await);
+            }
+            return out;
+        }
+        let attempt = async {
+            let now = now_millis();
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err(|e| map_sqlx("complete", e))?;
+            let mut out = Vec::with_capacity(items.len());
+            for (lease, completion) in &items {
+                let results = match serde_json::to_string(&completion.handler_results) {
+                    Ok(results) => results,
+                    Err(e) => {
+                        out.push(Err(StoreError::invalid(format!(
+                            "handler results do not serialize: {e}"
+                        ))));
+                        continue;
+                    }
+                };
+                let done = sqlx::query(&self.queries.complete)
+                    .bind(now)
+                    .bind(lease.event_id.to_string())
+                    .bind(lease.token.simple().to_string())
+                    .bind(completion.status.as_str())
+                    .bind(results)
+                    .bind(i64::from(completion.attempts))
+                    .bind(completion.retry_delay.map(millis))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| map_sqlx("complete", e))?;
+                out.push(if done.rows_affected() == 0 {
+                    Err(StoreError::LeaseLost {
+                        event_id: lease.event_id,
+                    })
+                } else {
+                    Ok(())
+                });
+            }
+            tx.commit().await.map_err(|e| map_sqlx("complete", e))?;
+            Ok::<_, StoreError>(out)
+        };
+        match attempt.await {
+            Ok(out) => out,
+            Err(err) => {
+                // The transaction rolled back: nothing was applied, every item failed alike.
+                let transient = err.is_transient();
+                let message = err.to_string();
+                items
+                    .iter()
+                    .map(|_| {
+                        Err(if transient {
+                            StoreError::unavailable(message.clone())
+                        } else {
+                            StoreError::invalid(message.clone())
+                        })
+                    })
+                    .collect()
+            }
+        }
+    }
+
     async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
         let row = sqlx::query(&self.queries.get)
             .bind(id.to_string())

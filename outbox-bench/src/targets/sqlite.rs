@@ -10,7 +10,7 @@ use outbox_sqlite::SqliteStore;
 use sqlx::SqlitePool;
 use uuid::Uuid;
 
-use super::{COMPLETE_CONCURRENCY, for_each_concurrent, unique};
+use super::unique;
 use crate::BenchError;
 use crate::target::{Bench, EVENT_TYPE, Target, event, payload};
 
@@ -126,21 +126,21 @@ impl Bench for SqliteBench {
                     if leased.is_empty() {
                         return Ok::<_, BenchError>(());
                     }
-                    for_each_concurrent(leased, COMPLETE_CONCURRENCY, |(id, token, _payload)| {
-                        let (pool, done) = (&pool, &done);
-                        async move {
-                            let r = sqlx::query(complete)
-                                .bind(now_ms())
-                                .bind(id)
-                                .bind(token)
-                                .execute(pool)
-                                .await
-                                .map_err(db)?;
-                            done.fetch_add(r.rows_affected(), Ordering::Relaxed);
-                            Ok::<_, BenchError>(())
-                        }
-                    })
-                    .await?;
+                    // The batch is completed in one write transaction (as the library's
+                    // complete_many does).
+                    let now = now_ms();
+                    let mut tx = pool.begin().await.map_err(db)?;
+                    for (id, token, _payload) in leased {
+                        let r = sqlx::query(complete)
+                            .bind(now)
+                            .bind(id)
+                            .bind(token)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db)?;
+                        done.fetch_add(r.rows_affected(), Ordering::Relaxed);
+                    }
+                    tx.commit().await.map_err(db)?;
                 }
             })
         });

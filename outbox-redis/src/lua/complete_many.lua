@@ -1,0 +1,12 @@
+-- ARGV: groups of six, as for complete.lua (id, token, status, handler_results JSON, attempts,
+-- retry delay ms). Returns one 1/0 per group, in order; each is fenced by its own token.
+local now = now_ms()
+local out = {}
+local woke = false
+for i = 1, #ARGV, 6 do
+  local applied, w = complete_one(now, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5])
+  out[#out + 1] = applied
+  woke = woke or w
+end
+if woke then redis.call('PUBLISH', P .. ':wake', '') end
+return out
