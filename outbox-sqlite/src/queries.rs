@@ -9,6 +9,7 @@ pub(crate) struct Queries {
     pub(crate) claim: String,
     pub(crate) renew: String,
     pub(crate) complete: String,
+    pub(crate) complete_many: String,
     pub(crate) get: String,
     pub(crate) dead_letters: String,
     pub(crate) requeue: String,
@@ -64,6 +65,25 @@ impl Queries {
                      processed_at = CASE WHEN ?4 = 'pending' THEN NULL ELSE ?1 END,
                      lease_token = NULL, locked_by = NULL, locked_until = NULL
                  WHERE id = ?2 AND lease_token = ?3 AND status = 'pending'"
+            ),
+            // Many completions in ONE statement (items as a JSON array), each fenced by its own
+            // token: an autocommit statement never holds the write lock across awaits, so a stalled
+            // process cannot block the others the way an open multi-statement transaction would.
+            complete_many: format!(
+                "UPDATE {t} AS e
+                 SET status = j.status, handler_results = j.results, attempts = j.attempts,
+                     backoff_until = CASE WHEN j.delay IS NULL THEN NULL ELSE ?1 + j.delay END,
+                     processed_at = CASE WHEN j.status = 'pending' THEN NULL ELSE ?1 END,
+                     lease_token = NULL, locked_by = NULL, locked_until = NULL
+                 FROM (SELECT json_extract(value, '$.id') AS id,
+                              json_extract(value, '$.token') AS token,
+                              json_extract(value, '$.status') AS status,
+                              json_extract(value, '$.results') AS results,
+                              json_extract(value, '$.attempts') AS attempts,
+                              json_extract(value, '$.delay') AS delay
+                       FROM json_each(?2)) AS j
+                 WHERE e.id = j.id AND e.lease_token = j.token AND e.status = 'pending'
+                 RETURNING id"
             ),
             get: format!("SELECT {COLUMNS} FROM {t} WHERE id = ?1"),
             dead_letters: format!("SELECT {COLUMNS} FROM {t} WHERE status = 'dead' ORDER BY seq LIMIT ?1"),

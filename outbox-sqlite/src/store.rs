@@ -255,8 +255,8 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    /// All completions in one write transaction: SQLite has one writer at a time, so one
-    /// transaction of N updates costs far less than N transactions.
+    /// All completions in one `UPDATE … FROM json_each(…)` statement: SQLite has one writer at a
+    /// time, so one statement for N completions costs far less than N.
     async fn complete_many(&self, items: Vec<(Lease, Completion)>) -> Vec<Result<(), StoreError>> {
         if items.len() <= 1 {
             let mut out = Vec::with_capacity(items.len());
@@ -265,53 +265,39 @@ impl Store for SqliteStore {
             }
             return out;
         }
-        let attempt = async {
-            let now = now_millis();
-            let mut tx = self
-                .pool
-                .begin()
-                .await
-                .map_err(|e| map_sqlx("complete", e))?;
-            let mut out = Vec::with_capacity(items.len());
-            for (lease, completion) in &items {
-                let results = match serde_json::to_string(&completion.handler_results) {
-                    Ok(results) => results,
-                    Err(e) => {
-                        out.push(Err(StoreError::invalid(format!(
-                            "handler results do not serialize: {e}"
-                        ))));
-                        continue;
-                    }
-                };
-                let done = sqlx::query(&self.queries.complete)
-                    .bind(now)
-                    .bind(lease.event_id.to_string())
-                    .bind(lease.token.simple().to_string())
-                    .bind(completion.status.as_str())
-                    .bind(results)
-                    .bind(i64::from(completion.attempts))
-                    .bind(completion.retry_delay.map(millis))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| map_sqlx("complete", e))?;
-                out.push(if done.rows_affected() == 0 {
-                    Err(StoreError::LeaseLost {
-                        event_id: lease.event_id,
-                    })
-                } else {
-                    Ok(())
-                });
+        let mut invalid = std::collections::HashMap::new();
+        let mut batch = Vec::with_capacity(items.len());
+        for (lease, completion) in &items {
+            match serde_json::to_string(&completion.handler_results) {
+                Ok(results) => batch.push(serde_json::json!({
+                    "id": lease.event_id.to_string(),
+                    "token": lease.token.simple().to_string(),
+                    "status": completion.status.as_str(),
+                    "results": results,
+                    "attempts": completion.attempts,
+                    "delay": completion.retry_delay.map(millis),
+                })),
+                Err(e) => {
+                    invalid.insert(
+                        lease.event_id,
+                        format!("handler results do not serialize: {e}"),
+                    );
+                }
             }
-            tx.commit().await.map_err(|e| map_sqlx("complete", e))?;
-            Ok::<_, StoreError>(out)
-        };
-        match attempt.await {
-            Ok(out) => out,
+        }
+        let done: Result<Vec<String>, StoreError> = sqlx::query_scalar(&self.queries.complete_many)
+            .bind(now_millis())
+            .bind(serde_json::Value::Array(batch).to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("complete", e));
+        let done: std::collections::HashSet<String> = match done {
+            Ok(ids) => ids.into_iter().collect(),
             Err(err) => {
-                // The transaction rolled back: nothing was applied, every item failed alike.
+                // One failure for the whole statement: nothing was applied, every item failed alike.
                 let transient = err.is_transient();
                 let message = err.to_string();
-                items
+                return items
                     .iter()
                     .map(|_| {
                         Err(if transient {
@@ -320,9 +306,23 @@ impl Store for SqliteStore {
                             StoreError::invalid(message.clone())
                         })
                     })
-                    .collect()
+                    .collect();
             }
-        }
+        };
+        items
+            .iter()
+            .map(|(lease, _)| {
+                if let Some(message) = invalid.remove(&lease.event_id) {
+                    Err(StoreError::invalid(message))
+                } else if done.contains(&lease.event_id.to_string()) {
+                    Ok(())
+                } else {
+                    Err(StoreError::LeaseLost {
+                        event_id: lease.event_id,
+                    })
+                }
+            })
+            .collect()
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {

@@ -84,8 +84,13 @@ async fn two_processes_drain_one_file_without_double_successes() {
         .collect();
     let mut successes: HashMap<String, usize> = HashMap::new();
     let mut claimed_per_process = Vec::new();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
+    // Read both children's output at once: a child whose stdout pipe is full stops in println!.
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|child| std::thread::spawn(move || child.wait_with_output()))
+        .collect();
+    for output in outputs {
+        let out = output.join().unwrap().unwrap();
         assert!(out.status.success(), "a worker process failed");
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             // libtest may print "test child_worker ... " before the first line of output.
