@@ -87,6 +87,48 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A copy of this error, for each item of a batch that failed as a whole (as when one
+    /// `Store::complete_many` statement fails): the same variant and message; a source error is
+    /// kept as its text.
+    ///
+    /// ```
+    /// let err = outbox_core::StoreError::unavailable("connection reset");
+    /// let copies: Vec<_> = (0..3).map(|_| err.replicate()).collect();
+    /// assert!(copies.iter().all(|e| e.is_transient() && e.to_string() == err.to_string()));
+    /// ```
+    pub fn replicate(&self) -> Self {
+        let source = |s: &Option<BoxError>| s.as_ref().map(|s| BoxError::from(s.to_string()));
+        match self {
+            Self::LeaseLost { event_id } => Self::LeaseLost {
+                event_id: *event_id,
+            },
+            Self::NotFound { event_id } => Self::NotFound {
+                event_id: *event_id,
+            },
+            Self::Unavailable { message, source: s } => Self::Unavailable {
+                message: message.clone(),
+                source: source(s),
+            },
+            Self::Conflict { message } => Self::Conflict {
+                message: message.clone(),
+            },
+            Self::InvalidRequest { message } => Self::InvalidRequest {
+                message: message.clone(),
+            },
+            Self::Schema { message } => Self::Schema {
+                message: message.clone(),
+            },
+            Self::Corrupt { id, message } => Self::Corrupt {
+                id: id.clone(),
+                message: message.clone(),
+            },
+            Self::Other { message, source: s } => Self::Other {
+                message: message.clone(),
+                source: source(s),
+            },
+        }
+    }
+
     /// Whether retrying the same operation later can succeed (connection loss, timeouts, conflicts).
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unavailable { .. } | Self::Conflict { .. })

@@ -25,12 +25,14 @@ pub use naming::validate_name;
 pub use outbox_macros::{Event, handler};
 pub use outcome::NoHandlerPolicy;
 pub use processor::{Delivery, Dispatch, DispatchProcessor, HandlerOutcome, Processor};
-pub use record::{EventRecord, EventStatus, HandlerResults, HandlerState, NewEvent};
+pub use record::{
+    EventRecord, EventStatus, HandlerResults, HandlerState, NewEvent, reset_unfinished_handlers,
+};
 pub use registry::{Coverage, Registry, RegistryBuilder};
 pub use retry::{JitterSource, RetryPolicy};
 pub use store::{
     ClaimRequest, ClaimedEvent, Completion, Enqueued, Lease, Store, StoreCapabilities, StoreExt,
-    StoreStats, WakeupStream,
+    StoreStats, WakeupStream, complete_each,
 };
 pub use tokio_util::sync::CancellationToken;
 pub use worker::{BuildError, ShutdownReport, Worker, WorkerBuilder, WorkerConfig, WorkerHandle};

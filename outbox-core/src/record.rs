@@ -88,6 +88,26 @@ impl HandlerState {
 /// Per-handler results of one event, keyed by handler name.
 pub type HandlerResults = BTreeMap<String, HandlerState>;
 
+/// Makes every handler that has not succeeded eligible again (attempts 0, not given up), as a
+/// dead-letter re-queue does: successes stay recorded, so only the failed handlers run again.
+///
+/// ```
+/// use outbox_core::{HandlerResults, HandlerState, reset_unfinished_handlers};
+/// let mut results = HandlerResults::new();
+/// let mut failed = HandlerState::default();
+/// failed.attempts = 5;
+/// failed.gave_up = true;
+/// results.insert("email".into(), failed);
+/// reset_unfinished_handlers(&mut results);
+/// assert_eq!((results["email"].attempts, results["email"].gave_up), (0, false));
+/// ```
+pub fn reset_unfinished_handlers(results: &mut HandlerResults) {
+    for state in results.values_mut().filter(|s| s.succeeded_at.is_none()) {
+        state.attempts = 0;
+        state.gave_up = false;
+    }
+}
+
 /// A stored event, as a store returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventRecord {

@@ -156,6 +156,28 @@ impl StoreStats {
 /// A stream of wake-up signals: each item means "new events may be claimable".
 pub type WakeupStream = Pin<Box<dyn Stream<Item = ()> + Send + 'static>>;
 
+/// Runs [`Store::complete`] for each item, concurrently; one result per item, in order. It is the
+/// default of [`Store::complete_many`], for a backend's override to fall back on (small batches).
+///
+/// ```
+/// use outbox_core::{Completion, Lease, Store, StoreError, complete_each};
+///
+/// async fn one_by_one(store: &dyn Store, done: Vec<(Lease, Completion)>) -> Vec<Result<(), StoreError>> {
+///     complete_each(store, done).await
+/// }
+/// ```
+pub async fn complete_each<S: Store + ?Sized>(
+    store: &S,
+    items: Vec<(Lease, Completion)>,
+) -> Vec<Result<(), StoreError>> {
+    futures::future::join_all(
+        items
+            .into_iter()
+            .map(|(lease, completion)| async move { store.complete(&lease, completion).await }),
+    )
+    .await
+}
+
 /// Durable storage of outbox events.
 ///
 /// # Contract
@@ -217,12 +239,7 @@ pub trait Store: Send + Sync + 'static {
     /// }
     /// ```
     async fn complete_many(&self, items: Vec<(Lease, Completion)>) -> Vec<Result<(), StoreError>> {
-        futures::future::join_all(
-            items
-                .into_iter()
-                .map(|(lease, completion)| async move { self.complete(&lease, completion).await }),
-        )
-        .await
+        complete_each(self, items).await
     }
 
     /// Reads one event.

@@ -487,10 +487,7 @@ impl Store for MongoStore {
             return Ok(false);
         };
         let mut results = record.handler_results;
-        for state in results.values_mut().filter(|s| s.succeeded_at.is_none()) {
-            state.attempts = 0;
-            state.gave_up = false;
-        }
+        outbox_core::reset_unfinished_handlers(&mut results);
         let results = serde_json::to_string(&results)
             .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
         let now = to_bson_time(Utc::now());

@@ -295,11 +295,7 @@ impl Store for PgStore {
 
     async fn complete_many(&self, items: Vec<(Lease, Completion)>) -> Vec<Result<(), StoreError>> {
         if items.len() <= 1 {
-            let mut out = Vec::with_capacity(items.len());
-            for (lease, completion) in items {
-                out.push(self.complete(&lease, completion).await);
-            }
-            return out;
+            return outbox_core::complete_each(self, items).await;
         }
         let mut ids = Vec::with_capacity(items.len());
         let mut tokens = Vec::with_capacity(items.len());
@@ -338,19 +334,8 @@ impl Store for PgStore {
         let done: std::collections::HashSet<Uuid> = match done {
             Ok(ids) => ids.into_iter().collect(),
             Err(err) => {
-                // One failure for the whole statement: every item gets an error of the same kind.
-                let transient = err.is_transient();
-                let message = err.to_string();
-                return items
-                    .iter()
-                    .map(|_| {
-                        Err(if transient {
-                            StoreError::unavailable(message.clone())
-                        } else {
-                            StoreError::invalid(message.clone())
-                        })
-                    })
-                    .collect();
+                // One failure for the whole statement: nothing was applied, every item failed alike.
+                return items.iter().map(|_| Err(err.replicate())).collect();
             }
         };
         items
@@ -398,10 +383,7 @@ impl Store for PgStore {
             return Ok(false);
         };
         let mut results = record.handler_results;
-        for state in results.values_mut().filter(|s| s.succeeded_at.is_none()) {
-            state.attempts = 0;
-            state.gave_up = false;
-        }
+        outbox_core::reset_unfinished_handlers(&mut results);
         let results = serde_json::to_value(&results)
             .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
         let done = sqlx::query(&self.queries.requeue)

@@ -300,11 +300,7 @@ impl Store for RedisStore {
 
     async fn complete_many(&self, items: Vec<(Lease, Completion)>) -> Vec<Result<(), StoreError>> {
         if items.len() <= 1 {
-            let mut out = Vec::with_capacity(items.len());
-            for (lease, completion) in items {
-                out.push(self.complete(&lease, completion).await);
-            }
-            return out;
+            return outbox_core::complete_each(self, items).await;
         }
         if items.len() > COMPLETE_CHUNK {
             // Long scripts block a single-threaded server: at most COMPLETE_CHUNK per call.
@@ -371,14 +367,8 @@ impl Store for RedisStore {
                 }
             }
             Err(err) => {
-                let transient = err.is_transient();
-                let message = err.to_string();
                 for slot in sent {
-                    out[slot] = Some(Err(if transient {
-                        StoreError::unavailable(message.clone())
-                    } else {
-                        StoreError::invalid(message.clone())
-                    }));
+                    out[slot] = Some(Err(err.replicate()));
                 }
             }
         }
@@ -432,10 +422,7 @@ impl Store for RedisStore {
             return Ok(false);
         };
         let mut results = record.handler_results;
-        for state in results.values_mut().filter(|s| s.succeeded_at.is_none()) {
-            state.attempts = 0;
-            state.gave_up = false;
-        }
+        outbox_core::reset_unfinished_handlers(&mut results);
         let results = serde_json::to_string(&results)
             .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
         let done: i64 = SCRIPTS

@@ -259,11 +259,7 @@ impl Store for SqliteStore {
     /// time, so one statement for N completions costs far less than N.
     async fn complete_many(&self, items: Vec<(Lease, Completion)>) -> Vec<Result<(), StoreError>> {
         if items.len() <= 1 {
-            let mut out = Vec::with_capacity(items.len());
-            for (lease, completion) in items {
-                out.push(self.complete(&lease, completion).await);
-            }
-            return out;
+            return outbox_core::complete_each(self, items).await;
         }
         let mut invalid = std::collections::HashMap::new();
         let mut batch = Vec::with_capacity(items.len());
@@ -295,18 +291,7 @@ impl Store for SqliteStore {
             Ok(ids) => ids.into_iter().collect(),
             Err(err) => {
                 // One failure for the whole statement: nothing was applied, every item failed alike.
-                let transient = err.is_transient();
-                let message = err.to_string();
-                return items
-                    .iter()
-                    .map(|_| {
-                        Err(if transient {
-                            StoreError::unavailable(message.clone())
-                        } else {
-                            StoreError::invalid(message.clone())
-                        })
-                    })
-                    .collect();
+                return items.iter().map(|_| Err(err.replicate())).collect();
             }
         };
         items
@@ -354,10 +339,7 @@ impl Store for SqliteStore {
             return Ok(false);
         };
         let mut results = record.handler_results;
-        for state in results.values_mut().filter(|s| s.succeeded_at.is_none()) {
-            state.attempts = 0;
-            state.gave_up = false;
-        }
+        outbox_core::reset_unfinished_handlers(&mut results);
         let results = serde_json::to_string(&results)
             .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
         let done = sqlx::query(&self.queries.requeue)

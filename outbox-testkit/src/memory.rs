@@ -331,14 +331,7 @@ impl Store for MemoryStore {
         record.backoff_until = None;
         record.available_at = now;
         record.processed_at = None;
-        for handler in record
-            .handler_results
-            .values_mut()
-            .filter(|h| h.succeeded_at.is_none())
-        {
-            handler.attempts = 0;
-            handler.gave_up = false;
-        }
+        outbox_core::reset_unfinished_handlers(&mut record.handler_results);
         state.pending.insert(seq);
         drop(state);
         let _ = self.inner.wakeups.send(());
