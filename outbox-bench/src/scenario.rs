@@ -118,6 +118,27 @@ async fn wait_processed(
     }
 }
 
+/// Starts `processors` workers, measures until `n` events finished, then shuts them down.
+async fn drain_with_workers(
+    store: &Arc<dyn Store>,
+    registry: &Registry,
+    processors: usize,
+    config: &WorkerConfig,
+    n: usize,
+    sizes: &Sizes,
+) -> Result<Measured, BenchError> {
+    let (workers, measured) = measure(async {
+        let workers = start_workers(store, registry, processors, config)?;
+        wait_processed(&workers, n as u64, sizes.timeout).await?;
+        Ok(workers)
+    })
+    .await?;
+    for w in workers {
+        w.shutdown().await;
+    }
+    Ok(measured)
+}
+
 fn worker_config(sizes: &Sizes) -> WorkerConfig {
     WorkerConfig::default()
         .with_batch_size(sizes.batch)
@@ -148,15 +169,7 @@ pub async fn drain(
         lib.prefill(n).await?;
         let store = lib.store();
         let config = worker_config(sizes);
-        let (workers, measured) = measure(async {
-            let workers = start_workers(&store, &registry, processors, &config)?;
-            wait_processed(&workers, n as u64, sizes.timeout).await?;
-            Ok(workers)
-        })
-        .await?;
-        for w in workers {
-            w.shutdown().await;
-        }
+        let measured = drain_with_workers(&store, &registry, processors, &config, n, sizes).await?;
         let stats = store.stats().await?;
         checks.push(Check {
             what: format!("drain P={processors}: every event processed, none left"),
@@ -373,15 +386,7 @@ pub async fn fanout(
             .with_initial_delay(Duration::from_millis(20))
             .with_max_delay(Duration::from_millis(200)),
     );
-    let (workers, measured) = measure(async {
-        let workers = start_workers(&store, &registry, processors, &config)?;
-        wait_processed(&workers, n as u64, sizes.timeout).await?;
-        Ok(workers)
-    })
-    .await?;
-    for w in workers {
-        w.shutdown().await;
-    }
+    let measured = drain_with_workers(&store, &registry, processors, &config, n, sizes).await?;
     let stats = store.stats().await?;
     let successes = successes.lock().map(|m| m.clone()).unwrap_or_default();
     let doubled = successes.values().filter(|c| **c > 1).count();
