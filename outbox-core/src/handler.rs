@@ -173,6 +173,8 @@ pub struct HandlerRegistration {
     pub call: HandlerFn,
     /// The event type of its typed parameter, when typed.
     pub declared_event_type: fn() -> Option<&'static str>,
+    /// The name its results were stored under before a rename (`renamed_from = "…"`).
+    pub renamed_from: Option<&'static str>,
 }
 
 inventory::collect!(HandlerRegistration);
@@ -204,6 +206,7 @@ pub struct Handler {
     timeout: Option<Duration>,
     location: String,
     declared_event_type: Option<&'static str>,
+    renamed_from: Option<String>,
     call: Arc<DynHandlerFn>,
 }
 
@@ -215,6 +218,7 @@ impl std::fmt::Debug for Handler {
             .field("max_attempts", &self.max_attempts)
             .field("timeout", &self.timeout)
             .field("location", &self.location)
+            .field("renamed_from", &self.renamed_from)
             .finish_non_exhaustive()
     }
 }
@@ -239,6 +243,7 @@ impl Handler {
             timeout: None,
             location: caller_location(),
             declared_event_type: None,
+            renamed_from: None,
             call: Arc::new(call),
         }
     }
@@ -268,6 +273,7 @@ impl Handler {
             timeout: None,
             location: caller_location(),
             declared_event_type: Some(E::EVENT_TYPE),
+            renamed_from: None,
             call: Arc::new(call),
         }
     }
@@ -282,6 +288,7 @@ impl Handler {
             timeout: registration.timeout,
             location: registration.location.to_owned(),
             declared_event_type: (registration.declared_event_type)(),
+            renamed_from: registration.renamed_from.map(str::to_owned),
             call: Arc::new(call),
         }
     }
@@ -296,6 +303,26 @@ impl Handler {
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
+    }
+
+    /// Declares the name this handler's results were stored under before it was renamed: results
+    /// under `old` are moved to the current name when an event is next delivered, so a rename does
+    /// not re-run a handler that already succeeded nor strand one that failed.
+    ///
+    /// ```
+    /// use outbox_core::{Handler, HandlerError};
+    /// let handler = Handler::raw("UserInvited", "send_email", |_r, _c| async { Ok::<_, HandlerError>(()) })
+    ///     .with_renamed_from("mailer::send_email");
+    /// assert_eq!(handler.renamed_from(), Some("mailer::send_email"));
+    /// ```
+    pub fn with_renamed_from(mut self, old: impl Into<String>) -> Self {
+        self.renamed_from = Some(old.into());
+        self
+    }
+
+    /// The former name, when renamed.
+    pub fn renamed_from(&self) -> Option<&str> {
+        self.renamed_from.as_deref()
     }
 
     /// The event type handled.

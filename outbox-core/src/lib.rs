@@ -1,8 +1,11 @@
 #![doc = include_str!("../README.md")]
 
+mod batch;
+mod corrupt;
 mod error;
 mod event;
 mod handler;
+mod limits;
 mod metrics;
 mod naming;
 mod outcome;
@@ -14,25 +17,29 @@ mod store;
 mod worker;
 
 pub use async_trait::async_trait;
+pub use batch::{CompletionBatch, CompletionRow, renewal_results};
+pub use corrupt::{CORRUPT_STATUS, CorruptEvent, corrupt_reason};
 pub use error::{BoxError, ConfigError, HandlerError, RegistryError, Retry, StoreError};
 pub use event::{Event, EventDeclaration, declared_event_types};
 pub use handler::{
     Handler, HandlerContext, HandlerFn, HandlerFuture, HandlerInput, HandlerOutput,
     HandlerRegistration, HandlerResult,
 };
+pub use limits::Limits;
 pub use metrics::MetricsSnapshot;
 pub use naming::validate_name;
 pub use outbox_macros::{Event, handler};
 pub use outcome::NoHandlerPolicy;
 pub use processor::{Delivery, Dispatch, DispatchProcessor, HandlerOutcome, Processor};
 pub use record::{
-    EventRecord, EventStatus, HandlerResults, HandlerState, NewEvent, reset_unfinished_handlers,
+    EventRecord, EventStatus, HandlerResults, HandlerState, NewEvent, rename_handler,
+    reset_unfinished_handlers,
 };
 pub use registry::{Coverage, Registry, RegistryBuilder};
 pub use retry::{JitterSource, RetryPolicy};
 pub use store::{
     ClaimRequest, ClaimedEvent, Completion, Enqueued, Lease, Store, StoreCapabilities, StoreExt,
-    StoreStats, WakeupStream, complete_each,
+    StoreStats, WakeupStream, complete_each, renew_each,
 };
 pub use tokio_util::sync::CancellationToken;
 pub use worker::{BuildError, ShutdownReport, Worker, WorkerBuilder, WorkerConfig, WorkerHandle};

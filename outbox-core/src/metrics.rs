@@ -15,6 +15,7 @@ pub(crate) struct Metrics {
     released: AtomicU64,
     lease_lost: AtomicU64,
     store_errors: AtomicU64,
+    unhandled: AtomicU64,
     latency_count: AtomicU64,
     latency_total_us: AtomicU64,
     latency_max_us: AtomicU64,
@@ -52,6 +53,9 @@ impl Metrics {
     pub(crate) fn store_error(&self) {
         add(&self.store_errors, 1);
     }
+    pub(crate) fn unhandled(&self) {
+        add(&self.unhandled, 1);
+    }
     pub(crate) fn latency(&self, latency: Duration) {
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         add(&self.latency_count, 1);
@@ -72,6 +76,7 @@ impl Metrics {
             released: get(&self.released),
             lease_lost: get(&self.lease_lost),
             store_errors: get(&self.store_errors),
+            unhandled: get(&self.unhandled),
             mean_latency: Duration::from_micros(
                 get(&self.latency_total_us).checked_div(count).unwrap_or(0),
             ),
@@ -104,6 +109,8 @@ pub struct MetricsSnapshot {
     pub lease_lost: u64,
     /// Store calls that failed.
     pub store_errors: u64,
+    /// Claims of events whose type has no handler in this worker (contract P4).
+    pub unhandled: u64,
     /// Mean enqueue-to-completion latency of completed events.
     pub mean_latency: Duration,
     /// Maximum enqueue-to-completion latency.

@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use crate::error::HandlerError;
 use crate::handler::{HandlerContext, HandlerResult};
-use crate::record::EventRecord;
+use crate::record::{EventRecord, HandlerResults};
 use crate::registry::Registry;
 
 /// One delivery of a claimed event to a processor.
@@ -90,15 +90,27 @@ pub trait Processor: Send + Sync + 'static {
     /// every handler that has not succeeded.
     async fn process(&self, delivery: Delivery) -> Dispatch;
 
-    /// Names of the handlers that would run for `event_type` (used to attribute a panic).
-    fn handler_names(&self, event_type: &str) -> Vec<String> {
+    /// Names of the handlers that would run for `event_type`: they must all settle before the event
+    /// is finished, and a panic of the processor is recorded against them. A recorded handler
+    /// missing from this list and not reported by `process` is treated as not registered here
+    /// (contract P4).
+    fn handler_names(&self, event_type: &str) -> &[String] {
         let _ = event_type;
-        Vec::new()
+        &[]
+    }
+
+    /// Moves results stored under a handler's former name to its current name (handlers declared
+    /// with `renamed_from`), before the delivery runs. The default does nothing.
+    fn migrate_handler_names(&self, event_type: &str, results: &mut HandlerResults) {
+        let _ = (event_type, results);
     }
 }
 
 /// Runs every registered handler for the event's type that has not settled yet, concurrently, each
 /// with its timeout, capturing panics as failures.
+///
+/// Handlers run inside the event's own task (no task is spawned per handler), so a handler must not
+/// block its thread: use `tokio::task::spawn_blocking` for blocking work.
 ///
 /// ```
 /// use outbox_core::{DispatchProcessor, Registry};
@@ -158,27 +170,27 @@ impl Processor for DispatchProcessor {
                     event_id = %record.id,
                     attempt
                 );
-                let task = tokio::spawn(handler.call(Arc::clone(record), ctx).instrument(span));
+                // The handler runs inside the event's task: a panic is caught here, a timeout or an
+                // abort drops its future (which cancels it), and dropping the event task (a crash)
+                // drops it too. No task is spawned per handler.
+                let run = std::panic::AssertUnwindSafe(
+                    handler.call(Arc::clone(record), ctx).instrument(span),
+                )
+                .catch_unwind();
                 let abort = delivery.abort.clone();
                 let name = handler.name().to_owned();
                 let max_attempts = handler.max_attempts();
                 async move {
-                    let abort_handle = task.abort_handle();
-                    // Dropping this future (a worker dropped mid-event) must not leave the handler running.
-                    let _guard = AbortOnDrop(abort_handle.clone());
                     let result = tokio::select! {
-                        joined = tokio::time::timeout(timeout, task) => match joined {
+                        finished = tokio::time::timeout(timeout, run) => match finished {
                             Ok(Ok(result)) => result,
-                            Ok(Err(join_error)) => Err(join_failure(join_error)),
-                            Err(_) => {
-                                abort_handle.abort();
-                                Err(HandlerError::retry(format!("timed out after {timeout:?}")))
-                            }
+                            Ok(Err(panic)) => Err(HandlerError::retry(format!(
+                                "handler panicked: {}",
+                                panic_message(panic)
+                            ))),
+                            Err(_) => Err(HandlerError::retry(format!("timed out after {timeout:?}"))),
                         },
-                        () = abort.cancelled() => {
-                            abort_handle.abort();
-                            return None;
-                        }
+                        () = abort.cancelled() => return None,
                     };
                     Some(HandlerOutcome {
                         handler: name,
@@ -195,12 +207,14 @@ impl Processor for DispatchProcessor {
         Dispatch::Ran(outcomes)
     }
 
-    fn handler_names(&self, event_type: &str) -> Vec<String> {
-        self.registry
-            .handlers_for(event_type)
-            .iter()
-            .map(|h| h.name().to_owned())
-            .collect()
+    fn handler_names(&self, event_type: &str) -> &[String] {
+        self.registry.names_for(event_type)
+    }
+
+    fn migrate_handler_names(&self, event_type: &str, results: &mut HandlerResults) {
+        for (old, new) in self.registry.renames_for(event_type) {
+            crate::record::rename_handler(results, old, new);
+        }
     }
 }
 
@@ -210,18 +224,6 @@ pub(crate) struct AbortOnDrop(pub(crate) tokio::task::AbortHandle);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-/// Describes a handler task that did not return (panic or cancellation) as a retryable failure.
-pub(crate) fn join_failure(err: tokio::task::JoinError) -> HandlerError {
-    if err.is_panic() {
-        HandlerError::retry(format!(
-            "handler panicked: {}",
-            panic_message(err.into_panic())
-        ))
-    } else {
-        HandlerError::retry("handler task was cancelled")
     }
 }
 
@@ -252,7 +254,7 @@ pub(crate) async fn process_catching_panics(
             let names: Vec<String> = if names.is_empty() {
                 vec!["processor".to_owned()]
             } else {
-                names
+                names.to_vec()
             };
             Dispatch::Ran(
                 names

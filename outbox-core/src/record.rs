@@ -64,18 +64,31 @@ impl std::fmt::Display for EventStatus {
 /// let state = outbox_core::HandlerState::default();
 /// assert!(!state.is_settled());
 /// ```
+///
+/// Stored as JSON; fields that are unset (`None`, `false`) are left out, so a plain success is
+/// `{"succeeded_at": "…", "attempts": 1}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HandlerState {
     /// When the handler succeeded; `None` while it has not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub succeeded_at: Option<DateTime<Utc>>,
     /// How many times the handler ran for this event.
+    #[serde(default)]
     pub attempts: u32,
     /// The last failure's message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     /// Whether the handler stopped retrying (permanent error or attempts exhausted).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub gave_up: bool,
     /// The small JSON result a handler may return with its success (a message id, a receipt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<serde_json::Value>,
+    /// Since when workers that claimed the event did not have this handler registered (contract
+    /// P4): set by the first such worker, cleared when the handler runs again. After the worker's
+    /// `missing_handler_grace` the handler gives up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_since: Option<DateTime<Utc>>,
 }
 
 impl HandlerState {
@@ -105,6 +118,23 @@ pub fn reset_unfinished_handlers(results: &mut HandlerResults) {
     for state in results.values_mut().filter(|s| s.succeeded_at.is_none()) {
         state.attempts = 0;
         state.gave_up = false;
+    }
+}
+
+/// Moves the result stored under a handler's former name `old` to its current name `new`, unless a
+/// result under `new` exists already (then the old one is dropped: the current name wins).
+///
+/// ```
+/// use outbox_core::{HandlerResults, HandlerState, rename_handler};
+/// let mut results = HandlerResults::new();
+/// results.insert("mail::send".into(), HandlerState { attempts: 2, ..HandlerState::default() });
+/// rename_handler(&mut results, "mail::send", "send");
+/// assert_eq!(results["send"].attempts, 2);
+/// assert!(!results.contains_key("mail::send"));
+/// ```
+pub fn rename_handler(results: &mut HandlerResults, old: &str, new: &str) {
+    if let Some(state) = results.remove(old) {
+        results.entry(new.to_owned()).or_insert(state);
     }
 }
 
@@ -268,27 +298,16 @@ impl NewEvent {
         self
     }
 
-    /// Checks what every store requires: a non-empty event type and non-empty keys.
+    /// Checks the event against the default [`Limits`](crate::Limits): a non-empty event type,
+    /// non-empty keys, lengths, payload size and NUL characters (contract C11). Stores check
+    /// their own configured limits before writing; this is for callers who want to know early.
     ///
     /// ```
     /// let bad = outbox_core::NewEvent::new("", serde_json::json!({}));
     /// assert!(bad.validate().is_err());
     /// ```
     pub fn validate(&self) -> Result<(), crate::StoreError> {
-        if self.event_type.trim().is_empty() {
-            return Err(crate::StoreError::invalid("event_type must not be empty"));
-        }
-        for (field, value) in [
-            ("ordering_key", &self.ordering_key),
-            ("idempotency_key", &self.idempotency_key),
-        ] {
-            if value.as_deref().is_some_and(str::is_empty) {
-                return Err(crate::StoreError::invalid(format!(
-                    "{field} must not be empty when set"
-                )));
-            }
-        }
-        Ok(())
+        crate::Limits::default().check(self)
     }
 
     /// The record a store creates from this event at time `now` (used by stores that build records

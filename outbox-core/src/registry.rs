@@ -22,6 +22,10 @@ use crate::handler::{Handler, HandlerRegistration};
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     by_type: BTreeMap<String, Vec<Handler>>,
+    /// Handler names per type, in the same order (built once: the worker asks for every event).
+    names_by_type: BTreeMap<String, Vec<String>>,
+    /// `(former name, current name)` per type, for handlers declared with `renamed_from`.
+    renames_by_type: BTreeMap<String, Vec<(String, String)>>,
 }
 
 impl Registry {
@@ -41,6 +45,22 @@ impl Registry {
     /// The handlers for `event_type`, sorted by name.
     pub fn handlers_for(&self, event_type: &str) -> &[Handler] {
         self.by_type
+            .get(event_type)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// The names of the handlers for `event_type`, sorted.
+    pub fn names_for(&self, event_type: &str) -> &[String] {
+        self.names_by_type
+            .get(event_type)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// `(former name, current name)` of the renamed handlers of `event_type`.
+    pub fn renames_for(&self, event_type: &str) -> &[(String, String)] {
+        self.renames_by_type
             .get(event_type)
             .map(Vec::as_slice)
             .unwrap_or(&[])
@@ -168,8 +188,40 @@ impl RegistryBuilder {
                     second: pair[1].location().to_owned(),
                 });
             }
+            for renamed in handlers.iter().filter(|h| h.renamed_from().is_some()) {
+                let old = renamed.renamed_from().unwrap_or_default();
+                if let Some(other) = handlers.iter().find(|h| h.name() == old) {
+                    return Err(RegistryError::InvalidHandler {
+                        name: renamed.name().to_owned(),
+                        location: renamed.location().to_owned(),
+                        reason: format!(
+                            "`renamed_from = \"{old}\"` names a handler that is still registered (at {})",
+                            other.location()
+                        ),
+                    });
+                }
+            }
         }
-        Ok(Registry { by_type })
+        let names_by_type = by_type
+            .iter()
+            .map(|(t, hs)| (t.clone(), hs.iter().map(|h| h.name().to_owned()).collect()))
+            .collect();
+        let renames_by_type = by_type
+            .iter()
+            .map(|(t, hs)| {
+                let renames: Vec<(String, String)> = hs
+                    .iter()
+                    .filter_map(|h| Some((h.renamed_from()?.to_owned(), h.name().to_owned())))
+                    .collect();
+                (t.clone(), renames)
+            })
+            .filter(|(_, renames)| !renames.is_empty())
+            .collect();
+        Ok(Registry {
+            by_type,
+            names_by_type,
+            renames_by_type,
+        })
     }
 }
 
@@ -190,6 +242,15 @@ fn validate(handler: &Handler) -> Result<(), RegistryError> {
     }
     if handler.timeout().is_some_and(|t| t.is_zero()) {
         return Err(invalid("timeout must be positive"));
+    }
+    match handler.renamed_from() {
+        Some(old) if old.trim().is_empty() => {
+            return Err(invalid("renamed_from must not be empty"));
+        }
+        Some(old) if old == handler.name() => {
+            return Err(invalid("renamed_from must differ from the handler's name"));
+        }
+        _ => {}
     }
     if let Some(declared) = handler.declared_event_type() {
         if declared != handler.event_type() {
@@ -256,6 +317,31 @@ mod tests {
             .map(Handler::name)
             .collect();
         assert_eq!(names, ["alpha", "zeta"]);
+    }
+
+    #[test]
+    fn renames_are_listed_and_checked() {
+        let registry = Registry::builder()
+            .handler(noop("A", "send").with_renamed_from("mail::send"))
+            .handler(noop("A", "audit"))
+            .build()
+            .unwrap();
+        assert_eq!(
+            registry.renames_for("A"),
+            [("mail::send".to_owned(), "send".to_owned())]
+        );
+        assert_eq!(registry.names_for("A"), ["audit", "send"]);
+        let err = Registry::builder()
+            .handler(noop("A", "send").with_renamed_from("audit"))
+            .handler(noop("A", "audit"))
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("still registered"), "{err}");
+        let err = Registry::builder()
+            .handler(noop("A", "send").with_renamed_from("send"))
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("differ"), "{err}");
     }
 
     #[test]

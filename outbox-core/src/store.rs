@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use futures::Stream;
 use uuid::Uuid;
 
+use crate::corrupt::CorruptEvent;
 use crate::error::StoreError;
 use crate::record::{EventRecord, EventStatus, HandlerResults, NewEvent};
 
@@ -70,6 +71,36 @@ pub struct ClaimedEvent {
     pub locked_until: DateTime<Utc>,
 }
 
+impl ClaimedEvent {
+    /// The claimed event a claim's returned record describes: its lease token and expiry must be
+    /// set (a store that leased it set them), otherwise the record is corrupt.
+    ///
+    /// ```
+    /// use outbox_core::{ClaimedEvent, NewEvent};
+    /// let mut record = NewEvent::new("T", serde_json::json!({})).into_record(chrono::Utc::now());
+    /// assert!(ClaimedEvent::from_record(record.clone()).is_err());
+    /// record.lease_token = Some(uuid::Uuid::now_v7());
+    /// record.locked_until = Some(chrono::Utc::now());
+    /// assert!(ClaimedEvent::from_record(record).is_ok());
+    /// ```
+    pub fn from_record(record: EventRecord) -> Result<Self, StoreError> {
+        match (record.lease_token, record.locked_until) {
+            (Some(token), Some(locked_until)) => Ok(Self {
+                lease: Lease {
+                    event_id: record.id,
+                    token,
+                },
+                locked_until,
+                record,
+            }),
+            _ => Err(StoreError::Corrupt {
+                id: record.id.to_string(),
+                message: "claimed without a lease token or expiry".into(),
+            }),
+        }
+    }
+}
+
 /// The outcome of one claim, written with [`Store::complete`] while the lease is held.
 ///
 /// The runtime computes it; stores write it as given and release the lease.
@@ -128,6 +159,8 @@ pub struct StoreStats {
     pub processed: u64,
     /// Dead letters.
     pub dead: u64,
+    /// Events set aside because they do not decode (contract C11).
+    pub corrupt: u64,
     /// How long the oldest due, unleased event has been due (zero when none).
     pub oldest_due_age: Duration,
 }
@@ -148,8 +181,20 @@ impl StoreStats {
             leased,
             processed,
             dead,
+            corrupt: 0,
             oldest_due_age,
         }
+    }
+
+    /// Sets the count of events set aside as corrupt.
+    ///
+    /// ```
+    /// let stats = outbox_core::StoreStats::default().with_corrupt(2);
+    /// assert_eq!(stats.corrupt, 2);
+    /// ```
+    pub fn with_corrupt(mut self, corrupt: u64) -> Self {
+        self.corrupt = corrupt;
+        self
     }
 }
 
@@ -178,6 +223,30 @@ pub async fn complete_each<S: Store + ?Sized>(
     .await
 }
 
+/// Runs [`Store::renew_lease`] for each lease, concurrently; one result per lease, in order. It is
+/// the default of [`Store::renew_many`].
+///
+/// ```
+/// use outbox_core::{Lease, Store, renew_each};
+/// use std::time::Duration;
+///
+/// async fn renew(store: &dyn Store, held: Vec<Lease>) -> usize {
+///     renew_each(store, held, Duration::from_secs(30)).await.iter().filter(|r| r.is_ok()).count()
+/// }
+/// ```
+pub async fn renew_each<S: Store + ?Sized>(
+    store: &S,
+    leases: Vec<Lease>,
+    extend: Duration,
+) -> Vec<Result<DateTime<Utc>, StoreError>> {
+    futures::future::join_all(
+        leases
+            .iter()
+            .map(|lease| async move { store.renew_lease(lease, extend).await }),
+    )
+    .await
+}
+
 /// Durable storage of outbox events.
 ///
 /// # Contract
@@ -188,6 +257,10 @@ pub async fn complete_each<S: Store + ?Sized>(
 /// - **C2** [`claim`](Store::claim) returns up to `limit` due events — pending, `available_at` and
 ///   `backoff_until` passed, no live lease — oldest first, and leases them atomically with a fresh
 ///   token, incrementing `attempts`. Concurrent claimers never hold the same event at once.
+///   "Oldest first" means *due order*: by the time the event became claimable (its `available_at`,
+///   the end of its back-off, or the expiry of an abandoned lease), then by creation order. A
+///   claim's cost must not grow with events that are not due (scheduled, backing off, leased, or
+///   waiting behind an older event of their ordering key).
 /// - **C3** [`complete`](Store::complete) writes the outcome and releases the lease only while the
 ///   lease token still matches and the lease has not been taken over; otherwise it returns
 ///   [`StoreError::LeaseLost`] and changes nothing.
@@ -199,6 +272,11 @@ pub async fn complete_each<S: Store + ?Sized>(
 /// - **C8** stores that declare [`StoreCapabilities::wakeups`] announce commits via
 ///   [`subscribe`](Store::subscribe).
 /// - **C9** [`stats`](Store::stats) counts per status and reports lag.
+/// - **C11** enqueue checks the event against the store's [`Limits`](crate::Limits) before the
+///   database sees it; a stored event that does not decode is set aside on its own (status
+///   [`CORRUPT_STATUS`](crate::CORRUPT_STATUS) with the reason) instead of failing its claim
+///   batch, listed by [`corrupt_events`](Store::corrupt_events) and re-queued by
+///   [`requeue_corrupt`](Store::requeue_corrupt).
 ///
 /// The trait is object safe: the runtime holds an `Arc<dyn Store>`. Transactional enqueue (C1) is
 /// not part of it: each backend offers it as an inherent method taking its driver's transaction.
@@ -219,6 +297,30 @@ pub trait Store: Send + Sync + 'static {
         lease: &Lease,
         extend: Duration,
     ) -> Result<DateTime<Utc>, StoreError>;
+
+    /// Extends many held leases, each fenced by its own token exactly as [`renew_lease`] does; one
+    /// result per lease, in order (a lost lease fails only its own item with `LeaseLost`). A worker
+    /// renews every lease it holds through this, once per renewal interval. The default runs
+    /// [`renew_lease`] for each concurrently; a backend overrides it to use one round trip.
+    ///
+    /// [`renew_lease`]: Store::renew_lease
+    ///
+    /// ```
+    /// use outbox_core::{Lease, Store};
+    /// use std::time::Duration;
+    ///
+    /// async fn lost(store: &dyn Store, held: Vec<Lease>) -> usize {
+    ///     let results = store.renew_many(held, Duration::from_secs(30)).await;
+    ///     results.iter().filter(|r| r.is_err()).count()
+    /// }
+    /// ```
+    async fn renew_many(
+        &self,
+        leases: Vec<Lease>,
+        extend: Duration,
+    ) -> Vec<Result<DateTime<Utc>, StoreError>> {
+        renew_each(self, leases, extend).await
+    }
 
     /// Records an outcome and releases the lease, fenced by the lease token (C3).
     async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError>;
@@ -257,6 +359,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes processed events processed before `older_than`; returns how many (C7).
     async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Lists up to `limit` events set aside because they do not decode, oldest first (C11).
+    async fn corrupt_events(&self, limit: usize) -> Result<Vec<CorruptEvent>, StoreError>;
+
+    /// Puts an event that was set aside back in the queue, as stored (fix its data first). `id` is
+    /// the id as [`corrupt_events`](Store::corrupt_events) lists it. Returns `false` when no event
+    /// with that id is set aside (C11).
+    async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError>;
 
     /// Counts per status and lag (C9).
     async fn stats(&self) -> Result<StoreStats, StoreError>;
@@ -315,6 +425,13 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     ) -> Result<DateTime<Utc>, StoreError> {
         (**self).renew_lease(lease, extend).await
     }
+    async fn renew_many(
+        &self,
+        leases: Vec<Lease>,
+        extend: Duration,
+    ) -> Vec<Result<DateTime<Utc>, StoreError>> {
+        (**self).renew_many(leases, extend).await
+    }
     async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError> {
         (**self).complete(lease, completion).await
     }
@@ -335,6 +452,12 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
         (**self).purge_processed(older_than).await
+    }
+    async fn corrupt_events(&self, limit: usize) -> Result<Vec<CorruptEvent>, StoreError> {
+        (**self).corrupt_events(limit).await
+    }
+    async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {
+        (**self).requeue_corrupt(id).await
     }
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         (**self).stats().await

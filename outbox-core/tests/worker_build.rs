@@ -71,6 +71,15 @@ impl Store for NoStore {
     ) -> Result<u64, outbox_core::StoreError> {
         Ok(0)
     }
+    async fn corrupt_events(
+        &self,
+        _: usize,
+    ) -> Result<Vec<outbox_core::CorruptEvent>, outbox_core::StoreError> {
+        Ok(Vec::new())
+    }
+    async fn requeue_corrupt(&self, _: &str) -> Result<bool, outbox_core::StoreError> {
+        Ok(false)
+    }
     async fn stats(&self) -> Result<outbox_core::StoreStats, outbox_core::StoreError> {
         Ok(outbox_core::StoreStats::default())
     }

@@ -47,12 +47,27 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
                 .unwrap_or_else(|| syn::parse_quote!(::outbox_core));
             let ident = &item_fn.sig.ident;
             let event_ty = shape.event_type;
+            // The default name is the function's own name, not its path: moving the function to
+            // another module must not rename it, since its results are stored under this name.
             let name = match &args.name {
                 Some(lit) => quote!(#lit),
                 None => {
                     let fn_name = ident.to_string();
-                    quote!(::core::concat!(::core::module_path!(), "::", #fn_name))
+                    let fn_name = fn_name.strip_prefix("r#").unwrap_or(&fn_name).to_owned();
+                    quote!(#fn_name)
                 }
+            };
+            if let (Some(old), Some(current)) = (&args.renamed_from, &args.name) {
+                if old.value() == current.value() {
+                    return with_errors(
+                        item,
+                        syn::Error::new_spanned(old, "`renamed_from` must differ from `name`"),
+                    );
+                }
+            }
+            let renamed_from = match &args.renamed_from {
+                Some(lit) => quote!(::core::option::Option::Some(#lit)),
+                None => quote!(::core::option::Option::None),
             };
             let max_attempts = match args.max_attempts {
                 Some(n) => quote!(::core::option::Option::Some(#n)),
@@ -101,6 +116,7 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
                             location: ::core::concat!(::core::file!(), ":", ::core::line!()),
                             call: #call,
                             declared_event_type: #declared,
+                            renamed_from: #renamed_from,
                         }
                     }
                 };

@@ -4,13 +4,14 @@ use std::time::Duration;
 
 use syn::{FnArg, ItemFn, LitInt, LitStr, Path, Type};
 
-const OPTIONS: &str = "`event`, `name`, `max_attempts`, `timeout`, `crate`";
+const OPTIONS: &str = "`event`, `name`, `renamed_from`, `max_attempts`, `timeout`, `crate`";
 
 /// The options of one `#[handler(...)]`.
 #[derive(Default)]
 pub(crate) struct HandlerArgs {
     pub(crate) event: Option<LitStr>,
     pub(crate) name: Option<LitStr>,
+    pub(crate) renamed_from: Option<LitStr>,
     pub(crate) max_attempts: Option<u32>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) krate: Option<Path>,
@@ -38,6 +39,16 @@ impl HandlerArgs {
                     return Err(syn::Error::new_spanned(&lit, "`name` must not be empty"));
                 }
                 set_once(&mut self.name, lit, &meta)
+            }
+            "renamed_from" => {
+                let lit: LitStr = meta.value()?.parse()?;
+                if lit.value().trim().is_empty() {
+                    return Err(syn::Error::new_spanned(
+                        &lit,
+                        "`renamed_from` must not be empty",
+                    ));
+                }
+                set_once(&mut self.renamed_from, lit, &meta)
             }
             "max_attempts" => {
                 let lit: LitInt = meta.value()?.parse()?;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use outbox_core::{
-    ClaimRequest, ClaimedEvent, Completion, Enqueued, EventRecord, Lease, NewEvent, Store,
-    StoreCapabilities, StoreError, StoreStats, WakeupStream,
+    ClaimRequest, ClaimedEvent, Completion, CorruptEvent, Enqueued, EventRecord, Lease, NewEvent,
+    Store, StoreCapabilities, StoreError, StoreStats, WakeupStream,
 };
 use uuid::Uuid;
 
@@ -137,6 +137,14 @@ impl<S: Store> Store for FaultyStore<S> {
     async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
         self.check("purge_processed")?;
         self.inner.purge_processed(older_than).await
+    }
+    async fn corrupt_events(&self, limit: usize) -> Result<Vec<CorruptEvent>, StoreError> {
+        self.check("corrupt_events")?;
+        self.inner.corrupt_events(limit).await
+    }
+    async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {
+        self.check("requeue_corrupt")?;
+        self.inner.requeue_corrupt(id).await
     }
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         self.check("stats")?;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use outbox_core::{Enqueued, NewEvent, Store, StoreError};
+use uuid::Uuid;
 
 /// Creates fresh stores for the conformance suite.
 ///
@@ -44,6 +45,21 @@ pub trait StoreFactory: Send + Sync + 'static {
     ) -> Result<Option<Box<dyn TestTransaction>>, StoreError> {
         let _ = store;
         Ok(None)
+    }
+
+    /// Damages the stored event `id` the way a row written by hand or by another program could be
+    /// (a payload or handler results that do not decode, an impossible attempt count), keeping its
+    /// id readable (C11: poison rows). Returns `false` when the factory cannot damage events; the
+    /// poison-row clause then does not apply.
+    async fn damage(&self, store: &Self::Store, id: Uuid) -> Result<bool, StoreError> {
+        let _ = (store, id);
+        Ok(false)
+    }
+
+    /// Undoes [`damage`](StoreFactory::damage), as an operator fixing the data by hand would.
+    async fn repair(&self, store: &Self::Store, id: Uuid) -> Result<bool, StoreError> {
+        let _ = (store, id);
+        Ok(false)
     }
 }
 

@@ -11,8 +11,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use outbox_core::{
-    ClaimRequest, ClaimedEvent, Completion, Enqueued, EventRecord, EventStatus, Lease, NewEvent,
-    Store, StoreCapabilities, StoreError, StoreStats, WakeupStream, validate_name,
+    ClaimRequest, ClaimedEvent, Completion, CorruptEvent, Enqueued, EventRecord, EventStatus,
+    Lease, Limits, NewEvent, Store, StoreCapabilities, StoreError, StoreStats, WakeupStream,
+    validate_name,
 };
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -49,6 +50,7 @@ impl std::fmt::Debug for MemoryStore {
 
 struct Inner {
     namespace: String,
+    limits: Limits,
     state: Mutex<State>,
     wakeups: broadcast::Sender<()>,
 }
@@ -62,6 +64,10 @@ struct State {
     pending: BTreeSet<u64>,
     idempotency: HashMap<String, Uuid>,
     next_seq: u64,
+    /// Events made undecodable by [`MemoryStore::damage`], with the decode error they would give.
+    damaged: HashMap<u64, String>,
+    /// Events set aside because they did not decode (C11), with the reason and when.
+    corrupt: BTreeMap<u64, (String, DateTime<Utc>)>,
 }
 
 impl Default for MemoryStore {
@@ -82,15 +88,58 @@ impl MemoryStore {
         Ok(Self::with_inner(namespace.to_owned()))
     }
 
+    /// An empty store that checks events against `limits` instead of the defaults (C11).
+    ///
+    /// ```
+    /// use outbox_core::{Limits, NewEvent, StoreExt};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = outbox_testkit::MemoryStore::with_limits(Limits::default().with_max_payload_bytes(10));
+    /// let big = NewEvent::new("T", serde_json::json!({"note": "far too long"}));
+    /// assert!(store.enqueue(big).await.is_err());
+    /// # });
+    /// ```
+    pub fn with_limits(limits: Limits) -> Self {
+        let mut store = Self::new();
+        if let Some(inner) = Arc::get_mut(&mut store.inner) {
+            inner.limits = limits;
+        }
+        store
+    }
+
     fn with_inner(namespace: String) -> Self {
         let (wakeups, _) = broadcast::channel(64);
         Self {
             inner: Arc::new(Inner {
                 namespace,
+                limits: Limits::default(),
                 state: Mutex::new(State::default()),
                 wakeups,
             }),
         }
+    }
+
+    /// Makes a stored event undecodable, as a row written by hand or by another program would be
+    /// in a database: its next claim must set it aside (C11) instead of failing. For the
+    /// conformance suite's poison-row clause. Returns `false` when the event does not exist.
+    pub fn damage(&self, id: Uuid) -> bool {
+        let mut state = self.state();
+        let Some(seq) = state.seq_by_id.get(&id).copied() else {
+            return false;
+        };
+        state.damaged.insert(
+            seq,
+            "handler_results: invalid type: sequence, expected a map".to_owned(),
+        );
+        true
+    }
+
+    /// Undoes [`damage`](Self::damage), as fixing the stored data by hand would.
+    pub fn repair(&self, id: Uuid) -> bool {
+        let mut state = self.state();
+        let Some(seq) = state.seq_by_id.get(&id).copied() else {
+            return false;
+        };
+        state.damaged.remove(&seq).is_some()
     }
 
     /// Starts a transaction: staged events become visible, atomically, at
@@ -113,7 +162,7 @@ impl MemoryStore {
 
     fn insert(&self, events: Vec<NewEvent>) -> Result<Vec<Enqueued>, StoreError> {
         for event in &events {
-            event.validate()?;
+            self.inner.limits.check(event)?;
         }
         let now = Utc::now();
         let mut state = self.state();
@@ -166,6 +215,15 @@ fn is_due(record: &EventRecord, now: DateTime<Utc>) -> bool {
     record.available_at <= now && record.backoff_until.is_none_or(|b| b <= now)
 }
 
+/// When a due event became claimable: the latest of its schedule, its back-off and an abandoned
+/// lease.
+fn due_since(record: &EventRecord) -> DateTime<Utc> {
+    [record.backoff_until, record.locked_until]
+        .into_iter()
+        .flatten()
+        .fold(record.available_at, DateTime::max)
+}
+
 fn add(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     chrono::Duration::from_std(d)
         .ok()
@@ -190,26 +248,47 @@ impl Store for MemoryStore {
         let locked_until = add(now, request.lease);
         let mut state = self.state();
         let State {
-            events, pending, ..
+            events,
+            pending,
+            damaged,
+            corrupt,
+            ..
         } = &mut *state;
-        let mut blocked_keys: HashSet<String> = HashSet::new();
-        let mut claimed = Vec::new();
+        // The head of each ordering key: its oldest pending event (C5). Only heads may be claimed.
+        let mut heads: HashMap<&str, u64> = HashMap::new();
         for seq in pending.iter() {
+            if let Some(key) = events.get(seq).and_then(|r| r.ordering_key.as_deref()) {
+                heads.entry(key).or_insert(*seq);
+            }
+        }
+        // Due order, then creation order (C2).
+        let mut due: Vec<(DateTime<Utc>, u64)> = pending
+            .iter()
+            .filter_map(|seq| {
+                let record = events.get(seq)?;
+                let head = record
+                    .ordering_key
+                    .as_deref()
+                    .is_none_or(|key| heads.get(key) == Some(seq));
+                (head && !is_leased(record, now) && is_due(record, now))
+                    .then(|| (due_since(record), *seq))
+            })
+            .collect();
+        due.sort_unstable();
+        let mut claimed = Vec::new();
+        for (_, seq) in due {
             if claimed.len() >= request.limit {
                 break;
             }
-            let Some(record) = events.get_mut(seq) else {
+            if let Some(reason) = damaged.get(&seq) {
+                // It would not decode: set it aside on its own (C11); the batch goes on.
+                corrupt.insert(seq, (reason.clone(), now));
+                pending.remove(&seq);
+                continue;
+            }
+            let Some(record) = events.get_mut(&seq) else {
                 continue;
             };
-            if let Some(key) = &record.ordering_key {
-                // Only the oldest pending event of a key may be delivered (C5).
-                if !blocked_keys.insert(key.clone()) {
-                    continue;
-                }
-            }
-            if is_leased(record, now) || !is_due(record, now) {
-                continue;
-            }
             let token = Uuid::now_v7();
             record.attempts = record.attempts.saturating_add(1);
             record.lease_token = Some(token);
@@ -295,11 +374,17 @@ impl Store for MemoryStore {
 
     async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
         let state = self.state();
-        Ok(state
-            .seq_by_id
-            .get(&id)
-            .and_then(|s| state.events.get(s))
-            .cloned())
+        let Some(seq) = state.seq_by_id.get(&id) else {
+            return Ok(None);
+        };
+        if let Some(reason) = state.damaged.get(seq) {
+            // As a database row that does not decode would.
+            return Err(StoreError::Corrupt {
+                id: id.to_string(),
+                message: reason.clone(),
+            });
+        }
+        Ok(state.events.get(seq).cloned())
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
@@ -351,20 +436,24 @@ impl Store for MemoryStore {
         let state = self.state();
         let (mut pending, mut due, mut leased, mut processed, mut dead) = (0, 0, 0, 0, 0);
         let mut oldest_due: Option<DateTime<Utc>> = None;
-        for record in state.events.values() {
+        let mut keys_seen: HashSet<&str> = HashSet::new();
+        for (seq, record) in &state.events {
             match record.status {
                 EventStatus::Processed => processed += 1,
                 EventStatus::Dead => dead += 1,
+                EventStatus::Pending if state.corrupt.contains_key(seq) => {}
                 EventStatus::Pending => {
                     pending += 1;
+                    // Only the oldest pending event of a key can be due (C5).
+                    let head = record
+                        .ordering_key
+                        .as_deref()
+                        .is_none_or(|key| keys_seen.insert(key));
                     if is_leased(record, now) {
                         leased += 1;
-                    } else if is_due(record, now) {
+                    } else if head && is_due(record, now) {
                         due += 1;
-                        let since = record
-                            .backoff_until
-                            .unwrap_or(record.available_at)
-                            .max(record.available_at);
+                        let since = due_since(record);
                         oldest_due = Some(oldest_due.map_or(since, |o| o.min(since)));
                     }
                 }
@@ -373,7 +462,50 @@ impl Store for MemoryStore {
         let lag = oldest_due
             .and_then(|t| (now - t).to_std().ok())
             .unwrap_or_default();
-        Ok(StoreStats::new(pending, due, leased, processed, dead, lag))
+        Ok(StoreStats::new(pending, due, leased, processed, dead, lag)
+            .with_corrupt(state.corrupt.len() as u64))
+    }
+
+    async fn corrupt_events(&self, limit: usize) -> Result<Vec<CorruptEvent>, StoreError> {
+        let state = self.state();
+        Ok(state
+            .corrupt
+            .iter()
+            .take(limit)
+            .filter_map(|(seq, (reason, at))| {
+                let record = state.events.get(seq)?;
+                Some(
+                    CorruptEvent::new(record.id.to_string(), reason.clone())
+                        .with_event_type(Some(record.event_type.clone()))
+                        .with_set_aside_at(Some(*at)),
+                )
+            })
+            .collect())
+    }
+
+    async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {
+        let Ok(id) = Uuid::parse_str(id) else {
+            return Ok(false);
+        };
+        let now = Utc::now();
+        let mut state = self.state();
+        let Some(seq) = state.seq_by_id.get(&id).copied() else {
+            return Ok(false);
+        };
+        if state.corrupt.remove(&seq).is_none() {
+            return Ok(false);
+        }
+        state.pending.insert(seq);
+        if let Some(record) = state.events.get_mut(&seq) {
+            record.lease_token = None;
+            record.locked_by = None;
+            record.locked_until = None;
+            record.backoff_until = None;
+            record.available_at = now;
+        }
+        drop(state);
+        let _ = self.inner.wakeups.send(());
+        Ok(true)
     }
 
     async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {

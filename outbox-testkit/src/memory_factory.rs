@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use outbox_core::{Enqueued, NewEvent, StoreError};
+use uuid::Uuid;
 
 use crate::harness::{StoreFactory, TestTransaction};
 use crate::memory::{MemoryStore, MemoryTransaction};
@@ -35,6 +36,14 @@ impl StoreFactory for MemoryFactory {
         store: &MemoryStore,
     ) -> Result<Option<Box<dyn TestTransaction>>, StoreError> {
         Ok(Some(Box::new(MemoryTestTransaction(store.begin()))))
+    }
+
+    async fn damage(&self, store: &MemoryStore, id: Uuid) -> Result<bool, StoreError> {
+        Ok(store.damage(id))
+    }
+
+    async fn repair(&self, store: &MemoryStore, id: Uuid) -> Result<bool, StoreError> {
+        Ok(store.repair(id))
     }
 }
 

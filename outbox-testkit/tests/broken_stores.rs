@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use outbox_core::{
-    ClaimRequest, ClaimedEvent, Completion, Enqueued, EventRecord, Lease, NewEvent, Store,
-    StoreCapabilities, StoreError, StoreStats, WakeupStream,
+    ClaimRequest, ClaimedEvent, Completion, CorruptEvent, Enqueued, EventRecord, Lease, Limits,
+    NewEvent, Store, StoreCapabilities, StoreError, StoreStats, WakeupStream,
 };
 use outbox_testkit::{ClauseResult, MemoryFactory, StoreFactory, TestTransaction, Verdict, suite};
 use uuid::Uuid;
@@ -31,6 +31,12 @@ enum Flaw {
     RollbackKeepsEvents,
     /// Writes transactional enqueues at once, outside the caller's transaction.
     IgnoresTransactions,
+    /// Fails a whole claim when one of its events does not decode (the batch stays leased).
+    FailsBatchOnPoison,
+    /// Checks no input limits beyond NUL characters.
+    NoInputLimits,
+    /// Renews every lease of a batch with whatever token is current.
+    RenewManyIgnoresTokens,
 }
 
 #[derive(Clone)]
@@ -39,6 +45,7 @@ struct Broken {
     flaw: Flaw,
     recent_claims: Arc<Mutex<Vec<ClaimedEvent>>>,
     enqueued: Arc<Mutex<u64>>,
+    damaged: Arc<Mutex<Vec<Uuid>>>,
 }
 
 #[async_trait]
@@ -73,6 +80,15 @@ impl Store for Broken {
     }
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {
         let mut claimed = self.inner.claim(request).await?;
+        if self.flaw == Flaw::FailsBatchOnPoison {
+            let damaged = self.damaged.lock().expect("damage lock");
+            if let Some(bad) = claimed.iter().find(|c| damaged.contains(&c.record.id)) {
+                return Err(StoreError::Corrupt {
+                    id: bad.record.id.to_string(),
+                    message: "handler_results: invalid type".into(),
+                });
+            }
+        }
         if self.flaw == Flaw::DoubleClaim {
             let mut recent = self.recent_claims.lock().expect("claims lock");
             let again: Vec<_> = recent
@@ -93,6 +109,23 @@ impl Store for Broken {
             return Ok(Utc::now() + chrono::Duration::from_std(extend).unwrap_or_default());
         }
         self.inner.renew_lease(lease, extend).await
+    }
+    async fn renew_many(
+        &self,
+        leases: Vec<Lease>,
+        extend: Duration,
+    ) -> Vec<Result<DateTime<Utc>, StoreError>> {
+        let mut out = Vec::new();
+        for lease in leases {
+            let mut lease = lease;
+            if self.flaw == Flaw::RenewManyIgnoresTokens {
+                if let Ok(Some(current)) = self.inner.get(lease.event_id).await {
+                    lease.token = current.lease_token.unwrap_or(lease.token);
+                }
+            }
+            out.push(self.inner.renew_lease(&lease, extend).await);
+        }
+        out
     }
     async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError> {
         if self.flaw == Flaw::IgnoresLeaseToken {
@@ -126,6 +159,12 @@ impl Store for Broken {
     async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
         self.inner.purge_processed(older_than).await
     }
+    async fn corrupt_events(&self, limit: usize) -> Result<Vec<CorruptEvent>, StoreError> {
+        self.inner.corrupt_events(limit).await
+    }
+    async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {
+        self.inner.requeue_corrupt(id).await
+    }
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         self.inner.stats().await
     }
@@ -143,12 +182,40 @@ struct BrokenFactory {
 impl StoreFactory for BrokenFactory {
     type Store = Broken;
     async fn create(&self, namespace: &str) -> Result<Broken, StoreError> {
+        let inner = if self.flaw == Flaw::NoInputLimits {
+            outbox_testkit::MemoryStore::with_limits(
+                Limits::default()
+                    .with_max_event_type_bytes(usize::MAX)
+                    .with_max_key_bytes(usize::MAX)
+                    .with_max_payload_bytes(usize::MAX),
+            )
+        } else {
+            self.memory.create(namespace).await?
+        };
         Ok(Broken {
-            inner: self.memory.create(namespace).await?,
+            inner,
             flaw: self.flaw,
             recent_claims: Arc::default(),
             enqueued: Arc::default(),
+            damaged: Arc::default(),
         })
+    }
+
+    async fn damage(&self, store: &Broken, id: Uuid) -> Result<bool, StoreError> {
+        if store.flaw == Flaw::FailsBatchOnPoison {
+            store.damaged.lock().expect("damage lock").push(id);
+            return Ok(true);
+        }
+        self.memory.damage(&store.inner, id).await
+    }
+
+    async fn repair(&self, store: &Broken, id: Uuid) -> Result<bool, StoreError> {
+        store
+            .damaged
+            .lock()
+            .expect("damage lock")
+            .retain(|d| *d != id);
+        self.memory.repair(&store.inner, id).await
     }
 
     async fn begin(&self, store: &Broken) -> Result<Option<Box<dyn TestTransaction>>, StoreError> {
@@ -298,9 +365,36 @@ fn enqueue_outside_the_transaction_is_caught() {
 }
 
 #[test]
+fn batches_failed_by_a_poison_row_are_caught() {
+    let f = factory(Flaw::FailsBatchOnPoison);
+    assert_caught(
+        block_on(suite::c11_poison_rows(&f)),
+        Flaw::FailsBatchOnPoison,
+    );
+}
+
+#[test]
+fn missing_input_limits_are_caught() {
+    let f = factory(Flaw::NoInputLimits);
+    assert_caught(block_on(suite::c11_input_limits(&f)), Flaw::NoInputLimits);
+}
+
+#[test]
+fn batched_renewals_that_ignore_tokens_are_caught() {
+    let f = factory(Flaw::RenewManyIgnoresTokens);
+    assert_caught(
+        block_on(suite::c4_batched_renewal(&f)),
+        Flaw::RenewManyIgnoresTokens,
+    );
+}
+
+#[test]
 fn the_reference_store_passes_the_same_clauses() {
     let f = MemoryFactory::default();
     for result in [
+        block_on(suite::c11_poison_rows(&f)),
+        block_on(suite::c11_input_limits(&f)),
+        block_on(suite::c4_batched_renewal(&f)),
         block_on(suite::c2_concurrent_claims_are_exclusive(&f)),
         block_on(suite::c3_fenced_completion(&f)),
         block_on(suite::c5_ordering_key(&f)),

@@ -39,8 +39,13 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// Retry and back-off of failed handlers.
     pub retry: RetryPolicy,
-    /// What to do with events nobody handles.
+    /// What to do with events whose type has no handler in this worker.
     pub no_handler: NoHandlerPolicy,
+    /// How long a handler recorded in an event's results may be missing from every worker that
+    /// claims the event before it gives up (the event then becomes dead, naming it).
+    pub missing_handler_grace: Duration,
+    /// Refuse to build when an event type declared with `#[derive(Event)]` has no handler.
+    pub strict_coverage: bool,
     /// First pause after a store failure; doubles up to `store_backoff_max`.
     pub store_backoff_initial: Duration,
     /// Longest pause after store failures.
@@ -62,6 +67,8 @@ impl Default for WorkerConfig {
             shutdown_grace: Duration::from_secs(10),
             retry: RetryPolicy::default(),
             no_handler: NoHandlerPolicy::default(),
+            missing_handler_grace: Duration::from_secs(3600),
+            strict_coverage: false,
             store_backoff_initial: Duration::from_millis(100),
             store_backoff_max: Duration::from_secs(10),
             use_wakeups: true,
@@ -104,6 +111,10 @@ impl WorkerConfig {
         with_retry(retry: RetryPolicy);
         /// Sets the no-handler policy.
         with_no_handler(no_handler: NoHandlerPolicy);
+        /// Sets how long a recorded handler may be missing before it gives up.
+        with_missing_handler_grace(missing_handler_grace: Duration);
+        /// Refuses to build when a declared event type has no handler.
+        with_strict_coverage(strict_coverage: bool);
         /// Sets the first pause after a store failure.
         with_store_backoff_initial(store_backoff_initial: Duration);
         /// Sets the longest pause after store failures.
@@ -147,6 +158,7 @@ impl WorkerConfig {
         positive("poll_interval", self.poll_interval)?;
         positive("handler_timeout", self.handler_timeout)?;
         positive("store_backoff_initial", self.store_backoff_initial)?;
+        positive("missing_handler_grace", self.missing_handler_grace)?;
         positive("renew_interval", self.renew_every())?;
         if self.renew_every() >= self.lease {
             return Err(ConfigError::new(

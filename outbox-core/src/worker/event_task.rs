@@ -1,17 +1,15 @@
-//! One claimed event's life in a worker: lease renewal, processing, folding, fenced completion.
+//! One claimed event's life in a worker: processing (its lease renewed by the worker's renewer),
+//! folding, fenced completion.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Shared;
 use crate::error::StoreError;
-use crate::outcome::fold_outcome;
+use crate::outcome::{FoldRules, fold_outcome};
 use crate::processor::{Delivery, Dispatch, process_catching_panics};
 use crate::record::EventStatus;
 use crate::store::{ClaimedEvent, Completion, Lease};
@@ -34,36 +32,29 @@ pub(super) async fn process_event(
 }
 
 async fn run(shared: Arc<Shared>, claimed: ClaimedEvent) {
-    let ClaimedEvent { record, lease, .. } = claimed;
-    let record = Arc::new(record);
+    let ClaimedEvent {
+        mut record, lease, ..
+    } = claimed;
     if shared.stop_claiming.is_cancelled() {
         release(&shared, &lease, &record).await;
         return;
     }
+    shared
+        .processor
+        .migrate_handler_names(&record.event_type, &mut record.handler_results);
+    let record = Arc::new(record);
 
     let cancellation = shared.stop_claiming.child_token();
     let abort = shared.hard_stop.child_token();
-    let lease_lost = Arc::new(AtomicBool::new(false));
-    let renewal_done = CancellationToken::new();
-    let renewer = tokio::spawn(renew_while_running(
-        Arc::clone(&shared),
-        lease,
-        Arc::clone(&lease_lost),
-        renewal_done.clone(),
-        cancellation.clone(),
-        abort.clone(),
-    ));
-    // A worker dropped mid-event (a crash) must not leave a renewer keeping the lease alive.
-    let _stop_renewer = crate::processor::AbortOnDrop(renewer.abort_handle());
-
+    let held = shared.held.hold(lease, cancellation.clone(), abort.clone());
     let mut delivery = Delivery::new(Arc::clone(&record), shared.config.handler_timeout);
     delivery.cancellation = cancellation;
     delivery.abort = abort.clone();
     let dispatch = process_catching_panics(shared.processor.as_ref(), delivery).await;
-    renewal_done.cancel();
-    let _ = renewer.await;
+    let lease_lost = held.is_lost();
+    drop(held);
 
-    if lease_lost.load(Ordering::SeqCst) {
+    if lease_lost {
         shared.metrics.lease_lost();
         tracing::warn!(
             "lease lost while handlers ran; results discarded, the event will be redelivered"
@@ -71,39 +62,46 @@ async fn run(shared: Arc<Shared>, claimed: ClaimedEvent) {
         return;
     }
 
-    if let Dispatch::Ran(outcomes) = &dispatch {
-        for outcome in outcomes {
-            match &outcome.result {
-                Ok(_) => shared.metrics.handler_succeeded(),
-                Err(err) => {
-                    shared.metrics.handler_failed();
-                    tracing::warn!(handler = %outcome.handler, error = %err, permanent = err.is_permanent(), "handler failed");
+    match &dispatch {
+        Dispatch::Ran(outcomes) => {
+            for outcome in outcomes {
+                match &outcome.result {
+                    Ok(_) => shared.metrics.handler_succeeded(),
+                    Err(err) => {
+                        shared.metrics.handler_failed();
+                        tracing::warn!(handler = %outcome.handler, error = %err, permanent = err.is_permanent(), "handler failed");
+                    }
                 }
             }
         }
-    } else {
-        tracing::warn!(policy = ?shared.config.no_handler, "no handler registered for this event type");
+        Dispatch::NoHandlers => {
+            shared.metrics.unhandled();
+            shared.report_unhandled(&record.event_type);
+        }
     }
 
-    let expected = shared.processor.handler_names(&record.event_type);
-    let mut completion = fold_outcome(
-        &record,
-        &dispatch,
-        &expected,
-        &shared.config.retry,
-        shared.config.no_handler,
-        Utc::now(),
-    );
     let nothing_ran = matches!(&dispatch, Dispatch::Ran(o) if o.is_empty());
     if abort.is_cancelled() && nothing_ran {
-        completion.attempts = record.attempts.saturating_sub(1);
+        // Shutdown's grace period ended before any handler reported: give the claim back as if it
+        // never ran, claimable at once by another worker.
+        release(&shared, &lease, &record).await;
+        return;
     }
-    if persist(&shared, &lease, completion.clone()).await {
-        match completion.status {
+    let expected = shared.processor.handler_names(&record.event_type);
+    let rules = FoldRules {
+        retry: &shared.config.retry,
+        no_handler: shared.config.no_handler,
+        missing_handler_grace: shared.config.missing_handler_grace,
+    };
+    let completion = fold_outcome(&record, &dispatch, expected, &rules, Utc::now());
+    let status = completion.status;
+    let reason = (status == EventStatus::Dead).then(|| record_reason(&completion));
+    if persist(&shared, &lease, completion).await {
+        match status {
             EventStatus::Processed => shared.metrics.processed(),
             EventStatus::Dead => {
                 shared.metrics.dead();
-                tracing::error!(reason = ?record_reason(&completion), "event is dead: a handler gave up");
+                tracing::error!(reason = ?reason.flatten(), "event is dead: a handler gave up");
             }
             EventStatus::Pending => shared.metrics.retried(),
         }
@@ -157,42 +155,6 @@ async fn persist(shared: &Shared, lease: &Lease, completion: Completion) -> bool
                 shared.metrics.store_error();
                 tracing::error!(error = %err, "completion failed; the event will be redelivered after its lease");
                 return false;
-            }
-        }
-    }
-}
-
-async fn renew_while_running(
-    shared: Arc<Shared>,
-    lease: Lease,
-    lost: Arc<AtomicBool>,
-    done: CancellationToken,
-    cancellation: CancellationToken,
-    abort: CancellationToken,
-) {
-    let every = shared.config.renew_every();
-    loop {
-        tokio::select! {
-            () = done.cancelled() => return,
-            () = tokio::time::sleep(every) => {}
-        }
-        match shared.store.renew_lease(&lease, shared.config.lease).await {
-            Ok(_) => {}
-            Err(StoreError::LeaseLost { .. }) => {
-                lost.store(true, Ordering::SeqCst);
-                cancellation.cancel();
-                // Let handlers notice their token and wind down; their results are discarded anyway.
-                let wind_down = shared.config.shutdown_grace.min(shared.config.lease);
-                tokio::select! {
-                    () = done.cancelled() => {}
-                    () = tokio::time::sleep(wind_down) => abort.cancel(),
-                }
-                return;
-            }
-            Err(err) => {
-                shared.metrics.store_error();
-                tracing::warn!(error = %err, "lease renewal failed; retrying");
-                tokio::time::sleep(Duration::from_millis(50).min(every)).await;
             }
         }
     }

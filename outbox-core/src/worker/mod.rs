@@ -4,9 +4,11 @@
 mod completer;
 mod config;
 mod event_task;
+mod renewer;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tokio::sync::{Notify, Semaphore};
@@ -32,6 +34,16 @@ pub enum BuildError {
     /// The handler registry is invalid.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// `strict_coverage` is on and event types declared with `#[derive(Event)]` have no handler in
+    /// this binary.
+    #[error(
+        "event types declared with #[derive(Event)] have no handler in this binary: {}; register handlers for them (is the handler crate linked?) or turn strict_coverage off",
+        .missing.join(", ")
+    )]
+    UnhandledEventTypes {
+        /// The declared event types without a handler.
+        missing: Vec<String>,
+    },
 }
 
 /// Builds a [`Worker`].
@@ -93,10 +105,15 @@ impl WorkerBuilder {
                     None => Registry::global()?,
                 };
                 let coverage = registry.coverage(&declared_event_types());
+                if self.config.strict_coverage && !coverage.unhandled_event_types.is_empty() {
+                    return Err(BuildError::UnhandledEventTypes {
+                        missing: coverage.unhandled_event_types,
+                    });
+                }
                 for event_type in &coverage.unhandled_event_types {
                     tracing::warn!(
                         event_type,
-                        "event type is declared but no handler is registered for it"
+                        "event type is declared but no handler is registered for it in this binary"
                     );
                 }
                 if registry.is_empty() {
@@ -117,6 +134,8 @@ impl WorkerBuilder {
                 stop_claiming: CancellationToken::new(),
                 hard_stop: CancellationToken::new(),
                 completer,
+                held: renewer::HeldLeases::default(),
+                unhandled_reported: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -133,6 +152,37 @@ pub(crate) struct Shared {
     pub(crate) hard_stop: CancellationToken,
     /// Batches the completions of events that finish together.
     pub(crate) completer: completer::Completer,
+    /// The leases held right now, renewed together by the worker's renewer.
+    pub(crate) held: renewer::HeldLeases,
+    /// When an unhandled event type was last logged, to log each at most once a minute.
+    unhandled_reported: Mutex<HashMap<String, Instant>>,
+}
+
+/// How often one unhandled event type is logged at most.
+const UNHANDLED_LOG_EVERY: Duration = Duration::from_secs(60);
+
+impl Shared {
+    /// Logs an event type without a handler, at most once per type per minute (every occurrence is
+    /// counted in the metrics).
+    pub(crate) fn report_unhandled(&self, event_type: &str) {
+        let now = Instant::now();
+        let mut reported = self
+            .unhandled_reported
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let due = reported
+            .get(event_type)
+            .is_none_or(|last| now.duration_since(*last) >= UNHANDLED_LOG_EVERY);
+        if due {
+            reported.insert(event_type.to_owned(), now);
+            drop(reported);
+            tracing::warn!(
+                event_type,
+                policy = ?self.config.no_handler,
+                "no handler is registered for this event type in this worker"
+            );
+        }
+    }
 }
 
 /// A configured processing runtime; [`start`](Worker::start) runs it.
@@ -251,6 +301,9 @@ async fn run(shared: Arc<Shared>) -> ShutdownReport {
         let listener = tokio::spawn(listen_for_wakeups(Arc::clone(&shared), Arc::clone(&wake)));
         crate::processor::AbortOnDrop(listener.abort_handle())
     });
+    // Renews held leases until every in-flight event has finished (it stops with this function).
+    let renewer = tokio::spawn(renewer::renew_held_leases(Arc::clone(&shared)));
+    let _renewer = crate::processor::AbortOnDrop(renewer.abort_handle());
     let mut fault_backoff = config.store_backoff_initial;
     tracing::info!(worker_id = %config.worker_id, "outbox worker started");
 

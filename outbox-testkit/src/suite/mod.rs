@@ -4,22 +4,24 @@
 //! Call them all with [`conformance_suite!`](crate::conformance_suite), or one by one from your own
 //! tests.
 
+mod poison_and_limits;
 mod processor_clauses;
 mod store_clauses;
 mod stress;
 mod support;
 
+pub use poison_and_limits::{c11_input_limits, c11_poison_rows};
 pub use processor_clauses::{
     h5_hand_built_registry, p1_fan_out_per_handler_results, p2_retries_then_dead,
-    p3_permanent_errors, p4_unhandled_event_types, p5_panics_and_timeouts,
-    p6_lease_renewal_and_loss, p7_crash_mid_handler_redelivers, p7_graceful_shutdown,
-    p9_store_faults,
+    p3_permanent_errors, p4_missing_handler_no_hot_loop, p4_unhandled_event_types,
+    p5_panics_and_timeouts, p6_lease_renewal_and_loss, p7_crash_mid_handler_redelivers,
+    p7_graceful_shutdown, p9_store_faults,
 };
 pub use store_clauses::{
     c1_transactional_enqueue, c2_claim_oldest_first, c2_concurrent_claims_are_exclusive,
-    c2_scheduled_and_backoff, c3_batched_completion, c3_fenced_completion, c4_lease_renewal,
-    c5_ordering_key, c6_idempotent_enqueue, c7_dead_letters_and_purge, c8_wakeups,
-    c9_stats_and_lag, c10_schema_and_names,
+    c2_due_order, c2_scheduled_and_backoff, c3_batched_completion, c3_fenced_completion,
+    c4_batched_renewal, c4_lease_renewal, c5_ordering_key, c6_idempotent_enqueue,
+    c7_dead_letters_and_purge, c8_wakeups, c9_stats_and_lag, c10_schema_and_names,
 };
 pub use stress::{
     bad_input_payloads_and_names, c5_ordering_under_concurrency, p8_many_workers_stress,
@@ -30,10 +32,12 @@ pub const CLAUSES: &[&str] = &[
     "c1_transactional_enqueue",
     "c2_claim_oldest_first",
     "c2_concurrent_claims_are_exclusive",
+    "c2_due_order",
     "c2_scheduled_and_backoff",
     "c3_fenced_completion",
     "c3_batched_completion",
     "c4_lease_renewal",
+    "c4_batched_renewal",
     "c5_ordering_key",
     "c5_ordering_under_concurrency",
     "c6_idempotent_enqueue",
@@ -41,10 +45,13 @@ pub const CLAUSES: &[&str] = &[
     "c8_wakeups",
     "c9_stats_and_lag",
     "c10_schema_and_names",
+    "c11_poison_rows",
+    "c11_input_limits",
     "p1_fan_out_per_handler_results",
     "p2_retries_then_dead",
     "p3_permanent_errors",
     "p4_unhandled_event_types",
+    "p4_missing_handler_no_hot_loop",
     "p5_panics_and_timeouts",
     "p6_lease_renewal_and_loss",
     "p7_graceful_shutdown",

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use outbox_core::{
-    Event, EventStatus, Handler, HandlerError, NewEvent, NoHandlerPolicy, Registry, Store,
-    StoreExt, Worker, WorkerConfig,
+    Completion, Event, EventStatus, Handler, HandlerError, HandlerResults, HandlerState, NewEvent,
+    NoHandlerPolicy, Registry, Store, StoreExt, Worker, WorkerConfig,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -208,8 +208,8 @@ pub async fn p3_permanent_errors<F: StoreFactory>(factory: &F) -> ClauseResult {
     Ok(Verdict::Passed)
 }
 
-/// P4: an event type without handlers is marked processed (default) or left pending by
-/// configuration, and never blocks other events.
+/// P4: an event type without handlers stays pending with back-off by default (a rolling deploy may
+/// bring its handler) and never blocks other events; marking it processed is an explicit choice.
 pub async fn p4_unhandled_event_types<F: StoreFactory>(factory: &F) -> ClauseResult {
     let store = factory.create(&namespace("p4")).await?;
     let calls = Calls::default();
@@ -217,31 +217,141 @@ pub async fn p4_unhandled_event_types<F: StoreFactory>(factory: &F) -> ClauseRes
     let orphan = put(&store, "p4.Orphan", json!({})).await?;
     let known = put(&store, "p4.Known", json!({})).await?;
     let worker = start(&store, reg.clone(), fast_config())?;
-    wait_status(&store, orphan, EventStatus::Processed, WAIT).await?;
     wait_status(&store, known, EventStatus::Processed, WAIT).await?;
-    worker.shutdown().await;
-
-    let kept = put(&store, "p4.Orphan", json!({})).await?;
-    let known2 = put(&store, "p4.Known", json!({})).await?;
-    let config =
-        fast_config().with_no_handler(NoHandlerPolicy::LeavePending(Duration::from_secs(3600)));
-    let worker = start(&store, reg, config)?;
-    wait_status(&store, known2, EventStatus::Processed, WAIT).await?;
     wait_until(WAIT, "the unhandled event was looked at", || async {
-        Ok(fetch(&store, kept).await?.backoff_until.is_some())
+        Ok(fetch(&store, orphan).await?.backoff_until.is_some())
     })
     .await?;
+    // Polling every 25 ms, a hot loop would claim it dozens of times in this second.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let metrics = worker.metrics();
     worker.shutdown().await;
-    let record = fetch(&store, kept).await?;
+    let record = fetch(&store, orphan).await?;
     ensure!(
         record.status == EventStatus::Pending,
-        "LeavePending must keep the event pending: {:?}",
+        "by default an unhandled event must stay pending, got {:?}",
         record.status
     );
     ensure!(
         record.lease_token.is_none(),
         "the unhandled event is still leased"
     );
+    ensure!(
+        record.attempts <= 2,
+        "the unhandled event was claimed {} times in about a second: no back-off",
+        record.attempts
+    );
+    ensure!(
+        record.backoff_until.is_some_and(|b| b > chrono::Utc::now()),
+        "the unhandled event must wait: {:?}",
+        record.backoff_until
+    );
+    ensure!(
+        metrics.unhandled >= 1,
+        "unhandled claims must be counted: {metrics:?}"
+    );
+
+    let dropped = put(&store, "p4.Orphan", json!({})).await?;
+    let worker = start(
+        &store,
+        reg,
+        fast_config().with_no_handler(NoHandlerPolicy::MarkProcessed),
+    )?;
+    wait_status(&store, dropped, EventStatus::Processed, WAIT).await?;
+    worker.shutdown().await;
+    Ok(Verdict::Passed)
+}
+
+/// P4: a handler recorded in an event's results that is no longer registered (renamed, removed, or
+/// known only to another version) causes no hot loop: the event waits with back-off for a worker
+/// that has the handler, and after the grace period the handler gives up with a reason naming it.
+pub async fn p4_missing_handler_no_hot_loop<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("p4missing")).await?;
+    let id = put(&store, "p4.Moved", json!({})).await?;
+    // A worker of the previous version ran `old_name` once, and it failed.
+    let claimed = store.claim(&claim(1, Duration::from_secs(30))).await?;
+    ensure!(claimed.len() == 1, "event not claimable");
+    let mut results = HandlerResults::new();
+    results.insert(
+        "old_name".into(),
+        HandlerState {
+            attempts: 1,
+            last_error: Some("smtp unavailable".into()),
+            ..HandlerState::default()
+        },
+    );
+    store
+        .complete(
+            &claimed[0].lease,
+            Completion {
+                status: EventStatus::Pending,
+                handler_results: results,
+                attempts: 1,
+                retry_delay: None,
+            },
+        )
+        .await?;
+    let calls = Calls::default();
+    let reg = registry(vec![counting("p4.Moved", "new_name", &calls, 0)])?;
+    let waiting = NoHandlerPolicy::Backoff {
+        initial: Duration::from_millis(400),
+        max: Duration::from_millis(400),
+    };
+    let worker = start(&store, reg.clone(), fast_config().with_no_handler(waiting))?;
+    wait_until(WAIT, "the current handler ran", || async {
+        Ok(calls.get(id, "new_name") == 1)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    worker.shutdown().await;
+    let record = fetch(&store, id).await?;
+    ensure!(
+        record.status == EventStatus::Pending,
+        "the event must wait for a worker with `old_name`, got {:?}",
+        record.status
+    );
+    ensure!(
+        record.attempts <= 4,
+        "the event was claimed {} times in about a second: a hot loop",
+        record.attempts
+    );
+    ensure!(
+        calls.get(id, "new_name") == 1,
+        "a handler that succeeded ran again"
+    );
+    ensure!(
+        record.handler_results["old_name"].missing_since.is_some(),
+        "the missing handler is not marked: {:?}",
+        record.handler_results
+    );
+
+    // Once the grace period has passed, the missing handler gives up and the event is dead.
+    let config = fast_config()
+        .with_missing_handler_grace(Duration::from_millis(300))
+        .with_no_handler(waiting);
+    let worker = start(&store, reg, config)?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let record = fetch(&store, id).await?;
+        if record.status == EventStatus::Dead {
+            let state = &record.handler_results["old_name"];
+            ensure!(
+                state.gave_up
+                    && state
+                        .last_error
+                        .as_deref()
+                        .is_some_and(|e| e.contains("old_name")),
+                "the dead event must name the missing handler: {state:?}"
+            );
+            break;
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the event never gave up on its missing handler: {record:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worker.shutdown().await;
     Ok(Verdict::Passed)
 }
 

@@ -134,6 +134,125 @@ pub async fn c2_claim_oldest_first<F: StoreFactory>(factory: &F) -> ClauseResult
     Ok(Verdict::Passed)
 }
 
+/// C2 precisely: "oldest first" is due order — the time an event became claimable (its schedule,
+/// the end of its back-off) — then creation order.
+pub async fn c2_due_order<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("c2due")).await?;
+    let scheduled = store
+        .enqueue(
+            NewEvent::new("c2.Due", json!({"n": "scheduled"}))
+                .deliver_after(Duration::from_millis(700)),
+        )
+        .await?
+        .id;
+    let fresh = put(&store, "c2.Due", json!({"n": "fresh"})).await?;
+    let retried = put(&store, "c2.Due", json!({"n": "retried"})).await?;
+    let first = store.claim(&claim(10, LONG)).await?;
+    let got: Vec<_> = first.iter().map(|c| c.record.id).collect();
+    ensure!(
+        got == [fresh, retried],
+        "only the two due events may be claimed, in creation order: got {got:?}"
+    );
+    // `fresh` goes back without delay (due again now), `retried` after 350 ms.
+    for c in &first {
+        let delay = (c.record.id == retried).then_some(Duration::from_millis(350));
+        store
+            .complete(
+                &c.lease,
+                Completion {
+                    status: EventStatus::Pending,
+                    handler_results: HandlerResults::new(),
+                    attempts: c.record.attempts,
+                    retry_delay: delay,
+                },
+            )
+            .await?;
+    }
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        let one = store.claim(&claim(1, LONG)).await?;
+        ensure!(
+            one.len() == 1,
+            "expected one due event per claim, got {}",
+            one.len()
+        );
+        order.push(one[0].record.id);
+    }
+    ensure!(
+        order == [fresh, retried, scheduled],
+        "claims must follow due order (fresh, then retried after its back-off, then the scheduled \
+         one) whatever the creation order: got {order:?} for fresh {fresh}, retried {retried}, \
+         scheduled {scheduled}"
+    );
+    Ok(Verdict::Passed)
+}
+
+/// C4 for batches: `renew_many` fences each lease by its own token; a lost lease in the middle of
+/// a batch fails alone with `LeaseLost` and changes nothing, the others are extended.
+pub async fn c4_batched_renewal<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("c4many")).await?;
+    for n in 0..3 {
+        put(&store, "c4.Many", json!({ "n": n })).await?;
+    }
+    let stale = store.claim(&claim(3, Duration::from_millis(300))).await?;
+    ensure!(
+        stale.len() == 3,
+        "expected 3 claimable events, got {}",
+        stale.len()
+    );
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let fresh = store.claim(&claim(3, Duration::from_millis(400))).await?;
+    ensure!(
+        fresh.len() == 3,
+        "expired leases must make the events claimable again"
+    );
+    let middle = fresh[1].record.id;
+    let before = fetch(&store, middle).await?;
+    let results = store
+        .renew_many(
+            vec![fresh[0].lease, stale[1].lease, fresh[2].lease],
+            Duration::from_secs(5),
+        )
+        .await;
+    ensure!(
+        results.len() == 3,
+        "renew_many must return one result per lease, got {}",
+        results.len()
+    );
+    for (n, result) in [(0, &results[0]), (2, &results[2])] {
+        match result {
+            Ok(until) => ensure!(
+                *until > fresh[n].locked_until,
+                "a renewal must extend the lease: {until} <= {}",
+                fresh[n].locked_until
+            ),
+            Err(err) => return Err(Failure::new(format!("a held lease was not renewed: {err}"))),
+        }
+    }
+    ensure!(
+        matches!(results[1], Err(StoreError::LeaseLost { .. })),
+        "a lost lease in a batch must fail alone with LeaseLost, got {:?}",
+        results[1]
+    );
+    ensure!(
+        fetch(&store, middle).await? == before,
+        "a refused renewal changed its event"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let again = store.claim(&claim(10, LONG)).await?;
+    let ids: Vec<_> = again.iter().map(|c| c.record.id).collect();
+    ensure!(
+        ids == [middle],
+        "only the event whose lease was not renewed may be claimed again, got {ids:?}"
+    );
+    ensure!(
+        store.renew_many(Vec::new(), LONG).await.is_empty(),
+        "an empty batch must return no results"
+    );
+    Ok(Verdict::Passed)
+}
+
 /// C2 under concurrency: many claimers at once never hold the same event.
 pub async fn c2_concurrent_claims_are_exclusive<F: StoreFactory>(factory: &F) -> ClauseResult {
     let store = factory.create(&namespace("c2excl")).await?;

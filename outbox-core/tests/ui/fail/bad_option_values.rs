@@ -20,4 +20,14 @@ async fn twice(_record: EventRecord, _ctx: HandlerContext) -> Result<(), Handler
     Ok(())
 }
 
+#[handler(event = "A", renamed_from = "")]
+async fn empty_rename(_record: EventRecord, _ctx: HandlerContext) -> Result<(), HandlerError> {
+    Ok(())
+}
+
+#[handler(event = "A", name = "same", renamed_from = "same")]
+async fn renamed_to_itself(_record: EventRecord, _ctx: HandlerContext) -> Result<(), HandlerError> {
+    Ok(())
+}
+
 fn main() {}

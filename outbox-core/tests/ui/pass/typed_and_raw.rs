@@ -22,12 +22,25 @@ pub(crate) async fn event_only(_event: UserInvited) -> Result<(), HandlerError> 
     Ok(())
 }
 
+mod moved {
+    use super::*;
+
+    // The default name is the function's name: moving it to this module kept it `relocated`.
+    #[handler(event = "UserInvited", renamed_from = "old_relocated")]
+    async fn relocated(_event: UserInvited) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}
+
 fn main() {
     let registry = outbox_core::Registry::global().unwrap();
     let names: Vec<_> = registry.handlers_for("UserInvited").iter().map(|h| h.name().to_owned()).collect();
-    let here = module_path!();
-    assert_eq!(names, ["raw_audit".to_owned(), format!("{here}::event_only"), format!("{here}::typed")]);
-    let raw = &registry.handlers_for("UserInvited")[0];
+    assert_eq!(names, ["event_only", "raw_audit", "relocated", "typed"]);
+    assert_eq!(
+        registry.renames_for("UserInvited"),
+        [("old_relocated".to_owned(), "relocated".to_owned())]
+    );
+    let raw = &registry.handlers_for("UserInvited")[1];
     assert_eq!(raw.max_attempts(), Some(3));
     assert_eq!(raw.timeout(), Some(std::time::Duration::from_millis(250)));
 }

@@ -1,0 +1,73 @@
+//! Poison rows (contract C11): stored events that cannot be decoded are set aside one by one, with
+//! the same status and reason format on every backend, and listed as [`CorruptEvent`]s.
+
+use chrono::{DateTime, Utc};
+
+use crate::error::StoreError;
+
+/// The status every backend stores for an event set aside because it does not decode.
+pub const CORRUPT_STATUS: &str = "corrupt";
+
+/// A stored event that could not be decoded and was set aside instead of failing its claim batch.
+///
+/// Fix the stored data by hand, then put it back in the queue with
+/// [`Store::requeue_corrupt`](crate::Store::requeue_corrupt); if it still does not decode it is set
+/// aside again at its next claim.
+///
+/// ```
+/// use outbox_core::CorruptEvent;
+/// let found = CorruptEvent::new("0190…", "handler_results: invalid type: sequence, expected a map");
+/// assert_eq!(found.id, "0190…");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CorruptEvent {
+    /// The event's id exactly as stored (it may itself be what is broken).
+    pub id: String,
+    /// The stored event type, when it could be read.
+    pub event_type: Option<String>,
+    /// Why decoding failed: `<field>: <error>`, the message of the [`StoreError::Corrupt`] the
+    /// claim met.
+    pub reason: String,
+    /// When it was set aside.
+    pub set_aside_at: Option<DateTime<Utc>>,
+}
+
+impl CorruptEvent {
+    /// A set-aside event with its id and reason.
+    pub fn new(id: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            event_type: None,
+            reason: reason.into(),
+            set_aside_at: None,
+        }
+    }
+
+    /// Adds the stored event type.
+    pub fn with_event_type(mut self, event_type: Option<String>) -> Self {
+        self.event_type = event_type;
+        self
+    }
+
+    /// Adds when it was set aside.
+    pub fn with_set_aside_at(mut self, at: Option<DateTime<Utc>>) -> Self {
+        self.set_aside_at = at;
+        self
+    }
+}
+
+/// The reason stored for a decode failure: the message of a [`StoreError::Corrupt`], or the whole
+/// error for any other kind.
+///
+/// ```
+/// use outbox_core::{StoreError, corrupt_reason};
+/// let err = StoreError::Corrupt { id: "x".into(), message: "payload: expected value".into() };
+/// assert_eq!(corrupt_reason(&err), "payload: expected value");
+/// ```
+pub fn corrupt_reason(err: &StoreError) -> String {
+    match err {
+        StoreError::Corrupt { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
