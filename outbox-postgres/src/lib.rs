@@ -8,6 +8,6 @@ mod schema;
 mod store;
 mod wakeup;
 
-pub use config::PgStoreBuilder;
-pub use schema::schema_sql;
+pub use config::{PgStoreBuilder, Retention};
+pub use schema::{SCHEMA_VERSION, schema_sql};
 pub use store::PgStore;

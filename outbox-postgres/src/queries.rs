@@ -17,92 +17,106 @@ pub(crate) struct Queries {
     pub(crate) schema: String,
     pub(crate) table: String,
     pub(crate) channel: String,
+    pub(crate) schema_version: String,
     pub(crate) insert: String,
     pub(crate) existing_keys: String,
     pub(crate) claim: String,
     pub(crate) renew: String,
     pub(crate) complete: String,
-    pub(crate) complete_many: String,
+    pub(crate) set_aside: String,
     pub(crate) get: String,
     pub(crate) dead_letters: String,
-    pub(crate) requeue: String,
+    pub(crate) corrupt_events: String,
+    pub(crate) requeue_dead: String,
+    pub(crate) requeue_corrupt: String,
     pub(crate) purge: String,
     pub(crate) stats: String,
 }
 
-const COLUMNS: &str = "id, event_type, payload, correlation_id, ordering_key, idempotency_key, created_at, \
+/// The columns an [`EventRecord`](outbox_core::EventRecord) is decoded from, in the order
+/// `row::decode` reads them.
+pub(crate) const COLUMNS: &str = "id, event_type, payload, correlation_id, ordering_key, idempotency_key, created_at, \
      available_at, attempts, backoff_until, status, processed_at, handler_results, locked_by, locked_until, lease_token";
 
 impl Queries {
     pub(crate) fn new(schema: &str, table: &str) -> Self {
         let t = format!("\"{schema}\".\"{table}\"");
-        let due = "e.status = 'pending' AND e.available_at <= now() \
-                   AND (e.backoff_until IS NULL OR e.backoff_until <= now()) \
-                   AND (e.locked_until IS NULL OR e.locked_until <= now())";
+        let f = |name: &str| format!("\"{schema}\".\"{table}_{name}\"");
+        // A re-queued event waits behind a pending event of its key, if there is one (the
+        // deferred trigger settles it at commit).
+        let requeued_due_at = format!(
+            "CASE WHEN ordering_key IS NOT NULL AND EXISTS (
+                SELECT 1 FROM {t} o WHERE o.ordering_key = {t}.ordering_key AND o.status = 'pending')
+             THEN 'infinity'::timestamptz ELSE now() END"
+        );
         Self {
             schema: schema.to_owned(),
             table: table.to_owned(),
             channel: channel_name(schema, table),
+            schema_version: format!("SELECT max(version) FROM {}", f("schema")),
             // One round trip for any number of events; a repeated idempotency key stores nothing.
+            // An event whose key already has a pending event (or an earlier one in this batch) is
+            // inserted parked; the deferred trigger settles it at commit.
             insert: format!(
-                "INSERT INTO {t} (id, event_type, payload, correlation_id, ordering_key, idempotency_key, available_at)
-                 SELECT i, ty, p, c, o, k, COALESCE(a, now())
-                 FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
+                "INSERT INTO {t} (id, event_type, payload, correlation_id, ordering_key, idempotency_key,
+                                  available_at, due_at)
+                 SELECT i, ty, p::jsonb, c, o, k, COALESCE(a, now()),
+                        CASE WHEN o IS NOT NULL AND (row_number() OVER (PARTITION BY o ORDER BY n) > 1
+                                  OR EXISTS (SELECT 1 FROM {t} q WHERE q.ordering_key = x.o AND q.status = 'pending'))
+                             THEN 'infinity'::timestamptz ELSE COALESCE(a, now()) END
+                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
                       WITH ORDINALITY AS x(i, ty, p, c, o, k, a, n)
                  ORDER BY n
                  ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
                  RETURNING id"
             ),
             existing_keys: format!("SELECT idempotency_key, id FROM {t} WHERE idempotency_key = ANY($1)"),
-            // Lease a batch in one statement, through the function `<table>_claim` that
-            // `migrate` creates (see schema.rs for why it is a function).
-            claim: format!("SELECT * FROM \"{schema}\".\"{table}_claim\"($1, $2, $3)"),
+            // Lease a batch in one call, through the function `<table>_claim` that `migrate`
+            // creates (see schema.rs).
+            claim: format!("SELECT {COLUMNS} FROM {}($1, $2, $3)", f("claim")),
+            // Many renewals in one statement, each fenced by its own token.
             renew: format!(
-                "UPDATE {t} SET locked_until = now() + $3::bigint * interval '1 millisecond'
-                 WHERE id = $1 AND lease_token = $2 AND status = 'pending'
-                 RETURNING locked_until"
-            ),
-            complete: format!(
-                "UPDATE {t}
-                 SET status = $3, handler_results = $4, attempts = $5,
-                     backoff_until = CASE WHEN $6::bigint IS NULL THEN NULL
-                                          ELSE now() + $6::bigint * interval '1 millisecond' END,
-                     processed_at = CASE WHEN $3 = 'pending' THEN NULL ELSE now() END,
-                     lease_token = NULL, locked_by = NULL, locked_until = NULL
-                 WHERE id = $1 AND lease_token = $2 AND status = 'pending'
-                   AND set_config('synchronous_commit', 'off', true) IS NOT NULL"
-            ),
-            // Many completions in one statement, each fenced by its own token.
-            complete_many: format!(
                 "UPDATE {t} e
-                 SET status = u.status, handler_results = u.results, attempts = u.attempts,
-                     backoff_until = CASE WHEN u.delay IS NULL THEN NULL
-                                          ELSE now() + u.delay * interval '1 millisecond' END,
-                     processed_at = CASE WHEN u.status = 'pending' THEN NULL ELSE now() END,
-                     lease_token = NULL, locked_by = NULL, locked_until = NULL
-                 FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::int[], $6::bigint[])
-                      AS u(id, token, status, results, attempts, delay)
+                 SET locked_until = now() + $3::bigint * interval '1 millisecond',
+                     due_at = now() + $3::bigint * interval '1 millisecond'
+                 FROM UNNEST($1::uuid[], $2::uuid[]) AS u(id, token)
                  WHERE e.id = u.id AND e.lease_token = u.token AND e.status = 'pending'
-                   AND set_config('synchronous_commit', 'off', true) IS NOT NULL
-                 RETURNING e.id"
+                 RETURNING u.token, e.locked_until"
             ),
-            get: format!("SELECT {COLUMNS} FROM {t} WHERE id = $1"),
-            dead_letters: format!("SELECT {COLUMNS} FROM {t} WHERE status = 'dead' ORDER BY seq LIMIT $1"),
-            requeue: format!(
+            complete: format!("SELECT * FROM {}($1, $2, $3, $4, $5, $6, $7)", f("complete")),
+            set_aside: format!("SELECT {}($1, $2, $3)", f("set_aside")),
+            get: format!("SELECT {COLUMNS}, corrupt_reason FROM {t} WHERE id = $1"),
+            dead_letters: format!(
+                "SELECT {COLUMNS} FROM {t} WHERE status = 'dead' ORDER BY seq LIMIT $1"
+            ),
+            corrupt_events: format!(
+                "SELECT id, event_type, corrupt_reason, processed_at FROM {t}
+                 WHERE status = 'corrupt' ORDER BY seq LIMIT $1"
+            ),
+            requeue_dead: format!(
                 "UPDATE {t} SET status = 'pending', attempts = 0, backoff_until = NULL, available_at = now(),
-                     processed_at = NULL, handler_results = $2
+                     processed_at = NULL, handler_results = $2, due_at = {requeued_due_at}
                  WHERE id = $1 AND status = 'dead'"
             ),
+            requeue_corrupt: format!(
+                "UPDATE {t} SET status = 'pending', corrupt_reason = NULL, processed_at = NULL,
+                     backoff_until = NULL, available_at = now(), lease_token = NULL, locked_by = NULL,
+                     locked_until = NULL, due_at = {requeued_due_at}
+                 WHERE id = $1 AND status = 'corrupt'"
+            ),
             purge: format!("DELETE FROM {t} WHERE status = $1 AND processed_at < $2"),
+            // Counts scan the table; the lag reads one entry of the due index.
             stats: format!(
                 "SELECT
                     count(*) FILTER (WHERE e.status = 'pending'),
-                    count(*) FILTER (WHERE {due}),
+                    count(*) FILTER (WHERE e.status = 'pending' AND e.due_at <= now()),
                     count(*) FILTER (WHERE e.status = 'pending' AND e.locked_until > now()),
                     count(*) FILTER (WHERE e.status = 'processed'),
                     count(*) FILTER (WHERE e.status = 'dead'),
-                    COALESCE(EXTRACT(EPOCH FROM now() - min(GREATEST(e.available_at, COALESCE(e.backoff_until, e.available_at)))
-                        FILTER (WHERE {due}))::float8, 0)
+                    count(*) FILTER (WHERE e.status = 'corrupt'),
+                    COALESCE((SELECT EXTRACT(EPOCH FROM now() - d.due_at)::float8 FROM {t} d
+                              WHERE d.status = 'pending' AND d.due_at <= now()
+                              ORDER BY d.due_at, d.seq LIMIT 1), 0)
                  FROM {t} e"
             ),
         }

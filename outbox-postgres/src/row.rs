@@ -1,4 +1,5 @@
-//! Decoding rows into [`EventRecord`]s.
+//! Decoding rows (columns in the order of [`COLUMNS`](crate::queries::COLUMNS)) into
+//! [`EventRecord`]s.
 
 use chrono::{DateTime, Utc};
 use outbox_core::{EventRecord, EventStatus, HandlerResults, StoreError};
@@ -8,38 +9,44 @@ use uuid::Uuid;
 
 use crate::error::map_sqlx;
 
+/// The id and lease token of a claimed row, readable even when the rest does not decode.
+pub(crate) fn lease_of(row: &PgRow) -> Result<(Uuid, Option<Uuid>), StoreError> {
+    let get = |e: sqlx::Error| map_sqlx("decode event", e);
+    Ok((row.try_get(0).map_err(get)?, row.try_get(15).map_err(get)?))
+}
+
 pub(crate) fn decode(row: &PgRow) -> Result<EventRecord, StoreError> {
-    let id: Uuid = row.try_get("id").map_err(|e| map_sqlx("decode id", e))?;
+    let get = |e: sqlx::Error| map_sqlx("decode event", e);
+    let id: Uuid = row.try_get(0).map_err(get)?;
     let corrupt = |message: String| StoreError::Corrupt {
         id: id.to_string(),
         message,
     };
-    let get = |e: sqlx::Error| map_sqlx("decode event", e);
-    let status: String = row.try_get("status").map_err(get)?;
+    let status: &str = row.try_get(10).map_err(get)?;
     let status =
-        EventStatus::parse(&status).ok_or_else(|| corrupt(format!("unknown status {status:?}")))?;
-    let results: serde_json::Value = row.try_get("handler_results").map_err(get)?;
-    let handler_results: HandlerResults =
-        serde_json::from_value(results).map_err(|e| corrupt(format!("handler_results: {e}")))?;
-    let attempts: i32 = row.try_get("attempts").map_err(get)?;
+        EventStatus::parse(status).ok_or_else(|| corrupt(format!("status: unknown {status:?}")))?;
+    let results: sqlx::types::Json<&serde_json::value::RawValue> = row.try_get(12).map_err(get)?;
+    let handler_results: HandlerResults = serde_json::from_str(results.0.get())
+        .map_err(|e| corrupt(format!("handler_results: {e}")))?;
+    let attempts: i32 = row.try_get(8).map_err(get)?;
+    let attempts = u32::try_from(attempts)
+        .map_err(|_| corrupt(format!("attempts: {attempts} is negative")))?;
     Ok(EventRecord {
         id,
-        event_type: row.try_get("event_type").map_err(get)?,
-        payload: row.try_get("payload").map_err(get)?,
-        correlation_id: row.try_get("correlation_id").map_err(get)?,
-        ordering_key: row.try_get("ordering_key").map_err(get)?,
-        idempotency_key: row.try_get("idempotency_key").map_err(get)?,
-        created_at: row.try_get::<DateTime<Utc>, _>("created_at").map_err(get)?,
-        available_at: row
-            .try_get::<DateTime<Utc>, _>("available_at")
-            .map_err(get)?,
-        attempts: u32::try_from(attempts).unwrap_or(0),
-        backoff_until: row.try_get("backoff_until").map_err(get)?,
+        event_type: row.try_get(1).map_err(get)?,
+        payload: row.try_get(2).map_err(get)?,
+        correlation_id: row.try_get(3).map_err(get)?,
+        ordering_key: row.try_get(4).map_err(get)?,
+        idempotency_key: row.try_get(5).map_err(get)?,
+        created_at: row.try_get::<DateTime<Utc>, _>(6).map_err(get)?,
+        available_at: row.try_get::<DateTime<Utc>, _>(7).map_err(get)?,
+        attempts,
+        backoff_until: row.try_get(9).map_err(get)?,
         status,
-        processed_at: row.try_get("processed_at").map_err(get)?,
+        processed_at: row.try_get(11).map_err(get)?,
         handler_results,
-        locked_by: row.try_get("locked_by").map_err(get)?,
-        locked_until: row.try_get("locked_until").map_err(get)?,
-        lease_token: row.try_get("lease_token").map_err(get)?,
+        locked_by: row.try_get(13).map_err(get)?,
+        locked_until: row.try_get(14).map_err(get)?,
+        lease_token: row.try_get(15).map_err(get)?,
     })
 }

@@ -7,16 +7,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use outbox_core::{
-    ClaimRequest, ClaimedEvent, Completion, Enqueued, EventRecord, EventStatus, Lease, NewEvent,
-    Store, StoreCapabilities, StoreError, StoreStats, WakeupStream,
+    ClaimRequest, ClaimedEvent, Completion, CompletionBatch, CorruptEvent, Enqueued, EventRecord,
+    EventStatus, Lease, Limits, NewEvent, Store, StoreCapabilities, StoreError, StoreStats,
+    WakeupStream, corrupt_reason, renewal_results,
 };
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use crate::config::PgStoreBuilder;
+use crate::config::{PgStoreBuilder, Retention};
 use crate::error::map_sqlx;
 use crate::queries::Queries;
-use crate::row::decode;
+use crate::row::{decode, lease_of};
+use crate::schema::SCHEMA_VERSION;
 
 /// An outbox on a PostgreSQL table. Cheap to clone (a pool handle and the prepared SQL).
 ///
@@ -39,6 +41,8 @@ use crate::row::decode;
 pub struct PgStore {
     pool: PgPool,
     queries: Arc<Queries>,
+    limits: Limits,
+    retention: Retention,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -46,6 +50,8 @@ impl std::fmt::Debug for PgStore {
         f.debug_struct("PgStore")
             .field("schema", &self.queries.schema)
             .field("table", &self.queries.table)
+            .field("retention", &self.retention)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -55,9 +61,15 @@ fn millis(d: Duration) -> i64 {
 }
 
 impl PgStore {
-    /// A store on `public.outbox_events`.
+    /// A store on `public.outbox_events`, keeping processed events, with the default
+    /// [`Limits`].
     pub fn new(pool: PgPool) -> Self {
-        Self::from_parts(pool, Arc::new(Queries::new("public", "outbox_events")))
+        Self::from_parts(
+            pool,
+            Arc::new(Queries::new("public", "outbox_events")),
+            Limits::default(),
+            Retention::default(),
+        )
     }
 
     /// A builder to choose the schema and table.
@@ -65,8 +77,18 @@ impl PgStore {
         PgStoreBuilder::new(pool)
     }
 
-    pub(crate) fn from_parts(pool: PgPool, queries: Arc<Queries>) -> Self {
-        Self { pool, queries }
+    pub(crate) fn from_parts(
+        pool: PgPool,
+        queries: Arc<Queries>,
+        limits: Limits,
+        retention: Retention,
+    ) -> Self {
+        Self {
+            pool,
+            queries,
+            limits,
+            retention,
+        }
     }
 
     /// The pool this store uses.
@@ -74,11 +96,37 @@ impl PgStore {
         &self.pool
     }
 
-    /// Creates or updates the schema, table, indexes and notify trigger (C10). Idempotent and safe to
-    /// run from many processes at once (serialized by an advisory lock). The statements are those of
-    /// [`schema_sql`](crate::schema_sql).
+    /// The schema and table names of this store.
+    ///
+    /// ```no_run
+    /// # fn demo(pool: sqlx::PgPool) -> Result<(), outbox_core::ConfigError> {
+    /// let store = outbox_postgres::PgStore::builder(pool).schema("billing").build()?;
+    /// assert_eq!(store.names(), ("billing", "outbox_events"));
+    /// # Ok(()) }
+    /// ```
+    pub fn names(&self) -> (&str, &str) {
+        (&self.queries.schema, &self.queries.table)
+    }
+
+    /// Creates or updates the schema, table, indexes, functions and triggers (C10), and records
+    /// the schema version in `<table>_schema`. Idempotent and safe to run from many processes at
+    /// once (serialized by an advisory lock). When the recorded version is current it runs no DDL
+    /// at all, so a role with data permissions only can call it on every start. A table of the 0.1
+    /// layout is upgraded in place. The statements are those of [`schema_sql`](crate::schema_sql).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let q = &self.queries;
+        match self.schema_version().await? {
+            Some(version) if version == SCHEMA_VERSION => return Ok(()),
+            Some(version) if version > SCHEMA_VERSION => {
+                return Err(StoreError::Schema {
+                    message: format!(
+                        "{}.{} has schema version {version}, written by a newer outbox; this build knows versions up to {SCHEMA_VERSION}",
+                        q.schema, q.table
+                    ),
+                });
+            }
+            _ => {}
+        }
         // One simple-query string runs as one implicit transaction; the advisory lock serializes
         // concurrent migrations of this table. Names were validated, so they are safe to inline.
         let mut script = format!(
@@ -91,6 +139,19 @@ impl PgStore {
             .await
             .map_err(|e| map_sqlx("migrate", e))?;
         Ok(())
+    }
+
+    /// The schema version recorded for this table, `None` when the table was never migrated (or
+    /// was created by outbox 0.1, which recorded none).
+    pub async fn schema_version(&self) -> Result<Option<i32>, StoreError> {
+        match sqlx::query_scalar::<_, Option<i32>>(&self.queries.schema_version)
+            .fetch_one(&self.pool)
+            .await
+        {
+            Ok(version) => Ok(version),
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => Ok(None),
+            Err(e) => Err(map_sqlx("read the schema version", e)),
+        }
     }
 
     /// Enqueues one event inside the caller's transaction or connection (C1): pass `&mut tx` of a
@@ -113,24 +174,30 @@ impl PgStore {
         conn: &mut PgConnection,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Enqueued>, StoreError> {
-        insert(&self.queries, conn, events).await
+        insert(&self.queries, &self.limits, conn, events).await
+    }
+
+    /// The limits enqueued events are checked against (C11).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 }
 
 async fn insert(
     q: &Queries,
+    limits: &Limits,
     conn: &mut PgConnection,
     events: Vec<NewEvent>,
 ) -> Result<Vec<Enqueued>, StoreError> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    for event in &events {
-        event.validate()?;
-    }
+    let payloads = events
+        .iter()
+        .map(|e| limits.encode(e))
+        .collect::<Result<Vec<String>, StoreError>>()?;
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    let payloads: Vec<&serde_json::Value> = events.iter().map(|e| &e.payload).collect();
     let correlations: Vec<Option<&str>> =
         events.iter().map(|e| e.correlation_id.as_deref()).collect();
     let orderings: Vec<Option<&str>> = events.iter().map(|e| e.ordering_key.as_deref()).collect();
@@ -209,7 +276,7 @@ impl Store for PgStore {
             .acquire()
             .await
             .map_err(|e| map_sqlx("enqueue: connect", e))?;
-        insert(&self.queries, &mut conn, events).await
+        insert(&self.queries, &self.limits, &mut conn, events).await
     }
 
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {
@@ -228,31 +295,13 @@ impl Store for PgStore {
             .map_err(|e| map_sqlx("claim", e))?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
-            let seq: i64 = row
-                .try_get("seq")
-                .map_err(|e| map_sqlx("claim: decode", e))?;
-            let record = decode(row)?;
-            let (Some(token), Some(locked_until)) = (record.lease_token, record.locked_until)
-            else {
-                return Err(StoreError::Corrupt {
-                    id: record.id.to_string(),
-                    message: "claimed without a lease".into(),
-                });
-            };
-            claimed.push((
-                seq,
-                ClaimedEvent {
-                    lease: Lease {
-                        event_id: record.id,
-                        token,
-                    },
-                    locked_until,
-                    record,
-                },
-            ));
+            match decode(row).and_then(ClaimedEvent::from_record) {
+                Ok(event) => claimed.push(event),
+                // A poison row is set aside on its own; the rest of the batch goes on (C11).
+                Err(err) => self.set_aside(row, &err).await?,
+            }
         }
-        claimed.sort_by_key(|(seq, _)| *seq);
-        Ok(claimed.into_iter().map(|(_, c)| c).collect())
+        Ok(claimed)
     }
 
     async fn renew_lease(
@@ -260,107 +309,89 @@ impl Store for PgStore {
         lease: &Lease,
         extend: Duration,
     ) -> Result<DateTime<Utc>, StoreError> {
-        sqlx::query_scalar::<_, DateTime<Utc>>(&self.queries.renew)
-            .bind(lease.event_id)
-            .bind(lease.token)
-            .bind(millis(extend))
-            .fetch_optional(&self.pool)
+        self.renew_many(vec![*lease], extend)
             .await
-            .map_err(|e| map_sqlx("renew lease", e))?
-            .ok_or(StoreError::LeaseLost {
-                event_id: lease.event_id,
-            })
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::invalid("renew lease: no result")))
+    }
+
+    async fn renew_many(
+        &self,
+        leases: Vec<Lease>,
+        extend: Duration,
+    ) -> Vec<Result<DateTime<Utc>, StoreError>> {
+        if leases.is_empty() {
+            return Vec::new();
+        }
+        let ids: Vec<Uuid> = leases.iter().map(|l| l.event_id).collect();
+        let tokens: Vec<Uuid> = leases.iter().map(|l| l.token).collect();
+        let renewed = sqlx::query_as::<_, (Uuid, DateTime<Utc>)>(&self.queries.renew)
+            .bind(ids)
+            .bind(tokens)
+            .bind(millis(extend))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("renew lease", e));
+        match renewed {
+            Ok(rows) => renewal_results(&leases, &rows.into_iter().collect()),
+            Err(err) => leases.iter().map(|_| Err(err.replicate())).collect(),
+        }
     }
 
     async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError> {
-        let results = serde_json::to_value(&completion.handler_results)
-            .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
-        let done = sqlx::query(&self.queries.complete)
-            .bind(lease.event_id)
-            .bind(lease.token)
-            .bind(completion.status.as_str())
-            .bind(results)
-            .bind(i32::try_from(completion.attempts).unwrap_or(i32::MAX))
-            .bind(completion.retry_delay.map(millis))
-            .execute(&self.pool)
+        self.complete_many(vec![(*lease, completion)])
             .await
-            .map_err(|e| map_sqlx("complete", e))?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::LeaseLost {
-                event_id: lease.event_id,
-            });
-        }
-        Ok(())
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::invalid("complete: no result")))
     }
 
     async fn complete_many(&self, items: Vec<(Lease, Completion)>) -> Vec<Result<(), StoreError>> {
-        if items.len() <= 1 {
-            return outbox_core::complete_each(self, items).await;
+        if items.is_empty() {
+            return Vec::new();
         }
-        let mut ids = Vec::with_capacity(items.len());
-        let mut tokens = Vec::with_capacity(items.len());
-        let mut statuses = Vec::with_capacity(items.len());
-        let mut results = Vec::with_capacity(items.len());
-        let mut attempts = Vec::with_capacity(items.len());
-        let mut delays = Vec::with_capacity(items.len());
-        let mut invalid = std::collections::HashMap::new();
-        for (lease, completion) in &items {
-            match serde_json::to_value(&completion.handler_results) {
-                Ok(value) => results.push(value),
-                Err(e) => {
-                    invalid.insert(
-                        lease.event_id,
-                        format!("handler results do not serialize: {e}"),
-                    );
-                    continue;
-                }
-            }
-            ids.push(lease.event_id);
-            tokens.push(lease.token);
-            statuses.push(completion.status.as_str());
-            attempts.push(i32::try_from(completion.attempts).unwrap_or(i32::MAX));
-            delays.push(completion.retry_delay.map(millis));
-        }
-        let done: Result<Vec<Uuid>, StoreError> = sqlx::query_scalar(&self.queries.complete_many)
+        let batch = CompletionBatch::new(items);
+        let rows = batch.rows();
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
+        let tokens: Vec<Uuid> = rows.iter().map(|r| r.token).collect();
+        let statuses: Vec<&str> = rows.iter().map(|r| r.status.as_str()).collect();
+        let results: Vec<&str> = rows.iter().map(|r| r.results_json.as_str()).collect();
+        let attempts: Vec<i32> = rows
+            .iter()
+            .map(|r| i32::try_from(r.attempts).unwrap_or(i32::MAX))
+            .collect();
+        let delays: Vec<Option<i64>> = rows.iter().map(|r| r.retry_delay_ms).collect();
+        let applied = sqlx::query_scalar::<_, Uuid>(&self.queries.complete)
             .bind(ids)
             .bind(tokens)
             .bind(statuses)
             .bind(results)
             .bind(attempts)
             .bind(delays)
+            .bind(self.retention == Retention::DeleteProcessed)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| map_sqlx("complete", e));
-        let done: std::collections::HashSet<Uuid> = match done {
-            Ok(ids) => ids.into_iter().collect(),
-            Err(err) => {
-                // One failure for the whole statement: nothing was applied, every item failed alike.
-                return items.iter().map(|_| Err(err.replicate())).collect();
-            }
-        };
-        items
-            .iter()
-            .map(|(lease, _)| {
-                if let Some(message) = invalid.remove(&lease.event_id) {
-                    Err(StoreError::invalid(message))
-                } else if done.contains(&lease.event_id) {
-                    Ok(())
-                } else {
-                    Err(StoreError::LeaseLost {
-                        event_id: lease.event_id,
-                    })
-                }
-            })
-            .collect()
+        match applied {
+            Ok(tokens) => batch.results(&tokens.into_iter().collect()),
+            Err(err) => batch.failed(&err),
+        }
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
-        let row = sqlx::query(&self.queries.get)
+        let Some(row) = sqlx::query(&self.queries.get)
             .bind(id)
             .fetch_optional(&self.pool)
             .await
-            .map_err(|e| map_sqlx("get", e))?;
-        row.as_ref().map(decode).transpose()
+            .map_err(|e| map_sqlx("get", e))?
+        else {
+            return Ok(None);
+        };
+        let status: &str = row.try_get(10).map_err(|e| map_sqlx("get", e))?;
+        if status == outbox_core::CORRUPT_STATUS {
+            let reason: Option<String> = row.try_get(16).map_err(|e| map_sqlx("get", e))?;
+            return Err(set_aside_error(id, reason));
+        }
+        decode(&row).map(Some)
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
@@ -386,7 +417,7 @@ impl Store for PgStore {
         outbox_core::reset_unfinished_handlers(&mut results);
         let results = serde_json::to_value(&results)
             .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
-        let done = sqlx::query(&self.queries.requeue)
+        let done = sqlx::query(&self.queries.requeue_dead)
             .bind(id)
             .bind(results)
             .execute(&self.pool)
@@ -403,6 +434,35 @@ impl Store for PgStore {
         self.purge(EventStatus::Processed, older_than).await
     }
 
+    async fn corrupt_events(&self, limit: usize) -> Result<Vec<CorruptEvent>, StoreError> {
+        let rows: Vec<(Uuid, String, Option<String>, Option<DateTime<Utc>>)> =
+            sqlx::query_as(&self.queries.corrupt_events)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| map_sqlx("corrupt events", e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, event_type, reason, at)| {
+                CorruptEvent::new(id.to_string(), reason.unwrap_or_default())
+                    .with_event_type(Some(event_type))
+                    .with_set_aside_at(at)
+            })
+            .collect())
+    }
+
+    async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {
+        let Ok(id) = Uuid::parse_str(id) else {
+            return Ok(false);
+        };
+        let done = sqlx::query(&self.queries.requeue_corrupt)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("requeue corrupt", e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         let row = sqlx::query(&self.queries.stats)
             .fetch_one(&self.pool)
@@ -412,7 +472,7 @@ impl Store for PgStore {
             let n: i64 = row.try_get(i).map_err(|e| map_sqlx("stats: decode", e))?;
             Ok(u64::try_from(n).unwrap_or(0))
         };
-        let lag: f64 = row.try_get(5).map_err(|e| map_sqlx("stats: decode", e))?;
+        let lag: f64 = row.try_get(6).map_err(|e| map_sqlx("stats: decode", e))?;
         Ok(StoreStats::new(
             count(0)?,
             count(1)?,
@@ -420,7 +480,8 @@ impl Store for PgStore {
             count(3)?,
             count(4)?,
             Duration::try_from_secs_f64(lag.max(0.0)).unwrap_or_default(),
-        ))
+        )
+        .with_corrupt(count(5)?))
     }
 
     async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
@@ -430,7 +491,37 @@ impl Store for PgStore {
     }
 }
 
+/// The error `get` answers for an event that was set aside (C11).
+fn set_aside_error(id: Uuid, reason: Option<String>) -> StoreError {
+    StoreError::Corrupt {
+        id: id.to_string(),
+        message: format!(
+            "set aside because it does not decode ({}); fix it and call requeue_corrupt",
+            reason.unwrap_or_default()
+        ),
+    }
+}
+
 impl PgStore {
+    /// Sets aside a claimed row that does not decode (C11), fenced by its lease token.
+    async fn set_aside(
+        &self,
+        row: &sqlx::postgres::PgRow,
+        err: &StoreError,
+    ) -> Result<(), StoreError> {
+        let (id, token) = lease_of(row)?;
+        let reason = corrupt_reason(err);
+        tracing::error!(event_id = %id, reason, "undecodable outbox event set aside with status \"corrupt\"");
+        sqlx::query(&self.queries.set_aside)
+            .bind(id)
+            .bind(token)
+            .bind(&reason)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("claim: set aside an undecodable event", e))?;
+        Ok(())
+    }
+
     async fn purge(
         &self,
         status: EventStatus,

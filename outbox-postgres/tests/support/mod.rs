@@ -92,6 +92,38 @@ impl StoreFactory for PgFactory {
             store: store.clone(),
         })))
     }
+
+    /// The poison row of issue 14: handler results that are not an object, a negative attempt
+    /// count.
+    async fn damage(&self, store: &PgStore, id: uuid::Uuid) -> Result<bool, StoreError> {
+        let table = table_of(store);
+        let done = sqlx::query(&format!(
+            "UPDATE {table} SET handler_results = '[1,2,3]', attempts = -1 WHERE id = $1"
+        ))
+        .bind(id)
+        .execute(store.pool())
+        .await
+        .map_err(|e| StoreError::unavailable(format!("damage: {e}")))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn repair(&self, store: &PgStore, id: uuid::Uuid) -> Result<bool, StoreError> {
+        let table = table_of(store);
+        let done = sqlx::query(&format!(
+            "UPDATE {table} SET handler_results = '{{}}', attempts = 0 WHERE id = $1"
+        ))
+        .bind(id)
+        .execute(store.pool())
+        .await
+        .map_err(|e| StoreError::unavailable(format!("repair: {e}")))?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+/// The quoted `schema.table` of a store.
+pub fn table_of(store: &PgStore) -> String {
+    let (schema, table) = store.names();
+    format!("\"{schema}\".\"{table}\"")
 }
 
 struct PgTestTransaction {
