@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use outbox_core::{ConfigError, StoreError, validate_name};
+use outbox_core::{ConfigError, Limits, StoreError, validate_name};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
@@ -25,6 +25,7 @@ use crate::store::SqliteStore;
 pub struct SqliteStoreBuilder {
     pool: SqlitePool,
     table: String,
+    limits: Limits,
 }
 
 impl SqliteStoreBuilder {
@@ -32,7 +33,15 @@ impl SqliteStoreBuilder {
         Self {
             pool,
             table: "outbox_events".to_owned(),
+            limits: Limits::default(),
         }
+    }
+
+    /// The limits events are checked against before they are written (default
+    /// [`Limits::default`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The table name (default `outbox_events`).
@@ -47,6 +56,7 @@ impl SqliteStoreBuilder {
         Ok(SqliteStore::from_parts(
             self.pool,
             Arc::new(Queries::new(&self.table)),
+            self.limits,
         ))
     }
 }

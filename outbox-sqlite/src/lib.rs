@@ -8,5 +8,5 @@ mod schema;
 mod store;
 
 pub use config::SqliteStoreBuilder;
-pub use schema::schema_sql;
+pub use schema::{SCHEMA_VERSION, schema_sql};
 pub use store::SqliteStore;

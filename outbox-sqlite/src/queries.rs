@@ -1,22 +1,30 @@
 //! The SQL of every store operation, built once per table from a validated name. Times are Unix
-//! milliseconds passed in by the caller (one host shares one clock).
+//! milliseconds passed in by the caller (one host shares one clock); `?1` is always "now".
+
+use crate::schema::PARKED;
 
 #[derive(Debug)]
 pub(crate) struct Queries {
     pub(crate) table: String,
+    pub(crate) table_sql: String,
+    pub(crate) schema_version: String,
     pub(crate) insert: String,
     pub(crate) existing_key: String,
     pub(crate) claim: String,
     pub(crate) renew: String,
     pub(crate) complete: String,
-    pub(crate) complete_many: String,
+    pub(crate) set_aside: String,
     pub(crate) get: String,
     pub(crate) dead_letters: String,
-    pub(crate) requeue: String,
+    pub(crate) corrupt_events: String,
+    pub(crate) requeue_dead: String,
+    pub(crate) requeue_corrupt: String,
     pub(crate) purge: String,
     pub(crate) stats: String,
 }
 
+/// The columns an [`EventRecord`](outbox_core::EventRecord) is decoded from, in the order
+/// `row::decode` reads them.
 pub(crate) const COLUMNS: &str = "seq, id, event_type, payload, correlation_id, ordering_key, idempotency_key, \
      created_at, available_at, attempts, backoff_until, status, processed_at, handler_results, locked_by, \
      locked_until, lease_token";
@@ -24,55 +32,64 @@ pub(crate) const COLUMNS: &str = "seq, id, event_type, payload, correlation_id, 
 impl Queries {
     pub(crate) fn new(table: &str) -> Self {
         let t = format!("\"{table}\"");
-        // ?1 is always "now" in milliseconds.
-        let due = "e.status = 'pending' AND e.available_at <= ?1 \
-                   AND (e.backoff_until IS NULL OR e.backoff_until <= ?1) \
-                   AND (e.locked_until IS NULL OR e.locked_until <= ?1)";
+        // A re-queued event waits behind a pending event of its key, if there is one.
+        let requeued_due_at = format!(
+            "CASE WHEN ordering_key IS NOT NULL AND EXISTS (
+                SELECT 1 FROM {t} o WHERE o.ordering_key = {t}.ordering_key AND o.status = 'pending')
+             THEN {PARKED} ELSE ?1 END"
+        );
         Self {
             table: table.to_owned(),
+            table_sql: "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1".to_owned(),
+            schema_version: format!("SELECT max(version) FROM \"{table}_schema\""),
+            // The caller's transaction holds SQLite's write lock from its first write to its
+            // commit, so whether an older event of the key is pending is known exactly here.
             insert: format!(
-                "INSERT INTO {t} (id, event_type, payload, correlation_id, ordering_key, idempotency_key, created_at, available_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                "INSERT INTO {t} (id, event_type, payload, correlation_id, ordering_key, idempotency_key,
+                                  created_at, available_at, due_at)
+                 VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?1, ?8,
+                         CASE WHEN ?6 IS NOT NULL AND EXISTS (
+                                  SELECT 1 FROM {t} o WHERE o.ordering_key = ?6 AND o.status = 'pending')
+                              THEN {PARKED} ELSE ?8 END)
                  ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
             ),
             existing_key: format!("SELECT id FROM {t} WHERE idempotency_key = ?1"),
             // One statement: SQLite takes the write lock when it starts, so concurrent claimers (in
-            // any process) run one after the other and never see the same candidates.
+            // any process) run one after the other and never see the same candidates. The
+            // ordering-key check only guards data written by other means (parked events are never
+            // due).
             claim: format!(
                 "UPDATE {t} SET attempts = attempts + 1,
                      lease_token = lower(hex(randomblob(16))),
                      locked_by = ?3,
-                     locked_until = ?1 + ?4
+                     locked_until = ?1 + ?4,
+                     due_at = ?1 + ?4
                  WHERE seq IN (
                      SELECT e.seq FROM {t} e
-                     WHERE {due}
+                     WHERE e.status = 'pending' AND e.due_at <= ?1
                        AND (e.ordering_key IS NULL OR NOT EXISTS (
                            SELECT 1 FROM {t} o
                            WHERE o.ordering_key = e.ordering_key AND o.status = 'pending' AND o.seq < e.seq))
-                     ORDER BY e.seq
+                     ORDER BY e.due_at, e.seq
                      LIMIT ?2)
                  RETURNING {COLUMNS}"
             ),
+            // Many renewals in ONE statement (leases as a JSON array), each fenced by its token.
             renew: format!(
-                "UPDATE {t} SET locked_until = ?1 + ?4
-                 WHERE id = ?2 AND lease_token = ?3 AND status = 'pending'
-                 RETURNING locked_until"
-            ),
-            complete: format!(
-                "UPDATE {t}
-                 SET status = ?4, handler_results = ?5, attempts = ?6,
-                     backoff_until = CASE WHEN ?7 IS NULL THEN NULL ELSE ?1 + ?7 END,
-                     processed_at = CASE WHEN ?4 = 'pending' THEN NULL ELSE ?1 END,
-                     lease_token = NULL, locked_by = NULL, locked_until = NULL
-                 WHERE id = ?2 AND lease_token = ?3 AND status = 'pending'"
+                "UPDATE {t} AS e SET locked_until = ?1 + ?2, due_at = ?1 + ?2
+                 FROM (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.token') AS token
+                       FROM json_each(?3)) AS j
+                 WHERE e.id = j.id AND e.lease_token = j.token AND e.status = 'pending'
+                 RETURNING lease_token, locked_until"
             ),
             // Many completions in ONE statement (items as a JSON array), each fenced by its own
             // token: an autocommit statement never holds the write lock across awaits, so a stalled
             // process cannot block the others the way an open multi-statement transaction would.
-            complete_many: format!(
+            complete: format!(
                 "UPDATE {t} AS e
                  SET status = j.status, handler_results = j.results, attempts = j.attempts,
                      backoff_until = CASE WHEN j.delay IS NULL THEN NULL ELSE ?1 + j.delay END,
+                     due_at = CASE WHEN j.status = 'pending' THEN ?1 + coalesce(j.delay, 0) ELSE e.due_at END,
                      processed_at = CASE WHEN j.status = 'pending' THEN NULL ELSE ?1 END,
                      lease_token = NULL, locked_by = NULL, locked_until = NULL
                  FROM (SELECT json_extract(value, '$.id') AS id,
@@ -85,22 +102,43 @@ impl Queries {
                  WHERE e.id = j.id AND e.lease_token = j.token AND e.status = 'pending'
                  RETURNING id"
             ),
-            get: format!("SELECT {COLUMNS} FROM {t} WHERE id = ?1"),
-            dead_letters: format!("SELECT {COLUMNS} FROM {t} WHERE status = 'dead' ORDER BY seq LIMIT ?1"),
-            requeue: format!(
+            // Addressed by `seq`: the stored id itself may be what does not decode.
+            set_aside: format!(
+                "UPDATE {t} SET status = 'corrupt', corrupt_reason = ?3, processed_at = ?1,
+                     lease_token = NULL, locked_by = NULL, locked_until = NULL
+                 WHERE seq = ?2 AND lease_token IS ?4 AND status = 'pending'"
+            ),
+            get: format!("SELECT {COLUMNS}, corrupt_reason FROM {t} WHERE id = ?1"),
+            dead_letters: format!(
+                "SELECT {COLUMNS} FROM {t} WHERE status = 'dead' ORDER BY seq LIMIT ?1"
+            ),
+            corrupt_events: format!(
+                "SELECT id, event_type, corrupt_reason, processed_at FROM {t}
+                 WHERE status = 'corrupt' ORDER BY seq LIMIT ?1"
+            ),
+            requeue_dead: format!(
                 "UPDATE {t} SET status = 'pending', attempts = 0, backoff_until = NULL, available_at = ?1,
-                     processed_at = NULL, handler_results = ?3
+                     processed_at = NULL, handler_results = ?3, due_at = {requeued_due_at}
                  WHERE id = ?2 AND status = 'dead'"
             ),
+            requeue_corrupt: format!(
+                "UPDATE {t} SET status = 'pending', corrupt_reason = NULL, processed_at = NULL,
+                     backoff_until = NULL, available_at = ?1, lease_token = NULL, locked_by = NULL,
+                     locked_until = NULL, due_at = {requeued_due_at}
+                 WHERE id = ?2 AND status = 'corrupt'"
+            ),
             purge: format!("DELETE FROM {t} WHERE status = ?1 AND processed_at < ?2"),
+            // Counts scan the table; the lag reads one entry of the due index.
             stats: format!(
                 "SELECT
                     COALESCE(SUM(e.status = 'pending'), 0),
-                    COALESCE(SUM({due}), 0),
+                    COALESCE(SUM(e.status = 'pending' AND e.due_at <= ?1), 0),
                     COALESCE(SUM(e.status = 'pending' AND e.locked_until > ?1), 0),
                     COALESCE(SUM(e.status = 'processed'), 0),
                     COALESCE(SUM(e.status = 'dead'), 0),
-                    MIN(CASE WHEN {due} THEN MAX(e.available_at, COALESCE(e.backoff_until, e.available_at)) END)
+                    COALESCE(SUM(e.status = 'corrupt'), 0),
+                    (SELECT d.due_at FROM {t} d WHERE d.status = 'pending' AND d.due_at <= ?1
+                     ORDER BY d.due_at, d.seq LIMIT 1)
                  FROM {t} e"
             ),
         }

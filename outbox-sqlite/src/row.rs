@@ -20,55 +20,61 @@ pub(crate) fn now_millis() -> i64 {
     to_millis(Utc::now())
 }
 
+/// The `seq` and raw lease token of a claimed row, readable even when the rest does not decode.
+pub(crate) fn lease_of(row: &SqliteRow) -> Result<(i64, Option<String>), StoreError> {
+    let get = |e: sqlx::Error| map_sqlx("decode event", e);
+    Ok((row.try_get(0).map_err(get)?, row.try_get(16).map_err(get)?))
+}
+
+/// Decodes a row whose columns are [`COLUMNS`](crate::queries::COLUMNS), in that order.
 pub(crate) fn decode(row: &SqliteRow) -> Result<EventRecord, StoreError> {
     let get = |e: sqlx::Error| map_sqlx("decode event", e);
-    let raw_id: String = row.try_get("id").map_err(get)?;
+    let raw_id: &str = row.try_get(1).map_err(get)?;
     let corrupt = |message: String| StoreError::Corrupt {
-        id: raw_id.clone(),
+        id: raw_id.to_owned(),
         message,
     };
-    let id = Uuid::parse_str(&raw_id).map_err(|e| corrupt(format!("id: {e}")))?;
-    let status: String = row.try_get("status").map_err(get)?;
+    let id = Uuid::parse_str(raw_id).map_err(|e| corrupt(format!("id: {e}")))?;
+    let status: &str = row.try_get(11).map_err(get)?;
     let status =
-        EventStatus::parse(&status).ok_or_else(|| corrupt(format!("unknown status {status:?}")))?;
-    let payload: String = row.try_get("payload").map_err(get)?;
-    let payload = serde_json::from_str(&payload).map_err(|e| corrupt(format!("payload: {e}")))?;
-    let results: String = row.try_get("handler_results").map_err(get)?;
+        EventStatus::parse(status).ok_or_else(|| corrupt(format!("status: unknown {status:?}")))?;
+    let payload: &str = row.try_get(3).map_err(get)?;
+    let payload = serde_json::from_str(payload).map_err(|e| corrupt(format!("payload: {e}")))?;
+    let results: &str = row.try_get(13).map_err(get)?;
     let handler_results: HandlerResults =
-        serde_json::from_str(&results).map_err(|e| corrupt(format!("handler_results: {e}")))?;
-    let token: Option<String> = row.try_get("lease_token").map_err(get)?;
+        serde_json::from_str(results).map_err(|e| corrupt(format!("handler_results: {e}")))?;
+    let token: Option<&str> = row.try_get(16).map_err(get)?;
     let lease_token = token
-        .map(|t| Uuid::parse_str(&t).map_err(|e| corrupt(format!("lease_token: {e}"))))
+        .map(|t| Uuid::parse_str(t).map_err(|e| corrupt(format!("lease_token: {e}"))))
         .transpose()?;
-    let time = |name: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
+    let time = |index: usize| -> Result<Option<DateTime<Utc>>, StoreError> {
         Ok(row
-            .try_get::<Option<i64>, _>(name)
+            .try_get::<Option<i64>, _>(index)
             .map_err(get)?
             .map(from_millis))
     };
-    let required = |name: &str| -> Result<DateTime<Utc>, StoreError> {
-        time(name)?.ok_or_else(|| StoreError::Corrupt {
-            id: raw_id.clone(),
-            message: format!("{name} is NULL"),
-        })
+    let required = |index: usize, name: &str| -> Result<DateTime<Utc>, StoreError> {
+        time(index)?.ok_or_else(|| corrupt(format!("{name}: NULL")))
     };
-    let attempts: i64 = row.try_get("attempts").map_err(get)?;
+    let attempts: i64 = row.try_get(9).map_err(get)?;
+    let attempts = u32::try_from(attempts)
+        .map_err(|_| corrupt(format!("attempts: {attempts} is out of range")))?;
     Ok(EventRecord {
         id,
-        event_type: row.try_get("event_type").map_err(get)?,
+        event_type: row.try_get(2).map_err(get)?,
         payload,
-        correlation_id: row.try_get("correlation_id").map_err(get)?,
-        ordering_key: row.try_get("ordering_key").map_err(get)?,
-        idempotency_key: row.try_get("idempotency_key").map_err(get)?,
-        created_at: required("created_at")?,
-        available_at: required("available_at")?,
-        attempts: u32::try_from(attempts).unwrap_or(0),
-        backoff_until: time("backoff_until")?,
+        correlation_id: row.try_get(4).map_err(get)?,
+        ordering_key: row.try_get(5).map_err(get)?,
+        idempotency_key: row.try_get(6).map_err(get)?,
+        created_at: required(7, "created_at")?,
+        available_at: required(8, "available_at")?,
+        attempts,
+        backoff_until: time(10)?,
         status,
-        processed_at: time("processed_at")?,
+        processed_at: time(12)?,
         handler_results,
-        locked_by: row.try_get("locked_by").map_err(get)?,
-        locked_until: time("locked_until")?,
+        locked_by: row.try_get(14).map_err(get)?,
+        locked_until: time(15)?,
         lease_token,
     })
 }

@@ -1,17 +1,22 @@
-//! The DDL [`SqliteStore::migrate`](crate::SqliteStore::migrate) runs. Every statement is idempotent.
+//! The DDL [`SqliteStore::migrate`](crate::SqliteStore::migrate) runs. Every statement is
+//! idempotent; a table of the 0.1 layout is rebuilt into this one (see [`upgrade_sql`]).
+//!
+//! The queue is laid out as on PostgreSQL: `due_at` is when a pending event may next be claimed
+//! (its schedule, the end of its back-off, its lease's expiry, or [`PARKED`] while it waits behind an
+//! older pending event of its ordering key), and claims walk the index on `(due_at, seq)` of pending
+//! events only. SQLite has one writer at a time, so the enqueue decides exactly whether an event is
+//! parked, and a trigger un-parks the key's oldest pending event when one finishes, in the same
+//! statement.
 
-/// The DDL for `table`, in order.
-///
-/// ```
-/// let ddl = outbox_sqlite::schema_sql("outbox_events");
-/// assert!(ddl[0].starts_with("CREATE TABLE IF NOT EXISTS \"outbox_events\""));
-/// ```
-pub fn schema_sql(table: &str) -> Vec<String> {
-    let t = format!("\"{table}\"");
-    vec![
-        format!(
-            "CREATE TABLE IF NOT EXISTS {t} (
-    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+/// The version of the schema this crate writes and expects, recorded in `<table>_schema`.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// The `due_at` of a parked event: never due until un-parked.
+pub(crate) const PARKED: i64 = i64::MAX;
+
+fn columns(table: &str) -> String {
+    format!(
+        "    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
     id              TEXT    NOT NULL UNIQUE,
     event_type      TEXT    NOT NULL,
     payload         TEXT    NOT NULL,
@@ -22,17 +27,31 @@ pub fn schema_sql(table: &str) -> Vec<String> {
     available_at    INTEGER NOT NULL,
     attempts        INTEGER NOT NULL DEFAULT 0,
     backoff_until   INTEGER,
-    status          TEXT    NOT NULL DEFAULT 'pending'
-                    CHECK (status IN ('pending', 'processed', 'dead')),
+    status          TEXT    NOT NULL DEFAULT 'pending',
     processed_at    INTEGER,
     handler_results TEXT    NOT NULL DEFAULT '{{}}',
     locked_by       TEXT,
     locked_until    INTEGER,
-    lease_token     TEXT
-)"
-        ),
+    lease_token     TEXT,
+    due_at          INTEGER NOT NULL,
+    corrupt_reason  TEXT,
+    CONSTRAINT \"{table}_status_check\" CHECK (status IN ('pending', 'processed', 'dead', 'corrupt'))"
+    )
+}
+
+/// The DDL for `table`, in order.
+///
+/// ```
+/// let ddl = outbox_sqlite::schema_sql("outbox_events");
+/// assert!(ddl[0].starts_with("CREATE TABLE IF NOT EXISTS \"outbox_events\""));
+/// ```
+pub fn schema_sql(table: &str) -> Vec<String> {
+    let t = format!("\"{table}\"");
+    vec![
+        format!("CREATE TABLE IF NOT EXISTS {t} (\n{}\n)", columns(table)),
+        // Claims walk due rows only: due order, then creation order.
         format!(
-            "CREATE INDEX IF NOT EXISTS \"{table}_pending_seq\" ON {t} (seq) WHERE status = 'pending'"
+            "CREATE INDEX IF NOT EXISTS \"{table}_due\" ON {t} (due_at, seq) WHERE status = 'pending'"
         ),
         format!(
             "CREATE INDEX IF NOT EXISTS \"{table}_pending_ordering\" ON {t} (ordering_key, seq) \
@@ -45,5 +64,52 @@ pub fn schema_sql(table: &str) -> Vec<String> {
         format!(
             "CREATE INDEX IF NOT EXISTS \"{table}_finished\" ON {t} (status, processed_at) WHERE status <> 'pending'"
         ),
+        // When an event of a key finishes (processed, dead, set aside), its key's oldest pending
+        // event becomes claimable, in the same statement.
+        format!(
+            "CREATE TRIGGER IF NOT EXISTS \"{table}_unpark\" AFTER UPDATE OF status ON {t}
+WHEN OLD.status = 'pending' AND NEW.status <> 'pending' AND NEW.ordering_key IS NOT NULL
+BEGIN
+    UPDATE {t} SET due_at = max(available_at, coalesce(backoff_until, 0), coalesce(locked_until, 0))
+    WHERE seq = (SELECT o.seq FROM {t} o
+                 WHERE o.ordering_key = NEW.ordering_key AND o.status = 'pending'
+                 ORDER BY o.seq LIMIT 1)
+      AND due_at = {PARKED};
+END"
+        ),
+        format!("CREATE TABLE IF NOT EXISTS \"{table}_schema\" (version INTEGER NOT NULL)"),
+        format!(
+            "DELETE FROM \"{table}_schema\"; INSERT INTO \"{table}_schema\" (version) VALUES ({SCHEMA_VERSION})"
+        ),
     ]
+}
+
+/// Rebuilds a table of the 0.1 layout (no `due_at`; a status check without `corrupt`, which SQLite
+/// cannot alter in place) into the current one, keeping every row and its `seq`. Pending events
+/// behind an older pending event of their key are parked. Runs in one transaction.
+pub(crate) fn upgrade_sql(table: &str) -> String {
+    let t = format!("\"{table}\"");
+    let old = format!("\"{table}_v1\"");
+    format!(
+        "ALTER TABLE {t} RENAME TO {old};
+DROP INDEX IF EXISTS \"{table}_pending_seq\";
+DROP INDEX IF EXISTS \"{table}_pending_ordering\";
+DROP INDEX IF EXISTS \"{table}_idempotency\";
+DROP INDEX IF EXISTS \"{table}_finished\";
+CREATE TABLE {t} (\n{columns}\n);
+INSERT INTO {t} (seq, id, event_type, payload, correlation_id, ordering_key, idempotency_key,
+    created_at, available_at, attempts, backoff_until, status, processed_at, handler_results,
+    locked_by, locked_until, lease_token, due_at)
+SELECT seq, id, event_type, payload, correlation_id, ordering_key, idempotency_key,
+    created_at, available_at, attempts, backoff_until, status, processed_at, handler_results,
+    locked_by, locked_until, lease_token,
+    CASE WHEN status = 'pending' AND ordering_key IS NOT NULL AND EXISTS (
+             SELECT 1 FROM {old} o WHERE o.ordering_key = e.ordering_key AND o.status = 'pending'
+                                    AND o.seq < e.seq)
+         THEN {PARKED}
+         ELSE max(available_at, coalesce(backoff_until, 0), coalesce(locked_until, 0)) END
+FROM {old} e;
+DROP TABLE {old}",
+        columns = columns(table)
+    )
 }

@@ -4,11 +4,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::{HashMap, HashSet};
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use outbox_core::{
-    ClaimRequest, ClaimedEvent, Completion, Enqueued, EventRecord, EventStatus, Lease, NewEvent,
-    Store, StoreCapabilities, StoreError, StoreStats, WakeupStream,
+    ClaimRequest, ClaimedEvent, Completion, CompletionBatch, CorruptEvent, Enqueued, EventRecord,
+    EventStatus, Lease, Limits, NewEvent, Store, StoreCapabilities, StoreError, StoreStats,
+    WakeupStream, corrupt_reason, renewal_results,
 };
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
@@ -16,7 +19,14 @@ use uuid::Uuid;
 use crate::config::{SqliteStoreBuilder, open_pool};
 use crate::error::map_sqlx;
 use crate::queries::Queries;
-use crate::row::{decode, from_millis, now_millis, to_millis};
+use crate::row::{decode, from_millis, lease_of, now_millis, to_millis};
+use crate::schema::SCHEMA_VERSION;
+
+/// Runs a multi-statement script on one connection.
+async fn run_script(conn: &mut SqliteConnection, script: String) -> Result<(), sqlx::Error> {
+    sqlx::Executor::execute(conn, script.as_str()).await?;
+    Ok(())
+}
 
 /// An outbox in a SQLite database. Cheap to clone.
 ///
@@ -36,6 +46,7 @@ use crate::row::{decode, from_millis, now_millis, to_millis};
 pub struct SqliteStore {
     pool: SqlitePool,
     queries: Arc<Queries>,
+    limits: Limits,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -59,9 +70,13 @@ impl SqliteStore {
         Ok(store)
     }
 
-    /// A store on table `outbox_events` of a pool you configured.
+    /// A store on table `outbox_events` of a pool you configured, with the default [`Limits`].
     pub fn new(pool: SqlitePool) -> Self {
-        Self::from_parts(pool, Arc::new(Queries::new("outbox_events")))
+        Self::from_parts(
+            pool,
+            Arc::new(Queries::new("outbox_events")),
+            Limits::default(),
+        )
     }
 
     /// A builder to choose the table name.
@@ -69,8 +84,17 @@ impl SqliteStore {
         SqliteStoreBuilder::new(pool)
     }
 
-    pub(crate) fn from_parts(pool: SqlitePool, queries: Arc<Queries>) -> Self {
-        Self { pool, queries }
+    pub(crate) fn from_parts(pool: SqlitePool, queries: Arc<Queries>, limits: Limits) -> Self {
+        Self {
+            pool,
+            queries,
+            limits,
+        }
+    }
+
+    /// The limits enqueued events are checked against (C11).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// The pool this store uses.
@@ -78,15 +102,61 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// Creates the table and indexes if missing (C10); idempotent. The statements are those of
-    /// [`schema_sql`](crate::schema_sql).
+    /// Creates the table, indexes and trigger if missing (C10) and records the schema version in
+    /// `<table>_schema`; idempotent, and a no-op when the recorded version is current. A table of
+    /// the 0.1 layout is rebuilt into the current one, keeping every row. The statements are those
+    /// of [`schema_sql`](crate::schema_sql).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let script = crate::schema::schema_sql(&self.queries.table).join(";\n");
-        sqlx::raw_sql(&script)
-            .execute(&self.pool)
+        let q = &self.queries;
+        match self.schema_version().await? {
+            Some(version) if version == SCHEMA_VERSION => return Ok(()),
+            Some(version) if version > SCHEMA_VERSION => {
+                return Err(StoreError::Schema {
+                    message: format!(
+                        "table {} has schema version {version}, written by a newer outbox; this build knows versions up to {SCHEMA_VERSION}",
+                        q.table
+                    ),
+                });
+            }
+            _ => {}
+        }
+        let existing: Option<String> = sqlx::query_scalar(&q.table_sql)
+            .bind(&q.table)
+            .fetch_optional(&self.pool)
             .await
-            .map_err(|e| map_sqlx("migrate", e))?;
-        Ok(())
+            .map_err(|e| map_sqlx("migrate: read the table", e))?;
+        let mut script = String::new();
+        if existing.is_some_and(|sql| !sql.contains("due_at")) {
+            script.push_str(&crate::schema::upgrade_sql(&q.table));
+            script.push_str(";\n");
+        }
+        script.push_str(&crate::schema::schema_sql(&q.table).join(";\n"));
+        // One transaction: a failure leaves the table as it was. The connection is closed rather
+        // than returned to the pool when a statement failed, so no transaction is left open on it.
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| map_sqlx("migrate: connect", e))?;
+        let script = format!("BEGIN IMMEDIATE;\n{script};\nCOMMIT;");
+        let done = run_script(&mut conn, script).await;
+        if done.is_err() {
+            conn.close_on_drop();
+        }
+        done.map_err(|e| map_sqlx("migrate", e))
+    }
+
+    /// The schema version recorded for this table, `None` when it was never migrated (or was
+    /// created by outbox 0.1, which recorded none).
+    pub async fn schema_version(&self) -> Result<Option<i64>, StoreError> {
+        match sqlx::query_scalar::<_, Option<i64>>(&self.queries.schema_version)
+            .fetch_one(&self.pool)
+            .await
+        {
+            Ok(version) => Ok(version),
+            Err(sqlx::Error::Database(db)) if db.message().contains("no such table") => Ok(None),
+            Err(e) => Err(map_sqlx("read the schema version", e)),
+        }
     }
 
     /// Enqueues one event inside the caller's transaction (pass `&mut tx`). It becomes claimable when
@@ -107,22 +177,21 @@ impl SqliteStore {
         conn: &mut SqliteConnection,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Enqueued>, StoreError> {
-        for event in &events {
-            event.validate()?;
-        }
+        let payloads = events
+            .iter()
+            .map(|e| self.limits.encode(e))
+            .collect::<Result<Vec<String>, StoreError>>()?;
         let now = now_millis();
         let mut out = Vec::with_capacity(events.len());
-        for event in events {
-            let payload = serde_json::to_string(&event.payload)
-                .map_err(|e| StoreError::invalid(format!("payload does not serialize: {e}")))?;
+        for (event, payload) in events.into_iter().zip(payloads) {
             let done = sqlx::query(&self.queries.insert)
+                .bind(now)
                 .bind(event.id.to_string())
                 .bind(&event.event_type)
                 .bind(payload)
                 .bind(&event.correlation_id)
                 .bind(&event.ordering_key)
                 .bind(&event.idempotency_key)
-                .bind(now)
                 .bind(event.available_at.map_or(now, to_millis))
                 .execute(&mut *conn)
                 .await
@@ -150,6 +219,30 @@ impl SqliteStore {
             });
         }
         Ok(out)
+    }
+
+    /// Sets aside a claimed row that does not decode (C11), fenced by its lease token.
+    async fn set_aside(
+        &self,
+        row: &sqlx::sqlite::SqliteRow,
+        err: &StoreError,
+    ) -> Result<(), StoreError> {
+        let (seq, token) = lease_of(row)?;
+        let reason = corrupt_reason(err);
+        tracing::error!(
+            seq,
+            reason,
+            "undecodable outbox event set aside with status \"corrupt\""
+        );
+        sqlx::query(&self.queries.set_aside)
+            .bind(now_millis())
+            .bind(seq)
+            .bind(&reason)
+            .bind(token)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("claim: set aside an undecodable event", e))?;
+        Ok(())
     }
 }
 
@@ -184,34 +277,25 @@ impl Store for SqliteStore {
             .bind(millis(request.lease))
             .fetch_all(&self.pool)
             .await
-            .map_err(|e| map_sqlx("claim", e))?;
+            .map_err(|e| map_sqlx("claim: lease", e))?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
-            let seq: i64 = row
-                .try_get("seq")
-                .map_err(|e| map_sqlx("claim: decode", e))?;
-            let record = decode(row)?;
-            let (Some(token), Some(locked_until)) = (record.lease_token, record.locked_until)
-            else {
-                return Err(StoreError::Corrupt {
-                    id: record.id.to_string(),
-                    message: "claimed without a lease".into(),
-                });
-            };
-            claimed.push((
-                seq,
-                ClaimedEvent {
-                    lease: Lease {
-                        event_id: record.id,
-                        token,
-                    },
-                    locked_until,
-                    record,
-                },
-            ));
+            match decode(row).and_then(ClaimedEvent::from_record) {
+                Ok(event) => claimed.push(event),
+                // A poison row is set aside on its own; the rest of the batch goes on (C11).
+                Err(err) => self.set_aside(row, &err).await?,
+            }
         }
-        claimed.sort_by_key(|(seq, _)| *seq);
-        Ok(claimed.into_iter().map(|(_, c)| c).collect())
+        // RETURNING gives no order: due order, then creation order (C2).
+        claimed.sort_by_key(|c| {
+            let r = &c.record;
+            (
+                r.backoff_until
+                    .map_or(r.available_at, |b| b.max(r.available_at)),
+                r.created_at,
+            )
+        });
+        Ok(claimed)
     }
 
     async fn renew_lease(
@@ -219,104 +303,123 @@ impl Store for SqliteStore {
         lease: &Lease,
         extend: Duration,
     ) -> Result<DateTime<Utc>, StoreError> {
-        sqlx::query_scalar::<_, i64>(&self.queries.renew)
-            .bind(now_millis())
-            .bind(lease.event_id.to_string())
-            .bind(lease.token.simple().to_string())
-            .bind(millis(extend))
-            .fetch_optional(&self.pool)
+        self.renew_many(vec![*lease], extend)
             .await
-            .map_err(|e| map_sqlx("renew lease", e))?
-            .map(from_millis)
-            .ok_or(StoreError::LeaseLost {
-                event_id: lease.event_id,
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::invalid("renew lease: no result")))
+    }
+
+    async fn renew_many(
+        &self,
+        leases: Vec<Lease>,
+        extend: Duration,
+    ) -> Vec<Result<DateTime<Utc>, StoreError>> {
+        if leases.is_empty() {
+            return Vec::new();
+        }
+        let items: Vec<serde_json::Value> = leases
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "id": l.event_id.to_string(),
+                    "token": l.token.simple().to_string(),
+                })
             })
+            .collect();
+        let renewed: Result<Vec<(String, i64)>, StoreError> = sqlx::query_as(&self.queries.renew)
+            .bind(now_millis())
+            .bind(millis(extend))
+            .bind(serde_json::Value::Array(items).to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("renew lease", e));
+        match renewed {
+            Ok(rows) => {
+                let renewed: HashMap<Uuid, DateTime<Utc>> = rows
+                    .into_iter()
+                    .filter_map(|(token, until)| {
+                        Some((Uuid::parse_str(&token).ok()?, from_millis(until)))
+                    })
+                    .collect();
+                renewal_results(&leases, &renewed)
+            }
+            Err(err) => leases.iter().map(|_| Err(err.replicate())).collect(),
+        }
     }
 
     async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError> {
-        let results = serde_json::to_string(&completion.handler_results)
-            .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
-        let done = sqlx::query(&self.queries.complete)
-            .bind(now_millis())
-            .bind(lease.event_id.to_string())
-            .bind(lease.token.simple().to_string())
-            .bind(completion.status.as_str())
-            .bind(results)
-            .bind(i64::from(completion.attempts))
-            .bind(completion.retry_delay.map(millis))
-            .execute(&self.pool)
+        self.complete_many(vec![(*lease, completion)])
             .await
-            .map_err(|e| map_sqlx("complete", e))?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::LeaseLost {
-                event_id: lease.event_id,
-            });
-        }
-        Ok(())
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::invalid("complete: no result")))
     }
 
     /// All completions in one `UPDATE … FROM json_each(…)` statement: SQLite has one writer at a
     /// time, so one statement for N completions costs far less than N.
     async fn complete_many(&self, items: Vec<(Lease, Completion)>) -> Vec<Result<(), StoreError>> {
-        if items.len() <= 1 {
-            return outbox_core::complete_each(self, items).await;
+        if items.is_empty() {
+            return Vec::new();
         }
-        let mut invalid = std::collections::HashMap::new();
-        let mut batch = Vec::with_capacity(items.len());
-        for (lease, completion) in &items {
-            match serde_json::to_string(&completion.handler_results) {
-                Ok(results) => batch.push(serde_json::json!({
-                    "id": lease.event_id.to_string(),
-                    "token": lease.token.simple().to_string(),
-                    "status": completion.status.as_str(),
-                    "results": results,
-                    "attempts": completion.attempts,
-                    "delay": completion.retry_delay.map(millis),
-                })),
-                Err(e) => {
-                    invalid.insert(
-                        lease.event_id,
-                        format!("handler results do not serialize: {e}"),
-                    );
-                }
-            }
-        }
-        let done: Result<Vec<String>, StoreError> = sqlx::query_scalar(&self.queries.complete_many)
+        let tokens: HashMap<Uuid, Uuid> = items
+            .iter()
+            .map(|(lease, _)| (lease.event_id, lease.token))
+            .collect();
+        let batch = CompletionBatch::new(items);
+        let rows: Vec<serde_json::Value> = batch
+            .rows()
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.event_id.to_string(),
+                    "token": r.token.simple().to_string(),
+                    "status": r.status.as_str(),
+                    "results": r.results_json,
+                    "attempts": r.attempts,
+                    "delay": r.retry_delay_ms,
+                })
+            })
+            .collect();
+        let done: Result<Vec<String>, StoreError> = sqlx::query_scalar(&self.queries.complete)
             .bind(now_millis())
-            .bind(serde_json::Value::Array(batch).to_string())
+            .bind(serde_json::Value::Array(rows).to_string())
             .fetch_all(&self.pool)
             .await
             .map_err(|e| map_sqlx("complete", e));
-        let done: std::collections::HashSet<String> = match done {
-            Ok(ids) => ids.into_iter().collect(),
-            Err(err) => {
-                // One failure for the whole statement: nothing was applied, every item failed alike.
-                return items.iter().map(|_| Err(err.replicate())).collect();
+        match done {
+            // RETURNING names the updated rows' ids (SQLite cannot return the FROM side's token):
+            // each applied id stands for the token it was sent with.
+            Ok(ids) => {
+                let applied: HashSet<Uuid> = ids
+                    .iter()
+                    .filter_map(|id| tokens.get(&Uuid::parse_str(id).ok()?).copied())
+                    .collect();
+                batch.results(&applied)
             }
-        };
-        items
-            .iter()
-            .map(|(lease, _)| {
-                if let Some(message) = invalid.remove(&lease.event_id) {
-                    Err(StoreError::invalid(message))
-                } else if done.contains(&lease.event_id.to_string()) {
-                    Ok(())
-                } else {
-                    Err(StoreError::LeaseLost {
-                        event_id: lease.event_id,
-                    })
-                }
-            })
-            .collect()
+            Err(err) => batch.failed(&err),
+        }
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
-        let row = sqlx::query(&self.queries.get)
+        let Some(row) = sqlx::query(&self.queries.get)
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await
-            .map_err(|e| map_sqlx("get", e))?;
-        row.as_ref().map(decode).transpose()
+            .map_err(|e| map_sqlx("get", e))?
+        else {
+            return Ok(None);
+        };
+        let status: &str = row.try_get(11).map_err(|e| map_sqlx("get", e))?;
+        if status == outbox_core::CORRUPT_STATUS {
+            let reason: Option<String> = row.try_get(17).map_err(|e| map_sqlx("get", e))?;
+            return Err(StoreError::Corrupt {
+                id: id.to_string(),
+                message: format!(
+                    "set aside because it does not decode ({}); fix it and call requeue_corrupt",
+                    reason.unwrap_or_default()
+                ),
+            });
+        }
+        decode(&row).map(Some)
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
@@ -342,7 +445,7 @@ impl Store for SqliteStore {
         outbox_core::reset_unfinished_handlers(&mut results);
         let results = serde_json::to_string(&results)
             .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
-        let done = sqlx::query(&self.queries.requeue)
+        let done = sqlx::query(&self.queries.requeue_dead)
             .bind(now_millis())
             .bind(id.to_string())
             .bind(results)
@@ -360,6 +463,33 @@ impl Store for SqliteStore {
         self.purge(EventStatus::Processed, older_than).await
     }
 
+    async fn corrupt_events(&self, limit: usize) -> Result<Vec<CorruptEvent>, StoreError> {
+        let rows: Vec<(String, String, Option<String>, Option<i64>)> =
+            sqlx::query_as(&self.queries.corrupt_events)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| map_sqlx("corrupt events", e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, event_type, reason, at)| {
+                CorruptEvent::new(id, reason.unwrap_or_default())
+                    .with_event_type(Some(event_type))
+                    .with_set_aside_at(at.map(from_millis))
+            })
+            .collect())
+    }
+
+    async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(&self.queries.requeue_corrupt)
+            .bind(now_millis())
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("requeue corrupt", e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         let now = now_millis();
         let row = sqlx::query(&self.queries.stats)
@@ -371,18 +501,14 @@ impl Store for SqliteStore {
             let n: i64 = row.try_get(i).map_err(|e| map_sqlx("stats: decode", e))?;
             Ok(u64::try_from(n).unwrap_or(0))
         };
-        let oldest: Option<i64> = row.try_get(5).map_err(|e| map_sqlx("stats: decode", e))?;
+        let oldest: Option<i64> = row.try_get(6).map_err(|e| map_sqlx("stats: decode", e))?;
         let lag = oldest.map_or(Duration::ZERO, |t| {
             Duration::from_millis(u64::try_from(now - t).unwrap_or(0))
         });
-        Ok(StoreStats::new(
-            count(0)?,
-            count(1)?,
-            count(2)?,
-            count(3)?,
-            count(4)?,
-            lag,
-        ))
+        Ok(
+            StoreStats::new(count(0)?, count(1)?, count(2)?, count(3)?, count(4)?, lag)
+                .with_corrupt(count(5)?),
+        )
     }
 
     async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {

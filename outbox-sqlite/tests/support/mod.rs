@@ -44,6 +44,30 @@ impl StoreFactory for SqliteFactory {
             store: store.clone(),
         })))
     }
+
+    /// The poison row of issue 14: a payload that is not JSON and handler results that are not an
+    /// object.
+    async fn damage(&self, store: &SqliteStore, id: uuid::Uuid) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox_events SET payload = 'not json', handler_results = '[1,2]' WHERE id = ?1",
+        )
+        .bind(id.to_string())
+        .execute(store.pool())
+        .await
+        .map_err(|e| StoreError::unavailable(format!("damage: {e}")))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn repair(&self, store: &SqliteStore, id: uuid::Uuid) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox_events SET payload = '{\"n\":\"repaired\"}', handler_results = '{}' WHERE id = ?1",
+        )
+        .bind(id.to_string())
+        .execute(store.pool())
+        .await
+        .map_err(|e| StoreError::unavailable(format!("repair: {e}")))?;
+        Ok(done.rows_affected() == 1)
+    }
 }
 
 struct SqliteTestTransaction {
