@@ -1,6 +1,6 @@
 //! [`RedisStoreBuilder`]: the outbox's name (validated), from which every key is derived.
 
-use outbox_core::{ConfigError, validate_name};
+use outbox_core::{ConfigError, Limits, validate_name};
 use redis::aio::ConnectionManager;
 
 use crate::store::RedisStore;
@@ -19,6 +19,7 @@ pub struct RedisStoreBuilder {
     client: redis::Client,
     connection: ConnectionManager,
     name: String,
+    limits: Limits,
 }
 
 impl std::fmt::Debug for RedisStoreBuilder {
@@ -35,7 +36,15 @@ impl RedisStoreBuilder {
             client,
             connection,
             name: "default".to_owned(),
+            limits: Limits::default(),
         }
+    }
+
+    /// The limits events are checked against before they are written (default
+    /// [`Limits::default`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The outbox's name (default `default`): keys are `{outbox:<name>}:…`, one cluster slot.
@@ -51,6 +60,7 @@ impl RedisStoreBuilder {
             self.client,
             self.connection,
             format!("{{outbox:{}}}", self.name),
+            self.limits,
         ))
     }
 }

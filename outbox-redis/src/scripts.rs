@@ -25,6 +25,7 @@ pub(crate) struct Scripts {
     pub(crate) complete: Script,
     pub(crate) complete_many: Script,
     pub(crate) requeue: Script,
+    pub(crate) set_aside: Script,
     pub(crate) purge: Script,
     pub(crate) stats: Script,
 }
@@ -42,6 +43,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         include_str!("lua/complete_many.lua")
     ))),
     requeue: Script::new(&with_prelude(include_str!("lua/requeue.lua"))),
+    set_aside: Script::new(&with_prelude(include_str!("lua/set_aside.lua"))),
     purge: Script::new(&with_prelude(include_str!("lua/purge.lua"))),
     stats: Script::new(&with_prelude(include_str!("lua/stats.lua"))),
 });

@@ -7,8 +7,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use outbox_core::{
-    ClaimRequest, ClaimedEvent, Completion, Enqueued, EventRecord, EventStatus, Lease, NewEvent,
-    Store, StoreCapabilities, StoreError, StoreStats, WakeupStream,
+    ClaimRequest, ClaimedEvent, Completion, CorruptEvent, Enqueued, EventRecord, EventStatus,
+    Lease, Limits, NewEvent, Store, StoreCapabilities, StoreError, StoreStats, WakeupStream,
+    corrupt_reason,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use uuid::Uuid;
@@ -47,6 +48,7 @@ pub struct RedisStore {
     client: redis::Client,
     connection: ConnectionManager,
     prefix: String,
+    limits: Limits,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -102,12 +104,19 @@ impl RedisStore {
         client: redis::Client,
         connection: ConnectionManager,
         prefix: String,
+        limits: Limits,
     ) -> Self {
         Self {
             client,
             connection,
             prefix,
+            limits,
         }
+    }
+
+    /// The limits enqueued events are checked against (C11).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// The prefix of every key of this outbox, e.g. `{outbox:default}`.
@@ -128,7 +137,7 @@ impl RedisStore {
         cmd.arg(ENQUEUE_SOURCE.as_str())
             .arg(1)
             .arg(&self.prefix)
-            .arg(enqueue_args(events)?);
+            .arg(enqueue_args(&self.limits, events)?);
         Ok(cmd)
     }
 
@@ -169,13 +178,11 @@ impl RedisStore {
 }
 
 /// The enqueue script's arguments: the count, then seven per event.
-fn enqueue_args(events: &[NewEvent]) -> Result<Vec<String>, StoreError> {
+fn enqueue_args(limits: &Limits, events: &[NewEvent]) -> Result<Vec<String>, StoreError> {
     let mut args = Vec::with_capacity(1 + events.len() * 7);
     args.push(events.len().to_string());
     for event in events {
-        event.validate()?;
-        let payload = serde_json::to_string(&event.payload)
-            .map_err(|e| StoreError::invalid(format!("payload does not serialize: {e}")))?;
+        let payload = limits.encode(event)?;
         args.extend([
             event.id.to_string(),
             event.event_type.clone(),
@@ -205,7 +212,7 @@ impl Store for RedisStore {
             return Ok(Vec::new());
         }
         let mut invocation = SCRIPTS.enqueue.key(&self.prefix);
-        invocation.arg(enqueue_args(&events)?);
+        invocation.arg(enqueue_args(&self.limits, &events)?);
         let reply: Vec<String> = invocation
             .invoke_async(&mut self.connection.clone())
             .await
@@ -226,29 +233,19 @@ impl Store for RedisStore {
         for _ in 0..limit {
             invocation.arg(Uuid::now_v7().to_string());
         }
-        let rows: Vec<HashMap<String, String>> = invocation
+        let rows: Vec<(String, HashMap<String, String>)> = invocation
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(|e| map_redis("claim", e))?;
-        rows.iter()
-            .map(|fields| {
-                let record = decode(fields)?;
-                match (record.lease_token, record.locked_until) {
-                    (Some(token), Some(locked_until)) => Ok(ClaimedEvent {
-                        lease: Lease {
-                            event_id: record.id,
-                            token,
-                        },
-                        locked_until,
-                        record,
-                    }),
-                    _ => Err(StoreError::Corrupt {
-                        id: record.id.to_string(),
-                        message: "claimed without a lease".into(),
-                    }),
-                }
-            })
-            .collect()
+        let mut claimed = Vec::with_capacity(rows.len());
+        for (id, fields) in &rows {
+            match decode(fields).and_then(ClaimedEvent::from_record) {
+                Ok(event) => claimed.push(event),
+                // A poison event is set aside on its own; the rest of the batch goes on (C11).
+                Err(err) => self.set_aside(id, fields, &err).await?,
+            }
+        }
+        Ok(claimed)
     }
 
     async fn renew_lease(
@@ -256,18 +253,55 @@ impl Store for RedisStore {
         lease: &Lease,
         extend: Duration,
     ) -> Result<DateTime<Utc>, StoreError> {
-        let until: Option<i64> = SCRIPTS
-            .renew
-            .key(&self.prefix)
-            .arg(lease.event_id.to_string())
-            .arg(lease.token.to_string())
-            .arg(millis(extend))
+        self.renew_many(vec![*lease], extend)
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::invalid("renew lease: no result")))
+    }
+
+    async fn renew_many(
+        &self,
+        leases: Vec<Lease>,
+        extend: Duration,
+    ) -> Vec<Result<DateTime<Utc>, StoreError>> {
+        if leases.is_empty() {
+            return Vec::new();
+        }
+        let mut invocation = SCRIPTS.renew.key(&self.prefix);
+        invocation.arg(millis(extend));
+        for lease in &leases {
+            invocation
+                .arg(lease.event_id.to_string())
+                .arg(lease.token.to_string());
+        }
+        let renewed: Result<Vec<i64>, StoreError> = invocation
             .invoke_async(&mut self.connection.clone())
             .await
-            .map_err(|e| map_redis("renew lease", e))?;
-        until.map(from_millis).ok_or(StoreError::LeaseLost {
-            event_id: lease.event_id,
-        })
+            .map_err(|e| map_redis("renew lease", e));
+        match renewed {
+            Ok(until) if until.len() == leases.len() => leases
+                .iter()
+                .zip(until)
+                .map(|(lease, until)| match until {
+                    0 => Err(StoreError::LeaseLost {
+                        event_id: lease.event_id,
+                    }),
+                    ms => Ok(from_millis(ms)),
+                })
+                .collect(),
+            Ok(until) => {
+                let message = format!(
+                    "renew lease: the script answered {} results for {} leases",
+                    until.len(),
+                    leases.len()
+                );
+                leases
+                    .iter()
+                    .map(|_| Err(StoreError::invalid(message.clone())))
+                    .collect()
+            }
+            Err(err) => leases.iter().map(|_| Err(err.replicate())).collect(),
+        }
     }
 
     async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError> {
@@ -429,6 +463,7 @@ impl Store for RedisStore {
             .requeue
             .key(&self.prefix)
             .arg(id.to_string())
+            .arg("dead")
             .arg(results)
             .invoke_async(&mut self.connection.clone())
             .await
@@ -461,19 +496,64 @@ impl Store for RedisStore {
                 })
         };
         let count = |i: usize| number(i).map(|n| u64::try_from(n).unwrap_or(0));
-        let now = number(6)?;
-        let lag = match reply.get(5).map(String::as_str) {
+        let now = number(7)?;
+        let lag = match reply.get(6).map(String::as_str) {
             Some("") | None => Duration::ZERO,
-            Some(_) => Duration::from_millis(u64::try_from(now - number(5)?).unwrap_or(0)),
+            Some(_) => Duration::from_millis(u64::try_from(now - number(6)?).unwrap_or(0)),
         };
-        Ok(StoreStats::new(
-            count(0)?,
-            count(1)?,
-            count(2)?,
-            count(3)?,
-            count(4)?,
-            lag,
-        ))
+        Ok(
+            StoreStats::new(count(0)?, count(1)?, count(2)?, count(3)?, count(4)?, lag)
+                .with_corrupt(count(5)?),
+        )
+    }
+
+    async fn corrupt_events(&self, limit: usize) -> Result<Vec<CorruptEvent>, StoreError> {
+        let mut con = self.connection.clone();
+        let stop = isize::try_from(limit).unwrap_or(isize::MAX) - 1;
+        if stop < 0 {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.key("corrupt"))
+            .arg(0)
+            .arg(stop)
+            .query_async(&mut con)
+            .await
+            .map_err(|e| map_redis("corrupt events", e))?;
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HMGET")
+                .arg(self.key(&format!("ev:{id}")))
+                .arg("event_type")
+                .arg("corrupt_reason")
+                .arg("processed_at");
+        }
+        let rows: Vec<(Option<String>, Option<String>, Option<String>)> = pipe
+            .query_async(&mut con)
+            .await
+            .map_err(|e| map_redis("corrupt events", e))?;
+        Ok(ids
+            .into_iter()
+            .zip(rows)
+            .map(|(id, (event_type, reason, at))| {
+                CorruptEvent::new(id, reason.unwrap_or_default())
+                    .with_event_type(event_type)
+                    .with_set_aside_at(at.and_then(|ms| ms.parse().ok()).map(from_millis))
+            })
+            .collect())
+    }
+
+    async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {
+        let done: i64 = SCRIPTS
+            .requeue
+            .key(&self.prefix)
+            .arg(id)
+            .arg("corrupt")
+            .arg("")
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| map_redis("requeue corrupt", e))?;
+        Ok(done == 1)
     }
 
     async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
@@ -492,6 +572,31 @@ impl Store for RedisStore {
 }
 
 impl RedisStore {
+    /// Sets aside a claimed event that does not decode (C11), fenced by its lease token.
+    async fn set_aside(
+        &self,
+        id: &str,
+        fields: &HashMap<String, String>,
+        err: &StoreError,
+    ) -> Result<(), StoreError> {
+        let reason = corrupt_reason(err);
+        tracing::error!(
+            event_id = id,
+            reason,
+            "undecodable outbox event set aside with status \"corrupt\""
+        );
+        let _: i64 = SCRIPTS
+            .set_aside
+            .key(&self.prefix)
+            .arg(id)
+            .arg(fields.get("lease_token").map(String::as_str).unwrap_or(""))
+            .arg(&reason)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| map_redis("claim: set aside an undecodable event", e))?;
+        Ok(())
+    }
+
     async fn purge(
         &self,
         status: EventStatus,

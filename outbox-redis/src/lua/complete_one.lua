@@ -16,15 +16,7 @@ local function complete_one(now, id, token, status, results, attempts, delay)
     redis.call('HSET', ev(id), 'processed_at', now, 'backoff_until', '')
     redis.call('ZREM', P .. ':pending', id)
     redis.call('ZADD', P .. ':' .. status, now, id)
-    local okey = h[3]
-    if okey and okey ~= '' then
-      -- Hand the ordering key to its next event.
-      redis.call('ZREM', P .. ':okey:' .. okey, id)
-      local next_id = redis.call('ZRANGE', P .. ':okey:' .. okey, 0, 0)[1]
-      if next_id and redis.call('ZSCORE', P .. ':leased', next_id) == false then
-        woke = schedule(next_id, now) or woke
-      end
-    end
+    woke = hand_off_key(id, h[3], now) or woke
   end
   return 1, woke
 end

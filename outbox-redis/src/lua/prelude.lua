@@ -6,16 +6,16 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function ev(id) return P .. ':ev:' .. id end
--- Makes a pending event that heads its ordering key reachable by claims: due now goes to the queue
--- (ordered by creation), later goes to the schedule (ordered by time). Returns true when due now.
+-- Makes a pending event that heads its ordering key reachable by claims: due now goes to the queue,
+-- later goes to the schedule; both are scored by the due time, so claims take due order, and equal
+-- times fall back to the ids' order (UUID v7: creation order). Returns true when due now.
 local function schedule(id, now)
-  local h = redis.call('HMGET', ev(id), 'seq', 'available_at', 'backoff_until')
-  local due = tonumber(h[2])
-  local backoff = tonumber(h[3])
+  local h = redis.call('HMGET', ev(id), 'available_at', 'backoff_until')
+  local due = tonumber(h[1])
+  local backoff = tonumber(h[2])
   if backoff and backoff > due then due = backoff end
   if due <= now then
-    redis.call('ZADD', P .. ':queue', tonumber(h[1]), id)
-    redis.call('ZADD', P .. ':dueat', due, id)
+    redis.call('ZADD', P .. ':queue', due, id)
     return true
   end
   redis.call('ZADD', P .. ':sched', due, id)
@@ -23,11 +23,32 @@ local function schedule(id, now)
 end
 local function unschedule(id)
   redis.call('ZREM', P .. ':queue', id)
-  redis.call('ZREM', P .. ':dueat', id)
   redis.call('ZREM', P .. ':sched', id)
   redis.call('ZREM', P .. ':leased', id)
 end
 local function is_head(id, okey)
   if okey == nil or okey == false or okey == '' then return true end
   return redis.call('ZRANGE', P .. ':okey:' .. okey, 0, 0)[1] == id
+end
+-- An event of `okey` finished (processed, dead, set aside): its key's next event becomes reachable.
+-- Returns true when that one is due now.
+local function hand_off_key(id, okey, now)
+  if not okey or okey == '' then return false end
+  redis.call('ZREM', P .. ':okey:' .. okey, id)
+  local next_id = redis.call('ZRANGE', P .. ':okey:' .. okey, 0, 0)[1]
+  if next_id and redis.call('ZSCORE', P .. ':leased', next_id) == false then
+    return schedule(next_id, now)
+  end
+  return false
+end
+-- Sets a pending event aside because it does not decode (contract C11): status 'corrupt' with the
+-- reason; its ordering key passes to the next event. Returns true when that one is due now.
+local function set_aside(id, reason, now)
+  local okey = redis.call('HGET', ev(id), 'ordering_key')
+  redis.call('HSET', ev(id), 'status', 'corrupt', 'corrupt_reason', reason, 'processed_at', now,
+    'lease_token', '', 'locked_by', '', 'locked_until', '')
+  unschedule(id)
+  redis.call('ZREM', P .. ':pending', id)
+  redis.call('ZADD', P .. ':corrupt', now, id)
+  return hand_off_key(id, okey, now)
 end

@@ -1,11 +1,18 @@
--- ARGV: id, token, extension ms. Returns the new expiry, or nil when the lease is lost.
+-- ARGV: extension ms, then pairs of id, token. Returns per pair the new expiry, or 0 when that
+-- lease is lost (nothing changed for it).
 local now = now_ms()
-local id = ARGV[1]
-local h = redis.call('HMGET', ev(id), 'lease_token', 'status')
-if h[1] ~= ARGV[2] or h[2] ~= 'pending' then return false end
-local locked_until = now + tonumber(ARGV[3])
-redis.call('HSET', ev(id), 'locked_until', locked_until)
-unschedule(id)
-redis.call('ZADD', P .. ':sched', locked_until, id)
-redis.call('ZADD', P .. ':leased', locked_until, id)
-return locked_until
+local locked_until = now + tonumber(ARGV[1])
+local out = {}
+for i = 2, #ARGV, 2 do
+  local id = ARGV[i]
+  local h = redis.call('HMGET', ev(id), 'lease_token', 'status')
+  if h[1] == ARGV[i + 1] and h[2] == 'pending' then
+    redis.call('HSET', ev(id), 'locked_until', locked_until)
+    redis.call('ZADD', P .. ':sched', locked_until, id)
+    redis.call('ZADD', P .. ':leased', locked_until, id)
+    out[#out + 1] = locked_until
+  else
+    out[#out + 1] = 0
+  end
+end
+return out

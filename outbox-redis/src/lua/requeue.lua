@@ -1,11 +1,15 @@
--- ARGV: id, handler_results JSON (failures reset). Returns 1, or 0 when the event is not dead.
+-- ARGV: id, from ('dead' or 'corrupt'), handler_results JSON ('' keeps the stored ones). Puts the
+-- event back in the queue. Returns 1, or 0 when the event is not in that state.
 local now = now_ms()
 local id = ARGV[1]
+local from = ARGV[2]
 local h = redis.call('HMGET', ev(id), 'status', 'seq', 'ordering_key')
-if h[1] ~= 'dead' then return 0 end
-redis.call('HSET', ev(id), 'status', 'pending', 'attempts', 0, 'backoff_until', '', 'available_at', now,
-  'processed_at', '', 'handler_results', ARGV[2])
-redis.call('ZREM', P .. ':dead', id)
+if h[1] ~= from then return 0 end
+redis.call('HSET', ev(id), 'status', 'pending', 'backoff_until', '', 'available_at', now,
+  'processed_at', '', 'corrupt_reason', '', 'lease_token', '', 'locked_by', '', 'locked_until', '')
+if from == 'dead' then redis.call('HSET', ev(id), 'attempts', 0) end
+if ARGV[3] ~= '' then redis.call('HSET', ev(id), 'handler_results', ARGV[3]) end
+redis.call('ZREM', P .. ':' .. from, id)
 redis.call('ZADD', P .. ':pending', tonumber(h[2]), id)
 local okey = h[3]
 if okey ~= '' then
@@ -15,7 +19,6 @@ if okey ~= '' then
   local second = redis.call('ZRANGE', P .. ':okey:' .. okey, 1, 1)[1]
   if second and redis.call('ZSCORE', P .. ':leased', second) == false then
     redis.call('ZREM', P .. ':queue', second)
-    redis.call('ZREM', P .. ':dueat', second)
     redis.call('ZREM', P .. ':sched', second)
   end
 end

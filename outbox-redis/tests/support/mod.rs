@@ -80,6 +80,41 @@ impl StoreFactory for RedisFactory {
             store: store.clone(),
         })))
     }
+
+    /// A poison event: handler results that are not an object, attempts that are not a number.
+    async fn damage(&self, store: &RedisStore, id: uuid::Uuid) -> Result<bool, StoreError> {
+        set_fields(store, id, &[("handler_results", "[1]"), ("attempts", "-x")]).await
+    }
+
+    async fn repair(&self, store: &RedisStore, id: uuid::Uuid) -> Result<bool, StoreError> {
+        set_fields(store, id, &[("handler_results", "{}"), ("attempts", "0")]).await
+    }
+}
+
+async fn set_fields(
+    store: &RedisStore,
+    id: uuid::Uuid,
+    fields: &[(&str, &str)],
+) -> Result<bool, StoreError> {
+    let key = format!("{}:ev:{id}", store.key_prefix());
+    let mut con = store.connection();
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut con)
+        .await
+        .map_err(|e| StoreError::unavailable(format!("EXISTS: {e}")))?;
+    if !exists {
+        return Ok(false);
+    }
+    let mut cmd = redis::cmd("HSET");
+    cmd.arg(&key);
+    for (field, value) in fields {
+        cmd.arg(*field).arg(*value);
+    }
+    cmd.query_async::<()>(&mut con)
+        .await
+        .map_err(|e| StoreError::unavailable(format!("HSET: {e}")))?;
+    Ok(true)
 }
 
 /// A `MULTI`/`EXEC` pipeline: nothing reaches the server before commit; rollback sends nothing.
@@ -93,6 +128,8 @@ struct RedisTestTransaction {
 impl TestTransaction for RedisTestTransaction {
     async fn enqueue(&mut self, event: NewEvent) -> Result<Enqueued, StoreError> {
         let id = event.id;
+        // The same check the pipeline's enqueue makes, at the point the caller enqueues.
+        self.store.limits().check(&event)?;
         self.events.push(event);
         Ok(Enqueued {
             id,
