@@ -1,7 +1,7 @@
 //! [`MongoStoreBuilder`]: database and collection names, validated.
 
 use mongodb::Client;
-use outbox_core::{ConfigError, validate_name};
+use outbox_core::{ConfigError, Limits, validate_name};
 
 use crate::store::MongoStore;
 
@@ -19,6 +19,7 @@ pub struct MongoStoreBuilder {
     client: Client,
     database: String,
     collection: String,
+    limits: Limits,
 }
 
 impl MongoStoreBuilder {
@@ -27,7 +28,15 @@ impl MongoStoreBuilder {
             client,
             database: "outbox".to_owned(),
             collection: "outbox_events".to_owned(),
+            limits: Limits::default(),
         }
+    }
+
+    /// The limits events are checked against before they are written (default
+    /// [`Limits::default`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The database (default `outbox`).
@@ -51,6 +60,6 @@ impl MongoStoreBuilder {
             .client
             .database(&self.database)
             .collection(&self.collection);
-        Ok(MongoStore::from_parts(self.client, collection))
+        Ok(MongoStore::from_parts(self.client, collection, self.limits))
     }
 }

@@ -11,6 +11,11 @@ pub(crate) fn never() -> bson::DateTime {
     bson::DateTime::from_millis(0)
 }
 
+/// The `due_at` of a parked event (waiting behind an older event of its ordering key): never due.
+pub(crate) fn parked() -> bson::DateTime {
+    bson::DateTime::MAX
+}
+
 pub(crate) fn to_bson_time(t: DateTime<Utc>) -> bson::DateTime {
     bson::DateTime::from_millis(t.timestamp_millis())
 }
@@ -19,10 +24,8 @@ fn from_bson_time(t: bson::DateTime) -> DateTime<Utc> {
     DateTime::<Utc>::from_timestamp_millis(t.timestamp_millis()).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-/// The document stored for a new event at `now`.
-pub(crate) fn encode_new(event: &NewEvent, now: DateTime<Utc>) -> Result<Document, StoreError> {
-    let payload = serde_json::to_string(&event.payload)
-        .map_err(|e| StoreError::invalid(format!("payload does not serialize: {e}")))?;
+/// The document stored for a new event at `now`, with its payload already serialized.
+pub(crate) fn encode_new(event: &NewEvent, payload: String, now: DateTime<Utc>) -> Document {
     let available = to_bson_time(event.available_at.unwrap_or(now));
     let mut document = doc! {
         "_id": event.id.to_string(),
@@ -46,7 +49,7 @@ pub(crate) fn encode_new(event: &NewEvent, now: DateTime<Utc>) -> Result<Documen
             document.insert(field, value);
         }
     }
-    Ok(document)
+    document
 }
 
 pub(crate) fn decode(document: &Document) -> Result<EventRecord, StoreError> {

@@ -10,17 +10,18 @@ use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{Client, ClientSession, Collection, IndexModel};
 use outbox_core::{
-    ClaimRequest, ClaimedEvent, Completion, Enqueued, EventRecord, EventStatus, Lease, NewEvent,
-    Store, StoreCapabilities, StoreError, StoreStats, WakeupStream,
+    ClaimRequest, ClaimedEvent, Completion, CorruptEvent, Enqueued, EventRecord, EventStatus,
+    Lease, Limits, NewEvent, Store, StoreCapabilities, StoreError, StoreStats, WakeupStream,
+    corrupt_reason,
 };
 use uuid::Uuid;
 
 use crate::config::MongoStoreBuilder;
 use crate::error::{DUPLICATE_KEY, code, map_mongo};
-use crate::row::{decode, encode_new, never, to_bson_time};
+use crate::row::{decode, encode_new, never, parked, to_bson_time};
 
-/// The status of documents set aside because they do not decode (see [`MongoStore::quarantine`]).
-pub(crate) const CORRUPT: &str = "corrupt";
+/// The status of documents set aside because they do not decode (see [`MongoStore::set_aside`]).
+pub(crate) const CORRUPT: &str = outbox_core::CORRUPT_STATUS;
 
 /// How many leases one claim sends at once.
 const CLAIM_CONCURRENCY: usize = 16;
@@ -52,6 +53,7 @@ const TRANSACTION_RETRIES: usize = 5;
 pub struct MongoStore {
     client: Client,
     events: Collection<Document>,
+    limits: Limits,
 }
 
 impl std::fmt::Debug for MongoStore {
@@ -75,8 +77,17 @@ impl MongoStore {
         MongoStoreBuilder::new(client)
     }
 
-    pub(crate) fn from_parts(client: Client, events: Collection<Document>) -> Self {
-        Self { client, events }
+    pub(crate) fn from_parts(client: Client, events: Collection<Document>, limits: Limits) -> Self {
+        Self {
+            client,
+            events,
+            limits,
+        }
+    }
+
+    /// The limits enqueued events are checked against (C11).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// The client this store uses (to start the sessions you enqueue in).
@@ -95,10 +106,17 @@ impl MongoStore {
             options.name = Some(name.to_owned());
             IndexModel::builder().keys(keys).options(options).build()
         };
+        // 0.1 had a "due" index on (status, due_at, locked_until); claims now sort by due time,
+        // then id.
+        if let Err(err) = self.events.drop_index("due").await {
+            if code(&err) != Some(27) {
+                tracing::debug!(error = %err, "could not drop the old \"due\" index");
+            }
+        }
         let indexes = vec![
             index(
-                doc! { "status": 1, "due_at": 1, "locked_until": 1 },
-                "due",
+                doc! { "status": 1, "due_at": 1, "_id": 1 },
+                "due_order",
                 IndexOptions::default(),
             ),
             index(
@@ -136,9 +154,10 @@ impl MongoStore {
         session: &mut ClientSession,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Enqueued>, StoreError> {
-        for event in &events {
-            event.validate()?;
-        }
+        let payloads = events
+            .iter()
+            .map(|e| self.limits.encode(e))
+            .collect::<Result<Vec<String>, StoreError>>()?;
         let now = Utc::now();
         // Keys stored already (one query for the whole batch, inside the transaction).
         let keys: Vec<&str> = events
@@ -175,7 +194,7 @@ impl MongoStore {
         // Then one insert for every new event (a key repeated in the batch keeps its first event).
         let mut out = Vec::with_capacity(events.len());
         let mut documents = Vec::with_capacity(events.len());
-        for event in &events {
+        for (event, payload) in events.iter().zip(payloads) {
             if let Some(key) = &event.idempotency_key {
                 if let Some(id) = known.get(key) {
                     out.push(Enqueued {
@@ -186,7 +205,7 @@ impl MongoStore {
                 }
                 known.insert(key.clone(), event.id);
             }
-            documents.push(encode_new(event, now)?);
+            documents.push(encode_new(event, payload, now));
             out.push(Enqueued {
                 id: event.id,
                 duplicate: false,
@@ -213,10 +232,10 @@ impl MongoStore {
     }
 
     async fn enqueue_one(&self, event: NewEvent) -> Result<Enqueued, StoreError> {
-        event.validate()?;
+        let payload = self.limits.encode(&event)?;
         match self
             .events
-            .insert_one(encode_new(&event, Utc::now())?)
+            .insert_one(encode_new(&event, payload, Utc::now()))
             .await
         {
             Ok(_) => Ok(Enqueued {
@@ -291,9 +310,10 @@ fn conflict_on_duplicate(operation: &str, err: mongodb::error::Error) -> StoreEr
     map_mongo(operation, err)
 }
 
+/// Pending events due now. A lease moves `due_at` to its expiry and a parked event's is far in the
+/// future, so neither is due.
 fn due_filter(now: DateTime<Utc>) -> Document {
-    let now = to_bson_time(now);
-    doc! { "status": "pending", "due_at": { "$lte": now }, "locked_until": { "$lte": now } }
+    doc! { "status": "pending", "due_at": { "$lte": to_bson_time(now) } }
 }
 
 #[async_trait]
@@ -310,7 +330,7 @@ impl Store for MongoStore {
             1 => Ok(vec![self.enqueue_one(events.remove(0)).await?]),
             _ => {
                 for event in &events {
-                    event.validate()?;
+                    self.limits.check(event)?;
                 }
                 self.enqueue_in_own_transaction(events).await
             }
@@ -328,16 +348,18 @@ impl Store for MongoStore {
         let candidates: Vec<Document> = self
             .events
             .find(due_filter(now))
-            .sort(doc! { "_id": 1 })
+            .sort(doc! { "due_at": 1, "_id": 1 })
             .limit(i64::try_from(request.limit.saturating_mul(4)).unwrap_or(i64::MAX))
-            .projection(doc! { "_id": 1, "ordering_key": 1 })
+            .projection(doc! { "_id": 1, "ordering_key": 1, "available_at": 1, "backoff_until": 1 })
             .await
             .map_err(|e| map_mongo("claim: find", e))?
             .try_collect()
             .await
             .map_err(|e| map_mongo("claim: find", e))?;
         // Keep the candidates that may be delivered now: the oldest pending event of each ordering
-        // key only (C5), and one per key per claim.
+        // key only (C5), one per key per claim. A keyed event behind an older pending one is parked
+        // (out of the due range) so later claims do not walk it again; the completion of its key's
+        // last older event un-parks it.
         let mut eligible: Vec<String> = Vec::with_capacity(candidates.len());
         let mut keys_seen: HashSet<String> = HashSet::new();
         for candidate in &candidates {
@@ -348,15 +370,8 @@ impl Store for MongoStore {
                 if !keys_seen.insert(key.to_owned()) {
                     continue;
                 }
-                let older = self
-                    .events
-                    .find_one(
-                        doc! { "ordering_key": key, "status": "pending", "_id": { "$lt": id } },
-                    )
-                    .projection(doc! { "_id": 1 })
-                    .await
-                    .map_err(|e| map_mongo("claim: ordering key", e))?;
-                if older.is_some() {
+                if self.older_pending(key, id).await? {
+                    self.park(candidate, key, id, now).await?;
                     continue;
                 }
             }
@@ -390,7 +405,8 @@ impl Store for MongoStore {
                         locked_until,
                         record,
                     }),
-                    Err(err) => self.quarantine(&id, token, &err).await?,
+                    // A poison document is set aside on its own; the batch goes on (C11).
+                    Err(err) => self.set_aside(&id, token, &err).await?,
                 }
             }
         }
@@ -407,7 +423,7 @@ impl Store for MongoStore {
             .events
             .update_one(
                 doc! { "_id": lease.event_id.to_string(), "lease_token": lease.token.to_string(), "status": "pending" },
-                doc! { "$set": { "locked_until": to_bson_time(until) } },
+                doc! { "$set": { "locked_until": to_bson_time(until), "due_at": to_bson_time(until) } },
             )
             .await
             .map_err(|e| map_mongo("renew lease", e))?;
@@ -438,30 +454,45 @@ impl Store for MongoStore {
         } else {
             set.insert("processed_at", to_bson_time(now));
         }
-        let done = self
+        let before = self
             .events
-            .update_one(
+            .find_one_and_update(
                 doc! { "_id": lease.event_id.to_string(), "lease_token": lease.token.to_string(), "status": "pending" },
                 doc! { "$set": set, "$unset": unset },
             )
+            .projection(doc! { "ordering_key": 1 })
             .await
-            .map_err(|e| map_mongo("complete", e))?;
-        if done.matched_count == 0 {
-            return Err(StoreError::LeaseLost {
+            .map_err(|e| map_mongo("complete", e))?
+            .ok_or(StoreError::LeaseLost {
                 event_id: lease.event_id,
-            });
+            })?;
+        if completion.status != EventStatus::Pending {
+            if let Ok(key) = before.get_str("ordering_key") {
+                self.unpark_head(key).await?;
+            }
         }
         Ok(())
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
-        self.events
+        let Some(document) = self
+            .events
             .find_one(doc! { "_id": id.to_string() })
             .await
             .map_err(|e| map_mongo("get", e))?
-            .as_ref()
-            .map(decode)
-            .transpose()
+        else {
+            return Ok(None);
+        };
+        if document.get_str("status") == Ok(CORRUPT) {
+            return Err(StoreError::Corrupt {
+                id: id.to_string(),
+                message: format!(
+                    "set aside because it does not decode ({}); fix it and call requeue_corrupt",
+                    document.get_str("corrupt_reason").unwrap_or_default()
+                ),
+            });
+        }
+        decode(&document).map(Some)
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
@@ -508,6 +539,55 @@ impl Store for MongoStore {
         Ok(done.modified_count == 1)
     }
 
+    async fn corrupt_events(&self, limit: usize) -> Result<Vec<CorruptEvent>, StoreError> {
+        let documents: Vec<Document> = self
+            .events
+            .find(doc! { "status": CORRUPT })
+            .sort(doc! { "processed_at": 1, "_id": 1 })
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+            .projection(doc! { "_id": 1, "event_type": 1, "corrupt_reason": 1, "processed_at": 1 })
+            .await
+            .map_err(|e| map_mongo("corrupt events", e))?
+            .try_collect()
+            .await
+            .map_err(|e| map_mongo("corrupt events", e))?;
+        Ok(documents
+            .iter()
+            .map(|d| {
+                let id = match d.get("_id") {
+                    Some(Bson::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                    None => String::new(),
+                };
+                CorruptEvent::new(id, d.get_str("corrupt_reason").unwrap_or_default())
+                    .with_event_type(d.get_str("event_type").ok().map(str::to_owned))
+                    .with_set_aside_at(d.get_datetime("processed_at").ok().map(|t| {
+                        DateTime::<Utc>::from_timestamp_millis(t.timestamp_millis())
+                            .unwrap_or_default()
+                    }))
+            })
+            .collect())
+    }
+
+    async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {
+        let now = to_bson_time(Utc::now());
+        let done = self
+            .events
+            .update_one(
+                doc! { "_id": id, "status": CORRUPT },
+                doc! {
+                    "$set": {
+                        "status": "pending", "backoff_until": never(), "available_at": now,
+                        "due_at": now, "locked_until": never(),
+                    },
+                    "$unset": { "processed_at": "", "corrupt_reason": "", "lease_token": "", "locked_by": "" },
+                },
+            )
+            .await
+            .map_err(|e| map_mongo("requeue corrupt", e))?;
+        Ok(done.modified_count == 1)
+    }
+
     async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
         self.purge(EventStatus::Dead, older_than).await
     }
@@ -530,6 +610,7 @@ impl Store for MongoStore {
         let leased = count(doc! { "status": "pending", "locked_until": { "$gt": bnow } }).await?;
         let processed = count(doc! { "status": "processed" }).await?;
         let dead = count(doc! { "status": "dead" }).await?;
+        let corrupt = count(doc! { "status": CORRUPT }).await?;
         let oldest = self
             .events
             .find_one(due_filter(now))
@@ -543,7 +624,7 @@ impl Store for MongoStore {
             ),
             _ => Duration::ZERO,
         };
-        Ok(StoreStats::new(pending, due, leased, processed, dead, lag))
+        Ok(StoreStats::new(pending, due, leased, processed, dead, lag).with_corrupt(corrupt))
     }
 
     async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
@@ -575,6 +656,19 @@ impl Store for MongoStore {
     }
 }
 
+/// When a parked event is claimable once un-parked: the later of its schedule and back-off.
+fn natural_due(document: &Document) -> mongodb::bson::DateTime {
+    let available = document
+        .get_datetime("available_at")
+        .copied()
+        .unwrap_or_else(|_| never());
+    let backoff = document
+        .get_datetime("backoff_until")
+        .copied()
+        .unwrap_or_else(|_| never());
+    available.max(backoff)
+}
+
 impl MongoStore {
     /// Leases one event if it is still claimable; `None` when another claimer got it first.
     async fn lease_one(
@@ -596,6 +690,7 @@ impl MongoStore {
                         "lease_token": token.to_string(),
                         "locked_by": worker_id,
                         "locked_until": to_bson_time(locked_until),
+                        "due_at": to_bson_time(locked_until),
                     },
                     "$inc": { "attempts": 1_i64 },
                 },
@@ -608,19 +703,93 @@ impl MongoStore {
 
     /// A leased document that does not decode (written by hand or by another program) would fail
     /// every claim that reaches it. It is set aside with status `corrupt` and the reason, kept for
-    /// inspection (`db.<collection>.find({status: "corrupt"})`), and no longer blocks its ordering key.
-    async fn quarantine(&self, id: &str, token: Uuid, err: &StoreError) -> Result<(), StoreError> {
-        tracing::error!(event_id = id, error = %err, "undecodable outbox document set aside with status \"corrupt\"");
-        self.events
-            .update_one(
+    /// inspection ([`Store::corrupt_events`]), and no longer blocks its ordering key (C11).
+    async fn set_aside(&self, id: &str, token: Uuid, err: &StoreError) -> Result<(), StoreError> {
+        let reason = corrupt_reason(err);
+        tracing::error!(
+            event_id = id,
+            reason,
+            "undecodable outbox document set aside with status \"corrupt\""
+        );
+        let before = self
+            .events
+            .find_one_and_update(
                 doc! { "_id": id, "lease_token": token.to_string() },
                 doc! {
-                    "$set": { "status": CORRUPT, "corrupt_reason": err.to_string(), "processed_at": to_bson_time(Utc::now()) },
+                    "$set": { "status": CORRUPT, "corrupt_reason": &reason, "processed_at": to_bson_time(Utc::now()), "locked_until": never() },
                     "$unset": { "lease_token": "", "locked_by": "" },
                 },
             )
+            .projection(doc! { "ordering_key": 1 })
             .await
             .map_err(|e| map_mongo("claim: set aside an undecodable document", e))?;
+        if let Some(key) = before.as_ref().and_then(|d| d.get_str("ordering_key").ok()) {
+            self.unpark_head(key).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether an event of `key` older than `id` is pending.
+    async fn older_pending(&self, key: &str, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .events
+            .find_one(doc! { "ordering_key": key, "status": "pending", "_id": { "$lt": id } })
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(|e| map_mongo("claim: ordering key", e))?
+            .is_some())
+    }
+
+    /// Parks a keyed candidate that waits behind an older event of its key. The older one may have
+    /// finished between the check and the park, and its completion may have looked for a parked
+    /// event before this one was parked: so check again after parking, and un-park when nothing
+    /// older is pending any more. Each step is atomic on its document, so one of the two sides
+    /// always sees the other.
+    async fn park(
+        &self,
+        candidate: &Document,
+        key: &str,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut filter = due_filter(now);
+        filter.insert("_id", id);
+        self.events
+            .update_one(filter, doc! { "$set": { "due_at": parked() } })
+            .await
+            .map_err(|e| map_mongo("claim: park", e))?;
+        if !self.older_pending(key, id).await? {
+            self.unpark(id, natural_due(candidate)).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes the oldest pending event of `key` claimable, if it is parked.
+    async fn unpark_head(&self, key: &str) -> Result<(), StoreError> {
+        let head = self
+            .events
+            .find_one(doc! { "ordering_key": key, "status": "pending" })
+            .sort(doc! { "_id": 1 })
+            .projection(doc! { "_id": 1, "due_at": 1, "available_at": 1, "backoff_until": 1 })
+            .await
+            .map_err(|e| map_mongo("complete: next of the ordering key", e))?;
+        if let Some(head) = head {
+            if head.get_datetime("due_at") == Ok(&parked()) {
+                let id = head.get_str("_id").unwrap_or_default().to_owned();
+                self.unpark(&id, natural_due(&head)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn unpark(&self, id: &str, due: mongodb::bson::DateTime) -> Result<(), StoreError> {
+        self.events
+            .update_one(
+                doc! { "_id": id, "status": "pending", "due_at": parked() },
+                doc! { "$set": { "due_at": due } },
+            )
+            .await
+            .map_err(|e| map_mongo("un-park", e))?;
         Ok(())
     }
 

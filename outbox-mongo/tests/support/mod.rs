@@ -78,6 +78,42 @@ impl StoreFactory for MongoFactory {
             store: store.clone(),
         })))
     }
+
+    /// A poison document: a payload that is a number instead of JSON text, handler results that
+    /// are not an object.
+    async fn damage(&self, store: &MongoStore, id: uuid::Uuid) -> Result<bool, StoreError> {
+        set_fields(
+            store,
+            id,
+            mongodb::bson::doc! { "payload": 42_i32, "handler_results": "[1]" },
+        )
+        .await
+    }
+
+    async fn repair(&self, store: &MongoStore, id: uuid::Uuid) -> Result<bool, StoreError> {
+        set_fields(
+            store,
+            id,
+            mongodb::bson::doc! { "payload": "{\"n\":\"repaired\"}", "handler_results": "{}" },
+        )
+        .await
+    }
+}
+
+async fn set_fields(
+    store: &MongoStore,
+    id: uuid::Uuid,
+    fields: mongodb::bson::Document,
+) -> Result<bool, StoreError> {
+    let done = store
+        .collection()
+        .update_one(
+            mongodb::bson::doc! { "_id": id.to_string() },
+            mongodb::bson::doc! { "$set": fields },
+        )
+        .await
+        .map_err(|e| StoreError::unavailable(format!("update: {e}")))?;
+    Ok(done.matched_count == 1)
 }
 
 struct MongoTestTransaction {
