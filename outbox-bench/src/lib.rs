@@ -74,6 +74,8 @@ pub struct Sizes {
     pub latency_seconds: f64,
     /// Events in the fan-out scenario (scenario 4).
     pub fanout_events: usize,
+    /// Which scenarios run, by name (see [`SCENARIOS`]).
+    pub scenarios: Vec<String>,
     /// Longest any one measurement may take.
     #[serde(skip)]
     pub timeout: Duration,
@@ -92,6 +94,7 @@ impl Sizes {
             latency_rate: 1_000,
             latency_seconds: 10.0,
             fanout_events: 20_000,
+            scenarios: default_scenarios(),
             timeout: Duration::from_secs(1_800),
         }
     }
@@ -107,9 +110,17 @@ impl Sizes {
             latency_rate: 200,
             latency_seconds: 0.5,
             fanout_events: 200,
+            scenarios: default_scenarios(),
             timeout: Duration::from_secs(120),
         }
     }
+}
+
+/// Every scenario, in the order they run. `soak` runs only when asked for (it lasts minutes).
+pub const SCENARIOS: &[&str] = &["enqueue", "drain", "latency", "fanout"];
+
+fn default_scenarios() -> Vec<String> {
+    SCENARIOS.iter().map(|s| (*s).to_owned()).collect()
 }
 
 /// The backend named `backend` (`postgres`, `redis`, `mongo`, `sqlite`), configured from the same
@@ -130,10 +141,20 @@ pub async fn run(backend: &str, sizes: &Sizes) -> Result<Report, BenchError> {
     let started_at = chrono::Utc::now().to_rfc3339();
     let mut rows = Vec::new();
     let mut checks = Vec::new();
-    scenario::enqueue(target.as_ref(), sizes, &mut rows, &mut checks).await?;
-    scenario::drain(target.as_ref(), sizes, &mut rows, &mut checks).await?;
-    scenario::latency(target.as_ref(), sizes, &mut rows, &mut checks).await?;
-    scenario::fanout(target.as_ref(), sizes, &mut rows, &mut checks).await?;
+    let wanted = |name: &str| sizes.scenarios.iter().any(|s| s == name);
+    let t = target.as_ref();
+    if wanted("enqueue") {
+        scenario::enqueue(t, sizes, &mut rows, &mut checks).await?;
+    }
+    if wanted("drain") {
+        scenario::drain(t, sizes, &mut rows, &mut checks).await?;
+    }
+    if wanted("latency") {
+        scenario::latency(t, sizes, &mut rows, &mut checks).await?;
+    }
+    if wanted("fanout") {
+        scenario::fanout(t, sizes, &mut rows, &mut checks).await?;
+    }
     Ok(Report {
         backend: backend.to_owned(),
         sizes: sizes.clone(),

@@ -7,6 +7,7 @@ use outbox_bench::Sizes;
 
 const USAGE: &str = "usage: outbox-bench <postgres|redis|mongo|sqlite> [--reduced] [--events N] \
 [--fanout-events N] [--enqueue N] [--rate N] [--seconds S] [--processors 1,2,4] [--batch N] [--json PATH]
+  [--scenarios enqueue,drain,latency,fanout]
 
 Runs against DATABASE_URL, REDIS_URL or MONGODB_URI (./scripts/services.sh starts them);
 SQLite uses files in a temporary directory. Writes bench-results/<backend>.json unless --json is given.";
@@ -51,6 +52,19 @@ fn parse(args: &[String]) -> Result<(String, Sizes, String), String> {
                     .collect::<Result<_, _>>()?;
             }
             "--json" => json = value.clone(),
+            "--scenarios" => {
+                sizes.scenarios = value.split(',').map(|s| s.trim().to_owned()).collect();
+                if let Some(bad) = sizes
+                    .scenarios
+                    .iter()
+                    .find(|s| !outbox_bench::SCENARIOS.contains(&s.as_str()))
+                {
+                    return Err(format!(
+                        "--scenarios: unknown scenario {bad:?}; expected some of {}",
+                        outbox_bench::SCENARIOS.join(",")
+                    ));
+                }
+            }
             other => return Err(format!("unknown option {other}")),
         }
     }

@@ -24,6 +24,10 @@ pub struct Row {
     pub cpu_us_per_event: Option<f64>,
     /// Benchmark-process CPU time per event for the raw run, microseconds.
     pub raw_cpu_us_per_event: Option<f64>,
+    /// Database-server CPU time per event for the library run, microseconds (local servers only).
+    pub server_cpu_us_per_event: Option<f64>,
+    /// Database-server CPU time per event for the raw run, microseconds.
+    pub raw_server_cpu_us_per_event: Option<f64>,
     /// Latency percentiles in milliseconds (p50, p99, max), for the latency scenario.
     pub latency_ms: Option<[f64; 3]>,
     /// Anything else (table size, dead tuples).
@@ -50,6 +54,8 @@ impl Row {
             ratio: raw_per_s.map(|r| outbox_per_s / r),
             cpu_us_per_event: Some(outbox.cpu_us_per_event(events)),
             raw_cpu_us_per_event: raw.map(|r| r.cpu_us_per_event(events)),
+            server_cpu_us_per_event: outbox.server_cpu_us_per_event(events),
+            raw_server_cpu_us_per_event: raw.and_then(|r| r.server_cpu_us_per_event(events)),
             latency_ms: None,
             notes: String::new(),
         }
@@ -63,6 +69,8 @@ pub struct Measured {
     pub seconds: f64,
     /// CPU seconds of this process (user + system).
     pub cpu_seconds: f64,
+    /// CPU seconds of the local database server's processes, when it runs on this machine.
+    pub server_cpu_seconds: Option<f64>,
 }
 
 impl Measured {
@@ -71,6 +79,10 @@ impl Measured {
     }
     fn cpu_us_per_event(self, events: u64) -> f64 {
         self.cpu_seconds * 1e6 / (events.max(1) as f64)
+    }
+    fn server_cpu_us_per_event(self, events: u64) -> Option<f64> {
+        self.server_cpu_seconds
+            .map(|s| s * 1e6 / (events.max(1) as f64))
     }
 }
 
@@ -126,9 +138,9 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "\n| scenario | variant | events | outbox ev/s | raw ev/s | outbox/raw | CPU µs/ev (outbox / raw) | p50 / p99 / max ms | notes |"
+            "\n| scenario | variant | events | outbox ev/s | raw ev/s | outbox/raw | client CPU µs/ev (outbox / raw) | server CPU µs/ev (outbox / raw) | p50 / p99 / max ms | notes |"
         );
-        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---|");
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
         for r in &self.rows {
             let latency = r.latency_ms.map_or_else(
                 || "—".to_owned(),
@@ -136,7 +148,7 @@ impl Report {
             );
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} | {} |",
                 r.scenario,
                 r.variant,
                 r.events,
@@ -145,6 +157,8 @@ impl Report {
                 num(r.ratio),
                 num(r.cpu_us_per_event),
                 num(r.raw_cpu_us_per_event),
+                num(r.server_cpu_us_per_event),
+                num(r.raw_server_cpu_us_per_event),
                 latency,
                 r.notes
             );
@@ -182,6 +196,34 @@ pub fn process_cpu_seconds() -> f64 {
             .unwrap_or(0.0)
     };
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The database servers whose CPU time a run reports, by process name.
+const SERVER_PROCESSES: &[&str] = &["postgres", "redis-server", "secantusd-rs"];
+
+/// CPU seconds used so far by the database server processes running on this machine (PostgreSQL
+/// backends, Redis, the MongoDB stand-in), from `/proc`; `None` when none runs here. Processes that
+/// exit during a measurement take their time with them, so the figure is a lower bound.
+pub fn server_cpu_seconds() -> Option<f64> {
+    let mut ticks = 0.0;
+    let mut found = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let name = head.split_once('(').map_or("", |(_, n)| n);
+        if !SERVER_PROCESSES.contains(&name) {
+            continue;
+        }
+        found = true;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        ticks += tick(11) + tick(12);
+    }
+    found.then_some(ticks / 100.0)
 }
 
 /// The CPU model and core count of this machine.

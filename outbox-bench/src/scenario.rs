@@ -12,7 +12,7 @@ use outbox_core::{
 };
 use uuid::Uuid;
 
-use crate::report::{Check, Measured, Row, process_cpu_seconds};
+use crate::report::{Check, Measured, Row, process_cpu_seconds, server_cpu_seconds};
 use crate::target::{EVENT_TYPE, Target, event};
 use crate::{BenchError, Sizes};
 
@@ -21,11 +21,15 @@ async fn measure<T, F: Future<Output = Result<T, BenchError>>>(
     f: F,
 ) -> Result<(T, Measured), BenchError> {
     let cpu = process_cpu_seconds();
+    let server = server_cpu_seconds();
     let started = Instant::now();
     let out = f.await?;
     let measured = Measured {
         seconds: started.elapsed().as_secs_f64(),
         cpu_seconds: process_cpu_seconds() - cpu,
+        server_cpu_seconds: server_cpu_seconds()
+            .zip(server)
+            .map(|(after, before)| after - before),
     };
     Ok((out, measured))
 }
@@ -126,17 +130,26 @@ async fn drain_with_workers(
     config: &WorkerConfig,
     n: usize,
     sizes: &Sizes,
-) -> Result<Measured, BenchError> {
+) -> Result<(Measured, String), BenchError> {
     let (workers, measured) = measure(async {
         let workers = start_workers(store, registry, processors, config)?;
         wait_processed(&workers, n as u64, sizes.timeout).await?;
         Ok(workers)
     })
     .await?;
+    let (mut claims, mut claimed, mut batches) = (0, 0, 0);
     for w in workers {
-        w.shutdown().await;
+        let m = w.shutdown().await.metrics;
+        claims += m.claims;
+        claimed += m.claimed;
+        batches += m.completion_batches;
     }
-    Ok(measured)
+    let round_trips = format!(
+        "{:.0} ev/claim, {:.0} ev/completion batch",
+        claimed as f64 / claims.max(1) as f64,
+        claimed as f64 / batches.max(1) as f64
+    );
+    Ok((measured, round_trips))
 }
 
 fn worker_config(sizes: &Sizes) -> WorkerConfig {
@@ -169,7 +182,8 @@ pub async fn drain(
         lib.prefill(n).await?;
         let store = lib.store();
         let config = worker_config(sizes);
-        let measured = drain_with_workers(&store, &registry, processors, &config, n, sizes).await?;
+        let (measured, round_trips) =
+            drain_with_workers(&store, &registry, processors, &config, n, sizes).await?;
         let stats = store.stats().await?;
         checks.push(Check {
             what: format!("drain P={processors}: every event processed, none left"),
@@ -186,17 +200,52 @@ pub async fn drain(
             measured,
             Some(raw_measured),
         );
-        row.notes = lib
-            .facts()
-            .await
-            .into_iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        row.notes = notes(lib.as_ref(), &round_trips).await;
+        rows.push(row);
+        lib.cleanup().await;
+    }
+    // Where the backend can delete processed events on completion, the same drain that way, with
+    // the largest processor count.
+    let processors = sizes.processors.iter().copied().max().unwrap_or(2);
+    if let Some(lib) = target.fresh_deleting("drain_del").await? {
+        lib.prefill(n).await?;
+        let store = lib.store();
+        let (measured, round_trips) =
+            drain_with_workers(&store, &registry, processors, &worker_config(sizes), n, sizes)
+                .await?;
+        let stats = store.stats().await?;
+        checks.push(Check {
+            what: format!("drain P={processors}, delete processed: none left pending or dead"),
+            passed: stats.pending == 0 && stats.dead == 0 && stats.processed == 0,
+            detail: format!(
+                "processed kept {}, pending {}, dead {}",
+                stats.processed, stats.pending, stats.dead
+            ),
+        });
+        let mut row = Row::throughput(
+            "drain",
+            &format!("P={processors}, delete processed"),
+            n as u64,
+            measured,
+            None,
+        );
+        row.notes = notes(lib.as_ref(), &round_trips).await;
         rows.push(row);
         lib.cleanup().await;
     }
     Ok(())
+}
+
+/// The backend's facts after a run, and how many events each round trip carried.
+async fn notes(lib: &dyn crate::target::Bench, round_trips: &str) -> String {
+    let mut notes: Vec<String> = lib
+        .facts()
+        .await
+        .into_iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    notes.push(round_trips.to_owned());
+    notes.join(", ")
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -308,6 +357,7 @@ pub async fn latency(
             Measured {
                 seconds: produce_seconds,
                 cpu_seconds,
+                server_cpu_seconds: None,
             },
             None,
         );
@@ -386,7 +436,8 @@ pub async fn fanout(
             .with_initial_delay(Duration::from_millis(20))
             .with_max_delay(Duration::from_millis(200)),
     );
-    let measured = drain_with_workers(&store, &registry, processors, &config, n, sizes).await?;
+    let (measured, round_trips) =
+        drain_with_workers(&store, &registry, processors, &config, n, sizes).await?;
     let stats = store.stats().await?;
     let successes = successes.lock().map(|m| m.clone()).unwrap_or_default();
     let doubled = successes.values().filter(|c| **c > 1).count();
@@ -415,7 +466,7 @@ pub async fn fanout(
         measured,
         Some(raw_measured),
     );
-    row.notes = "raw = lease-then-complete, one no-op pass".to_owned();
+    row.notes = format!("raw = lease-then-complete, one no-op pass; {round_trips}");
     rows.push(row);
     lib.cleanup().await;
     Ok(())

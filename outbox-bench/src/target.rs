@@ -29,6 +29,13 @@ pub trait Target: Send + Sync {
     fn name(&self) -> &'static str;
     /// A new, empty, migrated outbox of its own (table, database or key prefix).
     async fn fresh(&self, tag: &str) -> Result<Box<dyn Bench>, BenchError>;
+
+    /// A new outbox that deletes processed events instead of keeping them, for backends that offer
+    /// the choice (`None` otherwise).
+    async fn fresh_deleting(&self, tag: &str) -> Result<Option<Box<dyn Bench>>, BenchError> {
+        let _ = tag;
+        Ok(None)
+    }
 }
 
 /// One outbox instance and the raw operations of the same shape on its database.

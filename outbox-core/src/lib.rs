@@ -39,7 +39,7 @@ pub use registry::{Coverage, Registry, RegistryBuilder};
 pub use retry::{JitterSource, RetryPolicy};
 pub use store::{
     ClaimRequest, ClaimedEvent, Completion, Enqueued, Lease, Store, StoreCapabilities, StoreExt,
-    StoreStats, WakeupStream, complete_each, renew_each,
+    StoreStats, WakeupStream, complete_each, renew_each, sort_in_due_order,
 };
 pub use tokio_util::sync::CancellationToken;
 pub use worker::{BuildError, ShutdownReport, Worker, WorkerBuilder, WorkerConfig, WorkerHandle};

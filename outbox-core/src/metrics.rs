@@ -16,6 +16,8 @@ pub(crate) struct Metrics {
     lease_lost: AtomicU64,
     store_errors: AtomicU64,
     unhandled: AtomicU64,
+    claims: AtomicU64,
+    completion_batches: AtomicU64,
     latency_count: AtomicU64,
     latency_total_us: AtomicU64,
     latency_max_us: AtomicU64,
@@ -27,7 +29,11 @@ fn add(counter: &AtomicU64, n: u64) {
 
 impl Metrics {
     pub(crate) fn claimed(&self, n: usize) {
+        add(&self.claims, 1);
         add(&self.claimed, n as u64);
+    }
+    pub(crate) fn completion_batch(&self) {
+        add(&self.completion_batches, 1);
     }
     pub(crate) fn handler_succeeded(&self) {
         add(&self.handler_succeeded, 1);
@@ -77,6 +83,8 @@ impl Metrics {
             lease_lost: get(&self.lease_lost),
             store_errors: get(&self.store_errors),
             unhandled: get(&self.unhandled),
+            claims: get(&self.claims),
+            completion_batches: get(&self.completion_batches),
             mean_latency: Duration::from_micros(
                 get(&self.latency_total_us).checked_div(count).unwrap_or(0),
             ),
@@ -111,6 +119,10 @@ pub struct MetricsSnapshot {
     pub store_errors: u64,
     /// Claims of events whose type has no handler in this worker (contract P4).
     pub unhandled: u64,
+    /// Claim calls that returned (with or without events).
+    pub claims: u64,
+    /// `Store::complete_many` calls made (each writes the completions that finished together).
+    pub completion_batches: u64,
     /// Mean enqueue-to-completion latency of completed events.
     pub mean_latency: Duration,
     /// Maximum enqueue-to-completion latency.

@@ -101,6 +101,33 @@ impl ClaimedEvent {
     }
 }
 
+/// Sorts a claimed batch into due order, then creation order (C2), for stores whose claim
+/// statement returns rows in no particular order. The due time of a claimed event is the later of
+/// its schedule and its back-off.
+///
+/// ```
+/// use outbox_core::{ClaimedEvent, NewEvent, sort_in_due_order};
+/// let claimed = |delay: i64| {
+///     let mut r = NewEvent::new("T", serde_json::json!({})).into_record(chrono::Utc::now());
+///     r.available_at = r.created_at + chrono::Duration::milliseconds(delay);
+///     r.lease_token = Some(uuid::Uuid::now_v7());
+///     r.locked_until = Some(chrono::Utc::now());
+///     ClaimedEvent::from_record(r).unwrap()
+/// };
+/// let mut batch = vec![claimed(50), claimed(0)];
+/// sort_in_due_order(&mut batch);
+/// assert!(batch[0].record.available_at <= batch[1].record.available_at);
+/// ```
+pub fn sort_in_due_order(batch: &mut [ClaimedEvent]) {
+    batch.sort_by_key(|c| {
+        let r = &c.record;
+        let due = r
+            .backoff_until
+            .map_or(r.available_at, |b| b.max(r.available_at));
+        (due, r.created_at, r.id)
+    });
+}
+
 /// The outcome of one claim, written with [`Store::complete`] while the lease is held.
 ///
 /// The runtime computes it; stores write it as given and release the lease.

@@ -42,6 +42,15 @@ pub fn schema_sql(schema: &str, table: &str) -> Vec<String> {
         f("notify"),
     );
     let version_table = f("schema");
+    // What a completion writes (the `u` row holds the outcome).
+    let set_outcome = "status = u.status, handler_results = u.results::jsonb, attempts = u.attempts,
+                backoff_until = CASE WHEN u.delay IS NULL THEN NULL
+                                     ELSE now() + u.delay * interval '1 millisecond' END,
+                due_at = CASE WHEN u.status = 'pending'
+                              THEN now() + COALESCE(u.delay, 0) * interval '1 millisecond'
+                              ELSE e.due_at END,
+                processed_at = CASE WHEN u.status = 'pending' THEN NULL ELSE now() END,
+                lease_token = NULL, locked_by = NULL, locked_until = NULL";
     vec![
         format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""),
         format!(
@@ -88,6 +97,7 @@ BEGIN
             CHECK (status IN ('pending', 'processed', 'dead', 'corrupt'));
     END IF;
     DROP INDEX IF EXISTS \"{schema}\".\"{table}_pending_seq\";
+    DROP INDEX IF EXISTS \"{schema}\".\"{table}_finished\";
 END $$"
         ),
         // Claims walk due rows only: due order, then creation order.
@@ -103,9 +113,16 @@ END $$"
             "CREATE UNIQUE INDEX IF NOT EXISTS \"{table}_idempotency\" ON {t} (idempotency_key) \
              WHERE idempotency_key IS NOT NULL"
         ),
-        // Dead letters, set-aside events, and purges by age.
+        // Dead letters and set-aside events (few), by age.
         format!(
-            "CREATE INDEX IF NOT EXISTS \"{table}_finished\" ON {t} (status, processed_at) WHERE status <> 'pending'"
+            "CREATE INDEX IF NOT EXISTS \"{table}_failed\" ON {t} (status, processed_at) \
+             WHERE status IN ('dead', 'corrupt')"
+        ),
+        // Purges of processed events by age: a BRIN index costs a completion next to nothing
+        // (with a B-tree entry per processed event instead, a server-side drain ran about 3 %
+        // slower), and processed rows are written roughly in time order.
+        format!(
+            "CREATE INDEX IF NOT EXISTS \"{table}_processed_at\" ON {t} USING brin (processed_at)"
         ),
         // Makes the oldest pending event of each key claimable, if it is parked. Called by the
         // completion functions in a statement of its own, after the finished events were written.
@@ -153,7 +170,7 @@ BEGIN
             LIMIT batch - got
             FOR UPDATE OF e SKIP LOCKED
         ), checked AS (
-            SELECT c.id, c.seq, c.due_at, c.ordering_key IS NOT NULL AND EXISTS (
+            SELECT c.id, c.ordering_key IS NOT NULL AND EXISTS (
                 SELECT 1 FROM {t} o
                 WHERE o.ordering_key = c.ordering_key AND o.status = 'pending' AND o.seq < c.seq
                 FOR SHARE OF o) AS blocked
@@ -162,18 +179,16 @@ BEGIN
             UPDATE {t} e SET due_at = 'infinity' FROM checked k WHERE k.blocked AND e.id = k.id
             RETURNING e.id
         )
-        SELECT array_agg(k.id ORDER BY k.due_at, k.seq) FILTER (WHERE NOT k.blocked),
-               (SELECT count(*) FROM parked_now)
+        SELECT array_agg(k.id) FILTER (WHERE NOT k.blocked), (SELECT count(*) FROM parked_now)
         INTO ids, parked FROM checked k;
         IF ids IS NOT NULL THEN
-            RETURN QUERY WITH leased AS (
-                UPDATE {t} e
+            -- In no particular order: the client sorts the batch (ordering it here cost 10-15 %
+            -- of the claim).
+            RETURN QUERY UPDATE {t} e
                 SET attempts = e.attempts + 1, lease_token = gen_random_uuid(), locked_by = worker,
                     locked_until = now() + lease, due_at = now() + lease
                 WHERE e.id = ANY(ids)
-                RETURNING e.*)
-            SELECT l.* FROM unnest(ids) WITH ORDINALITY AS x(id, n) JOIN leased l ON l.id = x.id
-            ORDER BY x.n;
+                RETURNING e.*;
             got := got + cardinality(ids);
         END IF;
         EXIT WHEN parked = 0 OR got >= batch;
@@ -192,35 +207,45 @@ DECLARE
     keys text[];
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
-    WITH u AS (
-        SELECT * FROM unnest(ids, tokens, statuses, results, attempt_counts, delays)
-            AS u(id, token, status, results, attempts, delay)
-    ), deleted AS (
-        DELETE FROM {t} e USING u
-        WHERE delete_processed AND u.status = 'processed' AND e.idempotency_key IS NULL
-          AND e.id = u.id AND e.lease_token = u.token AND e.status = 'pending'
-        RETURNING u.token, e.ordering_key, u.status
-    ), updated AS (
-        UPDATE {t} e
-        SET status = u.status, handler_results = u.results::jsonb, attempts = u.attempts,
-            backoff_until = CASE WHEN u.delay IS NULL THEN NULL
-                                 ELSE now() + u.delay * interval '1 millisecond' END,
-            due_at = CASE WHEN u.status = 'pending'
-                          THEN now() + COALESCE(u.delay, 0) * interval '1 millisecond'
-                          ELSE e.due_at END,
-            processed_at = CASE WHEN u.status = 'pending' THEN NULL ELSE now() END,
-            lease_token = NULL, locked_by = NULL, locked_until = NULL
-        FROM u
-        WHERE e.id = u.id AND e.lease_token = u.token AND e.status = 'pending'
-          AND NOT (delete_processed AND u.status = 'processed' AND e.idempotency_key IS NULL)
-        RETURNING u.token, e.ordering_key, u.status
-    ), done AS (
-        SELECT * FROM deleted UNION ALL SELECT * FROM updated
-    )
-    SELECT array_agg(done.token),
-           array_agg(DISTINCT done.ordering_key)
-               FILTER (WHERE done.ordering_key IS NOT NULL AND done.status <> 'pending')
-    INTO applied, keys FROM done;
+    IF delete_processed THEN
+        WITH u AS (
+            SELECT * FROM unnest(ids, tokens, statuses, results, attempt_counts, delays)
+                AS u(id, token, status, results, attempts, delay)
+        ), deleted AS (
+            DELETE FROM {t} e USING u
+            WHERE u.status = 'processed' AND e.idempotency_key IS NULL
+              AND e.id = u.id AND e.lease_token = u.token AND e.status = 'pending'
+            RETURNING u.token, e.ordering_key, u.status
+        ), updated AS (
+            UPDATE {t} e
+            SET {set_outcome}
+            FROM u
+            WHERE e.id = u.id AND e.lease_token = u.token AND e.status = 'pending'
+              AND NOT (u.status = 'processed' AND e.idempotency_key IS NULL)
+            RETURNING u.token, e.ordering_key, u.status
+        ), done AS (
+            SELECT * FROM deleted UNION ALL SELECT * FROM updated
+        )
+        SELECT array_agg(done.token),
+               array_agg(DISTINCT done.ordering_key)
+                   FILTER (WHERE done.ordering_key IS NOT NULL AND done.status <> 'pending')
+        INTO applied, keys FROM done;
+    ELSE
+        WITH u AS (
+            SELECT * FROM unnest(ids, tokens, statuses, results, attempt_counts, delays)
+                AS u(id, token, status, results, attempts, delay)
+        ), done AS (
+            UPDATE {t} e
+            SET {set_outcome}
+            FROM u
+            WHERE e.id = u.id AND e.lease_token = u.token AND e.status = 'pending'
+            RETURNING u.token, e.ordering_key, u.status
+        )
+        SELECT array_agg(done.token),
+               array_agg(DISTINCT done.ordering_key)
+                   FILTER (WHERE done.ordering_key IS NOT NULL AND done.status <> 'pending')
+        INTO applied, keys FROM done;
+    END IF;
     IF keys IS NOT NULL THEN
         PERFORM {unpark}(keys);
     END IF;

@@ -301,6 +301,7 @@ impl Store for PgStore {
                 Err(err) => self.set_aside(row, &err).await?,
             }
         }
+        outbox_core::sort_in_due_order(&mut claimed);
         Ok(claimed)
     }
 

@@ -139,10 +139,10 @@ impl Bench for MongoBench {
             tokio::spawn(async move {
                 loop {
                     let now = DateTime::now();
-                    let due = doc! { "status": "pending", "due_at": { "$lte": now }, "locked_until": { "$lte": now } };
+                    let due = doc! { "status": "pending", "due_at": { "$lte": now } };
                     let candidates: Vec<Document> = events
                         .find(due.clone())
-                        .sort(doc! { "_id": 1 })
+                        .sort(doc! { "due_at": 1, "_id": 1 })
                         .limit(i64::try_from(batch).unwrap_or(100))
                         .projection(doc! { "_id": 1 })
                         .await
@@ -168,7 +168,7 @@ impl Bench for MongoBench {
                                 .find_one_and_update(
                                     filter,
                                     doc! {
-                                        "$set": { "lease_token": &token, "locked_by": format!("raw-{p}"), "locked_until": until },
+                                        "$set": { "lease_token": &token, "locked_by": format!("raw-{p}"), "locked_until": until, "due_at": until },
                                         "$inc": { "attempts": 1_i64 },
                                     },
                                 )

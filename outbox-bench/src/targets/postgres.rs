@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use outbox_core::Store;
-use outbox_postgres::PgStore;
+use outbox_postgres::{PgStore, Retention};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
@@ -48,10 +48,27 @@ impl Target for Postgres {
     }
 
     async fn fresh(&self, tag: &str) -> Result<Box<dyn Bench>, BenchError> {
+        self.fresh_with(tag, Retention::KeepProcessed).await
+    }
+
+    async fn fresh_deleting(&self, tag: &str) -> Result<Option<Box<dyn Bench>>, BenchError> {
+        self.fresh_with(tag, Retention::DeleteProcessed)
+            .await
+            .map(Some)
+    }
+}
+
+impl Postgres {
+    async fn fresh_with(
+        &self,
+        tag: &str,
+        retention: Retention,
+    ) -> Result<Box<dyn Bench>, BenchError> {
         let schema = format!("bench_{tag}_{}", unique());
         let store = PgStore::builder(self.pool.clone())
             .schema(&schema)
             .table("outbox")
+            .retention(retention)
             .build()?;
         store.migrate().await?;
         Ok(Box::new(PgBench {
@@ -133,11 +150,11 @@ impl Bench for PgBench {
         // setting as the library: no ordering-key check, no handler results.
         let claim = Arc::new(format!(
             "UPDATE {t} e SET attempts = e.attempts + 1, lease_token = gen_random_uuid(),
-                 locked_by = $2, locked_until = now() + interval '30 seconds'
+                 locked_by = $2, locked_until = now() + interval '30 seconds',
+                 due_at = now() + interval '30 seconds'
              FROM (SELECT id FROM {t}
-                   WHERE status = 'pending' AND available_at <= now()
-                     AND (locked_until IS NULL OR locked_until <= now())
-                   ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED) c
+                   WHERE status = 'pending' AND due_at <= now()
+                   ORDER BY due_at, seq LIMIT $1 FOR UPDATE SKIP LOCKED) c
              WHERE e.id = c.id AND set_config('synchronous_commit', 'off', true) IS NOT NULL
              RETURNING e.id, e.lease_token, e.payload",
             t = self.table

@@ -80,8 +80,8 @@ impl Bench for SqliteBench {
     }
 
     async fn raw_enqueue(&self, transactions: usize, per: usize) -> Result<(), BenchError> {
-        let insert = "INSERT INTO outbox_events (id, event_type, payload, created_at, available_at)
-                      VALUES (?1, ?2, ?3, ?4, ?4)";
+        let insert = "INSERT INTO outbox_events (id, event_type, payload, created_at, available_at, due_at)
+                      VALUES (?1, ?2, ?3, ?4, ?4, ?4)";
         for t in 0..transactions {
             let mut tx = self.pool.begin().await.map_err(db)?;
             for i in 0..per {
@@ -102,11 +102,10 @@ impl Bench for SqliteBench {
     async fn raw_drain(&self, processors: usize, batch: usize) -> Result<u64, BenchError> {
         let claim = "UPDATE outbox_events SET attempts = attempts + 1,
                          lease_token = lower(hex(randomblob(16))), locked_by = ?3,
-                         locked_until = ?1 + 30000
+                         locked_until = ?1 + 30000, due_at = ?1 + 30000
                      WHERE seq IN (SELECT seq FROM outbox_events
-                                   WHERE status = 'pending' AND available_at <= ?1
-                                     AND (locked_until IS NULL OR locked_until <= ?1)
-                                   ORDER BY seq LIMIT ?2)
+                                   WHERE status = 'pending' AND due_at <= ?1
+                                   ORDER BY due_at, seq LIMIT ?2)
                      RETURNING id, lease_token, payload";
         let complete = "UPDATE outbox_events SET status = 'processed', processed_at = ?1,
                             lease_token = NULL, locked_by = NULL, locked_until = NULL

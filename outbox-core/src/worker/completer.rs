@@ -1,22 +1,53 @@
 //! Batches completions: event tasks that finish together share one `Store::complete_many` call
-//! (one round trip on backends that implement it), instead of one `complete` each.
+//! (one round trip on backends that implement it). An event task hands its completion over and
+//! ends; the in-flight slot it held is released once the outcome is persisted (or given up on), and
+//! the completer retries transient failures while the lease can still hold.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use chrono::{DateTime, Utc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Instant;
 
+use super::Shared;
 use crate::error::StoreError;
-use crate::store::{Completion, Lease, Store};
+use crate::record::EventStatus;
+use crate::store::{Completion, Lease};
 
-type Request = (Lease, Completion, oneshot::Sender<Result<(), StoreError>>);
+/// How many batches are written at once. One: while it is written the next one fills up (group
+/// commit); measured on PostgreSQL, 4 concurrent batches averaged 60 completions per statement and
+/// one averaged 150, for 25 % more events per second.
+const CONCURRENT_BATCHES: usize = 1;
 
-/// How many batches may be in flight at once (so a slow batch does not hold up the next).
-const CONCURRENT_BATCHES: usize = 4;
+/// Why a completion is written: an outcome of handlers, or a claim given back unprocessed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Handlers ran; count the new status when it is persisted.
+    Outcome,
+    /// Shutdown began before the event ran; it goes back to the queue.
+    Release,
+}
+
+/// One completion on its way to the store.
+pub(crate) struct Pending {
+    pub(crate) lease: Lease,
+    pub(crate) completion: Completion,
+    pub(crate) kind: Kind,
+    /// The in-flight slot the event held, released once this is settled.
+    pub(crate) _permit: OwnedSemaphorePermit,
+    /// When the event became deliverable, for the latency metric.
+    pub(crate) since: DateTime<Utc>,
+    /// Give up retrying transient failures after this (the lease will have expired).
+    pub(crate) deadline: Instant,
+    /// The next pause before a retry.
+    pub(crate) pause: Duration,
+}
 
 /// The sending side, shared by a worker's event tasks; the batching task starts with the worker.
 pub(crate) struct Completer {
-    tx: mpsc::UnboundedSender<Request>,
-    rx: Mutex<Option<mpsc::UnboundedReceiver<Request>>>,
+    tx: mpsc::UnboundedSender<Pending>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<Pending>>>,
     max_batch: usize,
 }
 
@@ -31,36 +62,28 @@ impl Completer {
     }
 
     /// Starts the batching task (once; later calls do nothing). It ends when the worker is dropped.
-    pub(crate) fn start(&self, store: Arc<dyn Store>) {
+    pub(crate) fn start(&self, shared: &Arc<Shared>) {
         let rx = self
             .rx
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         if let Some(rx) = rx {
-            tokio::spawn(batch_completions(store, rx, self.max_batch));
+            tokio::spawn(batch_completions(Arc::downgrade(shared), rx, self.max_batch));
         }
     }
 
-    /// Records one completion through the next batch.
-    pub(crate) async fn complete(
-        &self,
-        lease: Lease,
-        completion: Completion,
-    ) -> Result<(), StoreError> {
-        let (reply, result) = oneshot::channel();
-        self.tx
-            .send((lease, completion, reply))
-            .map_err(|_| StoreError::unavailable("the worker's completion queue is closed"))?;
-        result
-            .await
-            .map_err(|_| StoreError::unavailable("the completion batch was dropped"))?
+    /// Hands a completion over; it is written with the next batch.
+    pub(crate) fn submit(&self, pending: Pending) {
+        if let Err(mpsc::error::SendError(pending)) = self.tx.send(pending) {
+            tracing::error!(event_id = %pending.lease.event_id, "the worker's completion queue is closed; the event will be redelivered after its lease");
+        }
     }
 }
 
 async fn batch_completions(
-    store: Arc<dyn Store>,
-    mut rx: mpsc::UnboundedReceiver<Request>,
+    shared: std::sync::Weak<Shared>,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
     max_batch: usize,
 ) {
     let slots = Arc::new(Semaphore::new(CONCURRENT_BATCHES));
@@ -74,34 +97,89 @@ async fn batch_completions(
         let mut batch = vec![first];
         while batch.len() < max_batch {
             match rx.try_recv() {
-                Ok(request) => batch.push(request),
+                Ok(pending) => batch.push(pending),
                 Err(_) => break,
             }
         }
-        let store = Arc::clone(&store);
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
         tokio::spawn(async move {
-            let (items, replies): (Vec<_>, Vec<_>) = batch
-                .into_iter()
-                .map(|(lease, completion, reply)| ((lease, completion), reply))
-                .unzip();
-            let count = items.len();
-            let mut results = store.complete_many(items).await.into_iter();
-            if results.len() != count {
-                tracing::error!(
-                    expected = count,
-                    got = results.len(),
-                    "Store::complete_many returned the wrong number of results"
-                );
-            }
-            for reply in replies {
-                let result = results.next().unwrap_or_else(|| {
-                    Err(StoreError::unavailable(
-                        "the store returned no result for this completion",
-                    ))
-                });
-                let _ = reply.send(result);
-            }
+            write_batch(&shared, batch).await;
             drop(slot);
         });
+    }
+}
+
+async fn write_batch(shared: &Arc<Shared>, batch: Vec<Pending>) {
+    let items = batch
+        .iter()
+        .map(|p| (p.lease, p.completion.clone()))
+        .collect();
+    let count = batch.len();
+    shared.metrics.completion_batch();
+    let mut results = shared.store.complete_many(items).await.into_iter();
+    if results.len() != count {
+        tracing::error!(
+            expected = count,
+            got = results.len(),
+            "Store::complete_many returned the wrong number of results"
+        );
+    }
+    for pending in batch {
+        let result = results.next().unwrap_or_else(|| {
+            Err(StoreError::unavailable(
+                "the store returned no result for this completion",
+            ))
+        });
+        settle(shared, pending, result);
+    }
+}
+
+/// Counts a persisted completion, or retries it, or gives up on it (the event is then redelivered
+/// after its lease).
+fn settle(shared: &Arc<Shared>, mut pending: Pending, result: Result<(), StoreError>) {
+    let event_id = pending.lease.event_id;
+    match result {
+        Ok(()) => match pending.kind {
+            Kind::Release => shared.metrics.released(),
+            Kind::Outcome => {
+                match pending.completion.status {
+                    EventStatus::Processed => shared.metrics.processed(),
+                    EventStatus::Dead => {
+                        shared.metrics.dead();
+                        let reason = pending
+                            .completion
+                            .handler_results
+                            .iter()
+                            .find(|(_, s)| s.gave_up)
+                            .map(|(n, s)| format!("{n}: {}", s.last_error.as_deref().unwrap_or("")));
+                        tracing::error!(%event_id, reason, "event is dead: a handler gave up");
+                    }
+                    EventStatus::Pending => shared.metrics.retried(),
+                }
+                if let Ok(latency) = (Utc::now() - pending.since).to_std() {
+                    shared.metrics.latency(latency);
+                }
+            }
+        },
+        Err(StoreError::LeaseLost { .. }) => {
+            shared.metrics.lease_lost();
+            tracing::warn!(%event_id, "completion refused: lease lost; the event will be redelivered");
+        }
+        Err(err) if err.is_transient() && Instant::now() + pending.pause < pending.deadline => {
+            shared.metrics.store_error();
+            tracing::warn!(%event_id, error = %err, retry_in = ?pending.pause, "completion failed; retrying");
+            let shared = Arc::clone(shared);
+            tokio::spawn(async move {
+                tokio::time::sleep(pending.pause).await;
+                pending.pause = (pending.pause * 2).min(shared.config.store_backoff_max);
+                shared.completer.submit(pending);
+            });
+        }
+        Err(err) => {
+            shared.metrics.store_error();
+            tracing::error!(%event_id, error = %err, "completion failed; the event will be redelivered after its lease");
+        }
     }
 }

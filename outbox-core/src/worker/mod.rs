@@ -224,7 +224,7 @@ impl Worker {
     /// Spawns the worker on the current tokio runtime.
     pub fn start(self) -> WorkerHandle {
         let shared = Arc::clone(&self.shared);
-        shared.completer.start(Arc::clone(&shared.store));
+        shared.completer.start(&shared);
         let task = tokio::spawn(run(Arc::clone(&shared)));
         WorkerHandle { shared, task }
     }
@@ -314,8 +314,10 @@ async fn run(shared: Arc<Shared>) -> ShutdownReport {
         while tasks.try_join_next().is_some() {}
         let free = permits.available_permits();
         if free < min_claim {
+            // Slots come back when outcomes are persisted, after their event tasks ended.
+            let wanted = u32::try_from(min_claim).unwrap_or(u32::MAX);
             tokio::select! {
-                _ = tasks.join_next() => {}
+                slots = permits.acquire_many(wanted) => drop(slots),
                 () = shared.stop_claiming.cancelled() => break,
             }
             continue;
@@ -367,6 +369,7 @@ async fn run(shared: Arc<Shared>) -> ShutdownReport {
         in_flight = in_flight_at_shutdown,
         "outbox worker shutting down"
     );
+    shared.held.cancel_all();
     let drained = tokio::time::timeout(config.shutdown_grace, async {
         while tasks.join_next().await.is_some() {}
     })
@@ -375,9 +378,19 @@ async fn run(shared: Arc<Shared>) -> ShutdownReport {
     if !drained {
         tracing::warn!(grace = ?config.shutdown_grace, "grace period over; aborting handlers still running");
         shared.hard_stop.cancel();
+        shared.held.abort_all();
         while tasks.join_next().await.is_some() {}
     }
     shared.hard_stop.cancel();
+    // Every in-flight slot comes back once its outcome is persisted (or given up on after the
+    // lease): wait for them, so the outcomes are written when shutdown returns.
+    let slots = u32::try_from(config.max_in_flight).unwrap_or(u32::MAX);
+    let persisted =
+        tokio::time::timeout(config.lease + config.shutdown_grace, permits.acquire_many(slots))
+            .await;
+    if !matches!(persisted, Ok(Ok(_))) {
+        tracing::warn!("some outcomes were not persisted before shutdown; their events will be redelivered");
+    }
     ShutdownReport {
         in_flight_at_shutdown,
         aborted_after_grace: !drained,

@@ -1,6 +1,6 @@
 //! One lease renewer per worker (P6): every held lease is renewed in one `Store::renew_many` call
 //! per interval, instead of a task and a timer per event. A lease found lost cancels only its own
-//! event's handlers.
+//! event's handlers. The same registry lets shutdown cancel, then abort, every event in flight.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,6 +51,20 @@ impl HeldLeases {
         });
         self.map().insert(lease.token, Arc::clone(&held));
         HoldGuard { leases: self, held }
+    }
+
+    /// Fires every held event's cancellation (shutdown began).
+    pub(crate) fn cancel_all(&self) {
+        for held in self.map().values() {
+            held.cancellation.cancel();
+        }
+    }
+
+    /// Fires every held event's abort (the shutdown grace period is over).
+    pub(crate) fn abort_all(&self) {
+        for held in self.map().values() {
+            held.abort.cancel();
+        }
     }
 
     fn snapshot(&self) -> Vec<Arc<Held>> {

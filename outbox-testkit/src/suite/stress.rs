@@ -111,7 +111,7 @@ pub async fn p8_many_workers_stress<F: StoreFactory>(factory: &F) -> ClauseResul
                 .unwrap_or(0);
             ensure!(
                 runs == 1,
-                "handler {name} succeeded {runs} times for event {id}"
+                "handler {name} succeeded {runs} times for event {id}: {record:?}"
             );
             ensure!(
                 record.handler_results[*name].succeeded_at.is_some(),
