@@ -12,6 +12,7 @@
 //! # Ok(()) }
 //! ```
 
+mod backlog;
 pub mod report;
 pub mod scenario;
 pub mod target;
@@ -74,6 +75,16 @@ pub struct Sizes {
     pub latency_seconds: f64,
     /// Events in the fan-out scenario (scenario 4).
     pub fanout_events: usize,
+    /// Due events drained in each backlog scenario (scenario 5).
+    pub backlog_due: usize,
+    /// Events scheduled for tomorrow beside them.
+    pub backlog_scheduled: usize,
+    /// Events in retry back-off beside them.
+    pub backlog_backoff: usize,
+    /// Events of the keyed drain.
+    pub keyed_events: usize,
+    /// Ordering keys of the keyed drain (events are spread round robin).
+    pub keys: usize,
     /// Which scenarios run, by name (see [`SCENARIOS`]).
     pub scenarios: Vec<String>,
     /// Longest any one measurement may take.
@@ -94,6 +105,11 @@ impl Sizes {
             latency_rate: 1_000,
             latency_seconds: 10.0,
             fanout_events: 20_000,
+            backlog_due: 100_000,
+            backlog_scheduled: 500_000,
+            backlog_backoff: 200_000,
+            keyed_events: 100_000,
+            keys: 1_000,
             scenarios: default_scenarios(),
             timeout: Duration::from_secs(1_800),
         }
@@ -110,6 +126,11 @@ impl Sizes {
             latency_rate: 200,
             latency_seconds: 0.5,
             fanout_events: 200,
+            backlog_due: 400,
+            backlog_scheduled: 2_000,
+            backlog_backoff: 1_000,
+            keyed_events: 400,
+            keys: 20,
             scenarios: default_scenarios(),
             timeout: Duration::from_secs(120),
         }
@@ -117,7 +138,7 @@ impl Sizes {
 }
 
 /// Every scenario, in the order they run. `soak` runs only when asked for (it lasts minutes).
-pub const SCENARIOS: &[&str] = &["enqueue", "drain", "latency", "fanout"];
+pub const SCENARIOS: &[&str] = &["enqueue", "drain", "latency", "fanout", "backlog"];
 
 fn default_scenarios() -> Vec<String> {
     SCENARIOS.iter().map(|s| (*s).to_owned()).collect()
@@ -154,6 +175,9 @@ pub async fn run(backend: &str, sizes: &Sizes) -> Result<Report, BenchError> {
     }
     if wanted("fanout") {
         scenario::fanout(t, sizes, &mut rows, &mut checks).await?;
+    }
+    if wanted("backlog") {
+        backlog::backlog(t, sizes, &mut rows, &mut checks).await?;
     }
     Ok(Report {
         backend: backend.to_owned(),

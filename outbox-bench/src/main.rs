@@ -7,7 +7,8 @@ use outbox_bench::Sizes;
 
 const USAGE: &str = "usage: outbox-bench <postgres|redis|mongo|sqlite> [--reduced] [--events N] \
 [--fanout-events N] [--enqueue N] [--rate N] [--seconds S] [--processors 1,2,4] [--batch N] [--json PATH]
-  [--scenarios enqueue,drain,latency,fanout]
+  [--scenarios enqueue,drain,latency,fanout,backlog] [--backlog-due N] [--backlog-scheduled N]
+  [--backlog-backoff N] [--keyed-events N] [--keys N]
 
 Runs against DATABASE_URL, REDIS_URL or MONGODB_URI (./scripts/services.sh starts them);
 SQLite uses files in a temporary directory. Writes bench-results/<backend>.json unless --json is given.";
@@ -31,6 +32,11 @@ fn parse(args: &[String]) -> Result<(String, Sizes, String), String> {
         match flag.as_str() {
             "--events" => sizes.drain_events = number()?,
             "--fanout-events" => sizes.fanout_events = number()?,
+            "--backlog-due" => sizes.backlog_due = number()?,
+            "--backlog-scheduled" => sizes.backlog_scheduled = number()?,
+            "--backlog-backoff" => sizes.backlog_backoff = number()?,
+            "--keyed-events" => sizes.keyed_events = number()?,
+            "--keys" => sizes.keys = number()?,
             "--enqueue" => sizes.enqueue_single = number()?,
             "--batch" => sizes.batch = number()?,
             "--rate" => {

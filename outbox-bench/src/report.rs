@@ -220,7 +220,12 @@ pub fn server_cpu_seconds() -> Option<f64> {
         }
         found = true;
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        let tick = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
         ticks += tick(11) + tick(12);
     }
     found.then_some(ticks / 100.0)

@@ -74,7 +74,7 @@ pub async fn enqueue(
     Ok(())
 }
 
-fn noop_registry() -> Result<Registry, BenchError> {
+pub(crate) fn noop_registry() -> Result<Registry, BenchError> {
     Ok(Registry::builder()
         .handler(Handler::raw(EVENT_TYPE, "noop", |_record, _ctx| async {
             Ok::<_, HandlerError>(())
@@ -123,7 +123,7 @@ async fn wait_processed(
 }
 
 /// Starts `processors` workers, measures until `n` events finished, then shuts them down.
-async fn drain_with_workers(
+pub(crate) async fn drain_with_workers(
     store: &Arc<dyn Store>,
     registry: &Registry,
     processors: usize,
@@ -152,7 +152,7 @@ async fn drain_with_workers(
     Ok((measured, round_trips))
 }
 
-fn worker_config(sizes: &Sizes) -> WorkerConfig {
+pub(crate) fn worker_config(sizes: &Sizes) -> WorkerConfig {
     WorkerConfig::default()
         .with_batch_size(sizes.batch)
         .with_max_in_flight(sizes.batch * 4)
@@ -210,9 +210,15 @@ pub async fn drain(
     if let Some(lib) = target.fresh_deleting("drain_del").await? {
         lib.prefill(n).await?;
         let store = lib.store();
-        let (measured, round_trips) =
-            drain_with_workers(&store, &registry, processors, &worker_config(sizes), n, sizes)
-                .await?;
+        let (measured, round_trips) = drain_with_workers(
+            &store,
+            &registry,
+            processors,
+            &worker_config(sizes),
+            n,
+            sizes,
+        )
+        .await?;
         let stats = store.stats().await?;
         checks.push(Check {
             what: format!("drain P={processors}, delete processed: none left pending or dead"),

@@ -49,6 +49,8 @@ impl Queries {
                 SELECT 1 FROM {t} o WHERE o.ordering_key = {t}.ordering_key AND o.status = 'pending')
              THEN 'infinity'::timestamptz ELSE now() END"
         );
+        // A re-queued event goes to the back of its key's line (see schema.rs).
+        let next_seq = format!("nextval(pg_get_serial_sequence('{t}', 'seq'))");
         Self {
             schema: schema.to_owned(),
             table: table.to_owned(),
@@ -95,13 +97,14 @@ impl Queries {
             ),
             requeue_dead: format!(
                 "UPDATE {t} SET status = 'pending', attempts = 0, backoff_until = NULL, available_at = now(),
-                     processed_at = NULL, handler_results = $2, due_at = {requeued_due_at}
+                     processed_at = NULL, handler_results = $2, due_at = {requeued_due_at},
+                     seq = {next_seq}
                  WHERE id = $1 AND status = 'dead'"
             ),
             requeue_corrupt: format!(
                 "UPDATE {t} SET status = 'pending', corrupt_reason = NULL, processed_at = NULL,
                      backoff_until = NULL, available_at = now(), lease_token = NULL, locked_by = NULL,
-                     locked_until = NULL, due_at = {requeued_due_at}
+                     locked_until = NULL, due_at = {requeued_due_at}, seq = {next_seq}
                  WHERE id = $1 AND status = 'corrupt'"
             ),
             purge: format!("DELETE FROM {t} WHERE status = $1 AND processed_at < $2"),

@@ -80,7 +80,8 @@ impl Bench for SqliteBench {
     }
 
     async fn raw_enqueue(&self, transactions: usize, per: usize) -> Result<(), BenchError> {
-        let insert = "INSERT INTO outbox_events (id, event_type, payload, created_at, available_at, due_at)
+        let insert =
+            "INSERT INTO outbox_events (id, event_type, payload, created_at, available_at, due_at)
                       VALUES (?1, ?2, ?3, ?4, ?4, ?4)";
         for t in 0..transactions {
             let mut tx = self.pool.begin().await.map_err(db)?;

@@ -69,7 +69,11 @@ impl Completer {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         if let Some(rx) = rx {
-            tokio::spawn(batch_completions(Arc::downgrade(shared), rx, self.max_batch));
+            tokio::spawn(batch_completions(
+                Arc::downgrade(shared),
+                rx,
+                self.max_batch,
+            ));
         }
     }
 
@@ -153,7 +157,9 @@ fn settle(shared: &Arc<Shared>, mut pending: Pending, result: Result<(), StoreEr
                             .handler_results
                             .iter()
                             .find(|(_, s)| s.gave_up)
-                            .map(|(n, s)| format!("{n}: {}", s.last_error.as_deref().unwrap_or("")));
+                            .map(|(n, s)| {
+                                format!("{n}: {}", s.last_error.as_deref().unwrap_or(""))
+                            });
                         tracing::error!(%event_id, reason, "event is dead: a handler gave up");
                     }
                     EventStatus::Pending => shared.metrics.retried(),

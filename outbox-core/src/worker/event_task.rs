@@ -47,9 +47,7 @@ async fn run(shared: Arc<Shared>, claimed: ClaimedEvent, permit: OwnedSemaphoreP
     // Fired by the renewer when the lease is lost, and by shutdown (which sweeps every held lease).
     let cancellation = CancellationToken::new();
     let abort = CancellationToken::new();
-    let held = shared
-        .held
-        .hold(lease, cancellation.clone(), abort.clone());
+    let held = shared.held.hold(lease, cancellation.clone(), abort.clone());
     if shared.stop_claiming.is_cancelled() {
         cancellation.cancel();
     }

@@ -385,11 +385,15 @@ async fn run(shared: Arc<Shared>) -> ShutdownReport {
     // Every in-flight slot comes back once its outcome is persisted (or given up on after the
     // lease): wait for them, so the outcomes are written when shutdown returns.
     let slots = u32::try_from(config.max_in_flight).unwrap_or(u32::MAX);
-    let persisted =
-        tokio::time::timeout(config.lease + config.shutdown_grace, permits.acquire_many(slots))
-            .await;
+    let persisted = tokio::time::timeout(
+        config.lease + config.shutdown_grace,
+        permits.acquire_many(slots),
+    )
+    .await;
     if !matches!(persisted, Ok(Ok(_))) {
-        tracing::warn!("some outcomes were not persisted before shutdown; their events will be redelivered");
+        tracing::warn!(
+            "some outcomes were not persisted before shutdown; their events will be redelivered"
+        );
     }
     ShutdownReport {
         in_flight_at_shutdown,
