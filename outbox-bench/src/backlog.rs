@@ -16,7 +16,7 @@ use crate::{BenchError, Sizes};
 const PROCESSORS: usize = 2;
 
 /// Runs the plain drain, then the scheduled, back-off and keyed backlogs.
-pub async fn backlog(
+pub(crate) async fn backlog(
     target: &dyn Target,
     sizes: &Sizes,
     rows: &mut Vec<Row>,

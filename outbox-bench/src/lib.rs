@@ -13,6 +13,7 @@
 //! ```
 
 mod backlog;
+mod peer;
 pub mod report;
 pub mod scenario;
 pub mod target;
@@ -87,6 +88,9 @@ pub struct Sizes {
     pub keys: usize,
     /// Which scenarios run, by name (see [`SCENARIOS`]).
     pub scenarios: Vec<String>,
+    /// Also run graphile-worker on the same database after the drain (PostgreSQL only; needs
+    /// Node.js and npm).
+    pub peer: bool,
     /// Longest any one measurement may take.
     #[serde(skip)]
     pub timeout: Duration,
@@ -111,6 +115,7 @@ impl Sizes {
             keyed_events: 100_000,
             keys: 1_000,
             scenarios: default_scenarios(),
+            peer: false,
             timeout: Duration::from_secs(1_800),
         }
     }
@@ -132,6 +137,7 @@ impl Sizes {
             keyed_events: 400,
             keys: 20,
             scenarios: default_scenarios(),
+            peer: false,
             timeout: Duration::from_secs(120),
         }
     }
@@ -169,6 +175,9 @@ pub async fn run(backend: &str, sizes: &Sizes) -> Result<Report, BenchError> {
     }
     if wanted("drain") {
         scenario::drain(t, sizes, &mut rows, &mut checks).await?;
+        if sizes.peer && backend == "postgres" {
+            peer::graphile(sizes, &mut rows)?;
+        }
     }
     if wanted("latency") {
         scenario::latency(t, sizes, &mut rows, &mut checks).await?;

@@ -8,7 +8,10 @@ use outbox_bench::Sizes;
 const USAGE: &str = "usage: outbox-bench <postgres|redis|mongo|sqlite> [--reduced] [--events N] \
 [--fanout-events N] [--enqueue N] [--rate N] [--seconds S] [--processors 1,2,4] [--batch N] [--json PATH]
   [--scenarios enqueue,drain,latency,fanout,backlog] [--backlog-due N] [--backlog-scheduled N]
-  [--backlog-backoff N] [--keyed-events N] [--keys N]
+  [--backlog-backoff N] [--keyed-events N] [--keys N] [--peer]
+
+--peer (postgres) also drains the same number of events with graphile-worker on the same server
+(scripts/peer-graphile.sh installs it with npm) and prints it beside outbox's drain.
 
 Runs against DATABASE_URL, REDIS_URL or MONGODB_URI (./scripts/services.sh starts them);
 SQLite uses files in a temporary directory. Writes bench-results/<backend>.json unless --json is given.";
@@ -21,7 +24,10 @@ fn parse(args: &[String]) -> Result<(String, Sizes, String), String> {
         Sizes::full()
     };
     let mut json = format!("bench-results/{backend}.json");
-    let mut rest = args[1..].iter().filter(|a| *a != "--reduced");
+    sizes.peer = args.iter().any(|a| a == "--peer");
+    let mut rest = args[1..]
+        .iter()
+        .filter(|a| *a != "--reduced" && *a != "--peer");
     while let Some(flag) = rest.next() {
         let value = rest.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let number = || {
