@@ -14,6 +14,7 @@
 
 mod backlog;
 mod peer;
+mod soak;
 pub mod report;
 pub mod scenario;
 pub mod target;
@@ -88,6 +89,10 @@ pub struct Sizes {
     pub keys: usize,
     /// Which scenarios run, by name (see [`SCENARIOS`]).
     pub scenarios: Vec<String>,
+    /// Producer rate of the soak, events per second (scenario 7).
+    pub soak_rate: u32,
+    /// Duration of the soak, seconds (it runs only when asked for with `--scenarios soak`).
+    pub soak_seconds: f64,
     /// Also run graphile-worker on the same database after the drain (PostgreSQL only; needs
     /// Node.js and npm).
     pub peer: bool,
@@ -116,6 +121,8 @@ impl Sizes {
             keys: 1_000,
             scenarios: default_scenarios(),
             peer: false,
+            soak_rate: 2_000,
+            soak_seconds: 600.0,
             timeout: Duration::from_secs(1_800),
         }
     }
@@ -138,16 +145,22 @@ impl Sizes {
             keys: 20,
             scenarios: default_scenarios(),
             peer: false,
+            soak_rate: 500,
+            soak_seconds: 3.0,
             timeout: Duration::from_secs(120),
         }
     }
 }
 
 /// Every scenario, in the order they run. `soak` runs only when asked for (it lasts minutes).
-pub const SCENARIOS: &[&str] = &["enqueue", "drain", "latency", "fanout", "backlog"];
+pub const SCENARIOS: &[&str] = &["enqueue", "drain", "latency", "fanout", "backlog", "soak"];
 
 fn default_scenarios() -> Vec<String> {
-    SCENARIOS.iter().map(|s| (*s).to_owned()).collect()
+    SCENARIOS
+        .iter()
+        .filter(|s| **s != "soak")
+        .map(|s| (*s).to_owned())
+        .collect()
 }
 
 /// The backend named `backend` (`postgres`, `redis`, `mongo`, `sqlite`), configured from the same
@@ -187,6 +200,9 @@ pub async fn run(backend: &str, sizes: &Sizes) -> Result<Report, BenchError> {
     }
     if wanted("backlog") {
         backlog::backlog(t, sizes, &mut rows, &mut checks).await?;
+    }
+    if wanted("soak") {
+        soak::soak(t, sizes, &mut rows, &mut checks).await?;
     }
     Ok(Report {
         backend: backend.to_owned(),

@@ -8,7 +8,10 @@ use outbox_bench::Sizes;
 const USAGE: &str = "usage: outbox-bench <postgres|redis|mongo|sqlite> [--reduced] [--events N] \
 [--fanout-events N] [--enqueue N] [--rate N] [--seconds S] [--processors 1,2,4] [--batch N] [--json PATH]
   [--scenarios enqueue,drain,latency,fanout,backlog] [--backlog-due N] [--backlog-scheduled N]
-  [--backlog-backoff N] [--keyed-events N] [--keys N] [--peer]
+  [--backlog-backoff N] [--keyed-events N] [--keys N] [--soak-rate N] [--soak-seconds S] [--peer]
+
+Scenarios: enqueue, drain, latency, fanout, backlog (all by default) and soak (only when named:
+a producer at --soak-rate for --soak-seconds, 2,000/s for 600 s by default, with a purger).
 
 --peer (postgres) also drains the same number of events with graphile-worker on the same server
 (scripts/peer-graphile.sh installs it with npm) and prints it beside outbox's drain.
@@ -43,6 +46,14 @@ fn parse(args: &[String]) -> Result<(String, Sizes, String), String> {
             "--backlog-backoff" => sizes.backlog_backoff = number()?,
             "--keyed-events" => sizes.keyed_events = number()?,
             "--keys" => sizes.keys = number()?,
+            "--soak-rate" => {
+                sizes.soak_rate = u32::try_from(number()?).map_err(|e| e.to_string())?;
+            }
+            "--soak-seconds" => {
+                sizes.soak_seconds = value
+                    .parse()
+                    .map_err(|e| format!("--soak-seconds {value}: {e}"))?;
+            }
             "--enqueue" => sizes.enqueue_single = number()?,
             "--batch" => sizes.batch = number()?,
             "--rate" => {

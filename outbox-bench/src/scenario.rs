@@ -82,7 +82,7 @@ pub(crate) fn noop_registry() -> Result<Registry, BenchError> {
         .build()?)
 }
 
-fn start_workers(
+pub(crate) fn start_workers(
     store: &Arc<dyn Store>,
     registry: &Registry,
     processors: usize,

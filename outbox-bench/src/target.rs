@@ -88,6 +88,11 @@ pub trait Bench: Send + Sync {
         Vec::new()
     }
 
+    /// The outbox's size on the server (table and indexes, file, server memory), when known.
+    async fn size_bytes(&self) -> Option<u64> {
+        None
+    }
+
     /// Removes what this outbox created.
     async fn cleanup(&self) {}
 }

@@ -160,6 +160,15 @@ impl Bench for SqliteBench {
         )]
     }
 
+    async fn size_bytes(&self) -> Option<u64> {
+        let file = |suffix: &str| {
+            let mut path = self.path.clone().into_os_string();
+            path.push(suffix);
+            std::fs::metadata(path).map_or(0, |m| m.len())
+        };
+        Some(file("") + file("-wal"))
+    }
+
     async fn cleanup(&self) {
         self.pool.close().await;
         for suffix in ["", "-wal", "-shm"] {
