@@ -14,9 +14,9 @@
 
 mod backlog;
 mod peer;
-mod soak;
 pub mod report;
 pub mod scenario;
+mod soak;
 pub mod target;
 mod targets;
 

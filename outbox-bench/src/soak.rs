@@ -52,7 +52,11 @@ pub(crate) async fn soak(
         produced.store(n as u64, Ordering::Relaxed);
         if started.elapsed() >= next_sample {
             let pending = store.stats().await?.pending;
-            samples.push((started.elapsed().as_secs_f64(), lib.size_bytes().await, pending));
+            samples.push((
+                started.elapsed().as_secs_f64(),
+                lib.size_bytes().await,
+                pending,
+            ));
             next_sample += sample_every;
         }
     }
@@ -77,7 +81,10 @@ pub(crate) async fn soak(
     let curve = samples
         .iter()
         .map(|(t, size, pending)| match size {
-            Some(s) => format!("{t:.0}s {:.1} MB/{pending} pending", *s as f64 / 1_048_576.0),
+            Some(s) => format!(
+                "{t:.0}s {:.1} MB/{pending} pending",
+                *s as f64 / 1_048_576.0
+            ),
             None => format!("{t:.0}s {pending} pending"),
         })
         .collect::<Vec<_>>()

@@ -236,12 +236,14 @@ impl Bench for PgBench {
     }
 
     async fn size_bytes(&self) -> Option<u64> {
-        sqlx::query_scalar::<_, i64>("SELECT pg_total_relation_size(format('%I.%I', $1::text, 'outbox'))")
-            .bind(&self.schema)
-            .fetch_one(&self.pool)
-            .await
-            .ok()
-            .and_then(|n| u64::try_from(n).ok())
+        sqlx::query_scalar::<_, i64>(
+            "SELECT pg_total_relation_size(format('%I.%I', $1::text, 'outbox'))",
+        )
+        .bind(&self.schema)
+        .fetch_one(&self.pool)
+        .await
+        .ok()
+        .and_then(|n| u64::try_from(n).ok())
     }
 
     async fn cleanup(&self) {
