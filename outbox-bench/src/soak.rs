@@ -25,13 +25,13 @@ pub(crate) async fn soak(
     rows: &mut Vec<Row>,
     checks: &mut Vec<Check>,
 ) -> Result<(), BenchError> {
-    let lib = target.fresh("soak").await?;
+    let lib: Arc<dyn crate::target::Bench> = Arc::from(target.fresh("soak").await?);
     let store = lib.store();
     let workers = start_workers(&store, &noop_registry()?, 2, &worker_config(sizes))?;
     let produced = Arc::new(AtomicU64::new(0));
     let producing = Arc::new(AtomicBool::new(true));
     let purger = tokio::spawn(purge_until_stopped(
-        Arc::clone(&store),
+        Arc::clone(&lib),
         Arc::clone(&producing),
     ));
     let started = Instant::now();
@@ -73,7 +73,7 @@ pub(crate) async fn soak(
     for w in workers {
         w.shutdown().await;
     }
-    let _ = purger.await;
+    let maintenance = purger.await.ok().flatten();
     let sizes_mb: Vec<f64> = samples
         .iter()
         .filter_map(|(_, size, _)| size.map(|s| s as f64 / 1_048_576.0))
@@ -126,18 +126,30 @@ pub(crate) async fn soak(
         None,
     );
     row.cpu_us_per_event = None;
-    row.notes = curve;
+    row.notes = match maintenance {
+        Some(m) => format!("{m}; {curve}"),
+        None => curve,
+    };
     rows.push(row);
     lib.cleanup().await;
     Ok(())
 }
 
-async fn purge_until_stopped(store: Arc<dyn Store>, producing: Arc<AtomicBool>) {
+/// Purges processed events older than [`KEEP_PROCESSED`] every [`PURGE_EVERY`], with whatever
+/// maintenance the backend needs; returns what that maintenance was.
+async fn purge_until_stopped(
+    lib: Arc<dyn crate::target::Bench>,
+    producing: Arc<AtomicBool>,
+) -> Option<String> {
+    let store: Arc<dyn Store> = lib.store();
+    let mut maintenance = None;
     while producing.load(Ordering::Relaxed) {
         tokio::time::sleep(PURGE_EVERY).await;
         let cutoff = Utc::now() - chrono::Duration::from_std(KEEP_PROCESSED).unwrap_or_default();
         if let Err(err) = store.purge_processed(cutoff).await {
             eprintln!("soak: purge failed: {err}");
         }
+        maintenance = lib.maintain().await.or(maintenance);
     }
+    maintenance
 }

@@ -88,6 +88,12 @@ pub trait Bench: Send + Sync {
         Vec::new()
     }
 
+    /// What the server needs after purges when it does not do it by itself (PostgreSQL with
+    /// autovacuum off: `VACUUM`); returns what it did, if anything.
+    async fn maintain(&self) -> Option<String> {
+        None
+    }
+
     /// The outbox's size on the server (table and indexes, file, server memory), when known.
     async fn size_bytes(&self) -> Option<u64> {
         None

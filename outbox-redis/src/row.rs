@@ -1,7 +1,5 @@
 //! Decoding an event hash into an [`EventRecord`].
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use outbox_core::{EventRecord, EventStatus, HandlerResults, StoreError};
 use uuid::Uuid;
@@ -10,53 +8,79 @@ pub(crate) fn from_millis(ms: i64) -> DateTime<Utc> {
     DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-/// Decodes an `HGETALL` reply.
-pub(crate) fn decode(fields: &HashMap<String, String>) -> Result<EventRecord, StoreError> {
-    let raw_id = fields.get("id").cloned().unwrap_or_default();
+/// The fields an event is read from, in the order [`decode`] expects them (`HMGET` replies and the
+/// claim script's replies follow it).
+pub(crate) const FIELDS: [&str; 16] = [
+    "id",
+    "event_type",
+    "payload",
+    "correlation_id",
+    "ordering_key",
+    "idempotency_key",
+    "created_at",
+    "available_at",
+    "attempts",
+    "backoff_until",
+    "status",
+    "processed_at",
+    "handler_results",
+    "locked_by",
+    "locked_until",
+    "lease_token",
+];
+
+/// The claim script's list of fields, as Lua.
+pub(crate) fn fields_lua() -> String {
+    let quoted: Vec<String> = FIELDS.iter().map(|f| format!("'{f}'")).collect();
+    format!("local FIELDS = {{ {} }}", quoted.join(", "))
+}
+
+/// Decodes an event's fields, in the order of [`FIELDS`] (a missing field is `None`).
+pub(crate) fn decode(values: &[Option<String>]) -> Result<EventRecord, StoreError> {
+    let text = |i: usize| values.get(i).and_then(Option::as_deref).unwrap_or("");
+    let raw_id = text(0);
     let corrupt = |message: String| StoreError::Corrupt {
-        id: raw_id.clone(),
+        id: raw_id.to_owned(),
         message,
     };
-    let text = |name: &str| fields.get(name).map(String::as_str).unwrap_or("");
-    let optional = |name: &str| Some(text(name).to_owned()).filter(|s| !s.is_empty());
-    let millis = |name: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
-        match text(name) {
+    let optional = |i: usize| Some(text(i).to_owned()).filter(|s| !s.is_empty());
+    let millis = |i: usize| -> Result<Option<DateTime<Utc>>, StoreError> {
+        match text(i) {
             "" => Ok(None),
             s => s
                 .parse::<i64>()
                 .map(|ms| Some(from_millis(ms)))
-                .map_err(|e| corrupt(format!("{name}: {e}"))),
+                .map_err(|e| corrupt(format!("{}: {e}", FIELDS[i]))),
         }
     };
-    let required = |name: &str| millis(name)?.ok_or_else(|| corrupt(format!("{name} missing")));
-    let id = Uuid::parse_str(&raw_id).map_err(|e| corrupt(format!("id: {e}")))?;
-    let status = EventStatus::parse(text("status"))
-        .ok_or_else(|| corrupt(format!("status {:?}", text("status"))))?;
-    let payload =
-        serde_json::from_str(text("payload")).map_err(|e| corrupt(format!("payload: {e}")))?;
-    let handler_results: HandlerResults = serde_json::from_str(text("handler_results"))
-        .map_err(|e| corrupt(format!("handler_results: {e}")))?;
-    let lease_token = optional("lease_token")
+    let required = |i: usize| millis(i)?.ok_or_else(|| corrupt(format!("{}: missing", FIELDS[i])));
+    let id = Uuid::parse_str(raw_id).map_err(|e| corrupt(format!("id: {e}")))?;
+    let status =
+        EventStatus::parse(text(10)).ok_or_else(|| corrupt(format!("status: {:?}", text(10))))?;
+    let payload = serde_json::from_str(text(2)).map_err(|e| corrupt(format!("payload: {e}")))?;
+    let handler_results: HandlerResults =
+        serde_json::from_str(text(12)).map_err(|e| corrupt(format!("handler_results: {e}")))?;
+    let lease_token = optional(15)
         .map(|t| Uuid::parse_str(&t).map_err(|e| corrupt(format!("lease_token: {e}"))))
         .transpose()?;
     Ok(EventRecord {
         id,
-        event_type: text("event_type").to_owned(),
+        event_type: text(1).to_owned(),
         payload,
-        correlation_id: optional("correlation_id"),
-        ordering_key: optional("ordering_key"),
-        idempotency_key: optional("idempotency_key"),
-        created_at: required("created_at")?,
-        available_at: required("available_at")?,
-        attempts: text("attempts")
+        correlation_id: optional(3),
+        ordering_key: optional(4),
+        idempotency_key: optional(5),
+        created_at: required(6)?,
+        available_at: required(7)?,
+        attempts: text(8)
             .parse()
             .map_err(|e| corrupt(format!("attempts: {e}")))?,
-        backoff_until: millis("backoff_until")?,
+        backoff_until: millis(9)?,
         status,
-        processed_at: millis("processed_at")?,
+        processed_at: millis(11)?,
         handler_results,
-        locked_by: optional("locked_by"),
-        locked_until: millis("locked_until")?,
+        locked_by: optional(13),
+        locked_until: millis(14)?,
         lease_token,
     })
 }

@@ -32,7 +32,11 @@ pub(crate) struct Scripts {
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     enqueue: Script::new(&ENQUEUE_SOURCE),
-    claim: Script::new(&with_prelude(include_str!("lua/claim.lua"))),
+    claim: Script::new(&with_prelude(&format!(
+        "{}\n{}",
+        crate::row::fields_lua(),
+        include_str!("lua/claim.lua")
+    ))),
     renew: Script::new(&with_prelude(include_str!("lua/renew.lua"))),
     complete: Script::new(&with_prelude(&format!(
         "{COMPLETE_ONE}\n{}",

@@ -1,6 +1,5 @@
 //! [`RedisStore`]: the `Store` implementation, and enqueue inside the caller's `MULTI` block (C1).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,7 +15,7 @@ use uuid::Uuid;
 
 use crate::config::RedisStoreBuilder;
 use crate::error::map_redis;
-use crate::row::{decode, from_millis};
+use crate::row::{FIELDS, decode, from_millis};
 use crate::scripts::{ENQUEUE_SOURCE, SCRIPTS};
 
 /// Completions per `complete_many` script call.
@@ -230,10 +229,13 @@ impl Store for RedisStore {
             .arg(limit)
             .arg(&request.worker_id)
             .arg(millis(request.lease));
-        for _ in 0..limit {
-            invocation.arg(Uuid::now_v7().to_string());
+        // One fresh token per event that may be claimed: consecutive values after one random
+        // v7 UUID, so a claim costs one random draw rather than one per event.
+        let base = Uuid::now_v7().as_u128();
+        for i in 0..limit as u128 {
+            invocation.arg(Uuid::from_u128(base.wrapping_add(i)).to_string());
         }
-        let rows: Vec<(String, HashMap<String, String>)> = invocation
+        let rows: Vec<(String, Vec<Option<String>>)> = invocation
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(|e| map_redis("claim", e))?;
@@ -242,7 +244,10 @@ impl Store for RedisStore {
             match decode(fields).and_then(ClaimedEvent::from_record) {
                 Ok(event) => claimed.push(event),
                 // A poison event is set aside on its own; the rest of the batch goes on (C11).
-                Err(err) => self.set_aside(id, fields, &err).await?,
+                Err(err) => {
+                    let token = fields.get(15).and_then(Option::as_deref).unwrap_or("");
+                    self.set_aside(id, token, &err).await?;
+                }
             }
         }
         Ok(claimed)
@@ -412,13 +417,24 @@ impl Store for RedisStore {
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
-        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+        let fields: Vec<Option<String>> = redis::cmd("HMGET")
             .arg(self.key(&format!("ev:{id}")))
+            .arg(&FIELDS[..])
+            .arg("corrupt_reason")
             .query_async(&mut self.connection.clone())
             .await
             .map_err(|e| map_redis("get", e))?;
-        if fields.is_empty() {
+        if fields.iter().all(Option::is_none) {
             return Ok(None);
+        }
+        if fields.get(10).and_then(Option::as_deref) == Some(outbox_core::CORRUPT_STATUS) {
+            return Err(StoreError::Corrupt {
+                id: id.to_string(),
+                message: format!(
+                    "set aside because it does not decode ({}); fix it and call requeue_corrupt",
+                    fields.get(16).and_then(Option::as_deref).unwrap_or("")
+                ),
+            });
         }
         decode(&fields).map(Some)
     }
@@ -438,13 +454,18 @@ impl Store for RedisStore {
             .map_err(|e| map_redis("dead letters", e))?;
         let mut pipe = redis::pipe();
         for id in &ids {
-            pipe.cmd("HGETALL").arg(self.key(&format!("ev:{id}")));
+            pipe.cmd("HMGET")
+                .arg(self.key(&format!("ev:{id}")))
+                .arg(&FIELDS[..]);
         }
-        let rows: Vec<HashMap<String, String>> = pipe
+        let rows: Vec<Vec<Option<String>>> = pipe
             .query_async(&mut con)
             .await
             .map_err(|e| map_redis("dead letters", e))?;
-        rows.iter().filter(|r| !r.is_empty()).map(decode).collect()
+        rows.iter()
+            .filter(|r| r.iter().any(Option::is_some))
+            .map(|r| decode(r))
+            .collect()
     }
 
     async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {
@@ -573,12 +594,7 @@ impl Store for RedisStore {
 
 impl RedisStore {
     /// Sets aside a claimed event that does not decode (C11), fenced by its lease token.
-    async fn set_aside(
-        &self,
-        id: &str,
-        fields: &HashMap<String, String>,
-        err: &StoreError,
-    ) -> Result<(), StoreError> {
+    async fn set_aside(&self, id: &str, token: &str, err: &StoreError) -> Result<(), StoreError> {
         let reason = corrupt_reason(err);
         tracing::error!(
             event_id = id,
@@ -589,7 +605,7 @@ impl RedisStore {
             .set_aside
             .key(&self.prefix)
             .arg(id)
-            .arg(fields.get("lease_token").map(String::as_str).unwrap_or(""))
+            .arg(token)
             .arg(&reason)
             .invoke_async(&mut self.connection.clone())
             .await

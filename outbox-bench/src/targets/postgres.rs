@@ -235,6 +235,22 @@ impl Bench for PgBench {
         }
     }
 
+    async fn maintain(&self) -> Option<String> {
+        let autovacuum: Option<String> = sqlx::query_scalar("SELECT current_setting('autovacuum')")
+            .fetch_one(&self.pool)
+            .await
+            .ok();
+        if autovacuum.as_deref() == Some("on") {
+            return None;
+        }
+        match self.store.vacuum().await {
+            Ok(()) => {
+                Some("autovacuum is off on this server: the purger runs PgStore::vacuum".to_owned())
+            }
+            Err(e) => Some(format!("vacuum failed: {e}")),
+        }
+    }
+
     async fn size_bytes(&self) -> Option<u64> {
         sqlx::query_scalar::<_, i64>(
             "SELECT pg_total_relation_size(format('%I.%I', $1::text, 'outbox'))",

@@ -1,5 +1,6 @@
 -- ARGV: limit, worker id, lease ms, then one fresh token per event that may be claimed.
--- Returns, per claimed event, the pair of its id and its hash (HGETALL array), in due order.
+-- Returns, per claimed event, the pair of its id and its fields (in the order of FIELDS), in due
+-- order.
 local now = now_ms()
 local limit = tonumber(ARGV[1])
 -- Whatever became due (schedule reached, back-off over, lease expired) joins the queue at the time it
@@ -26,7 +27,7 @@ for i, id in ipairs(ids) do
     redis.call('ZREM', P .. ':queue', id)
     redis.call('ZADD', P .. ':sched', locked_until, id)
     redis.call('ZADD', P .. ':leased', locked_until, id)
-    out[#out + 1] = { id, redis.call('HGETALL', ev(id)) }
+    out[#out + 1] = { id, redis.call('HMGET', ev(id), unpack(FIELDS)) }
   end
 end
 if woke then redis.call('PUBLISH', P .. ':wake', '') end
