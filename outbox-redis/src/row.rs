@@ -29,10 +29,19 @@ pub(crate) const FIELDS: [&str; 16] = [
     "lease_token",
 ];
 
-/// The claim script's list of fields, as Lua.
+/// The claim script's list of fields, and each field's position in it (`AT.attempts`), as Lua.
 pub(crate) fn fields_lua() -> String {
     let quoted: Vec<String> = FIELDS.iter().map(|f| format!("'{f}'")).collect();
-    format!("local FIELDS = {{ {} }}", quoted.join(", "))
+    let positions: Vec<String> = FIELDS
+        .iter()
+        .enumerate()
+        .map(|(i, f)| format!("{f} = {}", i + 1))
+        .collect();
+    format!(
+        "local FIELDS = {{ {} }}\nlocal AT = {{ {} }}",
+        quoted.join(", "),
+        positions.join(", ")
+    )
 }
 
 /// Decodes an event's fields, in the order of [`FIELDS`] (a missing field is `None`).

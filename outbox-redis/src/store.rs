@@ -229,12 +229,8 @@ impl Store for RedisStore {
             .arg(limit)
             .arg(&request.worker_id)
             .arg(millis(request.lease));
-        // One fresh token per event that may be claimed: consecutive values after one random
-        // v7 UUID, so a claim costs one random draw rather than one per event.
-        let base = Uuid::now_v7().as_u128();
-        for i in 0..limit as u128 {
-            invocation.arg(Uuid::from_u128(base.wrapping_add(i)).to_string());
-        }
+        // The claim derives each event's token from this one random UUID (see claim.lua).
+        invocation.arg(Uuid::now_v7().to_string());
         let rows: Vec<(String, Vec<Option<String>>)> = invocation
             .invoke_async(&mut self.connection.clone())
             .await

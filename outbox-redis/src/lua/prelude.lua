@@ -21,6 +21,8 @@ local function schedule(id, now)
   redis.call('ZADD', P .. ':sched', due, id)
   return false
 end
+-- Takes an event out of every claim structure: the queue (due now), the schedule (due later, not
+-- leased) and the leases (leased, by expiry).
 local function unschedule(id)
   redis.call('ZREM', P .. ':queue', id)
   redis.call('ZREM', P .. ':sched', id)
@@ -48,7 +50,7 @@ local function set_aside(id, reason, now)
   redis.call('HSET', ev(id), 'status', 'corrupt', 'corrupt_reason', reason, 'processed_at', now,
     'lease_token', '', 'locked_by', '', 'locked_until', '')
   unschedule(id)
-  redis.call('ZREM', P .. ':pending', id)
+  redis.call('DECR', P .. ':pending_count')
   redis.call('ZADD', P .. ':corrupt', now, id)
   return hand_off_key(id, okey, now)
 end

@@ -10,7 +10,7 @@ redis.call('HSET', ev(id), 'status', 'pending', 'backoff_until', '', 'available_
 if from == 'dead' then redis.call('HSET', ev(id), 'attempts', 0) end
 if ARGV[3] ~= '' then redis.call('HSET', ev(id), 'handler_results', ARGV[3]) end
 redis.call('ZREM', P .. ':' .. from, id)
-redis.call('ZADD', P .. ':pending', tonumber(h[2]), id)
+redis.call('INCR', P .. ':pending_count')
 local okey = h[3]
 if okey ~= '' then
   redis.call('ZADD', P .. ':okey:' .. okey, tonumber(h[2]), id)

@@ -3,11 +3,14 @@ local now = now_ms()
 local oldest = false
 local first = redis.call('ZRANGE', P .. ':queue', 0, 0, 'WITHSCORES')
 if first[2] then oldest = tonumber(first[2]) end
-local sched = redis.call('ZRANGEBYSCORE', P .. ':sched', '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1)
-if sched[2] and (not oldest or tonumber(sched[2]) < oldest) then oldest = tonumber(sched[2]) end
+for _, from in ipairs({ ':sched', ':leased' }) do
+  local first_due = redis.call('ZRANGEBYSCORE', P .. from, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1)
+  if first_due[2] and (not oldest or tonumber(first_due[2]) < oldest) then oldest = tonumber(first_due[2]) end
+end
 return {
-  tostring(redis.call('ZCARD', P .. ':pending')),
-  tostring(redis.call('ZCARD', P .. ':queue') + redis.call('ZCOUNT', P .. ':sched', '-inf', now)),
+  tostring(tonumber(redis.call('GET', P .. ':pending_count')) or 0),
+  tostring(redis.call('ZCARD', P .. ':queue') + redis.call('ZCOUNT', P .. ':sched', '-inf', now)
+    + redis.call('ZCOUNT', P .. ':leased', '-inf', now)),
   tostring(redis.call('ZCOUNT', P .. ':leased', '(' .. now, '+inf')),
   tostring(redis.call('ZCARD', P .. ':processed')),
   tostring(redis.call('ZCARD', P .. ':dead')),
