@@ -7,6 +7,12 @@
 //! The tests live in `tests/`; this library holds what they share: the [`Ledger`] of what was
 //! committed and what handlers did, and the [`Figures`] a run reports.
 
+/// The repository's README, compiled as a doctest so its example stays true (here, in a crate that
+/// is never published, because the README is not part of any published crate).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct RootReadme;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};

@@ -13,8 +13,3 @@ pub use harness::{
 };
 pub use memory::{MemoryStore, MemoryTransaction};
 pub use memory_factory::MemoryFactory;
-
-/// The repository's README, compiled as a doctest so its example stays true.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-pub struct RootReadme;
