@@ -204,9 +204,13 @@ pub async fn drain(
         rows.push(row);
         lib.cleanup().await;
     }
-    // Where the backend can delete processed events on completion, the same drain that way, with
-    // the largest processor count.
-    let processors = sizes.processors.iter().copied().max().unwrap_or(2);
+    // Where the backend can delete processed events on completion, the same drain that way, with 2
+    // processors (or the largest count asked for, when 2 is not among them).
+    let processors = if sizes.processors.contains(&2) {
+        2
+    } else {
+        sizes.processors.iter().copied().max().unwrap_or(2)
+    };
     if let Some(lib) = target.fresh_deleting("drain_del").await? {
         lib.prefill(n).await?;
         let store = lib.store();

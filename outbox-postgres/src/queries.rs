@@ -19,6 +19,8 @@ pub(crate) struct Queries {
     pub(crate) channel: String,
     pub(crate) schema_version: String,
     pub(crate) insert: String,
+    pub(crate) insert_one: String,
+    pub(crate) insert_unkeyed: String,
     pub(crate) existing_keys: String,
     pub(crate) claim: String,
     pub(crate) renew: String,
@@ -69,6 +71,29 @@ impl Queries {
                  FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
                       WITH ORDINALITY AS x(i, ty, p, c, o, k, a, n)
                  ORDER BY n
+                 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+                 RETURNING id"
+            ),
+            // A batch without ordering keys needs no parking, so no window either.
+            insert_unkeyed: format!(
+                "INSERT INTO {t} (id, event_type, payload, correlation_id, ordering_key, idempotency_key,
+                                  available_at, due_at)
+                 SELECT i, ty, p::jsonb, c, NULL, k, COALESCE(a, now()), COALESCE(a, now())
+                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
+                      WITH ORDINALITY AS x(i, ty, p, c, o, k, a, n)
+                 ORDER BY n
+                 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+                 RETURNING id"
+            ),
+            // The same for one event, without arrays or a window: as cheap as a plain INSERT
+            // (the array form cost a one-event transaction 15-20 %).
+            insert_one: format!(
+                "INSERT INTO {t} (id, event_type, payload, correlation_id, ordering_key, idempotency_key,
+                                  available_at, due_at)
+                 VALUES ($1, $2, $3::jsonb, $4, $5, $6, COALESCE($7, now()),
+                         CASE WHEN $5::text IS NOT NULL AND EXISTS (
+                                  SELECT 1 FROM {t} q WHERE q.ordering_key = $5::text AND q.status = 'pending')
+                              THEN 'infinity'::timestamptz ELSE COALESCE($7, now()) END)
                  ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
                  RETURNING id"
             ),

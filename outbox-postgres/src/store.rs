@@ -222,28 +222,47 @@ async fn insert(
         .map(|e| limits.encode(e))
         .collect::<Result<Vec<String>, StoreError>>()?;
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
-    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    let correlations: Vec<Option<&str>> =
-        events.iter().map(|e| e.correlation_id.as_deref()).collect();
-    let orderings: Vec<Option<&str>> = events.iter().map(|e| e.ordering_key.as_deref()).collect();
-    let keys: Vec<Option<&str>> = events
-        .iter()
-        .map(|e| e.idempotency_key.as_deref())
-        .collect();
-    let available: Vec<Option<DateTime<Utc>>> = events.iter().map(|e| e.available_at).collect();
-    let inserted: HashSet<Uuid> = sqlx::query_scalar::<_, Uuid>(&q.insert)
-        .bind(&ids)
-        .bind(&types)
-        .bind(&payloads)
-        .bind(&correlations)
-        .bind(&orderings)
-        .bind(&keys)
-        .bind(&available)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| map_sqlx("enqueue", e))?
-        .into_iter()
-        .collect();
+    let inserted: HashSet<Uuid> = if let [event] = events.as_slice() {
+        sqlx::query_scalar::<_, Uuid>(&q.insert_one)
+            .bind(event.id)
+            .bind(&event.event_type)
+            .bind(&payloads[0])
+            .bind(event.correlation_id.as_deref())
+            .bind(event.ordering_key.as_deref())
+            .bind(event.idempotency_key.as_deref())
+            .bind(event.available_at)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| map_sqlx("enqueue", e))?
+            .into_iter()
+            .collect()
+    } else {
+        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        let correlations: Vec<Option<&str>> =
+            events.iter().map(|e| e.correlation_id.as_deref()).collect();
+        let orderings: Vec<Option<&str>> =
+            events.iter().map(|e| e.ordering_key.as_deref()).collect();
+        let keys: Vec<Option<&str>> = events
+            .iter()
+            .map(|e| e.idempotency_key.as_deref())
+            .collect();
+        let available: Vec<Option<DateTime<Utc>>> =
+            events.iter().map(|e| e.available_at).collect();
+        let keyed = orderings.iter().any(Option::is_some);
+        sqlx::query_scalar::<_, Uuid>(if keyed { &q.insert } else { &q.insert_unkeyed })
+            .bind(&ids)
+            .bind(&types)
+            .bind(&payloads)
+            .bind(&correlations)
+            .bind(&orderings)
+            .bind(&keys)
+            .bind(&available)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| map_sqlx("enqueue", e))?
+            .into_iter()
+            .collect()
+    };
     if inserted.len() == events.len() {
         return Ok(ids
             .into_iter()
