@@ -55,9 +55,9 @@ impl Queries {
             ),
             existing_key: format!("SELECT id FROM {t} WHERE idempotency_key = ?1"),
             // One statement: SQLite takes the write lock when it starts, so concurrent claimers (in
-            // any process) run one after the other and never see the same candidates. The
-            // ordering-key check only guards data written by other means (parked events are never
-            // due).
+            // any process) run one after the other and never see the same candidates. No
+            // ordering-key check is needed: with one writer at a time, the enqueue parks exactly
+            // the events behind an older one of their key, so those are never due.
             claim: format!(
                 "UPDATE {t} SET attempts = attempts + 1,
                      lease_token = lower(hex(randomblob(16))),
@@ -67,9 +67,6 @@ impl Queries {
                  WHERE seq IN (
                      SELECT e.seq FROM {t} e
                      WHERE e.status = 'pending' AND e.due_at <= ?1
-                       AND (e.ordering_key IS NULL OR NOT EXISTS (
-                           SELECT 1 FROM {t} o
-                           WHERE o.ordering_key = e.ordering_key AND o.status = 'pending' AND o.seq < e.seq))
                      ORDER BY e.due_at, e.seq
                      LIMIT ?2)
                  RETURNING {COLUMNS}"
