@@ -246,8 +246,7 @@ async fn insert(
             .iter()
             .map(|e| e.idempotency_key.as_deref())
             .collect();
-        let available: Vec<Option<DateTime<Utc>>> =
-            events.iter().map(|e| e.available_at).collect();
+        let available: Vec<Option<DateTime<Utc>>> = events.iter().map(|e| e.available_at).collect();
         let keyed = orderings.iter().any(Option::is_some);
         sqlx::query_scalar::<_, Uuid>(if keyed { &q.insert } else { &q.insert_unkeyed })
             .bind(&ids)
