@@ -178,6 +178,7 @@ pub async fn target(backend: &str) -> Result<Box<dyn target::Target>, BenchError
 /// Runs every scenario against `backend` and returns the report.
 pub async fn run(backend: &str, sizes: &Sizes) -> Result<Report, BenchError> {
     let target = target(backend).await?;
+    report::count_server_processes(backend);
     let started_at = chrono::Utc::now().to_rfc3339();
     let mut rows = Vec::new();
     let mut checks = Vec::new();

@@ -198,13 +198,28 @@ pub fn process_cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// The database servers whose CPU time a run reports, by process name.
-const SERVER_PROCESSES: &[&str] = &["postgres", "redis-server", "secantusd-rs"];
+/// The database server processes whose CPU time a run reports, by process name; set once per run
+/// from the backend ([`count_server_processes`]).
+static SERVER_PROCESSES: std::sync::OnceLock<&'static [&'static str]> = std::sync::OnceLock::new();
 
-/// CPU seconds used so far by the database server processes running on this machine (PostgreSQL
-/// backends, Redis, the MongoDB stand-in), from `/proc`; `None` when none runs here. Processes that
-/// exit during a measurement take their time with them, so the figure is a lower bound.
+/// Chooses whose CPU time [`server_cpu_seconds`] counts: the server of `backend` only, so that
+/// another database's processes starting or exiting on this machine do not enter the figure.
+pub fn count_server_processes(backend: &str) {
+    let names: &'static [&'static str] = match backend {
+        "postgres" => &["postgres"],
+        "redis" => &["redis-server"],
+        "mongo" => &["secantusd-rs", "mongod"],
+        _ => &[],
+    };
+    let _ = SERVER_PROCESSES.set(names);
+}
+
+/// CPU seconds used so far by the benchmarked database server's processes running on this machine
+/// (PostgreSQL backends, Redis, the MongoDB server), from `/proc`; `None` when none runs here.
+/// Processes that exit during a measurement take their time with them, so a difference of two
+/// readings can come out negative: callers treat that as unknown.
 pub fn server_cpu_seconds() -> Option<f64> {
+    let names = SERVER_PROCESSES.get().copied().unwrap_or(&[]);
     let mut ticks = 0.0;
     let mut found = false;
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
@@ -215,7 +230,7 @@ pub fn server_cpu_seconds() -> Option<f64> {
             continue;
         };
         let name = head.split_once('(').map_or("", |(_, n)| n);
-        if !SERVER_PROCESSES.contains(&name) {
+        if !names.contains(&name) {
             continue;
         }
         found = true;

@@ -29,7 +29,8 @@ async fn measure<T, F: Future<Output = Result<T, BenchError>>>(
         cpu_seconds: process_cpu_seconds() - cpu,
         server_cpu_seconds: server_cpu_seconds()
             .zip(server)
-            .map(|(after, before)| after - before),
+            .map(|(after, before)| after - before)
+            .filter(|used| *used >= 0.0),
     };
     Ok((out, measured))
 }

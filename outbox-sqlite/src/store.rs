@@ -47,6 +47,12 @@ pub struct SqliteStore {
     pool: SqlitePool,
     queries: Arc<Queries>,
     limits: Limits,
+    /// Taken around the store's own writes (claims, renewals, completions, set-asides, enqueues
+    /// outside a caller's transaction), shared by every clone. SQLite admits one writer at a time
+    /// and makes the others retry after sleeps that grow to tens of milliseconds; queueing this
+    /// process's writers here instead turns that busy-waiting into a hand-off. Writers in other
+    /// processes, and callers' own transactions, still meet the busy timeout.
+    writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -89,6 +95,7 @@ impl SqliteStore {
             pool,
             queries,
             limits,
+            writer: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -234,6 +241,7 @@ impl SqliteStore {
             reason,
             "undecodable outbox event set aside with status \"corrupt\""
         );
+        let _writing = self.writer.lock().await;
         sqlx::query(&self.queries.set_aside)
             .bind(now_millis())
             .bind(seq)
@@ -254,6 +262,7 @@ impl Store for SqliteStore {
     }
 
     async fn enqueue_batch(&self, events: Vec<NewEvent>) -> Result<Vec<Enqueued>, StoreError> {
+        let _writing = self.writer.lock().await;
         let mut tx = self
             .pool
             .begin()
@@ -270,14 +279,17 @@ impl Store for SqliteStore {
         if request.limit == 0 {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(&self.queries.claim)
-            .bind(now_millis())
-            .bind(i64::try_from(request.limit).unwrap_or(i64::MAX))
-            .bind(&request.worker_id)
-            .bind(millis(request.lease))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| map_sqlx("claim: lease", e))?;
+        let rows = {
+            let _writing = self.writer.lock().await;
+            sqlx::query(&self.queries.claim)
+                .bind(now_millis())
+                .bind(i64::try_from(request.limit).unwrap_or(i64::MAX))
+                .bind(&request.worker_id)
+                .bind(millis(request.lease))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| map_sqlx("claim: lease", e))?
+        };
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
             match decode(row).and_then(ClaimedEvent::from_record) {
@@ -326,6 +338,7 @@ impl Store for SqliteStore {
                 })
             })
             .collect();
+        let writing = self.writer.lock().await;
         let renewed: Result<Vec<(String, i64)>, StoreError> = sqlx::query_as(&self.queries.renew)
             .bind(now_millis())
             .bind(millis(extend))
@@ -333,6 +346,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| map_sqlx("renew lease", e));
+        drop(writing);
         match renewed {
             Ok(rows) => {
                 let renewed: HashMap<Uuid, DateTime<Utc>> = rows
@@ -379,12 +393,14 @@ impl Store for SqliteStore {
                 })
             })
             .collect();
+        let writing = self.writer.lock().await;
         let done: Result<Vec<String>, StoreError> = sqlx::query_scalar(&self.queries.complete)
             .bind(now_millis())
             .bind(serde_json::Value::Array(rows).to_string())
             .fetch_all(&self.pool)
             .await
             .map_err(|e| map_sqlx("complete", e));
+        drop(writing);
         match done {
             // RETURNING names the updated rows' ids (SQLite cannot return the FROM side's token):
             // each applied id stands for the token it was sent with.

@@ -131,5 +131,6 @@ fn submit(
         since: record.available_at.max(record.created_at),
         deadline: tokio::time::Instant::now() + shared.config.lease,
         pause: shared.config.store_backoff_initial,
+        keyed: record.ordering_key.is_some(),
     });
 }

@@ -135,6 +135,7 @@ impl WorkerBuilder {
                 hard_stop: CancellationToken::new(),
                 completer,
                 held: renewer::HeldLeases::default(),
+                wake: Notify::new(),
                 unhandled_reported: Mutex::new(HashMap::new()),
             }),
         })
@@ -154,6 +155,10 @@ pub(crate) struct Shared {
     pub(crate) completer: completer::Completer,
     /// The leases held right now, renewed together by the worker's renewer.
     pub(crate) held: renewer::HeldLeases,
+    /// Wakes the claim loop while it waits after a claim that came back short: on a store
+    /// wake-up (a commit), and when this worker persisted the end of an event with an ordering
+    /// key (the key's next event may be due now; SQLite has no wake-ups to say so).
+    pub(crate) wake: Notify,
     /// When an unhandled event type was last logged, to log each at most once a minute.
     unhandled_reported: Mutex<HashMap<String, Instant>>,
 }
@@ -295,10 +300,9 @@ pub struct ShutdownReport {
 async fn run(shared: Arc<Shared>) -> ShutdownReport {
     let config = &shared.config;
     let permits = Arc::new(Semaphore::new(config.max_in_flight));
-    let wake = Arc::new(Notify::new());
     let mut tasks = JoinSet::new();
     let _listener = (config.use_wakeups && shared.store.capabilities().wakeups).then(|| {
-        let listener = tokio::spawn(listen_for_wakeups(Arc::clone(&shared), Arc::clone(&wake)));
+        let listener = tokio::spawn(listen_for_wakeups(Arc::clone(&shared)));
         crate::processor::AbortOnDrop(listener.abort_handle())
     });
     // Renews held leases until every in-flight event has finished (it stops with this function).
@@ -354,7 +358,7 @@ async fn run(shared: Arc<Shared>) -> ShutdownReport {
                 }
                 if !full {
                     tokio::select! {
-                        () = wake.notified() => {}
+                        () = shared.wake.notified() => {}
                         () = tokio::time::sleep(config.poll_interval) => {}
                         () = shared.stop_claiming.cancelled() => break,
                     }
@@ -403,17 +407,17 @@ async fn run(shared: Arc<Shared>) -> ShutdownReport {
 }
 
 /// Forwards the store's wake-ups; resubscribes (then polls once) when the stream ends or fails.
-async fn listen_for_wakeups(shared: Arc<Shared>, wake: Arc<Notify>) {
+async fn listen_for_wakeups(shared: Arc<Shared>) {
     let mut backoff = shared.config.store_backoff_initial;
     while !shared.stop_claiming.is_cancelled() {
         match shared.store.subscribe().await {
             Ok(Some(mut stream)) => {
                 backoff = shared.config.store_backoff_initial;
-                wake.notify_one();
+                shared.wake.notify_one();
                 loop {
                     tokio::select! {
                         item = stream.next() => match item {
-                            Some(()) => wake.notify_one(),
+                            Some(()) => shared.wake.notify_one(),
                             None => break,
                         },
                         () = shared.stop_claiming.cancelled() => return,
