@@ -203,8 +203,33 @@ pub enum Retry {
 /// let permanent = HandlerError::permanent("address does not exist");
 /// assert!(permanent.is_permanent());
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
+///
+/// Any error type converts with `?`, as a failure to retry with back-off (its message and the
+/// messages of its sources, joined by `: `); a `serde_json::Error` converts as a permanent one,
+/// since the same payload will not decode on a later attempt:
+///
+/// ```
+/// use outbox_core::{HandlerError, Retry};
+///
+/// fn parse_port(text: &str) -> Result<u16, HandlerError> {
+///     Ok(text.parse::<u16>()?) // std::num::ParseIntError, no map_err needed
+/// }
+/// let err = parse_port("http").unwrap_err();
+/// assert_eq!(err.retry_hint(), Retry::WithBackoff);
+/// assert_eq!(err.message(), "invalid digit found in string");
+///
+/// // Choose explicitly when retrying cannot help:
+/// fn strict(text: &str) -> Result<u16, HandlerError> {
+///     text.parse::<u16>().map_err(HandlerError::permanent_from)
+/// }
+/// assert!(strict("http").unwrap_err().is_permanent());
+/// ```
+///
+/// Because of that conversion `HandlerError` does not itself implement
+/// [`std::error::Error`] (the same choice `anyhow::Error` makes); it implements
+/// [`Display`](std::fmt::Display), and [`HandlerError::into_error`] gives a boxed standard error
+/// where one is needed.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandlerError {
     message: String,
     retry: Retry,
@@ -235,6 +260,17 @@ impl HandlerError {
         }
     }
 
+    /// A permanent failure from any error, with the messages of the error and its sources:
+    /// `.map_err(HandlerError::permanent_from)`.
+    ///
+    /// ```
+    /// let err = outbox_core::HandlerError::permanent_from("x".parse::<i32>().unwrap_err());
+    /// assert!(err.is_permanent());
+    /// ```
+    pub fn permanent_from(err: impl std::error::Error) -> Self {
+        Self::permanent(error_chain(&err))
+    }
+
     /// The failure's message.
     pub fn message(&self) -> &str {
         &self.message
@@ -249,12 +285,53 @@ impl HandlerError {
     pub fn is_permanent(&self) -> bool {
         self.retry == Retry::Never
     }
+
+    /// This failure as a boxed standard error (its message), for code that needs one.
+    ///
+    /// ```
+    /// let boxed: Box<dyn std::error::Error + Send + Sync> =
+    ///     outbox_core::HandlerError::retry("busy").into_error();
+    /// assert_eq!(boxed.to_string(), "busy");
+    /// ```
+    pub fn into_error(self) -> BoxError {
+        self.message.into()
+    }
 }
 
-impl From<serde_json::Error> for HandlerError {
-    /// A payload that does not (de)serialize is a permanent failure: retrying cannot change it.
-    fn from(err: serde_json::Error) -> Self {
-        Self::permanent(format!("payload does not match the event type: {err}"))
+impl std::fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// An error's message followed by its sources' messages, joined by `: `.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        // Many errors repeat their source's message in their own; do not print it twice.
+        if !message.ends_with(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+impl<E> From<E> for HandlerError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    /// Any error is a failure to retry with back-off, except a `serde_json::Error`: a payload that
+    /// does not (de)serialize fails permanently, since retrying cannot change it.
+    fn from(err: E) -> Self {
+        let any: &dyn std::any::Any = &err;
+        if let Some(json) = any.downcast_ref::<serde_json::Error>() {
+            return Self::permanent(format!("payload does not match the event type: {json}"));
+        }
+        Self::retry(error_chain(&err))
     }
 }
 

@@ -7,3 +7,7 @@ mod store;
 
 pub use config::MongoStoreBuilder;
 pub use store::MongoStore;
+
+/// The MongoDB driver this store is built on, so an application names the same version (for the
+/// sessions `enqueue_in` joins).
+pub use mongodb;

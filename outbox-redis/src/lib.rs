@@ -8,3 +8,7 @@ mod store;
 
 pub use config::RedisStoreBuilder;
 pub use store::RedisStore;
+
+/// The redis crate this store is built on, so an application names the same version (for the
+/// pipelines `enqueue_in_pipeline` adds to).
+pub use redis;

@@ -10,3 +10,7 @@ mod store;
 pub use config::SqliteStoreBuilder;
 pub use schema::{SCHEMA_VERSION, schema_sql};
 pub use store::SqliteStore;
+
+/// The sqlx this crate is built on, so an application names the same version: `enqueue_in` takes
+/// an `&mut outbox_sqlite::sqlx::SqliteConnection` (a transaction derefs to one).
+pub use sqlx;
