@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::error::HandlerError;
 use crate::event::Event;
 use crate::record::EventRecord;
+use crate::state::{StateRequirement, States};
 
 /// What a handler's future resolves to: an optional small JSON result, or a failure.
 pub type HandlerResult = Result<Option<serde_json::Value>, HandlerError>;
@@ -46,6 +47,8 @@ pub struct HandlerContext {
     /// Fires when the lease was lost or the processor is shutting down: finish quickly or stop. A
     /// result produced after a lost lease is discarded.
     pub cancellation: CancellationToken,
+    /// The state values the worker was given.
+    states: States,
 }
 
 impl HandlerContext {
@@ -63,7 +66,28 @@ impl HandlerContext {
             attempt,
             correlation_id: record.correlation_id.clone(),
             cancellation,
+            states: States::default(),
         }
+    }
+
+    /// This context with the worker's state values (processors call it; `State<T>` parameters read
+    /// them).
+    ///
+    /// ```
+    /// let mut states = outbox_core::States::default();
+    /// states.insert(String::from("smtp://localhost"));
+    /// let ctx = outbox_core::HandlerContext::for_test("UserInvited").with_states(states);
+    /// assert_eq!(ctx.state::<String>().as_deref().map(String::as_str), Some("smtp://localhost"));
+    /// ```
+    #[must_use]
+    pub fn with_states(mut self, states: States) -> Self {
+        self.states = states;
+        self
+    }
+
+    /// The worker's state value of type `T`, if it was given one.
+    pub fn state<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.states.get::<T>()
     }
 
     /// A context for calling a handler directly in a unit test.
@@ -75,6 +99,7 @@ impl HandlerContext {
             attempt: 1,
             correlation_id: None,
             cancellation: CancellationToken::new(),
+            states: States::default(),
         }
     }
 }
@@ -175,6 +200,8 @@ pub struct HandlerRegistration {
     pub declared_event_type: fn() -> Option<&'static str>,
     /// The name its results were stored under before a rename (`renamed_from = "…"`).
     pub renamed_from: Option<&'static str>,
+    /// The state types its `State<T>` parameters need.
+    pub required_state: fn() -> Vec<StateRequirement>,
 }
 
 inventory::collect!(HandlerRegistration);
@@ -207,6 +234,7 @@ pub struct Handler {
     location: String,
     declared_event_type: Option<&'static str>,
     renamed_from: Option<String>,
+    required_state: Vec<StateRequirement>,
     call: Arc<DynHandlerFn>,
 }
 
@@ -244,6 +272,7 @@ impl Handler {
             location: caller_location(),
             declared_event_type: None,
             renamed_from: None,
+            required_state: Vec::new(),
             call: Arc::new(call),
         }
     }
@@ -274,6 +303,7 @@ impl Handler {
             location: caller_location(),
             declared_event_type: Some(E::EVENT_TYPE),
             renamed_from: None,
+            required_state: Vec::new(),
             call: Arc::new(call),
         }
     }
@@ -289,6 +319,7 @@ impl Handler {
             location: registration.location.to_owned(),
             declared_event_type: (registration.declared_event_type)(),
             renamed_from: registration.renamed_from.map(str::to_owned),
+            required_state: (registration.required_state)(),
             call: Arc::new(call),
         }
     }
@@ -323,6 +354,29 @@ impl Handler {
     /// The former name, when renamed.
     pub fn renamed_from(&self) -> Option<&str> {
         self.renamed_from.as_deref()
+    }
+
+    /// Declares a state type this handler reads (`ctx.state::<T>()`), so that building a worker
+    /// without it fails (`#[handler]` declares its `State<T>` parameters itself).
+    ///
+    /// ```
+    /// use outbox_core::{Handler, HandlerError};
+    /// let handler = Handler::raw("UserInvited", "send_email", |_r, ctx| async move {
+    ///     let from = ctx.state::<String>().ok_or_else(|| HandlerError::retry("no sender"))?;
+    ///     println!("from {from}");
+    ///     Ok::<_, HandlerError>(())
+    /// })
+    /// .requires_state::<String>();
+    /// assert_eq!(handler.required_state().len(), 1);
+    /// ```
+    pub fn requires_state<T: Send + Sync + 'static>(mut self) -> Self {
+        self.required_state.push(StateRequirement::of::<T>());
+        self
+    }
+
+    /// The state types this handler needs.
+    pub fn required_state(&self) -> &[StateRequirement] {
+        &self.required_state
     }
 
     /// The event type handled.

@@ -13,6 +13,7 @@ mod processor;
 mod record;
 mod registry;
 mod retry;
+mod state;
 mod store;
 mod worker;
 
@@ -37,6 +38,7 @@ pub use record::{
 };
 pub use registry::{Coverage, Registry, RegistryBuilder};
 pub use retry::{JitterSource, RetryPolicy};
+pub use state::{HandlerArg, State, StateRequirement, States};
 pub use store::{
     ClaimRequest, ClaimedEvent, Completion, Enqueued, Lease, Store, StoreCapabilities, StoreExt,
     StoreStats, WakeupStream, complete_each, renew_each, sort_in_due_order,

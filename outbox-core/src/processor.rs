@@ -13,6 +13,7 @@ use crate::error::HandlerError;
 use crate::handler::{HandlerContext, HandlerResult};
 use crate::record::{EventRecord, HandlerResults};
 use crate::registry::Registry;
+use crate::state::States;
 
 /// One delivery of a claimed event to a processor.
 #[derive(Debug, Clone)]
@@ -119,6 +120,7 @@ pub trait Processor: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct DispatchProcessor {
     registry: Arc<Registry>,
+    states: States,
 }
 
 impl DispatchProcessor {
@@ -126,7 +128,22 @@ impl DispatchProcessor {
     pub fn new(registry: Registry) -> Self {
         Self {
             registry: Arc::new(registry),
+            states: States::default(),
         }
+    }
+
+    /// This processor with state values for its handlers' `State<T>` parameters.
+    ///
+    /// ```
+    /// let mut states = outbox_core::States::default();
+    /// states.insert(7_u8);
+    /// let processor = outbox_core::DispatchProcessor::new(outbox_core::Registry::default()).with_states(states);
+    /// # let _ = processor;
+    /// ```
+    #[must_use]
+    pub fn with_states(mut self, states: States) -> Self {
+        self.states = states;
+        self
     }
 
     /// The registry it dispatches to.
@@ -162,7 +179,8 @@ impl Processor for DispatchProcessor {
                     handler.name(),
                     attempt,
                     delivery.cancellation.clone(),
-                );
+                )
+                .with_states(self.states.clone());
                 let timeout = handler.timeout().unwrap_or(delivery.default_timeout);
                 let span = tracing::info_span!(
                     "outbox.handler",

@@ -50,6 +50,11 @@ impl Registry {
             .unwrap_or(&[])
     }
 
+    /// Every handler, by event type, then name.
+    pub fn handlers(&self) -> impl Iterator<Item = &Handler> {
+        self.by_type.values().flatten()
+    }
+
     /// The names of the handlers for `event_type`, sorted.
     pub fn names_for(&self, event_type: &str) -> &[String] {
         self.names_by_type

@@ -2,7 +2,8 @@
 //! `const _: () = { … };` that reaches support crates only through `outbox_core::__private`.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
 use syn::{ItemFn, Path};
 
 use crate::handler_attr::{HandlerArgs, check_fn};
@@ -80,13 +81,23 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
                 }
                 None => quote!(::core::option::Option::None),
             };
-            let call_args = if shape.takes_context {
-                quote!(event, ctx)
-            } else {
-                quote!(event)
-            };
+            // Each parameter after the event is built from the context through `HandlerArg`: a type
+            // that is neither `HandlerContext` nor `State<T>` fails to compile there, on its span.
+            let arg_names: Vec<_> = (0..shape.extra.len())
+                .map(|i| format_ident!("__outbox_arg_{}", i))
+                .collect();
+            let arg_lets = shape.extra.iter().zip(&arg_names).map(|(ty, name)| {
+                quote_spanned! {ty.span()=>
+                    let #name = <#ty as #krate::HandlerArg>::from_context(&ctx)?;
+                }
+            });
+            let arg_requirements = shape.extra.iter().map(|ty| {
+                quote_spanned! {ty.span()=> <#ty as #krate::HandlerArg>::required_state() }
+            });
+            let n_extra = shape.extra.len();
             let call = format_ident!("__outbox_call_{}", ident);
             let declared = format_ident!("__outbox_declared_{}", ident);
+            let required = format_ident!("__outbox_required_state_{}", ident);
             quote! {
                 #item_fn
 
@@ -99,13 +110,18 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
                     ) -> #krate::HandlerFuture {
                         ::std::boxed::Box::pin(async move {
                             let event = <#event_ty as #krate::HandlerInput>::from_record(&record)?;
+                            #(#arg_lets)*
                             #[allow(unused_variables)]
                             let ctx = ctx;
-                            #krate::__private::into_handler_result(#ident(#call_args).await)
+                            #krate::__private::into_handler_result(#ident(event #(, #arg_names)*).await)
                         })
                     }
                     fn #declared() -> ::core::option::Option<&'static str> {
                         <#event_ty as #krate::HandlerInput>::declared_event_type()
+                    }
+                    fn #required() -> ::std::vec::Vec<#krate::StateRequirement> {
+                        let all: [::core::option::Option<#krate::StateRequirement>; #n_extra] = [#(#arg_requirements),*];
+                        all.into_iter().flatten().collect()
                     }
                     #krate::__private::inventory::submit! {
                         #krate::HandlerRegistration {
@@ -117,6 +133,7 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
                             call: #call,
                             declared_event_type: #declared,
                             renamed_from: #renamed_from,
+                            required_state: #required,
                         }
                     }
                 };

@@ -114,7 +114,8 @@ pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
 /// What the expansion needs from the function.
 pub(crate) struct HandlerFn<'a> {
     pub(crate) event_type: &'a Type,
-    pub(crate) takes_context: bool,
+    /// The parameters after the event (`HandlerContext`, `State<T>`), in order.
+    pub(crate) extra: Vec<&'a Type>,
 }
 
 /// Checks the function's shape, collecting every problem.
@@ -149,17 +150,12 @@ pub(crate) fn check_fn(item: &ItemFn) -> Result<HandlerFn<'_>, syn::Error> {
             FnArg::Typed(pat) => types.push(&*pat.ty),
         }
     }
-    let shape = "a handler takes `(event: YourEvent, ctx: HandlerContext)` or `(event: YourEvent)`; \
-                 the event may be a type deriving `Event` or `EventRecord`";
+    let shape = "a handler takes the event first (a type deriving `Event`, or `EventRecord`), then \
+                 any of `ctx: HandlerContext` and `State<T>` parameters";
     if types.is_empty() && !sig.inputs.iter().any(|a| matches!(a, FnArg::Receiver(_))) {
         errors.push(syn::Error::new(
             sig.paren_token.span.join(),
             format!("missing event parameter: {shape}"),
-        ));
-    } else if let Some(extra) = sig.inputs.iter().nth(2) {
-        errors.push(syn::Error::new_spanned(
-            extra,
-            format!("too many parameters: {shape}"),
         ));
     }
     if let Some(err) = errors.into_iter().reduce(|mut a, b| {
@@ -170,7 +166,7 @@ pub(crate) fn check_fn(item: &ItemFn) -> Result<HandlerFn<'_>, syn::Error> {
     }
     Ok(HandlerFn {
         event_type: types[0],
-        takes_context: types.len() == 2,
+        extra: types[1..].to_vec(),
     })
 }
 

@@ -49,8 +49,10 @@ mod handler_attr;
 /// | `timeout = "30s"` | per-run timeout (`ms`, `s`, `m`, `h`; default: the worker's) |
 /// | `crate = "…"` | the path of `outbox-core` when it is renamed in `Cargo.toml` |
 ///
-/// The function is `async`, takes the event (a type deriving `Event`, `EventRecord` or
-/// `Arc<EventRecord>`) and optionally a `HandlerContext`, and returns `Result<(), HandlerError>`,
+/// The function is `async`, takes the event first (a type deriving `Event`, `EventRecord` or
+/// `Arc<EventRecord>`), then any number of `HandlerContext` and `State<T>` parameters in any order
+/// (`State<T>` receives the value given with `WorkerBuilder::state`; building a worker without it
+/// fails naming `T`), and returns `Result<(), HandlerError>`,
 /// `Result<serde_json::Value, HandlerError>` or `Result<Option<serde_json::Value>, HandlerError>`.
 /// Anything else is a compile error on the offending token. A handler crate that the binary never
 /// references is not linked, and its handlers are not found: reference it (`use my_handlers as _;`).

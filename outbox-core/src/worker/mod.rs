@@ -22,6 +22,7 @@ use crate::event::declared_event_types;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::processor::{DispatchProcessor, Processor};
 use crate::registry::Registry;
+use crate::state::States;
 use crate::store::{ClaimRequest, Store};
 
 /// Why a worker could not be built.
@@ -44,6 +45,19 @@ pub enum BuildError {
         /// The declared event types without a handler.
         missing: Vec<String>,
     },
+    /// A handler takes a `State<T>` parameter (or declared `requires_state::<T>()`) and the
+    /// worker was given no value of type `T`.
+    #[error(
+        "handler `{handler}` (event type `{event_type}`) needs state of type `{type_name}`: give it with WorkerBuilder::state(..)"
+    )]
+    MissingState {
+        /// The handler's name.
+        handler: String,
+        /// Its event type.
+        event_type: String,
+        /// The missing state type.
+        type_name: &'static str,
+    },
 }
 
 /// Builds a [`Worker`].
@@ -51,6 +65,7 @@ pub struct WorkerBuilder {
     store: Arc<dyn Store>,
     processor: Option<Arc<dyn Processor>>,
     registry: Option<Registry>,
+    states: States,
     config: WorkerConfig,
 }
 
@@ -58,6 +73,7 @@ impl std::fmt::Debug for WorkerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkerBuilder")
             .field("config", &self.config)
+            .field("states", &self.states)
             .finish_non_exhaustive()
     }
 }
@@ -66,6 +82,28 @@ impl WorkerBuilder {
     /// Dispatches to this registry instead of the global one.
     pub fn registry(mut self, registry: Registry) -> Self {
         self.registry = Some(registry);
+        self
+    }
+
+    /// Gives handlers a shared value: a `#[handler]` taking a `State<T>` parameter receives it (one
+    /// value per type; a later call replaces an earlier one of the same type). `build()` fails
+    /// naming the type when a handler needs a state that was not given. Used by the built-in
+    /// dispatch to handlers, not by a custom [`processor`](Self::processor).
+    ///
+    /// ```
+    /// # fn demo(store: std::sync::Arc<dyn outbox_core::Store>, pool: std::sync::Arc<String>) {
+    /// let builder = outbox_core::Worker::builder(store).state(pool); // e.g. a connection pool
+    /// # }
+    /// ```
+    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.states.insert(value);
+        self
+    }
+
+    /// Like [`state`](Self::state), for a value the application keeps a handle to: handlers'
+    /// `State<T>` parameters receive this same `Arc<T>`.
+    pub fn state_arc<T: Send + Sync + 'static>(mut self, value: Arc<T>) -> Self {
+        self.states.insert_arc(value);
         self
     }
 
@@ -121,7 +159,20 @@ impl WorkerBuilder {
                         "no handlers are registered: every event will be treated as unhandled"
                     );
                 }
-                Arc::new(DispatchProcessor::new(registry))
+                for handler in registry.handlers() {
+                    if let Some(missing) = handler
+                        .required_state()
+                        .iter()
+                        .find(|r| !self.states.satisfies(r))
+                    {
+                        return Err(BuildError::MissingState {
+                            handler: handler.name().to_owned(),
+                            event_type: handler.event_type().to_owned(),
+                            type_name: missing.type_name,
+                        });
+                    }
+                }
+                Arc::new(DispatchProcessor::new(registry).with_states(self.states))
             }
         };
         let completer = completer::Completer::new(self.config.max_in_flight);
@@ -222,6 +273,7 @@ impl Worker {
             store: Arc::new(store),
             processor: None,
             registry: None,
+            states: States::default(),
             config: WorkerConfig::default(),
         }
     }

@@ -1,13 +1,7 @@
-use outbox_core::{EventRecord, HandlerContext, HandlerError, handler};
+use outbox_core::{EventRecord, HandlerError, handler};
 
 #[handler(event = "A")]
 async fn none() -> Result<(), HandlerError> {
-    Ok(())
-}
-
-#[handler(event = "A")]
-async fn three(_record: EventRecord, _ctx: HandlerContext, extra: u32) -> Result<(), HandlerError> {
-    let _ = extra;
     Ok(())
 }
 
