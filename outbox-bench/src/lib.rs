@@ -13,6 +13,7 @@
 //! ```
 
 mod backlog;
+mod gauges;
 mod peer;
 pub mod report;
 pub mod scenario;
@@ -93,6 +94,9 @@ pub struct Sizes {
     pub soak_rate: u32,
     /// Duration of the soak, seconds (it runs only when asked for with `--scenarios soak`).
     pub soak_seconds: f64,
+    /// Processed events kept while the gauges are timed (scenario 8, only with `--scenarios
+    /// gauges`).
+    pub gauge_processed: usize,
     /// Also run graphile-worker on the same database after the drain (PostgreSQL only; needs
     /// Node.js and npm).
     pub peer: bool,
@@ -123,6 +127,7 @@ impl Sizes {
             peer: false,
             soak_rate: 2_000,
             soak_seconds: 600.0,
+            gauge_processed: 1_000_000,
             timeout: Duration::from_secs(1_800),
         }
     }
@@ -147,18 +152,22 @@ impl Sizes {
             peer: false,
             soak_rate: 500,
             soak_seconds: 3.0,
+            gauge_processed: 2_000,
             timeout: Duration::from_secs(120),
         }
     }
 }
 
-/// Every scenario, in the order they run. `soak` runs only when asked for (it lasts minutes).
-pub const SCENARIOS: &[&str] = &["enqueue", "drain", "latency", "fanout", "backlog", "soak"];
+/// Every scenario, in the order they run. `soak` and `gauges` run only when asked for (they last
+/// minutes).
+pub const SCENARIOS: &[&str] = &[
+    "enqueue", "drain", "latency", "fanout", "backlog", "soak", "gauges",
+];
 
 fn default_scenarios() -> Vec<String> {
     SCENARIOS
         .iter()
-        .filter(|s| **s != "soak")
+        .filter(|s| **s != "soak" && **s != "gauges")
         .map(|s| (*s).to_owned())
         .collect()
 }
@@ -204,6 +213,9 @@ pub async fn run(backend: &str, sizes: &Sizes) -> Result<Report, BenchError> {
     }
     if wanted("soak") {
         soak::soak(t, sizes, &mut rows, &mut checks).await?;
+    }
+    if wanted("gauges") {
+        gauges::gauges(t, sizes, &mut rows, &mut checks).await?;
     }
     Ok(Report {
         backend: backend.to_owned(),

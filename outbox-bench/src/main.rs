@@ -8,10 +8,13 @@ use outbox_bench::Sizes;
 const USAGE: &str = "usage: outbox-bench <postgres|redis|mongo|sqlite> [--reduced] [--events N] \
 [--fanout-events N] [--enqueue N] [--rate N] [--seconds S] [--processors 1,2,4] [--batch N] [--json PATH]
   [--scenarios enqueue,drain,latency,fanout,backlog] [--backlog-due N] [--backlog-scheduled N]
-  [--backlog-backoff N] [--keyed-events N] [--keys N] [--soak-rate N] [--soak-seconds S] [--peer]
+  [--backlog-backoff N] [--keyed-events N] [--keys N] [--soak-rate N] [--soak-seconds S]
+  [--gauge-processed N] [--peer]
 
-Scenarios: enqueue, drain, latency, fanout, backlog (all by default) and soak (only when named:
-a producer at --soak-rate for --soak-seconds, 2,000/s for 600 s by default, with a purger).
+Scenarios: enqueue, drain, latency, fanout, backlog (all by default); soak (only when named:
+a producer at --soak-rate for --soak-seconds, 2,000/s for 600 s by default, with a purger); gauges
+(only when named: lag() and stats() timed with --gauge-processed processed events kept, 1,000,000
+by default).
 
 --peer (postgres) also drains the same number of events with graphile-worker on the same server
 (scripts/peer-graphile.sh installs it with npm) and prints it beside outbox's drain.
@@ -54,6 +57,7 @@ fn parse(args: &[String]) -> Result<(String, Sizes, String), String> {
                     .parse()
                     .map_err(|e| format!("--soak-seconds {value}: {e}"))?;
             }
+            "--gauge-processed" => sizes.gauge_processed = number()?,
             "--enqueue" => sizes.enqueue_single = number()?,
             "--batch" => sizes.batch = number()?,
             "--rate" => {

@@ -35,6 +35,24 @@ pub struct Row {
 }
 
 impl Row {
+    /// A row with only its names and event count.
+    pub fn empty(scenario: &str, variant: &str, events: u64) -> Self {
+        Self {
+            scenario: scenario.to_owned(),
+            variant: variant.to_owned(),
+            events,
+            outbox_per_s: None,
+            raw_per_s: None,
+            ratio: None,
+            cpu_us_per_event: None,
+            raw_cpu_us_per_event: None,
+            server_cpu_us_per_event: None,
+            raw_server_cpu_us_per_event: None,
+            latency_ms: None,
+            notes: String::new(),
+        }
+    }
+
     /// A throughput row.
     pub fn throughput(
         scenario: &str,

@@ -259,7 +259,7 @@ async fn notes(lib: &dyn crate::target::Bench, round_trips: &str) -> String {
     notes.join(", ")
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

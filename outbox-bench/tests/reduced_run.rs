@@ -2,17 +2,19 @@
 //! scenario (nothing lost, nothing double-recorded), not speed.
 
 async fn reduced(backend: &str) {
-    let report = outbox_bench::run(backend, &outbox_bench::Sizes::reduced())
+    let mut sizes = outbox_bench::Sizes::reduced();
+    sizes.scenarios.push("gauges".to_owned());
+    let report = outbox_bench::run(backend, &sizes)
         .await
         .unwrap_or_else(|e| panic!("{backend} benchmark failed: {e}"));
     println!("{}", report.table());
     assert!(report.all_checks_passed(), "{}", report.table());
     // enqueue 2, drain 3 (and one deleting processed events where the store can), latency 2,
-    // fan-out 1, backlog 4 (plain, scheduled, backing off, keyed).
+    // fan-out 1, backlog 4 (plain, scheduled, backing off, keyed), gauges 2 (lag, stats).
     let deleting = usize::from(backend == "postgres");
     assert_eq!(
         report.rows.len(),
-        2 + 3 + deleting + 2 + 1 + 4,
+        2 + 3 + deleting + 2 + 1 + 4 + 2,
         "{}",
         report.table()
     );

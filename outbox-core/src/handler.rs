@@ -115,11 +115,19 @@ pub trait HandlerInput: Sized + Send + 'static {
     /// Extracts the parameter from the stored record.
     fn from_record(record: &Arc<EventRecord>) -> Result<Self, HandlerError>;
 
-    /// The event type a typed parameter declares, checked against the handler's `event = "…"`.
-    fn declared_event_type() -> Option<&'static str>;
+    /// The event type a typed parameter declares: a `#[handler]` without `event = "…"` takes it,
+    /// and one with it must name the same type (checked at compile time). `None` for raw records.
+    const EVENT_TYPE: Option<&'static str> = None;
+
+    /// The event type a typed parameter declares ([`EVENT_TYPE`](Self::EVENT_TYPE)).
+    fn declared_event_type() -> Option<&'static str> {
+        Self::EVENT_TYPE
+    }
 }
 
 impl<E: Event> HandlerInput for E {
+    const EVENT_TYPE: Option<&'static str> = Some(E::EVENT_TYPE);
+
     fn from_record(record: &Arc<EventRecord>) -> Result<Self, HandlerError> {
         E::deserialize(&record.payload).map_err(|err| {
             HandlerError::permanent(format!(
@@ -129,29 +137,17 @@ impl<E: Event> HandlerInput for E {
             ))
         })
     }
-
-    fn declared_event_type() -> Option<&'static str> {
-        Some(E::EVENT_TYPE)
-    }
 }
 
 impl HandlerInput for EventRecord {
     fn from_record(record: &Arc<EventRecord>) -> Result<Self, HandlerError> {
         Ok((**record).clone())
     }
-
-    fn declared_event_type() -> Option<&'static str> {
-        None
-    }
 }
 
 impl HandlerInput for Arc<EventRecord> {
     fn from_record(record: &Arc<EventRecord>) -> Result<Self, HandlerError> {
         Ok(Arc::clone(record))
-    }
-
-    fn declared_event_type() -> Option<&'static str> {
-        None
     }
 }
 

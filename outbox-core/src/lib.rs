@@ -70,6 +70,35 @@ pub mod __private {
     pub use std::sync::Arc;
     pub use std::time::Duration;
 
+    /// The event type of a `#[handler]` without `event = "…"`: its typed parameter's (a raw record
+    /// has none; the macro then fails to compile with its own message).
+    pub const fn event_type_of(declared: Option<&'static str>) -> &'static str {
+        match declared {
+            Some(event_type) => event_type,
+            None => "",
+        }
+    }
+
+    /// Whether a `#[handler]`'s `event = "…"` agrees with its typed parameter (raw records agree
+    /// with any name).
+    pub const fn event_type_agrees(declared: Option<&'static str>, given: &str) -> bool {
+        let Some(declared) = declared else {
+            return true;
+        };
+        let (a, b) = (declared.as_bytes(), given.as_bytes());
+        if a.len() != b.len() {
+            return false;
+        }
+        let mut i = 0;
+        while i < a.len() {
+            if a[i] != b[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+
     /// Converts what a handler fn returned into the stored result.
     pub fn into_handler_result<O, E>(result: Result<O, E>) -> crate::HandlerResult
     where

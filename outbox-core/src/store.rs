@@ -395,8 +395,17 @@ pub trait Store: Send + Sync + 'static {
     /// with that id is set aside (C11).
     async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError>;
 
-    /// Counts per status and lag (C9).
+    /// Counts per status and lag (C9). Exact counts: on a table that keeps many processed events
+    /// this costs in proportion to them; poll [`lag`](Store::lag) as a gauge instead.
     async fn stats(&self) -> Result<StoreStats, StoreError>;
+
+    /// How long the oldest due, unleased event has been due (zero when none): the same figure as
+    /// [`StoreStats::oldest_due_age`], read from the front of the due-time index, so it costs the
+    /// same whatever the outbox holds (C9). The default takes it from [`stats`](Store::stats);
+    /// every store in this workspace answers it with one index lookup.
+    async fn lag(&self) -> Result<Duration, StoreError> {
+        Ok(self.stats().await?.oldest_due_age)
+    }
 
     /// A stream announcing commits, for stores that declare wake-ups (C8); `None` otherwise. The
     /// stream ending means the subscription was lost: the runtime polls and subscribes again.

@@ -163,12 +163,32 @@ fn duplicate_handler_names_are_a_startup_error_naming_both() {
     );
 }
 
-#[derive(serde::Serialize, serde::Deserialize, outbox_core::Event)]
-struct Declared {}
-
-#[outbox_core::handler(event = "SomethingElse")]
-async fn mismatched(_event: Declared) -> Result<(), HandlerError> {
-    Ok(())
+// `#[handler]` refuses this at compile time (tests/ui/fail/event_mismatch.rs); a registration
+// made by hand is still checked when the registry is built.
+fn call_mismatched(
+    _record: std::sync::Arc<outbox_core::EventRecord>,
+    _ctx: outbox_core::HandlerContext,
+) -> outbox_core::HandlerFuture {
+    Box::pin(async { Ok(None) })
+}
+fn declared_mismatched() -> Option<&'static str> {
+    Some("Declared")
+}
+fn no_state() -> Vec<outbox_core::StateRequirement> {
+    Vec::new()
+}
+outbox_core::__private::inventory::submit! {
+    outbox_core::HandlerRegistration {
+        event_type: "SomethingElse",
+        name: "mismatched",
+        max_attempts: None,
+        timeout: None,
+        location: concat!(file!(), ":", line!()),
+        call: call_mismatched,
+        declared_event_type: declared_mismatched,
+        renamed_from: None,
+        required_state: no_state,
+    }
 }
 
 #[test]

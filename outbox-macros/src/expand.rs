@@ -20,16 +20,6 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
     let mut args = HandlerArgs::default();
     let parser = syn::meta::parser(|meta| args.parse_option(meta));
     let mut errors: Option<syn::Error> = syn::parse::Parser::parse2(parser, attr.clone()).err();
-    if errors.is_none() && args.event.is_none() {
-        errors = Some(syn::Error::new_spanned(
-            if attr.is_empty() {
-                quote!(#[handler])
-            } else {
-                attr
-            },
-            "missing `event = \"EventType\"`: name the event type this handler is registered for",
-        ));
-    }
     let shape = match check_fn(&item_fn) {
         Ok(shape) => Some(shape),
         Err(err) => {
@@ -40,14 +30,44 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
             None
         }
     };
-    match (errors, shape, args.event.as_ref()) {
-        (None, Some(shape), Some(event)) => {
+    match (errors, shape) {
+        (None, Some(shape)) => {
             let krate: Path = args
                 .krate
                 .clone()
                 .unwrap_or_else(|| syn::parse_quote!(::outbox_core));
             let ident = &item_fn.sig.ident;
             let event_ty = shape.event_type;
+            // The event type: `event = "…"`, checked against a typed parameter's `Event` type at
+            // compile time; or, when omitted, the typed parameter's (a raw record then fails to
+            // compile, asking for `event`). Both are constants, spanned on what they come from.
+            let (event, event_check) = match &args.event {
+                Some(lit) => (
+                    quote!(#lit),
+                    quote_spanned! {lit.span()=>
+                        const _: () = ::core::assert!(
+                            #krate::__private::event_type_agrees(
+                                <#event_ty as #krate::HandlerInput>::EVENT_TYPE,
+                                #lit,
+                            ),
+                            "`event = \"…\"` differs from the `Event` type of the handler's event parameter: remove `event` or make them agree",
+                        );
+                    },
+                ),
+                None => (
+                    quote! {
+                        #krate::__private::event_type_of(
+                            <#event_ty as #krate::HandlerInput>::EVENT_TYPE
+                        )
+                    },
+                    quote_spanned! {event_ty.span()=>
+                        const _: () = ::core::assert!(
+                            <#event_ty as #krate::HandlerInput>::EVENT_TYPE.is_some(),
+                            "this handler's event parameter is a raw record, which names no event type: add `event = \"EventType\"` to #[handler]",
+                        );
+                    },
+                ),
+            };
             // The default name is the function's own name, not its path: moving the function to
             // another module must not rename it, since its results are stored under this name.
             let name = match &args.name {
@@ -104,6 +124,7 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
                 #[doc(hidden)]
                 #[allow(non_snake_case, clippy::used_underscore_binding)]
                 const _: () = {
+                    #event_check
                     fn #call(
                         record: #krate::__private::Arc<#krate::EventRecord>,
                         ctx: #krate::HandlerContext,
@@ -139,7 +160,7 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
                 };
             }
         }
-        (Some(err), _, _) => with_errors(item, err),
+        (Some(err), _) => with_errors(item, err),
         _ => item,
     }
 }

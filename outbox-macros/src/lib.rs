@@ -42,7 +42,7 @@ mod handler_attr;
 ///
 /// | option | meaning |
 /// |---|---|
-/// | `event = "…"` | the event type (required) |
+/// | `event = "…"` | the event type; optional when the event parameter is a type deriving `Event` (it must then agree with it, checked at compile time), required for raw records |
 /// | `name = "…"` | the name its results are stored under; default: the function's name (not its path, so moving it renames nothing); unique per event type, a duplicate is a startup error naming both |
 /// | `renamed_from = "…"` | the name its results were stored under before a rename: they move to the new name |
 /// | `max_attempts = n` | attempts before it gives up (default: the worker's retry policy) |

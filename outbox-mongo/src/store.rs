@@ -611,20 +611,12 @@ impl Store for MongoStore {
         let processed = count(doc! { "status": "processed" }).await?;
         let dead = count(doc! { "status": "dead" }).await?;
         let corrupt = count(doc! { "status": CORRUPT }).await?;
-        let oldest = self
-            .events
-            .find_one(due_filter(now))
-            .sort(doc! { "due_at": 1 })
-            .projection(doc! { "due_at": 1 })
-            .await
-            .map_err(|e| map_mongo("stats: lag", e))?;
-        let lag = match oldest.as_ref().and_then(|d| d.get("due_at")) {
-            Some(Bson::DateTime(t)) => Duration::from_millis(
-                u64::try_from(now.timestamp_millis() - t.timestamp_millis()).unwrap_or(0),
-            ),
-            _ => Duration::ZERO,
-        };
+        let lag = self.oldest_due_age(now).await?;
         Ok(StoreStats::new(pending, due, leased, processed, dead, lag).with_corrupt(corrupt))
+    }
+
+    async fn lag(&self) -> Result<Duration, StoreError> {
+        self.oldest_due_age(Utc::now()).await
     }
 
     async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
@@ -670,6 +662,24 @@ fn natural_due(document: &Document) -> mongodb::bson::DateTime {
 }
 
 impl MongoStore {
+    /// How long the oldest due, unleased event has been due at `now` (zero when none): the front
+    /// of the `due_order` index (status, due time, id).
+    async fn oldest_due_age(&self, now: DateTime<Utc>) -> Result<Duration, StoreError> {
+        let oldest = self
+            .events
+            .find_one(due_filter(now))
+            .sort(doc! { "due_at": 1, "_id": 1 })
+            .projection(doc! { "due_at": 1 })
+            .await
+            .map_err(|e| map_mongo("lag", e))?;
+        Ok(match oldest.as_ref().and_then(|d| d.get("due_at")) {
+            Some(Bson::DateTime(t)) => Duration::from_millis(
+                u64::try_from(now.timestamp_millis() - t.timestamp_millis()).unwrap_or(0),
+            ),
+            _ => Duration::ZERO,
+        })
+    }
+
     /// Leases one event if it is still claimable; `None` when another claimer got it first.
     async fn lease_one(
         &self,

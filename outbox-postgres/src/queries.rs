@@ -33,6 +33,9 @@ pub(crate) struct Queries {
     pub(crate) requeue_corrupt: String,
     pub(crate) purge: String,
     pub(crate) stats: String,
+    /// Seconds since the oldest due, unleased event became due (0 when none): one entry of the
+    /// due-time index.
+    pub(crate) lag: String,
 }
 
 /// The columns an [`EventRecord`](outbox_core::EventRecord) is decoded from, in the order
@@ -50,6 +53,11 @@ impl Queries {
             "CASE WHEN ordering_key IS NOT NULL AND EXISTS (
                 SELECT 1 FROM {t} o WHERE o.ordering_key = {t}.ordering_key AND o.status = 'pending')
              THEN 'infinity'::timestamptz ELSE now() END"
+        );
+        let oldest_due_age = format!(
+            "COALESCE((SELECT EXTRACT(EPOCH FROM now() - d.due_at)::float8 FROM {t} d
+                       WHERE d.status = 'pending' AND d.due_at <= now()
+                       ORDER BY d.due_at, d.seq LIMIT 1), 0)"
         );
         // A re-queued event goes to the back of its key's line (see schema.rs).
         let next_seq = format!("nextval(pg_get_serial_sequence('{t}', 'seq'))");
@@ -142,11 +150,10 @@ impl Queries {
                     count(*) FILTER (WHERE e.status = 'processed'),
                     count(*) FILTER (WHERE e.status = 'dead'),
                     count(*) FILTER (WHERE e.status = 'corrupt'),
-                    COALESCE((SELECT EXTRACT(EPOCH FROM now() - d.due_at)::float8 FROM {t} d
-                              WHERE d.status = 'pending' AND d.due_at <= now()
-                              ORDER BY d.due_at, d.seq LIMIT 1), 0)
+                    ({oldest_due_age})
                  FROM {t} e"
             ),
+            lag: format!("SELECT {oldest_due_age}"),
         }
     }
 }

@@ -523,9 +523,17 @@ impl Store for PgStore {
             count(2)?,
             count(3)?,
             count(4)?,
-            Duration::try_from_secs_f64(lag.max(0.0)).unwrap_or_default(),
+            seconds(lag),
         )
         .with_corrupt(count(5)?))
+    }
+
+    async fn lag(&self) -> Result<Duration, StoreError> {
+        let lag: f64 = sqlx::query_scalar(&self.queries.lag)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("lag", e))?;
+        Ok(seconds(lag))
     }
 
     async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
@@ -533,6 +541,11 @@ impl Store for PgStore {
             .await
             .map(Some)
     }
+}
+
+/// A non-negative number of seconds as a duration.
+fn seconds(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or_default()
 }
 
 /// The error `get` answers for an event that was set aside (C11).

@@ -21,6 +21,8 @@ pub(crate) struct Queries {
     pub(crate) requeue_corrupt: String,
     pub(crate) purge: String,
     pub(crate) stats: String,
+    /// When the oldest due, unleased event became due (NULL when none): one entry of the due index.
+    pub(crate) lag: String,
 }
 
 /// The columns an [`EventRecord`](outbox_core::EventRecord) is decoded from, in the order
@@ -33,6 +35,10 @@ impl Queries {
     pub(crate) fn new(table: &str) -> Self {
         let t = format!("\"{table}\"");
         // A re-queued event waits behind a pending event of its key, if there is one.
+        let oldest_due = format!(
+            "SELECT d.due_at FROM {t} d WHERE d.status = 'pending' AND d.due_at <= ?1
+             ORDER BY d.due_at, d.seq LIMIT 1"
+        );
         let requeued_due_at = format!(
             "CASE WHEN ordering_key IS NOT NULL AND EXISTS (
                 SELECT 1 FROM {t} o WHERE o.ordering_key = {t}.ordering_key AND o.status = 'pending')
@@ -134,10 +140,10 @@ impl Queries {
                     COALESCE(SUM(e.status = 'processed'), 0),
                     COALESCE(SUM(e.status = 'dead'), 0),
                     COALESCE(SUM(e.status = 'corrupt'), 0),
-                    (SELECT d.due_at FROM {t} d WHERE d.status = 'pending' AND d.due_at <= ?1
-                     ORDER BY d.due_at, d.seq LIMIT 1)
+                    ({oldest_due})
                  FROM {t} e"
             ),
+            lag: format!("SELECT ({oldest_due})"),
         }
     }
 }

@@ -67,6 +67,13 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
 }
 
+/// How long ago (`now`, ms) the oldest due event became due (`oldest`, ms); zero when none.
+fn age(now: i64, oldest: Option<i64>) -> Duration {
+    oldest.map_or(Duration::ZERO, |t| {
+        Duration::from_millis(u64::try_from(now - t).unwrap_or(0))
+    })
+}
+
 impl SqliteStore {
     /// Opens (creating if missing) the database file at `path` with settings fit for several
     /// processes (WAL, 10 s busy timeout), and creates the table `outbox_events`.
@@ -518,13 +525,21 @@ impl Store for SqliteStore {
             Ok(u64::try_from(n).unwrap_or(0))
         };
         let oldest: Option<i64> = row.try_get(6).map_err(|e| map_sqlx("stats: decode", e))?;
-        let lag = oldest.map_or(Duration::ZERO, |t| {
-            Duration::from_millis(u64::try_from(now - t).unwrap_or(0))
-        });
+        let lag = age(now, oldest);
         Ok(
             StoreStats::new(count(0)?, count(1)?, count(2)?, count(3)?, count(4)?, lag)
                 .with_corrupt(count(5)?),
         )
+    }
+
+    async fn lag(&self) -> Result<Duration, StoreError> {
+        let now = now_millis();
+        let oldest: Option<i64> = sqlx::query_scalar(&self.queries.lag)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("lag", e))?;
+        Ok(age(now, oldest))
     }
 
     async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {

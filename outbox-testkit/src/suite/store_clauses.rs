@@ -846,6 +846,11 @@ pub async fn c9_stats_and_lag<F: StoreFactory>(factory: &F) -> ClauseResult {
         empty.pending == 0 && empty.oldest_due_age == Duration::ZERO,
         "a new store must be empty with zero lag: {empty:?}"
     );
+    let lag = store.lag().await?;
+    ensure!(
+        lag == Duration::ZERO,
+        "lag() of a new store must be zero: {lag:?}"
+    );
     for _ in 0..3 {
         put(&store, "c9.Stat", json!({})).await?;
     }
@@ -866,6 +871,11 @@ pub async fn c9_stats_and_lag<F: StoreFactory>(factory: &F) -> ClauseResult {
         s.oldest_due_age < Duration::from_secs(60),
         "lag implausibly large: {s:?}"
     );
+    let lag = store.lag().await?;
+    ensure!(
+        lag >= Duration::from_millis(250) && lag < Duration::from_secs(60),
+        "lag() must be the oldest due event's age, like stats(): {lag:?} vs {s:?}"
+    );
     let c = store.claim(&claim(1, LONG)).await?;
     ensure!(c.len() == 1, "claim failed");
     let s = store.stats().await?;
@@ -878,6 +888,18 @@ pub async fn c9_stats_and_lag<F: StoreFactory>(factory: &F) -> ClauseResult {
     ensure!(
         (s.pending, s.processed, s.dead) == (3, 1, 0),
         "after completion expected pending 3, processed 1, dead 0: {s:?}"
+    );
+    // Leased and scheduled events are not due: with both due events leased the lag is zero.
+    let rest = store.claim(&claim(10, LONG)).await?;
+    ensure!(
+        rest.len() == 2,
+        "expected the 2 due events, got {}",
+        rest.len()
+    );
+    let lag = store.lag().await?;
+    ensure!(
+        lag == Duration::ZERO,
+        "lag() must not count leased or scheduled events: {lag:?}"
     );
     Ok(Verdict::Passed)
 }

@@ -22,6 +22,18 @@ pub(crate) async fn event_only(_event: UserInvited) -> Result<(), HandlerError> 
     Ok(())
 }
 
+// `event` may be left out when the parameter is a typed event: it is `UserInvited`'s.
+#[handler(timeout = "2m")]
+async fn inferred(_event: UserInvited) -> Result<(), HandlerError> {
+    Ok(())
+}
+
+// A handler may return its own error type: it converts into a retryable `HandlerError`.
+#[handler]
+async fn own_error(_event: UserInvited) -> Result<(), std::io::Error> {
+    Err(std::io::Error::other("disk full"))
+}
+
 mod moved {
     use super::*;
 
@@ -35,12 +47,15 @@ mod moved {
 fn main() {
     let registry = outbox_core::Registry::global().unwrap();
     let names: Vec<_> = registry.handlers_for("UserInvited").iter().map(|h| h.name().to_owned()).collect();
-    assert_eq!(names, ["event_only", "raw_audit", "relocated", "typed"]);
+    assert_eq!(
+        names,
+        ["event_only", "inferred", "own_error", "raw_audit", "relocated", "typed"]
+    );
     assert_eq!(
         registry.renames_for("UserInvited"),
         [("old_relocated".to_owned(), "relocated".to_owned())]
     );
-    let raw = &registry.handlers_for("UserInvited")[1];
+    let raw = &registry.handlers_for("UserInvited")[3];
     assert_eq!(raw.max_attempts(), Some(3));
     assert_eq!(raw.timeout(), Some(std::time::Duration::from_millis(250)));
 }

@@ -1,0 +1,75 @@
+//! Scenario 8 (only when named): what the operator's gauges cost on a big table. The outbox keeps
+//! `--gauge-processed` processed events (1,000,000 by default) and 100 due ones; `lag()` and
+//! `stats()` are each called once to warm up, then 20 times, timed.
+
+use std::time::{Duration, Instant};
+
+use crate::report::{Check, Row};
+use crate::scenario::{drain_with_workers, noop_registry, percentile, worker_config};
+use crate::target::{Target, event};
+use crate::{BenchError, Sizes};
+
+const CALLS: usize = 20;
+const DUE: usize = 100;
+
+pub(crate) async fn gauges(
+    target: &dyn Target,
+    sizes: &Sizes,
+    rows: &mut Vec<Row>,
+    checks: &mut Vec<Check>,
+) -> Result<(), BenchError> {
+    let n = sizes.gauge_processed;
+    let lib = target.fresh("gauges").await?;
+    lib.prefill(n).await?;
+    let store = lib.store();
+    let registry = noop_registry()?;
+    drain_with_workers(&store, &registry, 2, &worker_config(sizes), n, sizes).await?;
+    store.enqueue_batch((0..DUE).map(event).collect()).await?;
+    // Let the due events age a little, so the lag is not zero.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let (lag_ms, lag) = time_calls(|| async { Ok(store.lag().await?) }).await?;
+    let (stats_ms, stats) = time_calls(|| async { Ok(store.stats().await?) }).await?;
+    let processed = stats.processed;
+    lib.cleanup().await;
+
+    checks.push(Check {
+        what: "gauges: lag() sees the due events, stats() counts every processed one".to_owned(),
+        passed: lag >= Duration::from_millis(50) && processed == n as u64,
+        detail: format!("lag {lag:?}, processed {processed} of {n}"),
+    });
+    for (call, ms) in [("lag()", lag_ms), ("stats()", stats_ms)] {
+        rows.push(Row {
+            latency_ms: Some(ms),
+            notes: format!("{CALLS} calls, {DUE} events due"),
+            ..Row::empty(
+                "gauges",
+                &format!("{call} with {n} processed events kept"),
+                n as u64,
+            )
+        });
+    }
+    Ok(())
+}
+
+/// Calls `f` [`CALLS`] times: p50, p99 and max milliseconds, and the last call's answer.
+async fn time_calls<T, F, Fut>(mut f: F) -> Result<([f64; 3], T), BenchError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, BenchError>>,
+{
+    let mut ms = Vec::with_capacity(CALLS);
+    let mut last = f().await?;
+    for _ in 0..CALLS {
+        let started = Instant::now();
+        last = f().await?;
+        ms.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    ms.sort_by(f64::total_cmp);
+    let times = [
+        percentile(&ms, 50.0),
+        percentile(&ms, 99.0),
+        *ms.last().unwrap_or(&0.0),
+    ];
+    Ok((times, last))
+}
