@@ -99,14 +99,28 @@ pub mod __private {
         true
     }
 
-    /// Converts what a handler fn returned into the stored result.
-    pub fn into_handler_result<O, E>(result: Result<O, E>) -> crate::HandlerResult
+    /// What a `#[handler]` function may return: `Result<O, E>` with `O` one of `()`,
+    /// `serde_json::Value`, `Option<serde_json::Value>` and `E` any error converting into a
+    /// `HandlerError`. The generated code calls it on the function's return type, so a wrong type
+    /// is reported there.
+    #[diagnostic::on_unimplemented(
+        message = "a #[handler] cannot return `{Self}`",
+        label = "return `Result<(), HandlerError>` here",
+        note = "a handler returns `Result<O, E>`: `O` is `()`, `serde_json::Value` or `Option<serde_json::Value>`, and `E` is `HandlerError` or any error type"
+    )]
+    pub trait IntoHandlerResult {
+        /// Converts what a handler fn returned into the stored result.
+        fn into_handler_result(self) -> crate::HandlerResult;
+    }
+
+    impl<O, E> IntoHandlerResult for Result<O, E>
     where
         O: crate::HandlerOutput,
         E: Into<crate::HandlerError>,
     {
-        result
-            .map(crate::HandlerOutput::into_output)
-            .map_err(Into::into)
+        fn into_handler_result(self) -> crate::HandlerResult {
+            self.map(crate::HandlerOutput::into_output)
+                .map_err(Into::into)
+        }
     }
 }

@@ -115,6 +115,15 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
                 quote_spanned! {ty.span()=> <#ty as #krate::HandlerArg>::required_state() }
             });
             let n_extra = shape.extra.len();
+            // Spanned on the declared return type, so a wrong one is reported there.
+            let into_result = match &item_fn.sig.output {
+                syn::ReturnType::Type(_, ty) => quote_spanned! {ty.span()=>
+                    <#ty as #krate::__private::IntoHandlerResult>::into_handler_result(returned)
+                },
+                syn::ReturnType::Default => quote! {
+                    #krate::__private::IntoHandlerResult::into_handler_result(returned)
+                },
+            };
             let call = format_ident!("__outbox_call_{}", ident);
             let declared = format_ident!("__outbox_declared_{}", ident);
             let required = format_ident!("__outbox_required_state_{}", ident);
@@ -134,7 +143,8 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
                             #(#arg_lets)*
                             #[allow(unused_variables)]
                             let ctx = ctx;
-                            #krate::__private::into_handler_result(#ident(event #(, #arg_names)*).await)
+                            let returned = #ident(event #(, #arg_names)*).await;
+                            #into_result
                         })
                     }
                     fn #declared() -> ::core::option::Option<&'static str> {

@@ -140,6 +140,13 @@ pub(crate) fn check_fn(item: &ItemFn) -> Result<HandlerFn<'_>, syn::Error> {
             "a handler cannot be variadic",
         ));
     }
+    if let syn::ReturnType::Default = sig.output {
+        errors.push(syn::Error::new(
+            sig.paren_token.span.close(),
+            "a handler returns `Result<(), HandlerError>` (or a `Result` with a JSON value or its own \
+             error type): add `-> Result<(), HandlerError>` and end with `Ok(())`",
+        ));
+    }
     let mut types = Vec::new();
     for input in &sig.inputs {
         match input {
