@@ -27,19 +27,25 @@ use crate::store::Completion;
 ///     NoHandlerPolicy::Backoff { initial: Duration::from_secs(5), max: Duration::from_secs(600) }
 /// );
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// In configuration: `{ "backoff": { "initial": "5s", "max": "10m" } }`,
+/// `{ "leave_pending": "30s" }` or `"mark_processed"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum NoHandlerPolicy {
     /// Leave it pending and look again after a delay that doubles with each claim, from `initial`
     /// up to `max` (the default: 5 s to 10 min).
     Backoff {
         /// The delay after the first claim.
+        #[serde(with = "humantime_serde")]
         initial: Duration,
         /// The longest delay.
+        #[serde(with = "humantime_serde")]
         max: Duration,
     },
     /// Leave it pending and look again after this fixed delay (the claim's attempt is given back).
-    LeavePending(Duration),
+    LeavePending(#[serde(with = "humantime_serde")] Duration),
     /// Mark it processed and log a warning. The event is then never delivered: choose this only
     /// when events of unknown types are meant to be dropped.
     MarkProcessed,

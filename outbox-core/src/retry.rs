@@ -26,20 +26,28 @@ pub type JitterSource = Arc<dyn Fn() -> f64 + Send + Sync>;
 /// assert_eq!(policy.delay_after(3), Duration::from_secs(4));
 /// assert_eq!(policy.delay_after(30), Duration::from_secs(10));
 /// ```
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RetryPolicy {
     /// Attempts per handler before it gives up (a handler's own `max_attempts` overrides it).
     pub max_attempts: u32,
     /// Delay after the first failure.
+    #[serde(with = "humantime_serde")]
     pub initial_delay: Duration,
     /// Growth factor per further failure.
     pub multiplier: f64,
     /// Upper bound of any delay.
+    #[serde(with = "humantime_serde")]
     pub max_delay: Duration,
     /// Fraction of the delay that is randomized, in `[0, 1]`.
     pub jitter: f64,
+    #[serde(skip, default = "default_random")]
     random: JitterSource,
+}
+
+fn default_random() -> JitterSource {
+    Arc::new(rand::random::<f64>)
 }
 
 impl std::fmt::Debug for RetryPolicy {
@@ -63,7 +71,7 @@ impl Default for RetryPolicy {
             multiplier: 2.0,
             max_delay: Duration::from_secs(600),
             jitter: 0.5,
-            random: Arc::new(rand::random::<f64>),
+            random: default_random(),
         }
     }
 }

@@ -18,7 +18,43 @@ use crate::retry::RetryPolicy;
 /// assert!(config.validate().is_ok());
 /// assert!(WorkerConfig::default().with_batch_size(0).validate().is_err());
 /// ```
-#[derive(Debug, Clone)]
+///
+/// | setting | default | |
+/// |---|---|---|
+/// | `worker_id` | `<host>-<pid>-<random>` | recorded as `locked_by` on claimed events |
+/// | `batch_size` | 32 | events per claim |
+/// | `max_in_flight` | 64 | events processed at once |
+/// | `lease` | `30s` | lease length of a claim |
+/// | `renew_interval` | a third of `lease` | how often held leases are renewed |
+/// | `poll_interval` | `500ms` | how often to poll when no wake-up arrives |
+/// | `handler_timeout` | `30s` | timeout of a handler without its own |
+/// | `shutdown_grace` | `10s` | how long handlers may finish after shutdown begins |
+/// | `retry` | 10 attempts, `1s` doubling to `10m`, jitter 0.5 | see [`RetryPolicy`] |
+/// | `no_handler` | back-off `5s` to `10m` | see [`NoHandlerPolicy`] |
+/// | `missing_handler_grace` | `1h` | how long a handler named in results may be missing |
+/// | `strict_coverage` | `false` | refuse to build when a declared event type has no handler |
+/// | `store_backoff_initial` / `store_backoff_max` | `100ms` / `10s` | pauses after store failures |
+/// | `use_wakeups` | `true` | subscribe to the store's wake-ups when it has them |
+///
+/// It deserializes from configuration (every field optional, defaults as above; durations as
+/// strings such as `"250ms"`, `"30s"`, `"5m"`; unknown fields are refused):
+///
+/// ```
+/// let config: outbox_core::WorkerConfig = outbox_core::serde_json::from_str(r#"{
+///     "batch_size": 100,
+///     "lease": "1m",
+///     "retry": { "max_attempts": 5, "initial_delay": "2s" },
+///     "no_handler": { "leave_pending": "30s" }
+/// }"#)?;
+/// assert_eq!(config.batch_size, 100);
+/// assert_eq!(config.lease, std::time::Duration::from_secs(60));
+/// assert_eq!(config.max_in_flight, 64); // the default
+/// assert_eq!(config.retry.max_attempts, 5);
+/// config.validate()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct WorkerConfig {
     /// Recorded as `locked_by` on claimed events.
@@ -28,14 +64,19 @@ pub struct WorkerConfig {
     /// Events processed at once.
     pub max_in_flight: usize,
     /// Lease length of a claim.
+    #[serde(with = "humantime_serde")]
     pub lease: Duration,
     /// How often held leases are renewed while handlers run (default: a third of the lease).
+    #[serde(with = "humantime_serde")]
     pub renew_interval: Option<Duration>,
     /// How often to poll when no wake-up arrives.
+    #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
     /// Timeout of a handler without its own.
+    #[serde(with = "humantime_serde")]
     pub handler_timeout: Duration,
     /// How long in-flight handlers may finish after shutdown begins.
+    #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
     /// Retry and back-off of failed handlers.
     pub retry: RetryPolicy,
@@ -43,12 +84,15 @@ pub struct WorkerConfig {
     pub no_handler: NoHandlerPolicy,
     /// How long a handler recorded in an event's results may be missing from every worker that
     /// claims the event before it gives up (the event then becomes dead, naming it).
+    #[serde(with = "humantime_serde")]
     pub missing_handler_grace: Duration,
     /// Refuse to build when an event type declared with `#[derive(Event)]` has no handler.
     pub strict_coverage: bool,
     /// First pause after a store failure; doubles up to `store_backoff_max`.
+    #[serde(with = "humantime_serde")]
     pub store_backoff_initial: Duration,
     /// Longest pause after store failures.
+    #[serde(with = "humantime_serde")]
     pub store_backoff_max: Duration,
     /// Whether to subscribe to the store's wake-ups when it has them.
     pub use_wakeups: bool,
