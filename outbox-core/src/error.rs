@@ -147,6 +147,26 @@ impl StoreError {
         }
     }
 
+    /// The [`StoreError::Schema`] a store's `verify()` answers when parts of its schema are
+    /// missing or outdated, naming each (`"index outbox_events_due"`, `"schema version 2 (found
+    /// 1)"`) and the fix.
+    ///
+    /// ```
+    /// let err = outbox_core::StoreError::schema_incomplete(
+    ///     "public.outbox_events",
+    ///     &["index outbox_events_due".to_owned()],
+    /// );
+    /// assert!(err.to_string().contains("missing: index outbox_events_due"));
+    /// ```
+    pub fn schema_incomplete(table: &str, missing: &[String]) -> Self {
+        Self::Schema {
+            message: format!(
+                "the outbox schema of {table} is not current; missing: {}. Run migrate() with a role that may change the schema",
+                missing.join(", ")
+            ),
+        }
+    }
+
     /// Shorthand for [`StoreError::InvalidRequest`].
     ///
     /// ```

@@ -24,6 +24,49 @@
 /// The version of the schema this crate writes and expects, recorded in `<table>_schema`.
 pub const SCHEMA_VERSION: i32 = 2;
 
+/// What `migrate()` creates beside the table, by suffix of the table's name (`<table>_<suffix>`):
+/// what [`PgStore::verify`](crate::PgStore::verify) looks for.
+pub(crate) const INDEXES: &[&str] = &[
+    "due",
+    "pending_ordering",
+    "idempotency",
+    "failed",
+    "processed_at",
+];
+/// The functions, by suffix.
+pub(crate) const FUNCTIONS: &[&str] = &[
+    "unpark",
+    "claim",
+    "complete",
+    "set_aside",
+    "settle_parked",
+    "notify",
+];
+/// The triggers, by suffix.
+pub(crate) const TRIGGERS: &[&str] = &["settle_parked", "notify"];
+/// The columns of the table.
+pub(crate) const COLUMNS: &[&str] = &[
+    "seq",
+    "id",
+    "event_type",
+    "payload",
+    "correlation_id",
+    "ordering_key",
+    "idempotency_key",
+    "created_at",
+    "available_at",
+    "attempts",
+    "backoff_until",
+    "status",
+    "processed_at",
+    "handler_results",
+    "locked_by",
+    "locked_until",
+    "lease_token",
+    "due_at",
+    "corrupt_reason",
+];
+
 /// The DDL for `schema.table`, in order.
 ///
 /// ```

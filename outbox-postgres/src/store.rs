@@ -141,6 +141,98 @@ impl PgStore {
         Ok(())
     }
 
+    /// Checks that the schema `migrate()` creates is in place and current, reading only the system
+    /// catalogs: a role with data permissions alone can call it (and `migrate()` itself runs no
+    /// DDL when the recorded version is current). The error names everything missing.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: outbox_postgres::PgStore) -> Result<(), outbox_core::StoreError> {
+    /// // At startup of a service whose role may not run DDL (the schema is migrated by a deploy step):
+    /// store.verify().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn verify(&self) -> Result<(), StoreError> {
+        let q = &self.queries;
+        let with_suffix = |names: &[&str]| -> Vec<String> {
+            names.iter().map(|n| format!("{}_{n}", q.table)).collect()
+        };
+        let (indexes, functions, triggers) = (
+            with_suffix(crate::schema::INDEXES),
+            with_suffix(crate::schema::FUNCTIONS),
+            with_suffix(crate::schema::TRIGGERS),
+        );
+        let qualified = format!("\"{}\".\"{}\"", q.schema, q.table);
+        let (exists, columns, found_indexes, found_functions, found_triggers): (
+            bool,
+            Vec<String>,
+            Vec<String>,
+            Vec<String>,
+            Vec<String>,
+        ) = sqlx::query_as(
+            "SELECT to_regclass($1) IS NOT NULL,
+                ARRAY(SELECT a.attname::text FROM pg_attribute a
+                      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped),
+                ARRAY(SELECT c.relname::text FROM pg_class c
+                      JOIN pg_namespace n ON n.oid = c.relnamespace
+                      WHERE n.nspname = $2 AND c.relkind = 'i' AND c.relname = ANY($3)),
+                ARRAY(SELECT p.proname::text FROM pg_proc p
+                      JOIN pg_namespace n ON n.oid = p.pronamespace
+                      WHERE n.nspname = $2 AND p.proname = ANY($4)),
+                ARRAY(SELECT t.tgname::text FROM pg_trigger t
+                      WHERE t.tgrelid = to_regclass($1) AND t.tgname = ANY($5))",
+        )
+        .bind(&qualified)
+        .bind(&q.schema)
+        .bind(&indexes)
+        .bind(&functions)
+        .bind(&triggers)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| map_sqlx("verify the schema", e))?;
+        if !exists {
+            return Err(StoreError::Schema {
+                message: format!(
+                    "the outbox table {}.{} does not exist: run migrate() with a role that may create it",
+                    q.schema, q.table
+                ),
+            });
+        }
+        let mut missing: Vec<String> = Vec::new();
+        let absent = |wanted: &[String], found: &[String]| -> Vec<String> {
+            wanted
+                .iter()
+                .filter(|w| !found.contains(w))
+                .cloned()
+                .collect()
+        };
+        let wanted_columns: Vec<String> = crate::schema::COLUMNS
+            .iter()
+            .map(|c| (*c).to_owned())
+            .collect();
+        for (kind, names) in [
+            ("column", absent(&wanted_columns, &columns)),
+            ("index", absent(&indexes, &found_indexes)),
+            ("function", absent(&functions, &found_functions)),
+            ("trigger", absent(&triggers, &found_triggers)),
+        ] {
+            missing.extend(names.into_iter().map(|n| format!("{kind} {n}")));
+        }
+        match self.schema_version().await? {
+            Some(SCHEMA_VERSION) => {}
+            Some(version) => {
+                missing.push(format!("schema version {SCHEMA_VERSION} (found {version})"))
+            }
+            None => missing.push(format!("the version table {}_schema", q.table)),
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(StoreError::schema_incomplete(
+            &format!("{}.{}", q.schema, q.table),
+            &missing,
+        ))
+    }
+
     /// Reclaims the space of the rows that claims, completions and purges left behind
     /// (`VACUUM (ANALYZE)` of the outbox table), and refreshes the planner's statistics.
     /// PostgreSQL's autovacuum does this by itself; call it after purges on a server where

@@ -14,6 +14,34 @@ pub const SCHEMA_VERSION: i64 = 2;
 /// The `due_at` of a parked event: never due until un-parked.
 pub(crate) const PARKED: i64 = i64::MAX;
 
+/// What `migrate()` creates beside the table, by suffix of the table's name (`<table>_<suffix>`):
+/// what [`SqliteStore::verify`](crate::SqliteStore::verify) looks for.
+pub(crate) const INDEXES: &[&str] = &["due", "pending_ordering", "idempotency", "finished"];
+/// The triggers, by suffix.
+pub(crate) const TRIGGERS: &[&str] = &["unpark"];
+/// The columns of the table.
+pub(crate) const COLUMNS: &[&str] = &[
+    "seq",
+    "id",
+    "event_type",
+    "payload",
+    "correlation_id",
+    "ordering_key",
+    "idempotency_key",
+    "created_at",
+    "available_at",
+    "attempts",
+    "backoff_until",
+    "status",
+    "processed_at",
+    "handler_results",
+    "locked_by",
+    "locked_until",
+    "lease_token",
+    "due_at",
+    "corrupt_reason",
+];
+
 fn columns(table: &str) -> String {
     format!(
         "    seq             INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -160,6 +160,73 @@ impl SqliteStore {
         done.map_err(|e| map_sqlx("migrate", e))
     }
 
+    /// Checks that the schema `migrate()` creates is in place and current, reading only
+    /// `sqlite_master` and the table's column list. The error names everything missing.
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let store = outbox_sqlite::SqliteStore::open(dir.path().join("app.db")).await?;
+    /// store.verify().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+    /// ```
+    pub async fn verify(&self) -> Result<(), StoreError> {
+        let table = &self.queries.table;
+        let with_suffix = |names: &[&str]| -> Vec<String> {
+            names.iter().map(|n| format!("{table}_{n}")).collect()
+        };
+        let names: Vec<(String, String)> =
+            sqlx::query_as("SELECT type, name FROM sqlite_master WHERE tbl_name = ?1")
+                .bind(table)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| map_sqlx("verify the schema", e))?;
+        if !names
+            .iter()
+            .any(|(kind, name)| kind == "table" && name == table)
+        {
+            return Err(StoreError::Schema {
+                message: format!(
+                    "the outbox table {table} does not exist: run migrate() to create it"
+                ),
+            });
+        }
+        let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?1)")
+            .bind(table)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("verify the schema", e))?;
+        let has = |kind: &str, name: &str| names.iter().any(|(k, n)| k == kind && n == name);
+        let mut missing: Vec<String> = crate::schema::COLUMNS
+            .iter()
+            .filter(|c| !columns.iter().any(|have| have == *c))
+            .map(|c| format!("column {c}"))
+            .collect();
+        for (kind, wanted) in [
+            ("index", with_suffix(crate::schema::INDEXES)),
+            ("trigger", with_suffix(crate::schema::TRIGGERS)),
+        ] {
+            missing.extend(
+                wanted
+                    .into_iter()
+                    .filter(|name| !has(kind, name))
+                    .map(|name| format!("{kind} {name}")),
+            );
+        }
+        match self.schema_version().await? {
+            Some(SCHEMA_VERSION) => {}
+            Some(version) => {
+                missing.push(format!("schema version {SCHEMA_VERSION} (found {version})"))
+            }
+            None => missing.push(format!("the version table {table}_schema")),
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(StoreError::schema_incomplete(table, &missing))
+    }
+
     /// The schema version recorded for this table, `None` when it was never migrated (or was
     /// created by outbox 0.1, which recorded none).
     pub async fn schema_version(&self) -> Result<Option<i64>, StoreError> {
