@@ -21,15 +21,20 @@ pub(crate) const FIELDS: [&str; 16] = [
     "available_at",
     "attempts",
     "backoff_until",
+    "handler_results",
     "status",
     "processed_at",
-    "handler_results",
     "locked_by",
     "locked_until",
     "lease_token",
 ];
 
-/// The claim script's list of fields, and each field's position in it (`AT.attempts`), as Lua.
+/// How many of [`FIELDS`], from the first, a claim reads and returns: the others (status,
+/// processed time, lease holder, expiry and token) are known to the claimer.
+pub(crate) const CLAIM_READS: usize = 11;
+
+/// The claim script's list of fields, how many it reads (`CLAIM_READS`), and each field's position
+/// in the list (`AT.attempts`), as Lua.
 pub(crate) fn fields_lua() -> String {
     let quoted: Vec<String> = FIELDS.iter().map(|f| format!("'{f}'")).collect();
     let positions: Vec<String> = FIELDS
@@ -38,7 +43,7 @@ pub(crate) fn fields_lua() -> String {
         .map(|(i, f)| format!("{f} = {}", i + 1))
         .collect();
     format!(
-        "local FIELDS = {{ {} }}\nlocal AT = {{ {} }}",
+        "local FIELDS = {{ {} }}\nlocal CLAIM_READS = {CLAIM_READS}\nlocal AT = {{ {} }}",
         quoted.join(", "),
         positions.join(", ")
     )
@@ -65,10 +70,10 @@ pub(crate) fn decode(values: &[Option<String>]) -> Result<EventRecord, StoreErro
     let required = |i: usize| millis(i)?.ok_or_else(|| corrupt(format!("{}: missing", FIELDS[i])));
     let id = Uuid::parse_str(raw_id).map_err(|e| corrupt(format!("id: {e}")))?;
     let status =
-        EventStatus::parse(text(10)).ok_or_else(|| corrupt(format!("status: {:?}", text(10))))?;
+        EventStatus::parse(text(11)).ok_or_else(|| corrupt(format!("status: {:?}", text(11))))?;
     let payload = serde_json::from_str(text(2)).map_err(|e| corrupt(format!("payload: {e}")))?;
     let handler_results: HandlerResults =
-        serde_json::from_str(text(12)).map_err(|e| corrupt(format!("handler_results: {e}")))?;
+        serde_json::from_str(text(10)).map_err(|e| corrupt(format!("handler_results: {e}")))?;
     let lease_token = optional(15)
         .map(|t| Uuid::parse_str(&t).map_err(|e| corrupt(format!("lease_token: {e}"))))
         .transpose()?;
@@ -86,7 +91,7 @@ pub(crate) fn decode(values: &[Option<String>]) -> Result<EventRecord, StoreErro
             .map_err(|e| corrupt(format!("attempts: {e}")))?,
         backoff_until: millis(9)?,
         status,
-        processed_at: millis(11)?,
+        processed_at: millis(12)?,
         handler_results,
         locked_by: optional(13),
         locked_until: millis(14)?,

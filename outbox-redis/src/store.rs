@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::config::RedisStoreBuilder;
 use crate::error::map_redis;
-use crate::row::{FIELDS, decode, from_millis};
+use crate::row::{CLAIM_READS, FIELDS, decode, from_millis};
 use crate::scripts::{ENQUEUE_SOURCE, SCRIPTS};
 
 /// Completions per `complete_many` script call.
@@ -231,19 +231,32 @@ impl Store for RedisStore {
             .arg(millis(request.lease));
         // The claim derives each event's token from this one random UUID (see claim.lua).
         invocation.arg(Uuid::now_v7().to_string());
-        let rows: Vec<(String, Vec<Option<String>>)> = invocation
+        let reply: Vec<Option<String>> = invocation
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(|e| map_redis("claim", e))?;
-        let mut claimed = Vec::with_capacity(rows.len());
-        for (id, fields) in &rows {
-            match decode(fields).and_then(ClaimedEvent::from_record) {
+        let mut items = reply.into_iter();
+        let Some(locked_until) = items.next() else {
+            return Err(StoreError::invalid("claim: empty reply"));
+        };
+        let mut claimed = Vec::with_capacity(items.len() / (2 + CLAIM_READS));
+        while let Some(id) = items.next() {
+            let id = id.unwrap_or_default();
+            let token = items.next().flatten().unwrap_or_default();
+            // The fields the claim did not read are the ones it just wrote (see claim.lua).
+            let mut fields: Vec<Option<String>> = Vec::with_capacity(FIELDS.len());
+            fields.extend(items.by_ref().take(CLAIM_READS));
+            fields.extend([
+                Some("pending".to_owned()),
+                None,
+                Some(request.worker_id.clone()),
+                locked_until.clone(),
+                Some(token.clone()),
+            ]);
+            match decode(&fields).and_then(ClaimedEvent::from_record) {
                 Ok(event) => claimed.push(event),
                 // A poison event is set aside on its own; the rest of the batch goes on (C11).
-                Err(err) => {
-                    let token = fields.get(15).and_then(Option::as_deref).unwrap_or("");
-                    self.set_aside(id, token, &err).await?;
-                }
+                Err(err) => self.set_aside(&id, &token, &err).await?,
             }
         }
         Ok(claimed)

@@ -27,7 +27,7 @@ for i = 0, n - 1 do
       'correlation_id', corr, 'ordering_key', okey, 'idempotency_key', ikey, 'created_at', now,
       'available_at', avail, 'attempts', 0, 'backoff_until', '', 'status', 'pending',
       'processed_at', '', 'handler_results', '{}', 'locked_by', '', 'locked_until', '', 'lease_token', '')
-    redis.call('INCR', P .. ':pending_count')
+    redis.call('INCR', PENDING_COUNT)
     if ikey ~= '' then redis.call('HSET', P .. ':idem', ikey, id) end
     local head = true
     if okey ~= '' then

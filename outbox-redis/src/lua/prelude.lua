@@ -1,11 +1,15 @@
 -- Shared by every script. KEYS[1] is the outbox's key prefix, "{outbox:<name>}": the hash tag keeps
 -- every key of one outbox in one cluster slot. Times are server milliseconds (TIME).
 local P = KEYS[1]
+-- The keys every script uses, built once per call.
+local QUEUE, SCHED, LEASED = P .. ':queue', P .. ':sched', P .. ':leased'
+local PENDING_COUNT = P .. ':pending_count'
+local EV = P .. ':ev:'
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function ev(id) return P .. ':ev:' .. id end
+local function ev(id) return EV .. id end
 -- Makes a pending event that heads its ordering key reachable by claims: due now goes to the queue,
 -- later goes to the schedule; both are scored by the due time, so claims take due order, and equal
 -- times fall back to the ids' order (UUID v7: creation order). Returns true when due now.
@@ -15,18 +19,18 @@ local function schedule(id, now)
   local backoff = tonumber(h[2])
   if backoff and backoff > due then due = backoff end
   if due <= now then
-    redis.call('ZADD', P .. ':queue', due, id)
+    redis.call('ZADD', QUEUE, due, id)
     return true
   end
-  redis.call('ZADD', P .. ':sched', due, id)
+  redis.call('ZADD', SCHED, due, id)
   return false
 end
 -- Takes an event out of every claim structure: the queue (due now), the schedule (due later, not
 -- leased) and the leases (leased, by expiry).
 local function unschedule(id)
-  redis.call('ZREM', P .. ':queue', id)
-  redis.call('ZREM', P .. ':sched', id)
-  redis.call('ZREM', P .. ':leased', id)
+  redis.call('ZREM', QUEUE, id)
+  redis.call('ZREM', SCHED, id)
+  redis.call('ZREM', LEASED, id)
 end
 local function is_head(id, okey)
   if okey == nil or okey == false or okey == '' then return true end
@@ -38,7 +42,7 @@ local function hand_off_key(id, okey, now)
   if not okey or okey == '' then return false end
   redis.call('ZREM', P .. ':okey:' .. okey, id)
   local next_id = redis.call('ZRANGE', P .. ':okey:' .. okey, 0, 0)[1]
-  if next_id and redis.call('ZSCORE', P .. ':leased', next_id) == false then
+  if next_id and redis.call('ZSCORE', LEASED, next_id) == false then
     return schedule(next_id, now)
   end
   return false
@@ -50,7 +54,7 @@ local function set_aside(id, reason, now)
   redis.call('HSET', ev(id), 'status', 'corrupt', 'corrupt_reason', reason, 'processed_at', now,
     'lease_token', '', 'locked_by', '', 'locked_until', '')
   unschedule(id)
-  redis.call('DECR', P .. ':pending_count')
+  redis.call('DECR', PENDING_COUNT)
   redis.call('ZADD', P .. ':corrupt', now, id)
   return hand_off_key(id, okey, now)
 end

@@ -9,8 +9,8 @@ for i = 2, #ARGV, 2 do
   if h[1] == ARGV[i + 1] and h[2] == 'pending' then
     redis.call('HSET', ev(id), 'locked_until', locked_until)
     -- Back among the leases, also when an expired lease had moved it to the queue.
-    redis.call('ZREM', P .. ':queue', id)
-    redis.call('ZADD', P .. ':leased', locked_until, id)
+    redis.call('ZREM', QUEUE, id)
+    redis.call('ZADD', LEASED, locked_until, id)
     out[#out + 1] = locked_until
   else
     out[#out + 1] = 0

@@ -10,16 +10,16 @@ redis.call('HSET', ev(id), 'status', 'pending', 'backoff_until', '', 'available_
 if from == 'dead' then redis.call('HSET', ev(id), 'attempts', 0) end
 if ARGV[3] ~= '' then redis.call('HSET', ev(id), 'handler_results', ARGV[3]) end
 redis.call('ZREM', P .. ':' .. from, id)
-redis.call('INCR', P .. ':pending_count')
+redis.call('INCR', PENDING_COUNT)
 local okey = h[3]
 if okey ~= '' then
   redis.call('ZADD', P .. ':okey:' .. okey, tonumber(h[2]), id)
   if not is_head(id, okey) then return 1 end
   -- It heads its key again: the previous head waits, unless it is already in flight.
   local second = redis.call('ZRANGE', P .. ':okey:' .. okey, 1, 1)[1]
-  if second and redis.call('ZSCORE', P .. ':leased', second) == false then
-    redis.call('ZREM', P .. ':queue', second)
-    redis.call('ZREM', P .. ':sched', second)
+  if second and redis.call('ZSCORE', LEASED, second) == false then
+    redis.call('ZREM', QUEUE, second)
+    redis.call('ZREM', SCHED, second)
   end
 end
 schedule(id, now)
