@@ -74,7 +74,11 @@ pub(crate) fn decode(values: &[Option<String>]) -> Result<EventRecord, StoreErro
     let payload = serde_json::from_str(text(2)).map_err(|e| corrupt(format!("payload: {e}")))?;
     let handler_results: HandlerResults =
         serde_json::from_str(text(10)).map_err(|e| corrupt(format!("handler_results: {e}")))?;
+    // A finished event keeps the lease fields of its last claim in the hash (completions do not
+    // spend writes clearing them): they mean something only while the event is pending.
+    let pending = status == EventStatus::Pending;
     let lease_token = optional(15)
+        .filter(|_| pending)
         .map(|t| Uuid::parse_str(&t).map_err(|e| corrupt(format!("lease_token: {e}"))))
         .transpose()?;
     Ok(EventRecord {
@@ -89,12 +93,12 @@ pub(crate) fn decode(values: &[Option<String>]) -> Result<EventRecord, StoreErro
         attempts: text(8)
             .parse()
             .map_err(|e| corrupt(format!("attempts: {e}")))?,
-        backoff_until: millis(9)?,
+        backoff_until: millis(9)?.filter(|_| pending),
         status,
         processed_at: millis(12)?,
         handler_results,
-        locked_by: optional(13),
-        locked_until: millis(14)?,
+        locked_by: optional(13).filter(|_| pending),
+        locked_until: millis(14)?.filter(|_| pending),
         lease_token,
     })
 }
