@@ -31,24 +31,35 @@ pub(crate) async fn gauges(
     let (lag_ms, lag) = time_calls(|| async { Ok(store.lag().await?) }).await?;
     let (stats_ms, stats) = time_calls(|| async { Ok(store.stats().await?) }).await?;
     let processed = stats.processed;
-    lib.cleanup().await;
-
     checks.push(Check {
         what: "gauges: lag() sees the due events, stats() counts every processed one".to_owned(),
         passed: lag >= Duration::from_millis(50) && processed == n as u64,
         detail: format!("lag {lag:?}, processed {processed} of {n}"),
     });
+    let kept = format!("with {n} processed events kept");
     for (call, ms) in [("lag()", lag_ms), ("stats()", stats_ms)] {
         rows.push(Row {
             latency_ms: Some(ms),
             notes: format!("{CALLS} calls, {DUE} events due"),
+            ..Row::empty("gauges", &format!("{call} {kept}"), n as u64)
+        });
+    }
+    // Where the server's own maintenance is off (PostgreSQL without autovacuum), the index the lag
+    // reads still holds an entry per finished event's old row version: time it again once the
+    // maintenance a production server runs by itself has run.
+    if let Some(maintenance) = lib.maintain().await {
+        let (ms, _) = time_calls(|| async { Ok(store.lag().await?) }).await?;
+        rows.push(Row {
+            latency_ms: Some(ms),
+            notes: format!("{CALLS} calls, {DUE} events due; {maintenance}"),
             ..Row::empty(
                 "gauges",
-                &format!("{call} with {n} processed events kept"),
+                &format!("lag() {kept}, after maintenance"),
                 n as u64,
             )
         });
     }
+    lib.cleanup().await;
     Ok(())
 }
 
