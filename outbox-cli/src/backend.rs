@@ -1,0 +1,164 @@
+//! Opening the store a URL names: `postgres://`, `sqlite:`, `redis://`, `mongodb://`.
+
+use std::sync::Arc;
+
+use outbox_core::{Store, StoreError};
+use outbox_mongo::MongoStore;
+use outbox_postgres::PgStore;
+use outbox_redis::RedisStore;
+use outbox_sqlite::SqliteStore;
+
+/// Where the outbox lives inside its database: a table (PostgreSQL, SQLite), a key prefix name
+/// (Redis) or a collection (MongoDB).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Names {
+    /// PostgreSQL schema (default `public`).
+    pub(crate) schema: Option<String>,
+    /// Table or collection (default `outbox_events`), or the Redis outbox name (default `default`).
+    pub(crate) table: Option<String>,
+    /// MongoDB database (default `outbox`).
+    pub(crate) database: Option<String>,
+}
+
+/// Why the command could not run.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CliError {
+    /// The URL names no backend this tool knows.
+    #[error("unsupported URL `{0}`: use postgres://…, sqlite:<path>, redis://… or mongodb://…")]
+    UnknownScheme(String),
+    /// A name or option is invalid.
+    #[error(transparent)]
+    Config(#[from] outbox_core::ConfigError),
+    /// The store answered with an error.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An argument is invalid.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// One opened store, by backend.
+pub(crate) enum Backend {
+    /// PostgreSQL.
+    Postgres(PgStore),
+    /// SQLite, and its table's name.
+    Sqlite(SqliteStore, String),
+    /// Redis (boxed: its store is far larger than the others).
+    Redis(Box<RedisStore>),
+    /// MongoDB.
+    Mongo(MongoStore),
+}
+
+impl Backend {
+    /// Opens the store `url` names. Nothing is created unless `create` (for `migrate`): a missing
+    /// SQLite file is an error rather than a new empty database.
+    pub(crate) async fn open(url: &str, names: &Names, create: bool) -> Result<Self, CliError> {
+        let scheme = url.split(':').next().unwrap_or_default();
+        match scheme {
+            "postgres" | "postgresql" => {
+                let pool = outbox_postgres::sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(2)
+                    .acquire_timeout(std::time::Duration::from_secs(10))
+                    .connect(url)
+                    .await
+                    .map_err(|e| {
+                        StoreError::unavailable(format!("cannot connect to PostgreSQL: {e}"))
+                    })?;
+                let mut builder = PgStore::builder(pool);
+                if let Some(schema) = &names.schema {
+                    builder = builder.schema(schema);
+                }
+                if let Some(table) = &names.table {
+                    builder = builder.table(table);
+                }
+                Ok(Self::Postgres(builder.build()?))
+            }
+            "sqlite" => {
+                let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
+                let options = outbox_sqlite::sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(create)
+                    .busy_timeout(std::time::Duration::from_secs(10));
+                let pool = outbox_sqlite::sqlx::SqlitePool::connect_with(options)
+                    .await
+                    .map_err(|e| {
+                        StoreError::unavailable(format!("cannot open the SQLite file {path}: {e}"))
+                    })?;
+                let table = names
+                    .table
+                    .clone()
+                    .unwrap_or_else(|| "outbox_events".to_owned());
+                let store = SqliteStore::builder(pool).table(&table).build()?;
+                Ok(Self::Sqlite(store, table))
+            }
+            "redis" | "rediss" => {
+                let client = outbox_redis::redis::Client::open(url)
+                    .map_err(|e| StoreError::invalid(format!("invalid Redis URL: {e}")))?;
+                let mut builder = RedisStore::builder(client).await?;
+                if let Some(name) = &names.table {
+                    builder = builder.name(name);
+                }
+                Ok(Self::Redis(Box::new(builder.build()?)))
+            }
+            "mongodb" | "mongodb+srv" => {
+                let client = outbox_mongo::mongodb::Client::with_uri_str(url)
+                    .await
+                    .map_err(|e| StoreError::invalid(format!("invalid MongoDB URI: {e}")))?;
+                let mut builder = MongoStore::builder(client);
+                if let Some(database) = &names.database {
+                    builder = builder.database(database);
+                }
+                if let Some(collection) = &names.table {
+                    builder = builder.collection(collection);
+                }
+                Ok(Self::Mongo(builder.build()?))
+            }
+            _ => Err(CliError::UnknownScheme(url.to_owned())),
+        }
+    }
+
+    /// The store, for the operations every backend has.
+    pub(crate) fn store(&self) -> Arc<dyn Store> {
+        match self {
+            Self::Postgres(s) => Arc::new(s.clone()),
+            Self::Sqlite(s, _) => Arc::new(s.clone()),
+            Self::Redis(s) => Arc::new((**s).clone()),
+            Self::Mongo(s) => Arc::new(s.clone()),
+        }
+    }
+
+    /// Creates or upgrades what the store needs (tables, indexes, functions); Redis needs nothing.
+    pub(crate) async fn migrate(&self) -> Result<&'static str, CliError> {
+        match self {
+            Self::Postgres(s) => s.migrate().await?,
+            Self::Sqlite(s, _) => s.migrate().await?,
+            Self::Mongo(s) => s.migrate().await?,
+            Self::Redis(_) => return Ok("Redis needs no migration: keys are created as used"),
+        }
+        Ok("schema is current")
+    }
+
+    /// Checks the schema without changing it; backends without a schema to check say so.
+    pub(crate) async fn verify(&self) -> Result<&'static str, CliError> {
+        match self {
+            Self::Postgres(s) => s.verify().await?,
+            Self::Sqlite(s, _) => s.verify().await?,
+            Self::Redis(_) | Self::Mongo(_) => {
+                return Ok("nothing to verify on this backend (no schema)");
+            }
+        }
+        Ok("schema is current")
+    }
+
+    /// The DDL `migrate` runs, for backends that have one (SQL stores).
+    pub(crate) fn ddl(&self) -> Option<Vec<String>> {
+        match self {
+            Self::Postgres(s) => {
+                let (schema, table) = s.names();
+                Some(outbox_postgres::schema_sql(schema, table))
+            }
+            Self::Sqlite(_, table) => Some(outbox_sqlite::schema_sql(table)),
+            Self::Redis(_) | Self::Mongo(_) => None,
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! One function per command.
+
+use chrono::{DateTime, Utc};
+use outbox_core::{EventRecord, StoreError};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::backend::{Backend, CliError};
+use crate::render::{Output, human};
+
+/// The most dead letters `dead requeue --all` puts back in one call.
+const REQUEUE_ALL_MAX: usize = 10_000;
+
+pub(crate) async fn migrate(backend: &Backend, print: bool, out: Output) -> Result<(), CliError> {
+    if print {
+        let Some(ddl) = backend.ddl() else {
+            return Err(CliError::Usage(
+                "this backend has no DDL to print (migrate creates what it needs)".to_owned(),
+            ));
+        };
+        out.message(&format!("{};", ddl.join(";\n\n")), &json!({ "ddl": ddl }));
+        return Ok(());
+    }
+    let done = backend.migrate().await?;
+    out.message(done, &json!({ "migrated": true, "message": done }));
+    Ok(())
+}
+
+pub(crate) async fn verify(backend: &Backend, out: Output) -> Result<(), CliError> {
+    let done = backend.verify().await?;
+    out.message(done, &json!({ "verified": true, "message": done }));
+    Ok(())
+}
+
+pub(crate) async fn stats(backend: &Backend, out: Output) -> Result<(), CliError> {
+    let s = backend.store().stats().await?;
+    let rows = vec![
+        vec!["pending".to_owned(), s.pending.to_string()],
+        vec!["  due now".to_owned(), s.due.to_string()],
+        vec!["  leased".to_owned(), s.leased.to_string()],
+        vec!["processed (kept)".to_owned(), s.processed.to_string()],
+        vec!["dead".to_owned(), s.dead.to_string()],
+        vec!["corrupt (set aside)".to_owned(), s.corrupt.to_string()],
+        vec!["lag".to_owned(), human(s.oldest_due_age)],
+    ];
+    let json = json!({
+        "pending": s.pending,
+        "due": s.due,
+        "leased": s.leased,
+        "processed": s.processed,
+        "dead": s.dead,
+        "corrupt": s.corrupt,
+        "lag_ms": u64::try_from(s.oldest_due_age.as_millis()).unwrap_or(u64::MAX),
+    });
+    out.table(&["status", "events"], &rows, &json);
+    Ok(())
+}
+
+pub(crate) async fn lag(backend: &Backend, out: Output) -> Result<(), CliError> {
+    let lag = backend.store().lag().await?;
+    let ms = u64::try_from(lag.as_millis()).unwrap_or(u64::MAX);
+    out.message(&human(lag), &json!({ "lag_ms": ms }));
+    Ok(())
+}
+
+pub(crate) async fn show(backend: &Backend, id: &str, out: Output) -> Result<(), CliError> {
+    let id = parse_id(id)?;
+    let Some(record) = backend.store().get(id).await? else {
+        return Err(CliError::Usage(format!("no event with id {id}")));
+    };
+    if out.json {
+        println!("{}", serde_json::to_value(&record).unwrap_or_default());
+        return Ok(());
+    }
+    let time = |t: Option<DateTime<Utc>>| t.map_or_else(|| "-".to_owned(), |t| t.to_rfc3339());
+    let fields = vec![
+        vec!["id".to_owned(), record.id.to_string()],
+        vec!["type".to_owned(), record.event_type.clone()],
+        vec!["status".to_owned(), record.status.as_str().to_owned()],
+        vec!["attempts".to_owned(), record.attempts.to_string()],
+        vec!["created".to_owned(), record.created_at.to_rfc3339()],
+        vec!["available".to_owned(), record.available_at.to_rfc3339()],
+        vec!["back-off until".to_owned(), time(record.backoff_until)],
+        vec!["processed".to_owned(), time(record.processed_at)],
+        vec![
+            "leased by".to_owned(),
+            record.locked_by.clone().unwrap_or_else(|| "-".to_owned()),
+        ],
+        vec!["lease until".to_owned(), time(record.locked_until)],
+        vec![
+            "ordering key".to_owned(),
+            record
+                .ordering_key
+                .clone()
+                .unwrap_or_else(|| "-".to_owned()),
+        ],
+        vec!["payload".to_owned(), record.payload.to_string()],
+    ];
+    out.table(&["field", "value"], &fields, &json!(null));
+    println!();
+    let handlers: Vec<Vec<String>> = record
+        .handler_results
+        .iter()
+        .map(|(name, state)| {
+            let status = if state.succeeded_at.is_some() {
+                "succeeded"
+            } else if state.gave_up {
+                "gave up"
+            } else {
+                "pending"
+            };
+            vec![
+                name.clone(),
+                status.to_owned(),
+                state.attempts.to_string(),
+                state.last_error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    out.table(
+        &["handler", "state", "attempts", "last error"],
+        &handlers,
+        &json!(null),
+    );
+    Ok(())
+}
+
+pub(crate) async fn dead_list(
+    backend: &Backend,
+    limit: usize,
+    out: Output,
+) -> Result<(), CliError> {
+    let dead = backend.store().dead_letters(limit).await?;
+    let rows: Vec<Vec<String>> = dead.iter().map(dead_row).collect();
+    let json = serde_json::to_value(&dead).unwrap_or_default();
+    out.table(
+        &["id", "type", "died", "handler", "last error"],
+        &rows,
+        &json,
+    );
+    Ok(())
+}
+
+/// A dead letter's row: the handler that gave up and its last error.
+fn dead_row(record: &EventRecord) -> Vec<String> {
+    let (handler, error) = record
+        .handler_results
+        .iter()
+        .find(|(_, s)| s.gave_up)
+        .map(|(name, s)| (name.clone(), s.last_error.clone().unwrap_or_default()))
+        .unwrap_or_default();
+    vec![
+        record.id.to_string(),
+        record.event_type.clone(),
+        record
+            .processed_at
+            .map_or_else(|| "-".to_owned(), |t| t.to_rfc3339()),
+        handler,
+        shorten(&error, 80),
+    ]
+}
+
+pub(crate) async fn dead_requeue(
+    backend: &Backend,
+    ids: &[String],
+    all: bool,
+    out: Output,
+) -> Result<(), CliError> {
+    let store = backend.store();
+    let targets: Vec<Uuid> = if all {
+        store
+            .dead_letters(REQUEUE_ALL_MAX)
+            .await?
+            .into_iter()
+            .map(|r| r.id)
+            .collect()
+    } else if ids.is_empty() {
+        return Err(CliError::Usage(
+            "name the dead letters to requeue, or pass --all".to_owned(),
+        ));
+    } else {
+        ids.iter()
+            .map(|id| parse_id(id))
+            .collect::<Result<_, _>>()?
+    };
+    let mut requeued = Vec::new();
+    let mut not_dead = Vec::new();
+    for id in targets {
+        if store.requeue_dead(id).await? {
+            requeued.push(id.to_string());
+        } else {
+            not_dead.push(id.to_string());
+        }
+    }
+    let text = match not_dead.as_slice() {
+        [] => format!("requeued {}", requeued.len()),
+        missing => format!(
+            "requeued {}; not dead letters: {}",
+            requeued.len(),
+            missing.join(", ")
+        ),
+    };
+    out.message(
+        &text,
+        &json!({ "requeued": requeued, "not_dead": not_dead }),
+    );
+    if not_dead.is_empty() || all {
+        Ok(())
+    } else {
+        Err(CliError::Usage(format!(
+            "{} of the given ids are not dead letters",
+            not_dead.len()
+        )))
+    }
+}
+
+pub(crate) async fn corrupt_list(
+    backend: &Backend,
+    limit: usize,
+    out: Output,
+) -> Result<(), CliError> {
+    let events = backend.store().corrupt_events(limit).await?;
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            vec![
+                e.id.clone(),
+                e.event_type.clone().unwrap_or_else(|| "?".to_owned()),
+                e.set_aside_at
+                    .map_or_else(|| "-".to_owned(), |t| t.to_rfc3339()),
+                shorten(&e.reason, 80),
+            ]
+        })
+        .collect();
+    let json: Vec<_> = events
+        .iter()
+        .map(|e| {
+            json!({
+                "id": e.id,
+                "event_type": e.event_type,
+                "set_aside_at": e.set_aside_at,
+                "reason": e.reason,
+            })
+        })
+        .collect();
+    out.table(
+        &["id", "type", "set aside", "reason"],
+        &rows,
+        &serde_json::Value::Array(json),
+    );
+    Ok(())
+}
+
+pub(crate) async fn corrupt_requeue(
+    backend: &Backend,
+    ids: &[String],
+    out: Output,
+) -> Result<(), CliError> {
+    let store = backend.store();
+    let mut requeued = Vec::new();
+    let mut not_set_aside = Vec::new();
+    for id in ids {
+        if store.requeue_corrupt(id).await? {
+            requeued.push(id.clone());
+        } else {
+            not_set_aside.push(id.clone());
+        }
+    }
+    out.message(
+        &format!("requeued {}", requeued.len()),
+        &json!({ "requeued": requeued, "not_set_aside": not_set_aside }),
+    );
+    if not_set_aside.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Usage(format!(
+            "not set aside: {}",
+            not_set_aside.join(", ")
+        )))
+    }
+}
+
+/// Which finished events a purge deletes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Purge {
+    /// Processed events.
+    Processed,
+    /// Dead letters.
+    Dead,
+}
+
+pub(crate) async fn purge(
+    backend: &Backend,
+    which: Purge,
+    older_than: &str,
+    out: Output,
+) -> Result<(), CliError> {
+    let age = humantime::parse_duration(older_than).map_err(|e| {
+        CliError::Usage(format!(
+            "--older-than {older_than}: {e} (write e.g. 7d, 12h, 30m)"
+        ))
+    })?;
+    let cutoff = Utc::now()
+        - chrono::Duration::from_std(age)
+            .map_err(|_| CliError::Usage(format!("--older-than {older_than}: too long")))?;
+    let store = backend.store();
+    let deleted = match which {
+        Purge::Processed => store.purge_processed(cutoff).await?,
+        Purge::Dead => store.purge_dead(cutoff).await?,
+    };
+    out.message(
+        &format!("deleted {deleted}"),
+        &json!({ "deleted": deleted, "older_than": cutoff }),
+    );
+    Ok(())
+}
+
+fn parse_id(id: &str) -> Result<Uuid, CliError> {
+    Uuid::parse_str(id).map_err(|e| {
+        CliError::Store(StoreError::invalid(format!(
+            "`{id}` is not an event id: {e}"
+        )))
+    })
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    let one_line = text.replace('\n', " ");
+    if one_line.chars().count() <= max {
+        return one_line;
+    }
+    let cut: String = one_line.chars().take(max.saturating_sub(1)).collect();
+    format!("{cut}…")
+}

@@ -1,0 +1,214 @@
+//! The `outbox` binary against every real backend: counts, lag, a dead letter listed, shown and
+//! re-queued, a purge, the schema commands, and clear errors.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use outbox_core::{
+    ClaimRequest, Completion, EventStatus, HandlerResults, HandlerState, NewEvent, Store, StoreExt,
+};
+use serde_json::{Value, json};
+
+/// Runs `outbox --url <url> <args…> --json`; the parsed output, or the error text on failure.
+fn outbox(url: &str, extra: &[&str], args: &[&str]) -> Result<Value, String> {
+    let output = Command::new(env!("CARGO_BIN_EXE_outbox"))
+        .arg("--url")
+        .arg(url)
+        .args(extra)
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("run the outbox binary");
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(text.trim()).map_err(|e| format!("not JSON ({e}): {text}"))
+}
+
+/// Three events: one processed, one dead (its handler gave up), one pending.
+async fn fill(store: &Arc<dyn Store>) -> String {
+    for n in 0..3 {
+        store
+            .enqueue(NewEvent::new("cli.Test", json!({ "n": n })))
+            .await
+            .expect("store or command");
+    }
+    let claimed = store
+        .claim(&ClaimRequest::new("cli-test", 2, Duration::from_secs(60)))
+        .await
+        .expect("store or command");
+    assert_eq!(claimed.len(), 2);
+    let processed = Completion {
+        status: EventStatus::Processed,
+        handler_results: HandlerResults::new(),
+        attempts: 1,
+        retry_delay: None,
+    };
+    store
+        .complete(&claimed[0].lease, processed)
+        .await
+        .expect("store or command");
+    let mut results = HandlerResults::new();
+    results.insert(
+        "send_mail".to_owned(),
+        HandlerState {
+            attempts: 5,
+            last_error: Some("SMTP 550: mailbox unavailable".to_owned()),
+            gave_up: true,
+            ..HandlerState::default()
+        },
+    );
+    let dead = Completion {
+        status: EventStatus::Dead,
+        handler_results: results,
+        attempts: 1,
+        retry_delay: None,
+    };
+    store
+        .complete(&claimed[1].lease, dead)
+        .await
+        .expect("store or command");
+    claimed[1].record.id.to_string()
+}
+
+async fn exercise(url: &str, extra: &[&str], store: Arc<dyn Store>, sql: bool) {
+    let dead_id = fill(&store).await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+
+    let stats = outbox(url, extra, &["stats"]).expect("store or command");
+    assert_eq!(
+        (
+            stats["pending"].as_u64(),
+            stats["processed"].as_u64(),
+            stats["dead"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1)),
+        "{stats}"
+    );
+    let lag = outbox(url, extra, &["lag"]).expect("store or command");
+    assert!(lag["lag_ms"].as_u64().unwrap_or(0) >= 20, "{lag}");
+
+    let dead = outbox(url, extra, &["dead", "list"]).expect("store or command");
+    let listed: Vec<&str> = dead
+        .as_array()
+        .expect("store or command")
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert_eq!(listed, [dead_id.as_str()], "{dead}");
+
+    let shown = outbox(url, extra, &["show", &dead_id]).expect("store or command");
+    assert_eq!(shown["status"], "dead", "{shown}");
+    assert_eq!(
+        shown["handler_results"]["send_mail"]["last_error"],
+        "SMTP 550: mailbox unavailable"
+    );
+
+    let requeued = outbox(url, extra, &["dead", "requeue", "--all"]).expect("store or command");
+    assert_eq!(requeued["requeued"], json!([dead_id]), "{requeued}");
+    let stats = outbox(url, extra, &["stats"]).expect("store or command");
+    assert_eq!(
+        (stats["pending"].as_u64(), stats["dead"].as_u64()),
+        (Some(2), Some(0)),
+        "{stats}"
+    );
+
+    let purged =
+        outbox(url, extra, &["purge-processed", "--older-than", "0s"]).expect("store or command");
+    assert_eq!(purged["deleted"], 1, "{purged}");
+    let none = outbox(url, extra, &["corrupt", "list"]).expect("store or command");
+    assert_eq!(none, json!([]));
+
+    // Errors: a bad id, an id that is not a dead letter, a bad age.
+    let err = outbox(url, extra, &["show", "nope"]).expect_err("the command must fail");
+    assert!(err.contains("is not an event id"), "{err}");
+    let err =
+        outbox(url, extra, &["dead", "requeue", &dead_id]).expect_err("the command must fail");
+    assert!(err.contains("not dead letters"), "{err}");
+    let err = outbox(url, extra, &["dead", "purge", "--older-than", "soon"])
+        .expect_err("the command must fail");
+    assert!(err.contains("--older-than soon"), "{err}");
+
+    let verified = outbox(url, extra, &["verify"]).expect("store or command");
+    assert_eq!(verified["verified"], true, "{verified}");
+    if sql {
+        let ddl = outbox(url, extra, &["migrate", "--print"]).expect("store or command");
+        assert!(
+            ddl["ddl"][0].as_str().unwrap_or("").contains("CREATE"),
+            "{ddl}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cli.db");
+    let url = format!("sqlite:{}", path.display());
+    let err = outbox(&url, &[], &["stats"]).unwrap_err();
+    assert!(err.contains("cannot open the SQLite file"), "{err}");
+    // `migrate` creates the file and its schema.
+    let migrated = outbox(&url, &[], &["migrate"]).unwrap();
+    assert_eq!(migrated["migrated"], true);
+    let store = outbox_sqlite::SqliteStore::open(&path).await.unwrap();
+    exercise(&url, &[], Arc::new(store), true).await;
+}
+
+#[tokio::test]
+async fn postgres() {
+    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL (./scripts/test.sh sets it)");
+    let schema = outbox_testkit_namespace("cli");
+    let pool = outbox_postgres::sqlx::PgPool::connect(&url).await.unwrap();
+    let store = outbox_postgres::PgStore::builder(pool)
+        .schema(&schema)
+        .build()
+        .unwrap();
+    // The schema does not exist yet: `verify` says so, `migrate` creates it.
+    let err = outbox(&url, &["--schema", &schema], &["verify"]).unwrap_err();
+    assert!(err.contains("does not exist"), "{err}");
+    let migrated = outbox(&url, &["--schema", &schema], &["migrate"]).unwrap();
+    assert_eq!(migrated["migrated"], true);
+    exercise(&url, &["--schema", &schema], Arc::new(store), true).await;
+}
+
+#[tokio::test]
+async fn redis() {
+    let url = std::env::var("REDIS_URL").expect("REDIS_URL (./scripts/test.sh sets it)");
+    let name = outbox_testkit_namespace("cli");
+    let client = outbox_redis::redis::Client::open(url.as_str()).unwrap();
+    let store = outbox_redis::RedisStore::builder(client)
+        .await
+        .unwrap()
+        .name(&name)
+        .build()
+        .unwrap();
+    exercise(&url, &["--table", &name], Arc::new(store), false).await;
+}
+
+#[tokio::test]
+async fn mongo() {
+    let url = std::env::var("MONGODB_URI").expect("MONGODB_URI (./scripts/test.sh sets it)");
+    let collection = outbox_testkit_namespace("cli");
+    let client = outbox_mongo::mongodb::Client::with_uri_str(&url)
+        .await
+        .unwrap();
+    let store = outbox_mongo::MongoStore::builder(client)
+        .collection(&collection)
+        .build()
+        .unwrap();
+    store.migrate().await.unwrap();
+    exercise(&url, &["--table", &collection], Arc::new(store), false).await;
+}
+
+#[test]
+fn an_unknown_url_is_a_clear_error() {
+    let err = outbox("ftp://example.com", &[], &["stats"]).unwrap_err();
+    assert!(err.contains("unsupported URL"), "{err}");
+}
+
+/// A name no other test run uses (letters, digits, `_`: valid on every backend).
+fn outbox_testkit_namespace(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
