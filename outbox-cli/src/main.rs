@@ -23,7 +23,7 @@ use crate::backend::{Backend, Names};
 #[derive(Debug, Parser)]
 #[command(name = "outbox", version, about)]
 struct Cli {
-    /// The store: postgres://…, sqlite:<path>, redis://…, mongodb://…
+    /// The store: postgres://…, sqlite:PATH, redis://…, mongodb://…
     #[arg(long, env = "OUTBOX_URL", global = true)]
     url: Option<String>,
     /// PostgreSQL schema (default `public`).

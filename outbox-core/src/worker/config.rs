@@ -21,7 +21,7 @@ use crate::retry::RetryPolicy;
 ///
 /// | setting | default | |
 /// |---|---|---|
-/// | `worker_id` | `<host>-<pid>-<random>` | recorded as `locked_by` on claimed events |
+/// | `worker_id` | `worker-<pid>-<random>` | recorded as `locked_by` on claimed events |
 /// | `batch_size` | 32 | events per claim |
 /// | `max_in_flight` | 64 | events processed at once |
 /// | `lease` | `30s` | lease length of a claim |
