@@ -241,11 +241,15 @@ async fn invites_survive_sigkill_mid_processing_and_are_delivered_exactly_once()
     );
     assert!(conflicts.keys().all(|e| accepted.contains_key(e)));
 
-    // Kill in the middle: some events done, others not.
+    // Kill in the middle: some events done, others not, and some leased right now (the worker
+    // claims in batches of its in-flight bound, so right after a batch completes it briefly holds
+    // no lease; a kill then would leave nothing to redeliver).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let processed = first.stats(&http).await["processed"].as_u64().unwrap_or(0);
-        if processed >= 5 {
+        let stats = first.stats(&http).await;
+        let processed = stats["processed"].as_u64().unwrap_or(0);
+        let leased = stats["leased"].as_u64().unwrap_or(0);
+        if processed >= 5 && leased > 0 {
             assert!(
                 (processed as usize) < total,
                 "everything was processed before the kill; slow the handlers down"
@@ -269,6 +273,14 @@ async fn invites_survive_sigkill_mid_processing_and_are_delivered_exactly_once()
     .await
     .unwrap();
     assert!(before_restart > 0, "the kill left nothing to finish");
+    // Leases the dead process still held: those events must be redelivered (attempts > 1). The
+    // stats above showed leases, but a batch can finish in the milliseconds before the kill lands.
+    let held_at_kill: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {schema}.outbox WHERE status = 'pending' AND lease_token IS NOT NULL"
+    ))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
 
     // Second run: picks up where the first died (expired leases included).
     let mut second = Service::start("second", &env, free_port());
@@ -352,7 +364,16 @@ async fn invites_survive_sigkill_mid_processing_and_are_delivered_exactly_once()
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert!(redelivered > 0, "the kill left no event to redeliver");
+    let attempts: Vec<(i32, i64)> = sqlx::query_as(&format!(
+        "SELECT attempts, count(*) FROM {schema}.outbox GROUP BY attempts ORDER BY attempts"
+    ))
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        redelivered >= held_at_kill && (held_at_kill == 0 || redelivered > 0),
+        "{held_at_kill} events leased by the killed process, {redelivered} redelivered: (attempts, events) {attempts:?}"
+    );
 
     // Exactly one stream message per accepted invite, keyed by its event id.
     let mut js_stream = jetstream
