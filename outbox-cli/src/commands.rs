@@ -6,6 +6,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::backend::{Backend, CliError};
+use crate::fingerprint::fingerprint;
 use crate::render::{Output, human};
 
 /// The most dead letters `dead requeue --all` puts back in one call.
@@ -131,57 +132,137 @@ pub(crate) async fn dead_list(
     out: Output,
 ) -> Result<(), CliError> {
     let dead = backend.store().dead_letters(limit).await?;
-    let rows: Vec<Vec<String>> = dead.iter().map(dead_row).collect();
+    let rows: Vec<Vec<String>> = dead
+        .iter()
+        .map(|record| {
+            let (handler, error) = gave_up(record);
+            vec![
+                record.id.to_string(),
+                record.event_type.clone(),
+                record
+                    .processed_at
+                    .map_or_else(|| "-".to_owned(), |t| t.to_rfc3339()),
+                fingerprint(&handler, &error),
+                handler,
+                shorten(&error, 80),
+            ]
+        })
+        .collect();
     let json = serde_json::to_value(&dead).unwrap_or_default();
     out.table(
-        &["id", "type", "died", "handler", "last error"],
+        &["id", "type", "died", "fingerprint", "handler", "last error"],
         &rows,
         &json,
     );
     Ok(())
 }
 
-/// A dead letter's row: the handler that gave up and its last error.
-fn dead_row(record: &EventRecord) -> Vec<String> {
-    let (handler, error) = record
+/// Dead letters grouped by error fingerprint, largest group first.
+pub(crate) async fn dead_groups(
+    backend: &Backend,
+    limit: usize,
+    out: Output,
+) -> Result<(), CliError> {
+    let dead = backend.store().dead_letters(limit).await?;
+    // fingerprint -> (handler, example error, event type, ids)
+    let mut groups: std::collections::BTreeMap<String, (String, String, String, Vec<String>)> =
+        std::collections::BTreeMap::new();
+    for record in &dead {
+        let (handler, error) = gave_up(record);
+        let entry = groups
+            .entry(fingerprint(&handler, &error))
+            .or_insert_with(|| (handler, error, record.event_type.clone(), Vec::new()));
+        entry.3.push(record.id.to_string());
+    }
+    let mut sorted: Vec<_> = groups.into_iter().collect();
+    sorted.sort_by(|a, b| b.1.3.len().cmp(&a.1.3.len()).then(a.0.cmp(&b.0)));
+    let rows: Vec<Vec<String>> = sorted
+        .iter()
+        .map(|(fp, (handler, error, event_type, ids))| {
+            vec![
+                fp.clone(),
+                ids.len().to_string(),
+                event_type.clone(),
+                handler.clone(),
+                shorten(error, 80),
+            ]
+        })
+        .collect();
+    let json: Vec<_> = sorted
+        .iter()
+        .map(|(fp, (handler, error, event_type, ids))| {
+            json!({
+                "fingerprint": fp,
+                "count": ids.len(),
+                "event_type": event_type,
+                "handler": handler,
+                "example_error": error,
+                "ids": ids,
+            })
+        })
+        .collect();
+    out.table(
+        &["fingerprint", "count", "type", "handler", "example error"],
+        &rows,
+        &serde_json::Value::Array(json),
+    );
+    Ok(())
+}
+
+/// The handler that gave up on a dead letter and its last error (empty when none is recorded).
+fn gave_up(record: &EventRecord) -> (String, String) {
+    record
         .handler_results
         .iter()
         .find(|(_, s)| s.gave_up)
         .map(|(name, s)| (name.clone(), s.last_error.clone().unwrap_or_default()))
-        .unwrap_or_default();
-    vec![
-        record.id.to_string(),
-        record.event_type.clone(),
-        record
-            .processed_at
-            .map_or_else(|| "-".to_owned(), |t| t.to_rfc3339()),
-        handler,
-        shorten(&error, 80),
-    ]
+        .unwrap_or_default()
+}
+
+/// Which dead letters `dead requeue` puts back.
+#[derive(Debug)]
+pub(crate) enum Requeue {
+    /// These ids.
+    Ids(Vec<String>),
+    /// Every dead letter (up to [`REQUEUE_ALL_MAX`]).
+    All,
+    /// Every dead letter with this error fingerprint.
+    Fingerprint(String),
 }
 
 pub(crate) async fn dead_requeue(
     backend: &Backend,
-    ids: &[String],
-    all: bool,
+    which: Requeue,
     out: Output,
 ) -> Result<(), CliError> {
     let store = backend.store();
-    let targets: Vec<Uuid> = if all {
-        store
+    let named = matches!(which, Requeue::Ids(_));
+    let targets: Vec<Uuid> = match which {
+        Requeue::All => store
             .dead_letters(REQUEUE_ALL_MAX)
             .await?
             .into_iter()
             .map(|r| r.id)
-            .collect()
-    } else if ids.is_empty() {
-        return Err(CliError::Usage(
-            "name the dead letters to requeue, or pass --all".to_owned(),
-        ));
-    } else {
-        ids.iter()
+            .collect(),
+        Requeue::Fingerprint(fp) => store
+            .dead_letters(REQUEUE_ALL_MAX)
+            .await?
+            .into_iter()
+            .filter(|r| {
+                let (handler, error) = gave_up(r);
+                fingerprint(&handler, &error) == fp
+            })
+            .map(|r| r.id)
+            .collect(),
+        Requeue::Ids(ids) if ids.is_empty() => {
+            return Err(CliError::Usage(
+                "name the dead letters to requeue, or pass --all or --fingerprint".to_owned(),
+            ));
+        }
+        Requeue::Ids(ids) => ids
+            .iter()
             .map(|id| parse_id(id))
-            .collect::<Result<_, _>>()?
+            .collect::<Result<_, _>>()?,
     };
     let mut requeued = Vec::new();
     let mut not_dead = Vec::new();
@@ -204,7 +285,7 @@ pub(crate) async fn dead_requeue(
         &text,
         &json!({ "requeued": requeued, "not_dead": not_dead }),
     );
-    if not_dead.is_empty() || all {
+    if not_dead.is_empty() || !named {
         Ok(())
     } else {
         Err(CliError::Usage(format!(

@@ -11,6 +11,7 @@
 
 mod backend;
 mod commands;
+mod fingerprint;
 mod render;
 
 use std::process::ExitCode;
@@ -79,17 +80,24 @@ enum Command {
 enum DeadCommand {
     /// List dead letters, oldest first, with the handler that gave up and its last error.
     List {
-        /// At most this many.
+        /// At most this many (before grouping).
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// One line per error fingerprint (handler and error with ids and numbers left out), with
+        /// counts.
+        #[arg(long)]
+        group: bool,
     },
     /// Put dead letters back in the queue (their failed handlers run again).
     Requeue {
         /// Event ids.
         ids: Vec<String>,
         /// Every dead letter (up to 10,000 per call).
-        #[arg(long, conflicts_with = "ids")]
+        #[arg(long, conflicts_with_all = ["ids", "fingerprint"])]
         all: bool,
+        /// Every dead letter with this error fingerprint (as `dead list --group` shows it).
+        #[arg(long, conflicts_with = "ids")]
+        fingerprint: Option<String>,
     },
     /// Delete dead letters older than a given age.
     Purge {
@@ -145,11 +153,24 @@ async fn run(cli: Cli) -> Result<(), backend::CliError> {
         Command::Stats => commands::stats(&backend, out).await,
         Command::Lag => commands::lag(&backend, out).await,
         Command::Show { id } => commands::show(&backend, &id, out).await,
-        Command::Dead(DeadCommand::List { limit }) => {
-            commands::dead_list(&backend, limit, out).await
+        Command::Dead(DeadCommand::List { limit, group }) => {
+            if group {
+                commands::dead_groups(&backend, limit, out).await
+            } else {
+                commands::dead_list(&backend, limit, out).await
+            }
         }
-        Command::Dead(DeadCommand::Requeue { ids, all }) => {
-            commands::dead_requeue(&backend, &ids, all, out).await
+        Command::Dead(DeadCommand::Requeue {
+            ids,
+            all,
+            fingerprint,
+        }) => {
+            let which = match (all, fingerprint) {
+                (true, _) => commands::Requeue::All,
+                (false, Some(fp)) => commands::Requeue::Fingerprint(fp),
+                (false, None) => commands::Requeue::Ids(ids),
+            };
+            commands::dead_requeue(&backend, which, out).await
         }
         Command::Dead(DeadCommand::Purge { older_than }) => {
             commands::purge(&backend, commands::Purge::Dead, &older_than, out).await

@@ -106,8 +106,25 @@ async fn exercise(url: &str, extra: &[&str], store: Arc<dyn Store>, sql: bool) {
         "SMTP 550: mailbox unavailable"
     );
 
-    let requeued = outbox(url, extra, &["dead", "requeue", "--all"]).expect("store or command");
+    let groups = outbox(url, extra, &["dead", "list", "--group"]).expect("store or command");
+    assert_eq!(groups[0]["count"], 1, "{groups}");
+    assert_eq!(groups[0]["handler"], "send_mail", "{groups}");
+    let fp = groups[0]["fingerprint"]
+        .as_str()
+        .expect("a fingerprint")
+        .to_owned();
+    let none = outbox(
+        url,
+        extra,
+        &["dead", "requeue", "--fingerprint", "00000000"],
+    )
+    .expect("store or command");
+    assert_eq!(none["requeued"], json!([]), "{none}");
+    let requeued =
+        outbox(url, extra, &["dead", "requeue", "--fingerprint", &fp]).expect("store or command");
     assert_eq!(requeued["requeued"], json!([dead_id]), "{requeued}");
+    let all = outbox(url, extra, &["dead", "requeue", "--all"]).expect("store or command");
+    assert_eq!(all["requeued"], json!([]), "{all}");
     let stats = outbox(url, extra, &["stats"]).expect("store or command");
     assert_eq!(
         (stats["pending"].as_u64(), stats["dead"].as_u64()),
