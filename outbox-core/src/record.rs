@@ -176,6 +176,32 @@ pub struct EventRecord {
 }
 
 impl EventRecord {
+    /// The record's field names, in declaration order: the columns (or hash fields) every store
+    /// keeps for an event, besides its own bookkeeping (a sequence number, a due time, …).
+    ///
+    /// ```
+    /// assert_eq!(outbox_core::EventRecord::FIELDS[0], "id");
+    /// assert_eq!(outbox_core::EventRecord::FIELDS.len(), 16);
+    /// ```
+    pub const FIELDS: [&'static str; 16] = [
+        "id",
+        "event_type",
+        "payload",
+        "correlation_id",
+        "ordering_key",
+        "idempotency_key",
+        "created_at",
+        "available_at",
+        "attempts",
+        "backoff_until",
+        "status",
+        "processed_at",
+        "handler_results",
+        "locked_by",
+        "locked_until",
+        "lease_token",
+    ];
+
     /// Deserializes the payload into a typed event.
     ///
     /// ```
@@ -331,5 +357,27 @@ impl NewEvent {
             locked_until: None,
             lease_token: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{EventRecord, NewEvent};
+
+    #[test]
+    fn fields_name_every_serialized_field() {
+        let record = NewEvent::new("T", serde_json::json!({})).into_record(chrono::Utc::now());
+        let value = serde_json::to_value(&record).expect("a record serializes");
+        let keys: Vec<&str> = value
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut expected = EventRecord::FIELDS.to_vec();
+        expected.sort_unstable();
+        let mut keys_sorted = keys.clone();
+        keys_sorted.sort_unstable();
+        assert_eq!(keys_sorted, expected);
     }
 }

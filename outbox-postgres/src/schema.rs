@@ -44,28 +44,9 @@ pub(crate) const FUNCTIONS: &[&str] = &[
 ];
 /// The triggers, by suffix.
 pub(crate) const TRIGGERS: &[&str] = &["settle_parked", "notify"];
-/// The columns of the table.
-pub(crate) const COLUMNS: &[&str] = &[
-    "seq",
-    "id",
-    "event_type",
-    "payload",
-    "correlation_id",
-    "ordering_key",
-    "idempotency_key",
-    "created_at",
-    "available_at",
-    "attempts",
-    "backoff_until",
-    "status",
-    "processed_at",
-    "handler_results",
-    "locked_by",
-    "locked_until",
-    "lease_token",
-    "due_at",
-    "corrupt_reason",
-];
+/// The table's columns besides the record's own ([`EventRecord::FIELDS`](outbox_core::EventRecord::FIELDS)):
+/// creation order, due time, why an event was set aside.
+pub(crate) const STORAGE_COLUMNS: &[&str] = &["seq", "due_at", "corrupt_reason"];
 
 /// The DDL for `schema.table`, in order.
 ///

@@ -205,8 +205,9 @@ impl PgStore {
                 .cloned()
                 .collect()
         };
-        let wanted_columns: Vec<String> = crate::schema::COLUMNS
+        let wanted_columns: Vec<String> = EventRecord::FIELDS
             .iter()
+            .chain(crate::schema::STORAGE_COLUMNS)
             .map(|c| (*c).to_owned())
             .collect();
         for (kind, names) in [

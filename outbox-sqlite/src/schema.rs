@@ -19,28 +19,9 @@ pub(crate) const PARKED: i64 = i64::MAX;
 pub(crate) const INDEXES: &[&str] = &["due", "pending_ordering", "idempotency", "finished"];
 /// The triggers, by suffix.
 pub(crate) const TRIGGERS: &[&str] = &["unpark"];
-/// The columns of the table.
-pub(crate) const COLUMNS: &[&str] = &[
-    "seq",
-    "id",
-    "event_type",
-    "payload",
-    "correlation_id",
-    "ordering_key",
-    "idempotency_key",
-    "created_at",
-    "available_at",
-    "attempts",
-    "backoff_until",
-    "status",
-    "processed_at",
-    "handler_results",
-    "locked_by",
-    "locked_until",
-    "lease_token",
-    "due_at",
-    "corrupt_reason",
-];
+/// The table's columns besides the record's own ([`EventRecord::FIELDS`](outbox_core::EventRecord::FIELDS)):
+/// creation order, due time, why an event was set aside.
+pub(crate) const STORAGE_COLUMNS: &[&str] = &["seq", "due_at", "corrupt_reason"];
 
 fn columns(table: &str) -> String {
     format!(

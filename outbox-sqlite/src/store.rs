@@ -198,8 +198,9 @@ impl SqliteStore {
             .await
             .map_err(|e| map_sqlx("verify the schema", e))?;
         let has = |kind: &str, name: &str| names.iter().any(|(k, n)| k == kind && n == name);
-        let mut missing: Vec<String> = crate::schema::COLUMNS
+        let mut missing: Vec<String> = EventRecord::FIELDS
             .iter()
+            .chain(crate::schema::STORAGE_COLUMNS)
             .filter(|c| !columns.iter().any(|have| have == *c))
             .map(|c| format!("column {c}"))
             .collect();
