@@ -4,6 +4,7 @@ mod batch;
 mod corrupt;
 mod error;
 mod event;
+mod explain;
 mod handler;
 mod limits;
 mod metrics;
@@ -22,6 +23,7 @@ pub use batch::{CompletionBatch, CompletionRow, renewal_results};
 pub use corrupt::{CORRUPT_STATUS, CorruptEvent, corrupt_reason};
 pub use error::{BoxError, ConfigError, HandlerError, RegistryError, Retry, StoreError};
 pub use event::{Event, EventDeclaration, declared_event_types};
+pub use explain::{Blocker, Explanation, explain};
 pub use handler::{
     Handler, HandlerContext, HandlerFn, HandlerFuture, HandlerInput, HandlerOutput,
     HandlerRegistration, HandlerResult,
@@ -41,7 +43,7 @@ pub use retry::{JitterSource, RetryPolicy};
 pub use state::{HandlerArg, State, StateRequirement, States};
 pub use store::{
     ClaimRequest, ClaimedEvent, Completion, Enqueued, Lease, Store, StoreCapabilities, StoreExt,
-    StoreStats, WakeupStream, complete_each, renew_each, sort_in_due_order,
+    StoreStats, TypeStats, WakeupStream, complete_each, renew_each, sort_in_due_order,
 };
 pub use tokio_util::sync::CancellationToken;
 pub use worker::{BuildError, ShutdownReport, Worker, WorkerBuilder, WorkerConfig, WorkerHandle};

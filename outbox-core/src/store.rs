@@ -225,6 +225,55 @@ impl StoreStats {
     }
 }
 
+/// Counts of one event type's unfinished events (see [`Store::stats_by_type`]).
+///
+/// ```
+/// let row = outbox_core::TypeStats::new("UserInvited")
+///     .with_counts(5, 2, 1, 3)
+///     .with_oldest_due_age(std::time::Duration::from_millis(40));
+/// assert_eq!((row.pending, row.due, row.leased, row.dead), (5, 2, 1, 3));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct TypeStats {
+    /// The event type.
+    pub event_type: String,
+    /// Pending events of the type, leased or not, due or not.
+    pub pending: u64,
+    /// Of those, due now and not leased.
+    pub due: u64,
+    /// Of those, under a live lease.
+    pub leased: u64,
+    /// Dead letters of the type.
+    pub dead: u64,
+    /// How long the type's oldest due, unleased event has been due (zero when none).
+    pub oldest_due_age: Duration,
+}
+
+impl TypeStats {
+    /// A row of zeros for `event_type` (for backend authors: the struct is `#[non_exhaustive]`).
+    pub fn new(event_type: impl Into<String>) -> Self {
+        Self {
+            event_type: event_type.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the counts: pending, due, leased, dead.
+    #[must_use]
+    pub fn with_counts(mut self, pending: u64, due: u64, leased: u64, dead: u64) -> Self {
+        (self.pending, self.due, self.leased, self.dead) = (pending, due, leased, dead);
+        self
+    }
+
+    /// Sets the age of the oldest due event.
+    #[must_use]
+    pub fn with_oldest_due_age(mut self, age: Duration) -> Self {
+        self.oldest_due_age = age;
+        self
+    }
+}
+
 /// A stream of wake-up signals: each item means "new events may be claimable".
 pub type WakeupStream = Pin<Box<dyn Stream<Item = ()> + Send + 'static>>;
 
@@ -407,6 +456,27 @@ pub trait Store: Send + Sync + 'static {
         Ok(self.stats().await?.oldest_due_age)
     }
 
+    /// Per event type, counts of its pending and dead events and its lag (C9), sorted by type;
+    /// types with neither are left out. Processed events are not counted: on a table that keeps
+    /// them that would cost in proportion to them. Costs a scan of the unfinished events, so
+    /// sample it (every few seconds at most), do not call it per event. The default answers
+    /// [`StoreError::InvalidRequest`] ("not supported by this store").
+    async fn stats_by_type(&self) -> Result<Vec<TypeStats>, StoreError> {
+        Err(StoreError::invalid(
+            "stats_by_type is not supported by this store",
+        ))
+    }
+
+    /// The pending event at the head of ordering key `key`'s line: the one that must finish
+    /// before the key's next event can run (C5), or `None` when no event of the key is pending.
+    /// The default answers [`StoreError::InvalidRequest`] ("not supported by this store").
+    async fn key_head(&self, key: &str) -> Result<Option<EventRecord>, StoreError> {
+        let _ = key;
+        Err(StoreError::invalid(
+            "key_head is not supported by this store",
+        ))
+    }
+
     /// A stream announcing commits, for stores that declare wake-ups (C8); `None` otherwise. The
     /// stream ending means the subscription was lost: the runtime polls and subscribes again.
     async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError>;
@@ -497,6 +567,15 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         (**self).stats().await
+    }
+    async fn lag(&self) -> Result<Duration, StoreError> {
+        (**self).lag().await
+    }
+    async fn stats_by_type(&self) -> Result<Vec<TypeStats>, StoreError> {
+        (**self).stats_by_type().await
+    }
+    async fn key_head(&self, key: &str) -> Result<Option<EventRecord>, StoreError> {
+        (**self).key_head(key).await
     }
     async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
         (**self).subscribe().await

@@ -11,8 +11,8 @@ use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{Client, ClientSession, Collection, IndexModel};
 use outbox_core::{
     ClaimRequest, ClaimedEvent, Completion, CorruptEvent, Enqueued, EventRecord, EventStatus,
-    Lease, Limits, NewEvent, Store, StoreCapabilities, StoreError, StoreStats, WakeupStream,
-    corrupt_reason,
+    Lease, Limits, NewEvent, Store, StoreCapabilities, StoreError, StoreStats, TypeStats,
+    WakeupStream, corrupt_reason,
 };
 use uuid::Uuid;
 
@@ -619,6 +619,80 @@ impl Store for MongoStore {
         self.oldest_due_age(Utc::now()).await
     }
 
+    async fn stats_by_type(&self) -> Result<Vec<TypeStats>, StoreError> {
+        let now = Utc::now();
+        let bnow = to_bson_time(now);
+        let pending = doc! { "$eq": ["$status", "pending"] };
+        // Keyed events are counted as due below, only when they head their key: a keyed event
+        // behind its head keeps its due time until a claim parks it.
+        let unkeyed = doc! { "$eq": [{ "$ifNull": ["$ordering_key", Bson::Null] }, Bson::Null] };
+        let due = doc! { "$and": [pending.clone(), unkeyed, { "$lte": ["$due_at", bnow] }] };
+        let leased = doc! { "$and": [pending.clone(), { "$gt": ["$locked_until", bnow] }] };
+        let one_if = |cond: &Document| doc! { "$sum": { "$cond": [cond.clone(), 1, 0] } };
+        let pipeline = vec![
+            doc! { "$match": { "status": { "$in": ["pending", "dead"] } } },
+            doc! { "$group": {
+                "_id": "$event_type",
+                "pending": one_if(&pending),
+                "due": one_if(&due),
+                "leased": one_if(&leased),
+                "dead": one_if(&doc! { "$eq": ["$status", "dead"] }),
+                "oldest": { "$min": { "$cond": [due.clone(), "$due_at", Bson::Null] } },
+            } },
+            doc! { "$sort": { "_id": 1 } },
+        ];
+        let mut cursor = self
+            .events
+            .aggregate(pipeline)
+            .await
+            .map_err(|e| map_mongo("stats by type", e))?;
+        let mut rows = Vec::new();
+        while let Some(group) = cursor
+            .try_next()
+            .await
+            .map_err(|e| map_mongo("stats by type", e))?
+        {
+            let count = |field: &str| -> u64 {
+                match group.get(field) {
+                    Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
+                    Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
+                    Some(Bson::Double(n)) if *n >= 0.0 => *n as u64,
+                    _ => 0,
+                }
+            };
+            let age = match group.get("oldest") {
+                Some(Bson::DateTime(t)) => Duration::from_millis(
+                    u64::try_from(now.timestamp_millis() - t.timestamp_millis()).unwrap_or(0),
+                ),
+                _ => Duration::ZERO,
+            };
+            let event_type = group.get_str("_id").unwrap_or_default();
+            rows.push(
+                TypeStats::new(event_type)
+                    .with_counts(
+                        count("pending"),
+                        count("due"),
+                        count("leased"),
+                        count("dead"),
+                    )
+                    .with_oldest_due_age(age),
+            );
+        }
+        self.count_due_key_heads(now, &mut rows).await?;
+        Ok(rows)
+    }
+
+    async fn key_head(&self, key: &str) -> Result<Option<EventRecord>, StoreError> {
+        self.events
+            .find_one(doc! { "ordering_key": key, "status": "pending" })
+            .sort(doc! { "_id": 1 })
+            .await
+            .map_err(|e| map_mongo("key head", e))?
+            .as_ref()
+            .map(decode)
+            .transpose()
+    }
+
     async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
         match self
             .events
@@ -678,6 +752,58 @@ impl MongoStore {
             ),
             _ => Duration::ZERO,
         })
+    }
+
+    /// Adds to `rows` the keyed events due at `now` that head their key: per (type, key), the
+    /// oldest due event, when no older event of its key is pending.
+    async fn count_due_key_heads(
+        &self,
+        now: DateTime<Utc>,
+        rows: &mut [TypeStats],
+    ) -> Result<(), StoreError> {
+        let mut filter = due_filter(now);
+        filter.insert("ordering_key", doc! { "$type": "string" });
+        let pipeline = vec![
+            doc! { "$match": filter },
+            doc! { "$sort": { "_id": 1 } },
+            doc! { "$group": {
+                "_id": { "t": "$event_type", "k": "$ordering_key" },
+                "first": { "$first": "$_id" },
+                "since": { "$first": "$due_at" },
+            } },
+        ];
+        let groups: Vec<Document> = self
+            .events
+            .aggregate(pipeline)
+            .await
+            .map_err(|e| map_mongo("stats by type: keyed", e))?
+            .try_collect()
+            .await
+            .map_err(|e| map_mongo("stats by type: keyed", e))?;
+        for group in groups {
+            let Ok(ids) = group.get_document("_id") else {
+                continue;
+            };
+            let (Ok(event_type), Ok(key), Ok(first)) =
+                (ids.get_str("t"), ids.get_str("k"), group.get_str("first"))
+            else {
+                continue;
+            };
+            if self.older_pending(key, first).await? {
+                continue;
+            }
+            let Some(row) = rows.iter_mut().find(|r| r.event_type == event_type) else {
+                continue;
+            };
+            row.due += 1;
+            if let Ok(since) = group.get_datetime("since") {
+                let age = Duration::from_millis(
+                    u64::try_from(now.timestamp_millis() - since.timestamp_millis()).unwrap_or(0),
+                );
+                row.oldest_due_age = row.oldest_due_age.max(age);
+            }
+        }
+        Ok(())
     }
 
     /// Leases one event if it is still claimable; `None` when another claimer got it first.

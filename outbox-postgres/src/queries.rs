@@ -36,6 +36,10 @@ pub(crate) struct Queries {
     /// Seconds since the oldest due, unleased event became due (0 when none): one entry of the
     /// due-time index.
     pub(crate) lag: String,
+    /// Per event type: pending, due, leased, dead, seconds since the oldest due event became due.
+    pub(crate) stats_by_type: String,
+    /// The pending head of an ordering key's line (C5: creation order, re-queued to the back).
+    pub(crate) key_head: String,
 }
 
 /// The columns an [`EventRecord`](outbox_core::EventRecord) is decoded from, in the order
@@ -154,6 +158,21 @@ impl Queries {
                  FROM {t} e"
             ),
             lag: format!("SELECT {oldest_due_age}"),
+            stats_by_type: format!(
+                "SELECT e.event_type,
+                    count(*) FILTER (WHERE e.status = 'pending'),
+                    count(*) FILTER (WHERE e.status = 'pending' AND e.due_at <= now()),
+                    count(*) FILTER (WHERE e.status = 'pending' AND e.locked_until > now()),
+                    count(*) FILTER (WHERE e.status = 'dead'),
+                    COALESCE(EXTRACT(EPOCH FROM now() - min(e.due_at)
+                        FILTER (WHERE e.status = 'pending' AND e.due_at <= now()))::float8, 0)
+                 FROM {t} e WHERE e.status IN ('pending', 'dead')
+                 GROUP BY e.event_type ORDER BY e.event_type"
+            ),
+            key_head: format!(
+                "SELECT {COLUMNS} FROM {t}
+                 WHERE ordering_key = $1 AND status = 'pending' ORDER BY seq LIMIT 1"
+            ),
         }
     }
 }

@@ -5,6 +5,7 @@ mod error;
 mod row;
 mod scripts;
 mod store;
+mod type_stats;
 
 pub use config::RedisStoreBuilder;
 pub use store::RedisStore;

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use outbox_core::{
     ClaimRequest, ClaimedEvent, Completion, CorruptEvent, Enqueued, EventRecord, EventStatus,
-    Lease, Limits, NewEvent, Store, StoreCapabilities, StoreError, StoreStats, WakeupStream,
-    corrupt_reason,
+    Lease, Limits, NewEvent, Store, StoreCapabilities, StoreError, StoreStats, TypeStats,
+    WakeupStream, corrupt_reason,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use uuid::Uuid;
@@ -535,6 +535,24 @@ impl Store for RedisStore {
             StoreStats::new(count(0)?, count(1)?, count(2)?, count(3)?, count(4)?, lag)
                 .with_corrupt(count(5)?),
         )
+    }
+
+    async fn stats_by_type(&self) -> Result<Vec<TypeStats>, StoreError> {
+        crate::type_stats::stats_by_type(&mut self.connection.clone(), &self.prefix).await
+    }
+
+    async fn key_head(&self, key: &str) -> Result<Option<EventRecord>, StoreError> {
+        let head: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.key(&format!("okey:{key}")))
+            .arg(0)
+            .arg(0)
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| map_redis("key head", e))?;
+        let Some(id) = head.first().and_then(|id| Uuid::parse_str(id).ok()) else {
+            return Ok(None);
+        };
+        self.get(id).await
     }
 
     async fn corrupt_events(&self, limit: usize) -> Result<Vec<CorruptEvent>, StoreError> {

@@ -23,6 +23,10 @@ pub(crate) struct Queries {
     pub(crate) stats: String,
     /// When the oldest due, unleased event became due (NULL when none): one entry of the due index.
     pub(crate) lag: String,
+    /// Per event type: pending, due, leased, dead, when the oldest due event became due.
+    pub(crate) stats_by_type: String,
+    /// The pending head of an ordering key's line (C5: creation order, re-queued to the back).
+    pub(crate) key_head: String,
 }
 
 /// The columns an [`EventRecord`](outbox_core::EventRecord) is decoded from, in the order
@@ -144,6 +148,20 @@ impl Queries {
                  FROM {t} e"
             ),
             lag: format!("SELECT ({oldest_due})"),
+            stats_by_type: format!(
+                "SELECT e.event_type,
+                    COALESCE(SUM(e.status = 'pending'), 0),
+                    COALESCE(SUM(e.status = 'pending' AND e.due_at <= ?1), 0),
+                    COALESCE(SUM(e.status = 'pending' AND e.locked_until > ?1), 0),
+                    COALESCE(SUM(e.status = 'dead'), 0),
+                    MIN(CASE WHEN e.status = 'pending' AND e.due_at <= ?1 THEN e.due_at END)
+                 FROM {t} e WHERE e.status IN ('pending', 'dead')
+                 GROUP BY e.event_type ORDER BY e.event_type"
+            ),
+            key_head: format!(
+                "SELECT {COLUMNS} FROM {t}
+                 WHERE ordering_key = ?1 AND status = 'pending' ORDER BY seq LIMIT 1"
+            ),
         }
     }
 }

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use outbox_core::{
     ClaimRequest, ClaimedEvent, Completion, CompletionBatch, CorruptEvent, Enqueued, EventRecord,
     EventStatus, Lease, Limits, NewEvent, Store, StoreCapabilities, StoreError, StoreStats,
-    WakeupStream, corrupt_reason, renewal_results,
+    TypeStats, WakeupStream, corrupt_reason, renewal_results,
 };
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
@@ -598,6 +598,40 @@ impl Store for SqliteStore {
             StoreStats::new(count(0)?, count(1)?, count(2)?, count(3)?, count(4)?, lag)
                 .with_corrupt(count(5)?),
         )
+    }
+
+    async fn stats_by_type(&self) -> Result<Vec<TypeStats>, StoreError> {
+        let now = now_millis();
+        let rows = sqlx::query(&self.queries.stats_by_type)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("stats by type", e))?;
+        rows.iter()
+            .map(|row| {
+                let decode = |e| map_sqlx("stats by type: decode", e);
+                let count = |i: usize| -> Result<u64, StoreError> {
+                    let n: i64 = row.try_get(i).map_err(decode)?;
+                    Ok(u64::try_from(n).unwrap_or(0))
+                };
+                let event_type: String = row.try_get(0).map_err(decode)?;
+                let oldest: Option<i64> = row.try_get(5).map_err(decode)?;
+                Ok(TypeStats::new(event_type)
+                    .with_counts(count(1)?, count(2)?, count(3)?, count(4)?)
+                    .with_oldest_due_age(age(now, oldest)))
+            })
+            .collect()
+    }
+
+    async fn key_head(&self, key: &str) -> Result<Option<EventRecord>, StoreError> {
+        sqlx::query(&self.queries.key_head)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("key head", e))?
+            .as_ref()
+            .map(decode)
+            .transpose()
     }
 
     async fn lag(&self) -> Result<Duration, StoreError> {

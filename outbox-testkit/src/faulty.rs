@@ -150,6 +150,18 @@ impl<S: Store> Store for FaultyStore<S> {
         self.check("stats")?;
         self.inner.stats().await
     }
+    async fn lag(&self) -> Result<Duration, StoreError> {
+        self.check("lag")?;
+        self.inner.lag().await
+    }
+    async fn stats_by_type(&self) -> Result<Vec<outbox_core::TypeStats>, StoreError> {
+        self.check("stats_by_type")?;
+        self.inner.stats_by_type().await
+    }
+    async fn key_head(&self, key: &str) -> Result<Option<EventRecord>, StoreError> {
+        self.check("key_head")?;
+        self.inner.key_head(key).await
+    }
     async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
         self.check("subscribe")?;
         self.inner.subscribe().await

@@ -30,6 +30,7 @@ macro_rules! conformance_suite {
             c7_dead_letters_and_purge,
             c8_wakeups,
             c9_stats_and_lag,
+            c9_stats_by_type_and_key_head,
             c10_schema_and_names,
             c11_poison_rows,
             c11_input_limits,

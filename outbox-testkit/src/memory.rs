@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use outbox_core::{
     ClaimRequest, ClaimedEvent, Completion, CorruptEvent, Enqueued, EventRecord, EventStatus,
-    Lease, Limits, NewEvent, Store, StoreCapabilities, StoreError, StoreStats, WakeupStream,
-    validate_name,
+    Lease, Limits, NewEvent, Store, StoreCapabilities, StoreError, StoreStats, TypeStats,
+    WakeupStream, validate_name,
 };
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -464,6 +464,62 @@ impl Store for MemoryStore {
             .unwrap_or_default();
         Ok(StoreStats::new(pending, due, leased, processed, dead, lag)
             .with_corrupt(state.corrupt.len() as u64))
+    }
+
+    async fn stats_by_type(&self) -> Result<Vec<TypeStats>, StoreError> {
+        let now = Utc::now();
+        let state = self.state();
+        let mut rows: BTreeMap<&str, (TypeStats, Option<DateTime<Utc>>)> = BTreeMap::new();
+        let mut keys_seen: HashSet<&str> = HashSet::new();
+        for (seq, record) in &state.events {
+            let pending = match record.status {
+                EventStatus::Processed => continue,
+                EventStatus::Pending if state.corrupt.contains_key(seq) => continue,
+                EventStatus::Pending => true,
+                EventStatus::Dead => false,
+            };
+            let (row, oldest) = rows
+                .entry(record.event_type.as_str())
+                .or_insert_with(|| (TypeStats::new(record.event_type.as_str()), None));
+            if !pending {
+                row.dead += 1;
+                continue;
+            }
+            row.pending += 1;
+            let head = record
+                .ordering_key
+                .as_deref()
+                .is_none_or(|key| keys_seen.insert(key));
+            if is_leased(record, now) {
+                row.leased += 1;
+            } else if head && is_due(record, now) {
+                row.due += 1;
+                let since = due_since(record);
+                *oldest = Some(oldest.map_or(since, |o| o.min(since)));
+            }
+        }
+        Ok(rows
+            .into_values()
+            .map(|(row, oldest)| {
+                let age = oldest
+                    .and_then(|t| (now - t).to_std().ok())
+                    .unwrap_or_default();
+                row.with_oldest_due_age(age)
+            })
+            .collect())
+    }
+
+    async fn key_head(&self, key: &str) -> Result<Option<EventRecord>, StoreError> {
+        let state = self.state();
+        Ok(state
+            .events
+            .iter()
+            .find(|(seq, r)| {
+                r.status == EventStatus::Pending
+                    && !state.corrupt.contains_key(seq)
+                    && r.ordering_key.as_deref() == Some(key)
+            })
+            .map(|(_, r)| r.clone()))
     }
 
     async fn corrupt_events(&self, limit: usize) -> Result<Vec<CorruptEvent>, StoreError> {

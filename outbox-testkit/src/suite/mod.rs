@@ -21,7 +21,8 @@ pub use store_clauses::{
     c1_transactional_enqueue, c2_claim_oldest_first, c2_concurrent_claims_are_exclusive,
     c2_due_order, c2_scheduled_and_backoff, c3_batched_completion, c3_fenced_completion,
     c4_batched_renewal, c4_lease_renewal, c5_ordering_key, c6_idempotent_enqueue,
-    c7_dead_letters_and_purge, c8_wakeups, c9_stats_and_lag, c10_schema_and_names,
+    c7_dead_letters_and_purge, c8_wakeups, c9_stats_and_lag, c9_stats_by_type_and_key_head,
+    c10_schema_and_names,
 };
 pub use stress::{
     bad_input_payloads_and_names, c5_ordering_under_concurrency, p8_many_workers_stress,
@@ -44,6 +45,7 @@ pub const CLAUSES: &[&str] = &[
     "c7_dead_letters_and_purge",
     "c8_wakeups",
     "c9_stats_and_lag",
+    "c9_stats_by_type_and_key_head",
     "c10_schema_and_names",
     "c11_poison_rows",
     "c11_input_limits",

@@ -904,6 +904,110 @@ pub async fn c9_stats_and_lag<F: StoreFactory>(factory: &F) -> ClauseResult {
     Ok(Verdict::Passed)
 }
 
+/// C9 per type: [`Store::stats_by_type`] counts each type's pending (due, leased) and dead events
+/// and its lag, leaving processed events out; [`Store::key_head`] names the event an ordering key
+/// waits on.
+pub async fn c9_stats_by_type_and_key_head<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("c9t")).await?;
+    ensure!(
+        store.stats_by_type().await?.is_empty(),
+        "a new store must have no per-type rows"
+    );
+    ensure!(
+        store.key_head("c9t-key").await?.is_none(),
+        "a key without events must have no head"
+    );
+    for _ in 0..2 {
+        put(&store, "c9t.A", json!({})).await?;
+    }
+    store
+        .enqueue(NewEvent::new("c9t.A", json!({})).deliver_after(Duration::from_secs(3600)))
+        .await?;
+    let mut keyed = Vec::new();
+    for n in 0..3 {
+        let event = NewEvent::new("c9t.B", json!({ "n": n })).ordering_key("c9t-key");
+        keyed.push(store.enqueue(event).await?.id);
+    }
+    put(&store, "c9t.C", json!({})).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Claim in due order: A, A, B (head), C; keep one A leased, finish the B head, kill C.
+    let claimed = store.claim(&claim(10, LONG)).await?;
+    ensure!(
+        claimed.len() == 4,
+        "expected 2 A, the B head and C claimable, got {}",
+        claimed.len()
+    );
+    fn by_type<'a>(
+        claimed: &'a [outbox_core::ClaimedEvent],
+        t: &'a str,
+    ) -> impl Iterator<Item = &'a outbox_core::ClaimedEvent> {
+        claimed.iter().filter(move |c| c.record.event_type == t)
+    }
+    for c in by_type(&claimed, "c9t.A").skip(1) {
+        store.complete(&c.lease, release()).await?;
+    }
+    for c in by_type(&claimed, "c9t.B") {
+        store.complete(&c.lease, processed()).await?;
+    }
+    for c in by_type(&claimed, "c9t.C") {
+        let mut dead = processed();
+        dead.status = EventStatus::Dead;
+        store.complete(&c.lease, dead).await?;
+    }
+    put(&store, "c9t.D", json!({})).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rows = store.stats_by_type().await?;
+    let row = |t: &str| rows.iter().find(|r| r.event_type == t).cloned();
+    let names: Vec<&str> = rows.iter().map(|r| r.event_type.as_str()).collect();
+    ensure!(
+        names == ["c9t.A", "c9t.B", "c9t.C", "c9t.D"],
+        "expected one row per type, sorted: {names:?}"
+    );
+    let a = row("c9t.A").unwrap_or_default();
+    ensure!(
+        (a.pending, a.due, a.leased, a.dead) == (3, 1, 1, 0),
+        "type A: expected pending 3 (1 due, 1 leased, 1 scheduled), dead 0: {a:?}"
+    );
+    ensure!(
+        a.oldest_due_age < Duration::from_secs(60),
+        "type A: lag implausibly large: {a:?}"
+    );
+    let b = row("c9t.B").unwrap_or_default();
+    ensure!(
+        (b.pending, b.due, b.leased, b.dead) == (2, 1, 0, 0),
+        "type B: the processed head is not counted; its successor is due, the last waits: {b:?}"
+    );
+    let c = row("c9t.C").unwrap_or_default();
+    ensure!(
+        (c.pending, c.dead, c.oldest_due_age) == (0, 1, Duration::ZERO),
+        "type C: one dead letter and no lag: {c:?}"
+    );
+    let d = row("c9t.D").unwrap_or_default();
+    ensure!(
+        (d.pending, d.due) == (1, 1)
+            && d.oldest_due_age >= Duration::from_millis(250)
+            && d.oldest_due_age < Duration::from_secs(60),
+        "type D: one due event, its lag at least the 300 ms waited: {d:?}"
+    );
+    let head = store.key_head("c9t-key").await?.map(|r| r.id);
+    ensure!(
+        head == Some(keyed[1]),
+        "after the first keyed event finished its successor must head the key: {head:?} vs {keyed:?}"
+    );
+    Ok(Verdict::Passed)
+}
+
+/// Gives a claim back unprocessed (the attempt returned).
+fn release() -> Completion {
+    Completion {
+        status: EventStatus::Pending,
+        handler_results: HandlerResults::new(),
+        attempts: 0,
+        retry_delay: None,
+    }
+}
+
 /// C10: schema setup is idempotent (a second `create` on one namespace keeps the data) and unsafe
 /// names are refused.
 pub async fn c10_schema_and_names<F: StoreFactory>(factory: &F) -> ClauseResult {

@@ -1,0 +1,162 @@
+//! Per-type counts ([`Store::stats_by_type`](outbox_core::Store::stats_by_type)) and the head of
+//! an ordering key, read page by page so the server is never blocked by one long call.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use outbox_core::{StoreError, TypeStats};
+use redis::aio::ConnectionManager;
+
+use crate::error::map_redis;
+
+/// Ids read per call.
+const PAGE: isize = 1_000;
+
+/// Where a pending or dead event sits, which decides what it counts as.
+#[derive(Clone, Copy)]
+enum Place {
+    /// In the queue, or in the schedule or the leases with a score at or before now: due.
+    Due(i64),
+    /// In the schedule after now, or waiting behind its key's head.
+    Waiting,
+    /// Under a live lease.
+    Leased,
+    /// A dead letter.
+    Dead,
+}
+
+/// Counts per event type over the queue, schedule, leases, ordering-key lines and dead letters
+/// of the outbox at `prefix`.
+pub(crate) async fn stats_by_type(
+    con: &mut ConnectionManager,
+    prefix: &str,
+) -> Result<Vec<TypeStats>, StoreError> {
+    let (secs, micros): (i64, i64) = redis::cmd("TIME")
+        .query_async(con)
+        .await
+        .map_err(|e| map_redis("stats by type: time", e))?;
+    let now = secs * 1000 + micros / 1000;
+    let mut rows: BTreeMap<String, (TypeStats, Option<i64>)> = BTreeMap::new();
+    let sets: [(&str, fn(i64, i64) -> Place); 4] = [
+        ("queue", |score, _| Place::Due(score)),
+        ("sched", |score, now| {
+            if score <= now {
+                Place::Due(score)
+            } else {
+                Place::Waiting
+            }
+        }),
+        ("leased", |score, now| {
+            if score <= now {
+                Place::Due(score)
+            } else {
+                Place::Leased
+            }
+        }),
+        ("dead", |_, _| Place::Dead),
+    ];
+    for (set, place) in sets {
+        let key = format!("{prefix}:{set}");
+        let mut start = 0;
+        loop {
+            let page: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg(start)
+                .arg(start + PAGE - 1)
+                .arg("WITHSCORES")
+                .query_async(con)
+                .await
+                .map_err(|e| map_redis("stats by type: read", e))?;
+            let places = page
+                .iter()
+                .map(|(id, score)| (id.as_str(), place(*score as i64, now)));
+            count(con, prefix, places, &mut rows).await?;
+            if (page.len() as isize) < PAGE {
+                break;
+            }
+            start += PAGE;
+        }
+    }
+    // Events waiting behind their key's head are only in their key's line (its first entry is
+    // the head, counted above).
+    let pattern = format!("{prefix}:okey:*");
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(PAGE)
+            .query_async(con)
+            .await
+            .map_err(|e| map_redis("stats by type: scan keys", e))?;
+        for key in keys {
+            let waiting: Vec<String> = redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg(1)
+                .arg(-1)
+                .query_async(con)
+                .await
+                .map_err(|e| map_redis("stats by type: read a key's line", e))?;
+            let places = waiting.iter().map(|id| (id.as_str(), Place::Waiting));
+            count(con, prefix, places, &mut rows).await?;
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    Ok(rows
+        .into_values()
+        .map(|(row, oldest)| {
+            let age = oldest.map_or(0, |t| now.saturating_sub(t).max(0));
+            row.with_oldest_due_age(Duration::from_millis(u64::try_from(age).unwrap_or(0)))
+        })
+        .collect())
+}
+
+/// Reads the types of `places`' events in one pipeline and adds each to its type's row.
+async fn count<'a>(
+    con: &mut ConnectionManager,
+    prefix: &str,
+    places: impl Iterator<Item = (&'a str, Place)>,
+    rows: &mut BTreeMap<String, (TypeStats, Option<i64>)>,
+) -> Result<(), StoreError> {
+    let places: Vec<(&str, Place)> = places.collect();
+    if places.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for (id, _) in &places {
+        pipe.cmd("HGET")
+            .arg(format!("{prefix}:ev:{id}"))
+            .arg("event_type");
+    }
+    let types: Vec<Option<String>> = pipe
+        .query_async(con)
+        .await
+        .map_err(|e| map_redis("stats by type: read types", e))?;
+    for ((_, place), event_type) in places.into_iter().zip(types) {
+        let Some(event_type) = event_type else {
+            continue;
+        };
+        let (row, oldest) = rows
+            .entry(event_type.clone())
+            .or_insert_with(|| (TypeStats::new(event_type), None));
+        match place {
+            Place::Dead => row.dead += 1,
+            Place::Waiting => row.pending += 1,
+            Place::Leased => {
+                row.pending += 1;
+                row.leased += 1;
+            }
+            Place::Due(since) => {
+                row.pending += 1;
+                row.due += 1;
+                *oldest = Some(oldest.map_or(since, |o| o.min(since)));
+            }
+        }
+    }
+    Ok(())
+}
