@@ -25,6 +25,9 @@ enum Place {
     Dead,
 }
 
+/// Where an entry of a set with `score` sits at `now`.
+type Classify = fn(i64, i64) -> Place;
+
 /// Counts per event type over the queue, schedule, leases, ordering-key lines and dead letters
 /// of the outbox at `prefix`.
 pub(crate) async fn stats_by_type(
@@ -37,7 +40,7 @@ pub(crate) async fn stats_by_type(
         .map_err(|e| map_redis("stats by type: time", e))?;
     let now = secs * 1000 + micros / 1000;
     let mut rows: BTreeMap<String, (TypeStats, Option<i64>)> = BTreeMap::new();
-    let sets: [(&str, fn(i64, i64) -> Place); 4] = [
+    let sets: [(&str, Classify); 4] = [
         ("queue", |score, _| Place::Due(score)),
         ("sched", |score, now| {
             if score <= now {
