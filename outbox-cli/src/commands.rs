@@ -34,7 +34,39 @@ pub(crate) async fn verify(backend: &Backend, out: Output) -> Result<(), CliErro
 }
 
 pub(crate) async fn stats(backend: &Backend, out: Output) -> Result<(), CliError> {
-    let s = backend.store().stats().await?;
+    let store = backend.store();
+    let s = store.stats().await?;
+    let by_type = store.stats_by_type().await?;
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    if out.json {
+        let types: Vec<_> = by_type
+            .iter()
+            .map(|t| {
+                json!({
+                    "event_type": t.event_type,
+                    "pending": t.pending,
+                    "due": t.due,
+                    "leased": t.leased,
+                    "dead": t.dead,
+                    "lag_ms": ms(t.oldest_due_age),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "pending": s.pending,
+                "due": s.due,
+                "leased": s.leased,
+                "processed": s.processed,
+                "dead": s.dead,
+                "corrupt": s.corrupt,
+                "lag_ms": ms(s.oldest_due_age),
+                "by_type": types,
+            })
+        );
+        return Ok(());
+    }
     let rows = vec![
         vec!["pending".to_owned(), s.pending.to_string()],
         vec!["  due now".to_owned(), s.due.to_string()],
@@ -44,16 +76,26 @@ pub(crate) async fn stats(backend: &Backend, out: Output) -> Result<(), CliError
         vec!["corrupt (set aside)".to_owned(), s.corrupt.to_string()],
         vec!["lag".to_owned(), human(s.oldest_due_age)],
     ];
-    let json = json!({
-        "pending": s.pending,
-        "due": s.due,
-        "leased": s.leased,
-        "processed": s.processed,
-        "dead": s.dead,
-        "corrupt": s.corrupt,
-        "lag_ms": u64::try_from(s.oldest_due_age.as_millis()).unwrap_or(u64::MAX),
-    });
-    out.table(&["status", "events"], &rows, &json);
+    out.table(&["status", "events"], &rows, &json!(null));
+    println!();
+    let rows: Vec<Vec<String>> = by_type
+        .iter()
+        .map(|t| {
+            vec![
+                t.event_type.clone(),
+                t.pending.to_string(),
+                t.due.to_string(),
+                t.leased.to_string(),
+                t.dead.to_string(),
+                human(t.oldest_due_age),
+            ]
+        })
+        .collect();
+    out.table(
+        &["event type", "pending", "due", "leased", "dead", "lag"],
+        &rows,
+        &json!(null),
+    );
     Ok(())
 }
 
@@ -61,6 +103,35 @@ pub(crate) async fn lag(backend: &Backend, out: Output) -> Result<(), CliError> 
     let lag = backend.store().lag().await?;
     let ms = u64::try_from(lag.as_millis()).unwrap_or(u64::MAX);
     out.message(&human(lag), &json!({ "lag_ms": ms }));
+    Ok(())
+}
+
+pub(crate) async fn explain(backend: &Backend, id: &str, out: Output) -> Result<(), CliError> {
+    let id = parse_id(id)?;
+    let store = backend.store();
+    let Some(record) = store.get(id).await? else {
+        return Err(CliError::Usage(format!("no event with id {id}")));
+    };
+    let head = match (&record.ordering_key, record.status) {
+        (Some(key), outbox_core::EventStatus::Pending) => store.key_head(key).await?,
+        _ => None,
+    };
+    let why = outbox_core::explain(&record, head.as_ref(), Utc::now());
+    if out.json {
+        let json = json!({
+            "id": id,
+            "status": record.status.as_str(),
+            "summary": why.summary,
+            "details": why.details,
+            "key_head": head.map(|h| h.id),
+        });
+        println!("{json}");
+        return Ok(());
+    }
+    println!("{id}: {}", why.summary);
+    for line in &why.details {
+        println!("  - {line}");
+    }
     Ok(())
 }
 

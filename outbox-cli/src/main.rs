@@ -53,12 +53,19 @@ enum Command {
     },
     /// Check the schema without changing it (read-only rights suffice).
     Verify,
-    /// Counts per status and the lag of the oldest due event.
+    /// Counts per status and the lag of the oldest due event, then per event type (pending, due,
+    /// leased, dead, lag).
     Stats,
     /// How long the oldest due event has waited (cheap: one index entry).
     Lag,
     /// One event: its record and every handler's state.
     Show {
+        /// The event id.
+        id: String,
+    },
+    /// Why an event is not running now: scheduled, backing off, leased, waiting behind its
+    /// ordering key's head, or due; and each handler's state.
+    Explain {
         /// The event id.
         id: String,
     },
@@ -153,6 +160,7 @@ async fn run(cli: Cli) -> Result<(), backend::CliError> {
         Command::Stats => commands::stats(&backend, out).await,
         Command::Lag => commands::lag(&backend, out).await,
         Command::Show { id } => commands::show(&backend, &id, out).await,
+        Command::Explain { id } => commands::explain(&backend, &id, out).await,
         Command::Dead(DeadCommand::List { limit, group }) => {
             if group {
                 commands::dead_groups(&backend, limit, out).await

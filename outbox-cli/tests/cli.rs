@@ -87,6 +87,17 @@ async fn exercise(url: &str, extra: &[&str], store: Arc<dyn Store>, sql: bool) {
         (Some(1), Some(1), Some(1)),
         "{stats}"
     );
+    let types = &stats["by_type"];
+    assert_eq!(types.as_array().map(Vec::len), Some(1), "{stats}");
+    assert_eq!(types[0]["event_type"], "cli.Test", "{stats}");
+    assert_eq!(
+        (types[0]["pending"].as_u64(), types[0]["dead"].as_u64()),
+        (Some(1), Some(1)),
+        "{stats}"
+    );
+    let why = outbox(url, extra, &["explain", &dead_id]).expect("store or command");
+    let summary = why["summary"].as_str().unwrap_or_default();
+    assert!(summary.contains("handler send_mail gave up"), "{why}");
     let lag = outbox(url, extra, &["lag"]).expect("store or command");
     assert!(lag["lag_ms"].as_u64().unwrap_or(0) >= 20, "{lag}");
 
@@ -147,6 +158,37 @@ async fn exercise(url: &str, extra: &[&str], store: Arc<dyn Store>, sql: bool) {
     let err = outbox(url, extra, &["dead", "purge", "--older-than", "soon"])
         .expect_err("the command must fail");
     assert!(err.contains("--older-than soon"), "{err}");
+
+    // explain: waiting behind the head of an ordering key, and scheduled.
+    let first = store
+        .enqueue(NewEvent::new("cli.Keyed", json!({})).ordering_key("cli-key"))
+        .await
+        .expect("store or command");
+    let second = store
+        .enqueue(NewEvent::new("cli.Keyed", json!({})).ordering_key("cli-key"))
+        .await
+        .expect("store or command");
+    let why = outbox(url, extra, &["explain", &second.id.to_string()]).expect("store or command");
+    assert_eq!(why["key_head"], json!(first.id), "{why}");
+    assert!(
+        why["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with(&format!("waiting behind {}", first.id)),
+        "{why}"
+    );
+    let later = store
+        .enqueue(NewEvent::new("cli.Later", json!({})).deliver_after(Duration::from_secs(600)))
+        .await
+        .expect("store or command");
+    let why = outbox(url, extra, &["explain", &later.id.to_string()]).expect("store or command");
+    assert!(
+        why["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("scheduled until"),
+        "{why}"
+    );
 
     let verified = outbox(url, extra, &["verify"]).expect("store or command");
     assert_eq!(verified["verified"], true, "{verified}");
