@@ -159,11 +159,22 @@ stop_mongo() {
   fi
 }
 
+# The dashboard's browser test drives Debian's Chromium through ChromeDriver.
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+    return 0
+  fi
+  log "installing Chromium and ChromeDriver (Debian packages) for the dashboard's browser test"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+}
+
 ensure_postgres
 ensure_redis
 ensure_nats
 ensure_mongo
+ensure_chromium
 log "MongoDB ready: MONGODB_URI=$MONGODB_URI"
 log "Redis ready: REDIS_URL=$REDIS_URL"
 log "NATS ready: NATS_URL=$NATS_URL"
 log "PostgreSQL ready: DATABASE_URL=${DATABASE_URL%%@*}@…"
+log "Chromium ready: $(command -v chromium), $(command -v chromedriver)"

@@ -16,6 +16,8 @@ mod registry;
 mod retry;
 mod state;
 mod store;
+#[cfg(feature = "metrics")]
+pub mod telemetry;
 mod worker;
 
 pub use async_trait::async_trait;

@@ -27,46 +27,78 @@ fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
 }
 
+/// Also counts through the `metrics` facade when that feature is on (names in the `telemetry`
+/// module).
+macro_rules! export {
+    ($name:literal, $n:expr) => {
+        #[cfg(feature = "metrics")]
+        ::metrics::counter!($name).increment($n);
+    };
+}
+
+/// Counts one handler run through the `metrics` facade, when that feature is on.
+fn export_handler_run(handler: &str, outcome: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("outbox_handler_runs_total", "handler" => handler.to_owned(), "outcome" => outcome)
+        .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (handler, outcome);
+}
+
 impl Metrics {
     pub(crate) fn claimed(&self, n: usize) {
         add(&self.claims, 1);
         add(&self.claimed, n as u64);
+        export!("outbox_claims_total", 1);
+        export!("outbox_events_claimed_total", n as u64);
     }
     pub(crate) fn completion_batch(&self) {
         add(&self.completion_batches, 1);
+        export!("outbox_completion_batches_total", 1);
     }
-    pub(crate) fn handler_succeeded(&self) {
+    pub(crate) fn handler_succeeded(&self, handler: &str) {
         add(&self.handler_succeeded, 1);
+        export_handler_run(handler, "succeeded");
     }
-    pub(crate) fn handler_failed(&self) {
+    pub(crate) fn handler_failed(&self, handler: &str) {
         add(&self.handler_failed, 1);
+        export_handler_run(handler, "failed");
     }
     pub(crate) fn processed(&self) {
         add(&self.processed, 1);
+        export!("outbox_events_processed_total", 1);
     }
     pub(crate) fn retried(&self) {
         add(&self.retried, 1);
+        export!("outbox_events_retried_total", 1);
     }
     pub(crate) fn dead(&self) {
         add(&self.dead, 1);
+        export!("outbox_events_dead_total", 1);
     }
     pub(crate) fn released(&self) {
         add(&self.released, 1);
+        export!("outbox_events_released_total", 1);
     }
     pub(crate) fn lease_lost(&self) {
         add(&self.lease_lost, 1);
+        export!("outbox_leases_lost_total", 1);
     }
     pub(crate) fn store_error(&self) {
         add(&self.store_errors, 1);
+        export!("outbox_store_errors_total", 1);
     }
     pub(crate) fn unhandled(&self) {
         add(&self.unhandled, 1);
+        export!("outbox_events_unhandled_total", 1);
     }
     pub(crate) fn latency(&self, latency: Duration) {
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         add(&self.latency_count, 1);
         add(&self.latency_total_us, us);
         self.latency_max_us.fetch_max(us, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        ::metrics::histogram!("outbox_event_latency_seconds").record(latency.as_secs_f64());
     }
 
     pub(crate) fn snapshot(&self) -> MetricsSnapshot {
@@ -127,4 +159,21 @@ pub struct MetricsSnapshot {
     pub mean_latency: Duration,
     /// Maximum enqueue-to-completion latency.
     pub max_latency: Duration,
+}
+
+/// Records how long an event waited from due to its handlers' start (commit → start).
+pub(crate) fn start_latency(latency: Duration) {
+    #[cfg(feature = "metrics")]
+    ::metrics::histogram!("outbox_event_start_latency_seconds").record(latency.as_secs_f64());
+    #[cfg(not(feature = "metrics"))]
+    let _ = latency;
+}
+
+/// Records one handler run's duration.
+pub(crate) fn handler_duration(handler: &str, took: Duration) {
+    #[cfg(feature = "metrics")]
+    ::metrics::histogram!("outbox_handler_duration_seconds", "handler" => handler.to_owned())
+        .record(took.as_secs_f64());
+    #[cfg(not(feature = "metrics"))]
+    let _ = (handler, took);
 }

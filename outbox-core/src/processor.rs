@@ -199,6 +199,7 @@ impl Processor for DispatchProcessor {
                 let name = handler.name().to_owned();
                 let max_attempts = handler.max_attempts();
                 async move {
+                    let started = std::time::Instant::now();
                     let result = tokio::select! {
                         finished = tokio::time::timeout(timeout, run) => match finished {
                             Ok(Ok(result)) => result,
@@ -210,6 +211,7 @@ impl Processor for DispatchProcessor {
                         },
                         () = abort.cancelled() => return None,
                     };
+                    crate::metrics::handler_duration(&name, started.elapsed());
                     Some(HandlerOutcome {
                         handler: name,
                         result,

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -39,6 +39,15 @@ async fn run(shared: Arc<Shared>, claimed: ClaimedEvent, permit: OwnedSemaphoreP
         release(&shared, lease, &record, permit);
         return;
     }
+    if cfg!(feature = "metrics") {
+        let due = [Some(record.available_at), record.backoff_until]
+            .into_iter()
+            .flatten()
+            .fold(record.created_at, DateTime::max);
+        if let Ok(waited) = (Utc::now() - due).to_std() {
+            crate::metrics::start_latency(waited);
+        }
+    }
     shared
         .processor
         .migrate_handler_names(&record.event_type, &mut record.handler_results);
@@ -73,9 +82,9 @@ async fn run(shared: Arc<Shared>, claimed: ClaimedEvent, permit: OwnedSemaphoreP
         Dispatch::Ran(outcomes) => {
             for outcome in outcomes {
                 match &outcome.result {
-                    Ok(_) => shared.metrics.handler_succeeded(),
+                    Ok(_) => shared.metrics.handler_succeeded(&outcome.handler),
                     Err(err) => {
-                        shared.metrics.handler_failed();
+                        shared.metrics.handler_failed(&outcome.handler);
                         tracing::warn!(handler = %outcome.handler, error = %err, permanent = err.is_permanent(), "handler failed");
                     }
                 }

@@ -281,6 +281,8 @@ impl Worker {
     /// Spawns the worker on the current tokio runtime.
     pub fn start(self) -> WorkerHandle {
         let shared = Arc::clone(&self.shared);
+        #[cfg(feature = "metrics")]
+        crate::telemetry::describe();
         shared.completer.start(&shared);
         let task = tokio::spawn(run(Arc::clone(&shared)));
         WorkerHandle { shared, task }
