@@ -33,6 +33,11 @@ pub(crate) struct Config {
     pub(crate) shutdown_grace: Duration,
     /// `EMAIL_DELAY_MS`: simulated mail-server latency (default 0).
     pub(crate) email_delay: Duration,
+    /// How often the outbox gauges of `/metrics` are sampled from the store.
+    pub(crate) metrics_sample: Duration,
+    /// The password of the `admin` user for the dashboard at `/admin/outbox` (HTTP basic
+    /// authentication); without it the dashboard is not served.
+    pub(crate) admin_password: Option<String>,
 }
 
 fn var(name: &'static str, default: &str) -> String {
@@ -76,6 +81,10 @@ impl Config {
             max_in_flight: parsed("OUTBOX_MAX_IN_FLIGHT", "32")?,
             shutdown_grace: Duration::from_secs(parsed("SHUTDOWN_GRACE_SECS", "10")?),
             email_delay: Duration::from_millis(parsed("EMAIL_DELAY_MS", "0")?),
+            metrics_sample: Duration::from_millis(parsed("METRICS_SAMPLE_MS", "15000")?),
+            admin_password: std::env::var("ADMIN_PASSWORD")
+                .ok()
+                .filter(|p| !p.is_empty()),
         })
     }
 

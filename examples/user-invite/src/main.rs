@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use metrics_exporter_prometheus::PrometheusBuilder;
 use outbox_core::{Worker, WorkerConfig};
 use outbox_postgres::PgStore;
 use sqlx::postgres::PgPoolOptions;
@@ -97,19 +98,45 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .build()?
         .start();
 
+    // Metrics: the worker counts through the `metrics` facade; this recorder renders them for
+    // Prometheus at /metrics, and the sampler adds per-type gauges read from the store.
+    let prometheus = PrometheusBuilder::new()
+        .set_buckets(&[
+            0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ])
+        .map_err(|e| format!("metrics buckets: {e}"))?
+        .install_recorder()
+        .map_err(|e| format!("installing the metrics recorder failed: {e}"))?;
+    let upkeep = prometheus.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    let sampler = outbox_core::telemetry::spawn_gauge_sampler(
+        std::sync::Arc::new(store.clone()),
+        config.metrics_sample,
+    );
+
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {} (LISTEN_ADDR): {e}", config.listen))?;
     tracing::info!(addr = %config.listen, schema = %config.schema, stream = %config.stream, "user-invite listening");
-    let app = router(AppState {
-        pool,
-        store,
-        schema: config.schema.clone(),
-    });
+    let app = router(
+        AppState {
+            pool,
+            store,
+            schema: config.schema.clone(),
+        },
+        prometheus,
+        config.admin_password.clone(),
+    );
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
 
+    sampler.abort();
     tracing::info!("HTTP server stopped; stopping the outbox worker");
     let report = worker.shutdown().await;
     tracing::info!(

@@ -1,17 +1,25 @@
-//! The HTTP API: `POST /invite`, `GET /outbox/stats`, `GET /outbox/dead`, `GET /healthz`.
+//! The HTTP API: `POST /invite`, `GET /outbox/stats`, `GET /outbox/dead`, `GET /healthz`,
+//! `GET /metrics` (Prometheus), and the outbox dashboard at `/admin/outbox` (basic auth).
 
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Request, State};
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use metrics_exporter_prometheus::PrometheusHandle;
 use outbox_core::{NewEvent, Store};
+use outbox_dashboard::Dashboard;
 use outbox_postgres::PgStore;
 use serde::Deserialize;
 use serde_json::json;
 use sqlx::PgPool;
+use std::sync::Arc;
 use tracing::Instrument;
 use user_invite_handlers::UserInvited;
 use uuid::Uuid;
@@ -27,14 +35,66 @@ pub(crate) struct AppState {
     pub(crate) schema: String,
 }
 
-/// The service's routes.
-pub(crate) fn router(state: AppState) -> Router {
-    Router::new()
+/// The service's routes; the dashboard at `/admin/outbox` only with an admin password.
+pub(crate) fn router(
+    state: AppState,
+    prometheus: PrometheusHandle,
+    admin_password: Option<String>,
+) -> Router {
+    let mut app = Router::new()
         .route("/invite", post(invite))
         .route("/outbox/stats", get(stats))
         .route("/outbox/dead", get(dead))
         .route("/healthz", get(|| async { "ok" }))
-        .with_state(state)
+        .route(
+            "/metrics",
+            get(move || {
+                let prometheus = prometheus.clone();
+                async move { prometheus.render() }
+            }),
+        )
+        .with_state(state.clone());
+    if let Some(password) = admin_password {
+        // The dashboard is the outbox's; who may see it is the service's business: here, HTTP
+        // basic authentication as `admin`.
+        let dashboard = Dashboard::new(Arc::new(state.store))
+            .base_path(DASHBOARD)
+            .router()
+            .layer(middleware::from_fn_with_state(
+                Arc::new(format!(
+                    "Basic {}",
+                    BASE64.encode(format!("admin:{password}"))
+                )),
+                require_admin,
+            ));
+        app = app.nest(DASHBOARD, dashboard);
+    }
+    app
+}
+
+/// Where the dashboard is mounted.
+const DASHBOARD: &str = "/admin/outbox";
+
+/// Lets a request through when it carries the admin's basic credentials; otherwise 401 with the
+/// challenge that makes a browser ask for them.
+async fn require_admin(
+    State(expected): State<Arc<String>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let given = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if given == Some(expected.as_str()) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(WWW_AUTHENTICATE, "Basic realm=\"outbox\"")],
+        "authentication required",
+    )
+        .into_response()
 }
 
 #[derive(Debug, Deserialize)]
