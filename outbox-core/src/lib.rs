@@ -18,6 +18,7 @@ mod state;
 mod store;
 #[cfg(feature = "metrics")]
 pub mod telemetry;
+mod trace;
 mod worker;
 
 pub use async_trait::async_trait;

@@ -120,6 +120,9 @@ impl Limits {
                 check_text(field, value, self.max_key_bytes)?;
             }
         }
+        if let Some(traceparent) = &event.traceparent {
+            check_text("traceparent", traceparent, self.max_key_bytes)?;
+        }
         if let Some(correlation) = &event.correlation_id {
             check_text("correlation_id", correlation, self.max_key_bytes)?;
         }

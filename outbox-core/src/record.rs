@@ -173,6 +173,10 @@ pub struct EventRecord {
     pub locked_until: Option<DateTime<Utc>>,
     /// The current claim's token; changes on every claim.
     pub lease_token: Option<Uuid>,
+    /// The W3C `traceparent` of the span that enqueued the event, if any: handler spans continue
+    /// that trace (feature `opentelemetry`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl EventRecord {
@@ -181,9 +185,9 @@ impl EventRecord {
     ///
     /// ```
     /// assert_eq!(outbox_core::EventRecord::FIELDS[0], "id");
-    /// assert_eq!(outbox_core::EventRecord::FIELDS.len(), 16);
+    /// assert_eq!(outbox_core::EventRecord::FIELDS.len(), 17);
     /// ```
-    pub const FIELDS: [&'static str; 16] = [
+    pub const FIELDS: [&'static str; 17] = [
         "id",
         "event_type",
         "payload",
@@ -200,6 +204,7 @@ impl EventRecord {
         "locked_by",
         "locked_until",
         "lease_token",
+        "traceparent",
     ];
 
     /// Deserializes the payload into a typed event.
@@ -258,6 +263,10 @@ pub struct NewEvent {
     pub idempotency_key: Option<String>,
     /// Scheduled delivery time; `None` means now.
     pub available_at: Option<DateTime<Utc>>,
+    /// The W3C `traceparent` of the enqueuing span. With the feature `opentelemetry`,
+    /// [`NewEvent::new`] fills it from the current `tracing` span's OpenTelemetry context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl NewEvent {
@@ -271,6 +280,7 @@ impl NewEvent {
             ordering_key: None,
             idempotency_key: None,
             available_at: None,
+            traceparent: crate::trace::current_traceparent(),
         }
     }
 
@@ -304,6 +314,19 @@ impl NewEvent {
     /// Sets the idempotency key.
     pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Sets the W3C `traceparent` (`00-<trace id>-<span id>-<flags>`) the handlers' spans
+    /// continue; by default it is the enqueuing span's, with the feature `opentelemetry`.
+    ///
+    /// ```
+    /// let event = outbox_core::NewEvent::new("T", serde_json::json!({}))
+    ///     .traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    /// assert!(event.traceparent.is_some());
+    /// ```
+    pub fn traceparent(mut self, traceparent: impl Into<String>) -> Self {
+        self.traceparent = Some(traceparent.into());
         self
     }
 
@@ -356,6 +379,7 @@ impl NewEvent {
             locked_by: None,
             locked_until: None,
             lease_token: None,
+            traceparent: self.traceparent,
         }
     }
 }
@@ -366,7 +390,9 @@ mod tests {
 
     #[test]
     fn fields_name_every_serialized_field() {
-        let record = NewEvent::new("T", serde_json::json!({})).into_record(chrono::Utc::now());
+        let record = NewEvent::new("T", serde_json::json!({}))
+            .traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            .into_record(chrono::Utc::now());
         let value = serde_json::to_value(&record).expect("a record serializes");
         let keys: Vec<&str> = value
             .as_object()

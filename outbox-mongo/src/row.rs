@@ -44,6 +44,7 @@ pub(crate) fn encode_new(event: &NewEvent, payload: String, now: DateTime<Utc>) 
         ("correlation_id", &event.correlation_id),
         ("ordering_key", &event.ordering_key),
         ("idempotency_key", &event.idempotency_key),
+        ("traceparent", &event.traceparent),
     ] {
         if let Some(value) = value {
             document.insert(field, value);
@@ -109,5 +110,6 @@ pub(crate) fn decode(document: &Document) -> Result<EventRecord, StoreError> {
         lease_token: optional("lease_token")
             .map(|t| Uuid::parse_str(&t).map_err(|e| corrupt(format!("lease_token: {e}"))))
             .transpose()?,
+        traceparent: optional("traceparent"),
     })
 }

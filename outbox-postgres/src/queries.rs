@@ -45,7 +45,8 @@ pub(crate) struct Queries {
 /// The columns an [`EventRecord`](outbox_core::EventRecord) is decoded from, in the order
 /// `row::decode` reads them.
 pub(crate) const COLUMNS: &str = "id, event_type, payload, correlation_id, ordering_key, idempotency_key, created_at, \
-     available_at, attempts, backoff_until, status, processed_at, handler_results, locked_by, locked_until, lease_token";
+     available_at, attempts, backoff_until, status, processed_at, handler_results, locked_by, locked_until, lease_token, \
+     traceparent";
 
 impl Queries {
     pub(crate) fn new(schema: &str, table: &str) -> Self {
@@ -75,13 +76,14 @@ impl Queries {
             // inserted parked; the deferred trigger settles it at commit.
             insert: format!(
                 "INSERT INTO {t} (id, event_type, payload, correlation_id, ordering_key, idempotency_key,
-                                  available_at, due_at)
+                                  available_at, due_at, traceparent)
                  SELECT i, ty, p::jsonb, c, o, k, COALESCE(a, now()),
                         CASE WHEN o IS NOT NULL AND (row_number() OVER (PARTITION BY o ORDER BY n) > 1
                                   OR EXISTS (SELECT 1 FROM {t} q WHERE q.ordering_key = x.o AND q.status = 'pending'))
-                             THEN 'infinity'::timestamptz ELSE COALESCE(a, now()) END
-                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
-                      WITH ORDINALITY AS x(i, ty, p, c, o, k, a, n)
+                             THEN 'infinity'::timestamptz ELSE COALESCE(a, now()) END, tp
+                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
+                             $8::text[])
+                      WITH ORDINALITY AS x(i, ty, p, c, o, k, a, tp, n)
                  ORDER BY n
                  ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
                  RETURNING id"
@@ -89,10 +91,11 @@ impl Queries {
             // A batch without ordering keys needs no parking, so no window either.
             insert_unkeyed: format!(
                 "INSERT INTO {t} (id, event_type, payload, correlation_id, ordering_key, idempotency_key,
-                                  available_at, due_at)
-                 SELECT i, ty, p::jsonb, c, NULL, k, COALESCE(a, now()), COALESCE(a, now())
-                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
-                      WITH ORDINALITY AS x(i, ty, p, c, o, k, a, n)
+                                  available_at, due_at, traceparent)
+                 SELECT i, ty, p::jsonb, c, NULL, k, COALESCE(a, now()), COALESCE(a, now()), tp
+                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
+                             $8::text[])
+                      WITH ORDINALITY AS x(i, ty, p, c, o, k, a, tp, n)
                  ORDER BY n
                  ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
                  RETURNING id"
@@ -101,11 +104,11 @@ impl Queries {
             // (the array form cost a one-event transaction 15-20 %).
             insert_one: format!(
                 "INSERT INTO {t} (id, event_type, payload, correlation_id, ordering_key, idempotency_key,
-                                  available_at, due_at)
+                                  available_at, due_at, traceparent)
                  VALUES ($1, $2, $3::jsonb, $4, $5, $6, COALESCE($7, now()),
                          CASE WHEN $5::text IS NOT NULL AND EXISTS (
                                   SELECT 1 FROM {t} q WHERE q.ordering_key = $5::text AND q.status = 'pending')
-                              THEN 'infinity'::timestamptz ELSE COALESCE($7, now()) END)
+                              THEN 'infinity'::timestamptz ELSE COALESCE($7, now()) END, $8)
                  ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
                  RETURNING id"
             ),

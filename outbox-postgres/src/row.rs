@@ -48,5 +48,6 @@ pub(crate) fn decode(row: &PgRow) -> Result<EventRecord, StoreError> {
         locked_by: row.try_get(13).map_err(get)?,
         locked_until: row.try_get(14).map_err(get)?,
         lease_token: row.try_get(15).map_err(get)?,
+        traceparent: row.try_get(16).map_err(get)?,
     })
 }

@@ -22,7 +22,7 @@
 //!   way.
 
 /// The version of the schema this crate writes and expects, recorded in `<table>_schema`.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// What `migrate()` creates beside the table, by suffix of the table's name (`<table>_<suffix>`):
 /// what [`PgStore::verify`](crate::PgStore::verify) looks for.
@@ -100,6 +100,7 @@ pub fn schema_sql(schema: &str, table: &str) -> Vec<String> {
     lease_token     UUID,
     due_at          TIMESTAMPTZ NOT NULL DEFAULT now(),
     corrupt_reason  TEXT,
+    traceparent     TEXT,
     CONSTRAINT \"{table}_status_check\" CHECK (status IN ('pending', 'processed', 'dead', 'corrupt'))
 )"
         ),
@@ -115,6 +116,7 @@ BEGIN
         ALTER TABLE {t} ALTER COLUMN due_at SET DEFAULT now(), ALTER COLUMN due_at SET NOT NULL;
     END IF;
     ALTER TABLE {t} ADD COLUMN IF NOT EXISTS corrupt_reason TEXT;
+    ALTER TABLE {t} ADD COLUMN IF NOT EXISTS traceparent TEXT;
     IF NOT EXISTS (SELECT 1 FROM pg_constraint
                    WHERE conrelid = '{t}'::regclass AND conname = '{table}_status_check'
                      AND pg_get_constraintdef(oid) LIKE '%corrupt%') THEN

@@ -324,6 +324,7 @@ async fn insert(
             .bind(event.ordering_key.as_deref())
             .bind(event.idempotency_key.as_deref())
             .bind(event.available_at)
+            .bind(event.traceparent.as_deref())
             .fetch_all(&mut *conn)
             .await
             .map_err(|e| map_sqlx("enqueue", e))?
@@ -340,6 +341,8 @@ async fn insert(
             .map(|e| e.idempotency_key.as_deref())
             .collect();
         let available: Vec<Option<DateTime<Utc>>> = events.iter().map(|e| e.available_at).collect();
+        let traceparents: Vec<Option<&str>> =
+            events.iter().map(|e| e.traceparent.as_deref()).collect();
         let keyed = orderings.iter().any(Option::is_some);
         sqlx::query_scalar::<_, Uuid>(if keyed { &q.insert } else { &q.insert_unkeyed })
             .bind(&ids)
@@ -349,6 +352,7 @@ async fn insert(
             .bind(&orderings)
             .bind(&keys)
             .bind(&available)
+            .bind(&traceparents)
             .fetch_all(&mut *conn)
             .await
             .map_err(|e| map_sqlx("enqueue", e))?
@@ -525,7 +529,7 @@ impl Store for PgStore {
         };
         let status: &str = row.try_get(10).map_err(|e| map_sqlx("get", e))?;
         if status == outbox_core::CORRUPT_STATUS {
-            let reason: Option<String> = row.try_get(16).map_err(|e| map_sqlx("get", e))?;
+            let reason: Option<String> = row.try_get(17).map_err(|e| map_sqlx("get", e))?;
             return Err(set_aside_error(id, reason));
         }
         decode(&row).map(Some)

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::config::RedisStoreBuilder;
 use crate::error::map_redis;
-use crate::row::{CLAIM_READS, FIELDS, decode, from_millis};
+use crate::row::{CLAIM_READS, FIELDS, at, decode, from_millis};
 use crate::scripts::{ENQUEUE_SOURCE, SCRIPTS};
 
 /// Completions per `complete_many` script call.
@@ -176,9 +176,9 @@ impl RedisStore {
     }
 }
 
-/// The enqueue script's arguments: the count, then seven per event.
+/// The enqueue script's arguments: the count, then eight per event.
 fn enqueue_args(limits: &Limits, events: &[NewEvent]) -> Result<Vec<String>, StoreError> {
-    let mut args = Vec::with_capacity(1 + events.len() * 7);
+    let mut args = Vec::with_capacity(1 + events.len() * 8);
     args.push(events.len().to_string());
     for event in events {
         let payload = limits.encode(event)?;
@@ -193,6 +193,7 @@ fn enqueue_args(limits: &Limits, events: &[NewEvent]) -> Result<Vec<String>, Sto
                 .available_at
                 .map(|t| t.timestamp_millis().to_string())
                 .unwrap_or_default(),
+            event.traceparent.clone().unwrap_or_default(),
         ]);
     }
     Ok(args)
@@ -436,12 +437,15 @@ impl Store for RedisStore {
         if fields.iter().all(Option::is_none) {
             return Ok(None);
         }
-        if fields.get(10).and_then(Option::as_deref) == Some(outbox_core::CORRUPT_STATUS) {
+        if fields.get(at::STATUS).and_then(Option::as_deref) == Some(outbox_core::CORRUPT_STATUS) {
             return Err(StoreError::Corrupt {
                 id: id.to_string(),
                 message: format!(
                     "set aside because it does not decode ({}); fix it and call requeue_corrupt",
-                    fields.get(16).and_then(Option::as_deref).unwrap_or("")
+                    fields
+                        .get(FIELDS.len())
+                        .and_then(Option::as_deref)
+                        .unwrap_or("")
                 ),
             });
         }

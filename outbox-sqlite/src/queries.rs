@@ -33,7 +33,7 @@ pub(crate) struct Queries {
 /// `row::decode` reads them.
 pub(crate) const COLUMNS: &str = "seq, id, event_type, payload, correlation_id, ordering_key, idempotency_key, \
      created_at, available_at, attempts, backoff_until, status, processed_at, handler_results, locked_by, \
-     locked_until, lease_token";
+     locked_until, lease_token, traceparent";
 
 impl Queries {
     pub(crate) fn new(table: &str) -> Self {
@@ -56,11 +56,11 @@ impl Queries {
             // commit, so whether an older event of the key is pending is known exactly here.
             insert: format!(
                 "INSERT INTO {t} (id, event_type, payload, correlation_id, ordering_key, idempotency_key,
-                                  created_at, available_at, due_at)
+                                  created_at, available_at, due_at, traceparent)
                  VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?1, ?8,
                          CASE WHEN ?6 IS NOT NULL AND EXISTS (
                                   SELECT 1 FROM {t} o WHERE o.ordering_key = ?6 AND o.status = 'pending')
-                              THEN {PARKED} ELSE ?8 END)
+                              THEN {PARKED} ELSE ?8 END, ?9)
                  ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
             ),
             existing_key: format!("SELECT id FROM {t} WHERE idempotency_key = ?1"),

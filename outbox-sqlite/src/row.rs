@@ -76,5 +76,6 @@ pub(crate) fn decode(row: &SqliteRow) -> Result<EventRecord, StoreError> {
         locked_by: row.try_get(14).map_err(get)?,
         locked_until: time(15)?,
         lease_token,
+        traceparent: row.try_get(17).map_err(get)?,
     })
 }

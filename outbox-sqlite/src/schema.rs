@@ -9,7 +9,7 @@
 //! statement.
 
 /// The version of the schema this crate writes and expects, recorded in `<table>_schema`.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The `due_at` of a parked event: never due until un-parked.
 pub(crate) const PARKED: i64 = i64::MAX;
@@ -44,6 +44,7 @@ fn columns(table: &str) -> String {
     lease_token     TEXT,
     due_at          INTEGER NOT NULL,
     corrupt_reason  TEXT,
+    traceparent     TEXT,
     CONSTRAINT \"{table}_status_check\" CHECK (status IN ('pending', 'processed', 'dead', 'corrupt'))"
     )
 }

@@ -140,9 +140,19 @@ impl SqliteStore {
             .await
             .map_err(|e| map_sqlx("migrate: read the table", e))?;
         let mut script = String::new();
-        if existing.is_some_and(|sql| !sql.contains("due_at")) {
-            script.push_str(&crate::schema::upgrade_sql(&q.table));
-            script.push_str(";\n");
+        match existing {
+            Some(sql) if !sql.contains("due_at") => {
+                script.push_str(&crate::schema::upgrade_sql(&q.table));
+                script.push_str(";\n");
+            }
+            // Schema version 2 (before trace propagation).
+            Some(sql) if !sql.contains("traceparent") => {
+                script.push_str(&format!(
+                    "ALTER TABLE \"{}\" ADD COLUMN traceparent TEXT;\n",
+                    q.table
+                ));
+            }
+            _ => {}
         }
         script.push_str(&crate::schema::schema_sql(&q.table).join(";\n"));
         // One transaction: a failure leaves the table as it was. The connection is closed rather
@@ -275,6 +285,7 @@ impl SqliteStore {
                 .bind(&event.ordering_key)
                 .bind(&event.idempotency_key)
                 .bind(event.available_at.map_or(now, to_millis))
+                .bind(&event.traceparent)
                 .execute(&mut *conn)
                 .await
                 .map_err(|e| map_sqlx("enqueue", e))?;
@@ -501,7 +512,7 @@ impl Store for SqliteStore {
         };
         let status: &str = row.try_get(11).map_err(|e| map_sqlx("get", e))?;
         if status == outbox_core::CORRUPT_STATUS {
-            let reason: Option<String> = row.try_get(17).map_err(|e| map_sqlx("get", e))?;
+            let reason: Option<String> = row.try_get(18).map_err(|e| map_sqlx("get", e))?;
             return Err(StoreError::Corrupt {
                 id: id.to_string(),
                 message: format!(

@@ -27,7 +27,7 @@ async fn a_migrated_file_verifies_and_a_damaged_one_names_what_is_missing() {
     for missing in [
         "index outbox_events_due",
         "trigger outbox_events_unpark",
-        "schema version 2 (found 1)",
+        "schema version 3 (found 1)",
     ] {
         assert!(text.contains(missing), "{missing} not named in: {text}");
     }

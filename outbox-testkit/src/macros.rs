@@ -17,6 +17,7 @@ macro_rules! conformance_suite {
         $crate::__conformance_tests!($factory;
             c1_transactional_enqueue,
             c2_claim_oldest_first,
+            c2_claim_returns_every_field,
             c2_concurrent_claims_are_exclusive,
             c2_due_order,
             c2_scheduled_and_backoff,

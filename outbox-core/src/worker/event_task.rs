@@ -28,6 +28,7 @@ pub(super) async fn process_event(
         correlation_id = record.correlation_id.as_deref().unwrap_or(""),
         attempt = record.attempts,
     );
+    crate::trace::continue_trace(&span, record.traceparent.as_deref());
     run(shared, claimed, permit).instrument(span).await;
 }
 

@@ -1008,6 +1008,59 @@ fn release() -> Completion {
     }
 }
 
+/// C2: a claim and `get` return every field the event was enqueued with: payload, correlation
+/// id, ordering key, idempotency key and the trace context (`traceparent`); unset ones stay unset.
+pub async fn c2_claim_returns_every_field<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("c2f")).await?;
+    const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let full = NewEvent::new("c2f.Full", json!({ "n": 1, "s": "héllo" }))
+        .correlation_id("corr-c2f")
+        .ordering_key("key-c2f")
+        .idempotency_key("idem-c2f")
+        .traceparent(TRACEPARENT);
+    let full_id = store.enqueue(full).await?.id;
+    let mut bare = NewEvent::new("c2f.Bare", json!([]));
+    bare.traceparent = None;
+    let bare_id = store.enqueue(bare).await?.id;
+    let claimed = store.claim(&claim(10, LONG)).await?;
+    ensure!(
+        claimed.len() == 2,
+        "expected both events claimed, got {}",
+        claimed.len()
+    );
+    for (record, source) in [
+        (
+            claimed
+                .iter()
+                .find(|c| c.record.id == full_id)
+                .map(|c| c.record.clone()),
+            "claim",
+        ),
+        (store.get(full_id).await?, "get"),
+    ] {
+        let Some(r) = record else {
+            return Err(Failure::new(format!("{source}: the full event is missing")));
+        };
+        ensure!(
+            r.payload == json!({ "n": 1, "s": "héllo" })
+                && r.correlation_id.as_deref() == Some("corr-c2f")
+                && r.ordering_key.as_deref() == Some("key-c2f")
+                && r.idempotency_key.as_deref() == Some("idem-c2f")
+                && r.traceparent.as_deref() == Some(TRACEPARENT),
+            "{source}: a field did not come back as enqueued: {r:?}"
+        );
+    }
+    let bare = fetch(&store, bare_id).await?;
+    ensure!(
+        bare.correlation_id.is_none()
+            && bare.ordering_key.is_none()
+            && bare.idempotency_key.is_none()
+            && bare.traceparent.is_none(),
+        "unset fields must stay unset: {bare:?}"
+    );
+    Ok(Verdict::Passed)
+}
+
 /// C10: schema setup is idempotent (a second `create` on one namespace keeps the data) and unsafe
 /// names are refused.
 pub async fn c10_schema_and_names<F: StoreFactory>(factory: &F) -> ClauseResult {
