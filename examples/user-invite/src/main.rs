@@ -7,6 +7,7 @@
 
 mod config;
 mod routes;
+mod telemetry;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -16,26 +17,32 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 use outbox_core::{Worker, WorkerConfig};
 use outbox_postgres::PgStore;
 use sqlx::postgres::PgPoolOptions;
-use tracing_subscriber::EnvFilter;
 
 use crate::config::Config;
 use crate::routes::{AppState, router};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,async_nats=warn")),
-        )
-        .init();
-    match run().await {
+    let traces = match telemetry::init() {
+        Ok(traces) => traces,
+        Err(err) => {
+            eprintln!("user-invite: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err}");
             ExitCode::FAILURE
         }
+    };
+    if let Some(provider) = traces {
+        if let Err(err) = provider.shutdown() {
+            eprintln!("user-invite: flushing traces failed: {err}");
+        }
     }
+    code
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {

@@ -21,6 +21,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use std::sync::Arc;
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use user_invite_handlers::UserInvited;
 use uuid::Uuid;
 
@@ -135,7 +136,8 @@ fn valid_email(email: &str) -> bool {
 
 /// `POST /invite {"email": …}`: inserts the user and enqueues `UserInvited` in one transaction.
 /// 201 with the ids; 400 for a malformed body; 409 when the email is already invited (nothing is
-/// enqueued then). The `x-correlation-id` header (or a fresh id) travels with the event.
+/// enqueued then). The `x-correlation-id` header (or a fresh id) travels with the event, and so
+/// does the trace context of a `traceparent` header.
 async fn invite(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -147,6 +149,12 @@ async fn invite(
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned);
     let span = tracing::info_span!("invite", correlation_id = %correlation_id);
+    // A caller's W3C trace context makes this request (and, through the event, its handlers) part
+    // of the caller's trace.
+    let parent = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract(&crate::telemetry::HeaderExtractor(&headers))
+    });
+    let _ = span.set_parent(parent);
     async move {
         let request: InviteRequest = serde_json::from_slice(&body).map_err(|e| {
             ApiError(

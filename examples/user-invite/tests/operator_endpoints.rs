@@ -1,6 +1,7 @@
 //! What an operator of the service sees: Prometheus metrics at `/metrics` (counters, handler
-//! histograms, per-type gauges sampled from the store) and the outbox dashboard at
-//! `/admin/outbox` behind the service's own basic authentication.
+//! histograms, per-type gauges sampled from the store), the outbox dashboard at `/admin/outbox`
+//! behind the service's own basic authentication, and traces: the handlers' spans carry the trace
+//! id of the request that enqueued the event (spans exported to standard output).
 
 mod support;
 
@@ -15,6 +16,32 @@ fn sample(page: &str, name: &str) -> Option<f64> {
     page.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// The trace the test's "caller" sends in its `traceparent` header.
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+/// The trace id of every exported span named `name`, from the stdout exporter's lines
+/// (`Name : …` followed by `TraceId : …`).
+fn trace_ids_of(log: &str, name: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut lines = log.lines().map(str::trim);
+    while let Some(line) = lines.next() {
+        let is_it = line
+            .strip_prefix("Name")
+            .and_then(|rest| rest.trim_start().strip_prefix(':'))
+            .is_some_and(|n| n.trim() == name);
+        if is_it {
+            if let Some(id) = lines
+                .next()
+                .and_then(|l| l.strip_prefix("TraceId"))
+                .and_then(|rest| rest.trim_start().strip_prefix(':'))
+            {
+                ids.push(id.trim().to_owned());
+            }
+        }
+    }
+    ids
 }
 
 async fn scrape(http: &reqwest::Client, service: &Service) -> String {
@@ -39,6 +66,7 @@ async fn metrics_are_scraped_and_the_dashboard_asks_for_credentials() {
         ("EMAIL_DELAY_MS", "1500".to_owned()),
         ("METRICS_SAMPLE_MS", "100".to_owned()),
         ("ADMIN_PASSWORD", "s3cret".to_owned()),
+        ("OTEL_TRACES_EXPORTER", "stdout".to_owned()),
     ];
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -49,6 +77,7 @@ async fn metrics_are_scraped_and_the_dashboard_asks_for_credentials() {
 
     let created = http
         .post(format!("{}/invite", service.base))
+        .header("traceparent", format!("00-{TRACE_ID}-00f067aa0ba902b7-01"))
         .json(&json!({ "email": "ops@example.com" }))
         .send()
         .await
@@ -116,6 +145,23 @@ async fn metrics_are_scraped_and_the_dashboard_asks_for_credentials() {
         "{page}"
     );
     assert!(sample(&page, "outbox_lag_seconds").is_some(), "{page}");
+
+    // Traces: the request, the worker's event span and both handlers' spans are one trace, the
+    // caller's.
+    let log = service.log_text();
+    for span in ["invite", "outbox.event", "outbox.handler"] {
+        let ids = trace_ids_of(&log, span);
+        assert!(
+            !ids.is_empty() && ids.iter().all(|id| id == TRACE_ID),
+            "span {span}: trace ids {ids:?}, expected {TRACE_ID}:\n{}",
+            service.log_tail()
+        );
+    }
+    assert_eq!(
+        trace_ids_of(&log, "outbox.handler").len(),
+        2,
+        "one span per handler"
+    );
 
     // The dashboard: refused without credentials (with the browser's challenge), shown with them.
     let url = format!("{}/admin/outbox", service.base);
