@@ -26,7 +26,7 @@ pub(crate) async fn backlog(
     let plain = target.fresh("bl_plain").await?;
     plain.prefill(n).await?;
     let claim_ms = claim_time(plain.store().as_ref()).await?;
-    let (plain_measured, _) = drain(plain.as_ref(), n, sizes).await?;
+    let (plain_measured, _) = drain(plain.as_ref(), n, sizes, &worker_config(sizes)).await?;
     plain.cleanup().await;
     let mut plain_row = Row::throughput(
         "backlog",
@@ -38,11 +38,18 @@ pub(crate) async fn backlog(
     plain_row.notes = format!("claim of 100 and its give-back: {claim_ms:.1} ms");
     rows.push(plain_row);
 
-    for variant in [Backlog::Scheduled, Backlog::BackingOff, Backlog::Keyed] {
+    for variant in [
+        Backlog::Scheduled,
+        Backlog::BackingOff,
+        Backlog::Keyed,
+        Backlog::KeyedClaimed,
+    ] {
         let lib = target.fresh(variant.tag()).await?;
         let not_due = variant.prepare(lib.as_ref(), sizes).await?;
         let claim_ms = claim_time(lib.store().as_ref()).await?;
-        let (measured, round_trips) = drain(lib.as_ref(), variant.due(sizes), sizes).await?;
+        let config = worker_config(sizes).with_hand_off_keys(variant != Backlog::KeyedClaimed);
+        let (measured, round_trips) =
+            drain(lib.as_ref(), variant.due(sizes), sizes, &config).await?;
         let stats = lib.store().stats().await?;
         checks.push(Check {
             what: format!(
@@ -81,11 +88,14 @@ fn plain_measured_for(plain: Measured, plain_events: usize, events: usize) -> Me
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backlog {
     Scheduled,
     BackingOff,
+    /// Keyed, the key's next event taken over at completion where the store offers it.
     Keyed,
+    /// Keyed, every event claimed (`WorkerConfig::hand_off_keys` off): the comparison.
+    KeyedClaimed,
 }
 
 impl Backlog {
@@ -94,6 +104,7 @@ impl Backlog {
             Self::Scheduled => "bl_sched",
             Self::BackingOff => "bl_backoff",
             Self::Keyed => "bl_keyed",
+            Self::KeyedClaimed => "bl_keyed_claimed",
         }
     }
 
@@ -102,13 +113,17 @@ impl Backlog {
             Self::Scheduled => format!("{} scheduled for tomorrow", sizes.backlog_scheduled),
             Self::BackingOff => format!("{} in retry back-off", sizes.backlog_backoff),
             Self::Keyed => format!("all keyed, {} ordering keys", sizes.keys),
+            Self::KeyedClaimed => format!(
+                "all keyed, {} ordering keys, no hand-off (every event claimed)",
+                sizes.keys
+            ),
         }
     }
 
     /// How many due events the variant drains.
     fn due(self, sizes: &Sizes) -> usize {
         match self {
-            Self::Keyed => sizes.keyed_events,
+            Self::Keyed | Self::KeyedClaimed => sizes.keyed_events,
             _ => sizes.backlog_due,
         }
     }
@@ -132,7 +147,7 @@ impl Backlog {
                 lib.prefill(sizes.backlog_due).await?;
                 Ok(sizes.backlog_backoff as u64)
             }
-            Self::Keyed => {
+            Self::Keyed | Self::KeyedClaimed => {
                 let keys = sizes.keys.max(1);
                 enqueue_all(store.as_ref(), sizes.keyed_events, |n| {
                     event(n).ordering_key(format!("key-{}", n % keys))
@@ -220,15 +235,12 @@ async fn claim_time(store: &dyn Store) -> Result<f64, BenchError> {
     Ok(started.elapsed().as_secs_f64() * 1000.0 / f64::from(rounds))
 }
 
-async fn drain(lib: &dyn Bench, n: usize, sizes: &Sizes) -> Result<(Measured, String), BenchError> {
+async fn drain(
+    lib: &dyn Bench,
+    n: usize,
+    sizes: &Sizes,
+    config: &outbox_core::WorkerConfig,
+) -> Result<(Measured, String), BenchError> {
     let registry = noop_registry()?;
-    drain_with_workers(
-        &lib.store(),
-        &registry,
-        PROCESSORS,
-        &worker_config(sizes),
-        n,
-        sizes,
-    )
-    .await
+    drain_with_workers(&lib.store(), &registry, PROCESSORS, config, n, sizes).await
 }

@@ -45,8 +45,8 @@ pub use registry::{Coverage, Registry, RegistryBuilder};
 pub use retry::{JitterSource, RetryPolicy};
 pub use state::{HandlerArg, State, StateRequirement, States};
 pub use store::{
-    ClaimRequest, ClaimedEvent, Completion, Enqueued, Lease, Store, StoreCapabilities, StoreExt,
-    StoreStats, TypeStats, WakeupStream, complete_each, renew_each, sort_in_due_order,
+    ClaimRequest, ClaimedEvent, Completion, Enqueued, HandOff, Lease, Store, StoreCapabilities,
+    StoreExt, StoreStats, TypeStats, WakeupStream, complete_each, renew_each, sort_in_due_order,
 };
 pub use tokio_util::sync::CancellationToken;
 pub use worker::{BuildError, ShutdownReport, Worker, WorkerBuilder, WorkerConfig, WorkerHandle};

@@ -17,6 +17,7 @@ pub(crate) struct Metrics {
     store_errors: AtomicU64,
     unhandled: AtomicU64,
     claims: AtomicU64,
+    handed_off: AtomicU64,
     completion_batches: AtomicU64,
     latency_count: AtomicU64,
     latency_total_us: AtomicU64,
@@ -51,6 +52,13 @@ impl Metrics {
         add(&self.claimed, n as u64);
         export!("outbox_claims_total", 1);
         export!("outbox_events_claimed_total", n as u64);
+    }
+    /// Events the store leased to this worker when their key's previous event finished.
+    pub(crate) fn handed_off(&self, n: usize) {
+        add(&self.claimed, n as u64);
+        add(&self.handed_off, n as u64);
+        export!("outbox_events_claimed_total", n as u64);
+        export!("outbox_events_handed_off_total", n as u64);
     }
     pub(crate) fn completion_batch(&self) {
         add(&self.completion_batches, 1);
@@ -116,6 +124,7 @@ impl Metrics {
             store_errors: get(&self.store_errors),
             unhandled: get(&self.unhandled),
             claims: get(&self.claims),
+            handed_off: get(&self.handed_off),
             completion_batches: get(&self.completion_batches),
             mean_latency: Duration::from_micros(
                 get(&self.latency_total_us).checked_div(count).unwrap_or(0),
@@ -153,6 +162,9 @@ pub struct MetricsSnapshot {
     pub unhandled: u64,
     /// Claim calls that returned (with or without events).
     pub claims: u64,
+    /// Events the store leased to this worker with the completion of their ordering key's
+    /// previous event (counted in `claimed` too).
+    pub handed_off: u64,
     /// `Store::complete_many` calls made (each writes the completions that finished together).
     pub completion_batches: u64,
     /// Mean enqueue-to-completion latency of completed events.

@@ -172,6 +172,25 @@ impl StoreCapabilities {
     }
 }
 
+/// What [`Store::complete_and_hand_off`] did: one result per completion, in order, and the
+/// successors it leased to the worker.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct HandOff {
+    /// One result per completion, as [`Store::complete_many`] returns them.
+    pub results: Vec<Result<(), StoreError>>,
+    /// Events leased to the worker that completed their key's previous event.
+    pub next: Vec<ClaimedEvent>,
+}
+
+impl HandOff {
+    /// A hand-off of `next` after completions with `results` (for backend authors: the struct is
+    /// `#[non_exhaustive]`).
+    pub fn new(results: Vec<Result<(), StoreError>>, next: Vec<ClaimedEvent>) -> Self {
+        Self { results, next }
+    }
+}
+
 /// Counts per status and lag (contract C9).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -420,6 +439,35 @@ pub trait Store: Send + Sync + 'static {
         complete_each(self, items).await
     }
 
+    /// Completes like [`complete_many`](Store::complete_many) and, for each ordering key whose
+    /// event this finished (processed or dead), leases the key's next pending event to
+    /// `next.worker_id` for `next.lease` when it is due now, at most `next.limit` of them: the
+    /// worker runs it at once, and the store spares the write that would make it claimable and
+    /// the claim that would lease it (C5 holds: it heads its key now). A successor that is
+    /// scheduled or backing off is made claimable as usual. The default hands nothing off.
+    ///
+    /// ```
+    /// use outbox_core::{ClaimRequest, Completion, Lease, Store};
+    /// # async fn demo(store: &dyn Store, done: Vec<(Lease, Completion)>) {
+    /// let next = ClaimRequest::new("worker-1", done.len(), std::time::Duration::from_secs(30));
+    /// let handed = store.complete_and_hand_off(done, &next).await;
+    /// for event in &handed.next {
+    ///     println!("run {} now: it is leased to worker-1", event.record.id);
+    /// }
+    /// # }
+    /// ```
+    async fn complete_and_hand_off(
+        &self,
+        items: Vec<(Lease, Completion)>,
+        next: &ClaimRequest,
+    ) -> HandOff {
+        let _ = next;
+        HandOff {
+            results: self.complete_many(items).await,
+            next: Vec::new(),
+        }
+    }
+
     /// Reads one event.
     async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError>;
 
@@ -543,6 +591,13 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     async fn complete_many(&self, items: Vec<(Lease, Completion)>) -> Vec<Result<(), StoreError>> {
         (**self).complete_many(items).await
+    }
+    async fn complete_and_hand_off(
+        &self,
+        items: Vec<(Lease, Completion)>,
+        next: &ClaimRequest,
+    ) -> HandOff {
+        (**self).complete_and_hand_off(items, next).await
     }
     async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
         (**self).get(id).await

@@ -6,7 +6,8 @@
 //! | name | kind | labels | what |
 //! |---|---|---|---|
 //! | `outbox_claims_total` | counter | | claim calls |
-//! | `outbox_events_claimed_total` | counter | | events claimed |
+//! | `outbox_events_claimed_total` | counter | | events claimed (hand-offs included) |
+//! | `outbox_events_handed_off_total` | counter | | events taken over at their key's previous completion |
 //! | `outbox_handler_runs_total` | counter | `handler`, `outcome` | handler runs, `succeeded` or `failed` |
 //! | `outbox_events_processed_total` | counter | | events that became processed |
 //! | `outbox_events_retried_total` | counter | | events sent back to retry |
@@ -43,6 +44,10 @@ pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!("outbox_claims_total", "Claim calls made");
     describe_counter!("outbox_events_claimed_total", "Events claimed");
+    describe_counter!(
+        "outbox_events_handed_off_total",
+        "Events leased to the worker by the completion of their ordering key's previous event"
+    );
     describe_counter!(
         "outbox_handler_runs_total",
         "Handler runs, by handler and outcome"

@@ -125,7 +125,10 @@ impl Queries {
                  WHERE e.id = u.id AND e.lease_token = u.token AND e.status = 'pending'
                  RETURNING u.token, e.locked_until"
             ),
-            complete: format!("SELECT * FROM {}($1, $2, $3, $4, $5, $6, $7)", f("complete")),
+            complete: format!(
+                "SELECT applied, handed FROM {}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                f("complete")
+            ),
             set_aside: format!("SELECT {}($1, $2, $3)", f("set_aside")),
             get: format!("SELECT {COLUMNS}, corrupt_reason FROM {t} WHERE id = $1"),
             dead_letters: format!(

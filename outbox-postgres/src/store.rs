@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use outbox_core::{
     ClaimRequest, ClaimedEvent, Completion, CompletionBatch, CorruptEvent, Enqueued, EventRecord,
-    EventStatus, Lease, Limits, NewEvent, Store, StoreCapabilities, StoreError, StoreStats,
-    TypeStats, WakeupStream, corrupt_reason, renewal_results,
+    EventStatus, HandOff, Lease, Limits, NewEvent, Store, StoreCapabilities, StoreError,
+    StoreStats, TypeStats, WakeupStream, corrupt_reason, renewal_results,
 };
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
@@ -487,35 +487,15 @@ impl Store for PgStore {
     }
 
     async fn complete_many(&self, items: Vec<(Lease, Completion)>) -> Vec<Result<(), StoreError>> {
-        if items.is_empty() {
-            return Vec::new();
-        }
-        let batch = CompletionBatch::new(items);
-        let rows = batch.rows();
-        let ids: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
-        let tokens: Vec<Uuid> = rows.iter().map(|r| r.token).collect();
-        let statuses: Vec<&str> = rows.iter().map(|r| r.status.as_str()).collect();
-        let results: Vec<&str> = rows.iter().map(|r| r.results_json.as_str()).collect();
-        let attempts: Vec<i32> = rows
-            .iter()
-            .map(|r| i32::try_from(r.attempts).unwrap_or(i32::MAX))
-            .collect();
-        let delays: Vec<Option<i64>> = rows.iter().map(|r| r.retry_delay_ms).collect();
-        let applied = sqlx::query_scalar::<_, Uuid>(&self.queries.complete)
-            .bind(ids)
-            .bind(tokens)
-            .bind(statuses)
-            .bind(results)
-            .bind(attempts)
-            .bind(delays)
-            .bind(self.retention == Retention::DeleteProcessed)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| map_sqlx("complete", e));
-        match applied {
-            Ok(tokens) => batch.results(&tokens.into_iter().collect()),
-            Err(err) => batch.failed(&err),
-        }
+        self.complete_rows(items, None).await.results
+    }
+
+    async fn complete_and_hand_off(
+        &self,
+        items: Vec<(Lease, Completion)>,
+        next: &ClaimRequest,
+    ) -> HandOff {
+        self.complete_rows(items, Some(next)).await
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
@@ -689,6 +669,69 @@ fn set_aside_error(id: Uuid, reason: Option<String>) -> StoreError {
 }
 
 impl PgStore {
+    /// Writes completions in one call of the completion function; with `next`, the function also
+    /// leases the finished keys' next events to `next.worker_id` (see `schema.rs`).
+    async fn complete_rows(
+        &self,
+        items: Vec<(Lease, Completion)>,
+        next: Option<&ClaimRequest>,
+    ) -> HandOff {
+        if items.is_empty() {
+            return HandOff::new(Vec::new(), Vec::new());
+        }
+        let batch = CompletionBatch::new(items);
+        let rows = batch.rows();
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
+        let tokens: Vec<Uuid> = rows.iter().map(|r| r.token).collect();
+        let statuses: Vec<&str> = rows.iter().map(|r| r.status.as_str()).collect();
+        let results: Vec<&str> = rows.iter().map(|r| r.results_json.as_str()).collect();
+        let attempts: Vec<i32> = rows
+            .iter()
+            .map(|r| i32::try_from(r.attempts).unwrap_or(i32::MAX))
+            .collect();
+        let delays: Vec<Option<i64>> = rows.iter().map(|r| r.retry_delay_ms).collect();
+        let answer = sqlx::query(&self.queries.complete)
+            .bind(ids)
+            .bind(tokens)
+            .bind(statuses)
+            .bind(results)
+            .bind(attempts)
+            .bind(delays)
+            .bind(self.retention == Retention::DeleteProcessed)
+            .bind(next.map(|n| n.worker_id.as_str()))
+            .bind(next.map_or(0, |n| millis(n.lease)))
+            .bind(next.map_or(0, |n| i32::try_from(n.limit).unwrap_or(i32::MAX)))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("complete", e));
+        let rows = match answer {
+            Ok(rows) => rows,
+            Err(err) => return HandOff::new(batch.failed(&err), Vec::new()),
+        };
+        let mut applied = HashSet::with_capacity(rows.len());
+        let mut next_events = Vec::new();
+        for row in &rows {
+            if let Ok(Some(token)) = row.try_get::<Option<Uuid>, _>(0) {
+                applied.insert(token);
+                continue;
+            }
+            let Ok(Some(record)) = row.try_get::<Option<&str>, _>(1) else {
+                continue;
+            };
+            match crate::row::decode_json(record).and_then(ClaimedEvent::from_record) {
+                Ok(event) => next_events.push(event),
+                Err(err) => {
+                    let (id, token) = crate::row::lease_of_json(record);
+                    // A poison row is set aside on its own (C11); the completions stand.
+                    if let Err(e) = self.set_aside_lease(id, token, &err).await {
+                        tracing::error!(event_id = %id, error = %e, "setting aside a handed-off event failed; it is redelivered after its lease");
+                    }
+                }
+            }
+        }
+        HandOff::new(batch.results(&applied), next_events)
+    }
+
     /// Sets aside a claimed row that does not decode (C11), fenced by its lease token.
     async fn set_aside(
         &self,
@@ -696,6 +739,16 @@ impl PgStore {
         err: &StoreError,
     ) -> Result<(), StoreError> {
         let (id, token) = lease_of(row)?;
+        self.set_aside_lease(id, token, err).await
+    }
+
+    /// Sets aside the leased event `id` that does not decode (C11), fenced by `token`.
+    async fn set_aside_lease(
+        &self,
+        id: Uuid,
+        token: Option<Uuid>,
+        err: &StoreError,
+    ) -> Result<(), StoreError> {
         let reason = corrupt_reason(err);
         tracing::error!(event_id = %id, reason, "undecodable outbox event set aside with status \"corrupt\"");
         sqlx::query(&self.queries.set_aside)

@@ -7,10 +7,10 @@ mod support;
 use std::time::Duration;
 
 use outbox_core::{
-    ClaimRequest, Completion, EventStatus, Handler, HandlerError, NewEvent, Registry, Store,
-    StoreError, StoreExt, Worker, WorkerConfig,
+    ClaimRequest, Completion, EventStatus, Handler, HandlerError, HandlerResults, NewEvent,
+    Registry, Store, StoreError, StoreExt, Worker, WorkerConfig,
 };
-use outbox_postgres::PgStore;
+use outbox_postgres::{PgStore, Retention};
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -419,5 +419,74 @@ fn the_readme_shows_the_schema_migrate_runs() {
             readme.contains(&format!("{statement};")),
             "README.md is missing or has an outdated:\n{statement}"
         );
+    }
+}
+
+/// PostgreSQL hands a finished key's next event to the completing worker (one write instead of
+/// an un-park and a claim), with a payload and handler results that survive the JSON trip; with
+/// the retention that deletes processed events too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_hands_the_key_to_its_next_event() {
+    for retention in [Retention::KeepProcessed, Retention::DeleteProcessed] {
+        let (_, pool, schema) = fresh_store("handoff").await;
+        let store = PgStore::builder(pool)
+            .schema(&schema)
+            .retention(retention)
+            .build()
+            .expect("valid names");
+        let first = store
+            .enqueue(NewEvent::new("H", json!({"n": 1})).ordering_key("k"))
+            .await
+            .unwrap()
+            .id;
+        let second = store
+            .enqueue(
+                NewEvent::new("H", json!({"n": 2, "text": "é\"\\"}))
+                    .ordering_key("k")
+                    .correlation_id("corr-2")
+                    .traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            )
+            .await
+            .unwrap()
+            .id;
+        let claimed = store
+            .claim(&ClaimRequest::new("w1", 10, Duration::from_secs(30)))
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].record.id, first);
+        let done = Completion {
+            status: EventStatus::Processed,
+            handler_results: HandlerResults::new(),
+            attempts: 1,
+            retry_delay: None,
+        };
+        let handed = store
+            .complete_and_hand_off(
+                vec![(claimed[0].lease, done.clone())],
+                &ClaimRequest::new("w1", 1, Duration::from_secs(30)),
+            )
+            .await;
+        assert!(handed.results[0].is_ok(), "{:?}", handed.results);
+        assert_eq!(
+            handed.next.len(),
+            1,
+            "{retention:?}: the next event is handed off"
+        );
+        let next = &handed.next[0];
+        assert_eq!(next.record.id, second);
+        assert_eq!(next.record.payload, json!({"n": 2, "text": "é\"\\"}));
+        assert_eq!(next.record.correlation_id.as_deref(), Some("corr-2"));
+        assert!(next.record.traceparent.is_some());
+        assert_eq!(next.record.locked_by.as_deref(), Some("w1"));
+        assert_eq!(next.record.attempts, 1);
+        // The lease is real: the completion with it applies.
+        store.complete(&next.lease, done).await.unwrap();
+        let status = store.get(second).await.unwrap().map(|r| r.status);
+        let expected = match retention {
+            Retention::DeleteProcessed => None,
+            _ => Some(EventStatus::Processed),
+        };
+        assert_eq!(status, expected, "{retention:?}");
     }
 }

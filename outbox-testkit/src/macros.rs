@@ -26,6 +26,7 @@ macro_rules! conformance_suite {
             c4_lease_renewal,
             c4_batched_renewal,
             c5_ordering_key,
+            c5_hand_off_to_the_next_event,
             c5_ordering_under_concurrency,
             c6_idempotent_enqueue,
             c7_dead_letters_and_purge,

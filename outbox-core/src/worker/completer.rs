@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::Shared;
 use crate::error::StoreError;
 use crate::record::EventStatus;
-use crate::store::{Completion, Lease};
+use crate::store::{ClaimRequest, Completion, HandOff, Lease};
 
 /// How many batches are written at once. One: while it is written the next one fills up (group
 /// commit); measured on PostgreSQL, 4 concurrent batches averaged 60 completions per statement and
@@ -34,8 +34,9 @@ pub(crate) struct Pending {
     pub(crate) lease: Lease,
     pub(crate) completion: Completion,
     pub(crate) kind: Kind,
-    /// The in-flight slot the event held, released once this is settled.
-    pub(crate) _permit: OwnedSemaphorePermit,
+    /// The in-flight slot the event held, released once this is settled (or passed on to the
+    /// key's next event when the store hands that to this worker).
+    pub(crate) permit: Option<OwnedSemaphorePermit>,
     /// When the event became deliverable, for the latency metric.
     pub(crate) since: DateTime<Utc>,
     /// Give up retrying transient failures after this (the lease will have expired).
@@ -132,7 +133,23 @@ async fn write_batch(shared: &Arc<Shared>, batch: Vec<Pending>) {
         .collect();
     let count = batch.len();
     shared.metrics.completion_batch();
-    let mut results = shared.store.complete_many(items).await.into_iter();
+    // Events that end their ordering key's turn may get the key's next event leased to this
+    // worker in the same call; each runs in the slot its predecessor leaves.
+    let hand_offs = batch.iter().filter(|p| p.hands_off_key()).count();
+    let handed =
+        if hand_offs > 0 && shared.config.hand_off_keys && !shared.stop_claiming.is_cancelled() {
+            let next = ClaimRequest::new(
+                shared.config.worker_id.clone(),
+                hand_offs,
+                shared.config.lease,
+            );
+            shared.store.complete_and_hand_off(items, &next).await
+        } else {
+            HandOff::new(shared.store.complete_many(items).await, Vec::new())
+        };
+    let mut results = handed.results.into_iter();
+    let mut successors = handed.next;
+    let mut slots = Vec::with_capacity(successors.len());
     if results.len() != count {
         tracing::error!(
             expected = count,
@@ -147,8 +164,34 @@ async fn write_batch(shared: &Arc<Shared>, batch: Vec<Pending>) {
                 "the store returned no result for this completion",
             ))
         });
-        handed_off |= result.is_ok() && pending.hands_off_key();
+        let key_passed = result.is_ok() && pending.hands_off_key();
+        handed_off |= key_passed;
+        let mut pending = pending;
+        if key_passed && slots.len() < successors.len() {
+            slots.extend(pending.permit.take());
+        }
         settle(shared, pending, result);
+    }
+    if !successors.is_empty() {
+        shared.metrics.handed_off(successors.len());
+        if successors.len() > slots.len() {
+            // More than the store was asked for: give the extra ones back, claimable at once.
+            tracing::error!(
+                asked = hand_offs,
+                got = successors.len(),
+                "Store::complete_and_hand_off leased more events than asked for; giving them back"
+            );
+            for extra in successors.split_off(slots.len()) {
+                super::event_task::give_back(shared, extra);
+            }
+        }
+        for (event, slot) in successors.into_iter().zip(slots) {
+            tokio::spawn(super::event_task::process_event(
+                Arc::clone(shared),
+                event,
+                slot,
+            ));
+        }
     }
     if handed_off {
         // Keys passed to their next events: claim again now rather than after the poll interval

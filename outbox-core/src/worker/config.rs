@@ -35,6 +35,7 @@ use crate::retry::RetryPolicy;
 /// | `strict_coverage` | `false` | refuse to build when a declared event type has no handler |
 /// | `store_backoff_initial` / `store_backoff_max` | `100ms` / `10s` | pauses after store failures |
 /// | `use_wakeups` | `true` | subscribe to the store's wake-ups when it has them |
+/// | `hand_off_keys` | `true` | take the next event of an ordering key from the completion that ends its predecessor, on stores that offer it |
 ///
 /// It deserializes from configuration (every field optional, defaults as above; durations as
 /// strings such as `"250ms"`, `"30s"`, `"5m"`; unknown fields are refused):
@@ -96,6 +97,10 @@ pub struct WorkerConfig {
     pub store_backoff_max: Duration,
     /// Whether to subscribe to the store's wake-ups when it has them.
     pub use_wakeups: bool,
+    /// Whether completions take over the next event of each ordering key they finish
+    /// ([`Store::complete_and_hand_off`](crate::Store::complete_and_hand_off)): the key's events
+    /// then run one after another on this worker without a claim in between.
+    pub hand_off_keys: bool,
 }
 
 impl Default for WorkerConfig {
@@ -116,6 +121,7 @@ impl Default for WorkerConfig {
             store_backoff_initial: Duration::from_millis(100),
             store_backoff_max: Duration::from_secs(10),
             use_wakeups: true,
+            hand_off_keys: true,
         }
     }
 }
@@ -165,6 +171,8 @@ impl WorkerConfig {
         with_store_backoff_max(store_backoff_max: Duration);
         /// Enables or disables wake-ups.
         with_wakeups(use_wakeups: bool);
+        /// Enables or disables taking over an ordering key's next event at completion.
+        with_hand_off_keys(hand_off_keys: bool);
     }
 
     /// Sets the lease renewal interval.

@@ -125,19 +125,38 @@ fn release(shared: &Shared, lease: Lease, record: &EventRecord, permit: OwnedSem
     submit(shared, lease, completion, Kind::Release, record, permit);
 }
 
+/// Gives back an event leased to this worker that it will not run (no slot for it): the claim
+/// is undone, claimable at once by any worker.
+pub(super) fn give_back(shared: &Shared, claimed: ClaimedEvent) {
+    let completion = Completion {
+        status: EventStatus::Pending,
+        handler_results: claimed.record.handler_results.clone(),
+        attempts: claimed.record.attempts.saturating_sub(1),
+        retry_delay: None,
+    };
+    submit(
+        shared,
+        claimed.lease,
+        completion,
+        Kind::Release,
+        &claimed.record,
+        None,
+    );
+}
+
 fn submit(
     shared: &Shared,
     lease: Lease,
     completion: Completion,
     kind: Kind,
     record: &EventRecord,
-    permit: OwnedSemaphorePermit,
+    permit: impl Into<Option<OwnedSemaphorePermit>>,
 ) {
     shared.completer.submit(Pending {
         lease,
         completion,
         kind,
-        _permit: permit,
+        permit: permit.into(),
         since: record.available_at.max(record.created_at),
         deadline: tokio::time::Instant::now() + shared.config.lease,
         pause: shared.config.store_backoff_initial,

@@ -21,8 +21,9 @@ pub use store_clauses::{
     c1_transactional_enqueue, c2_claim_oldest_first, c2_claim_returns_every_field,
     c2_concurrent_claims_are_exclusive, c2_due_order, c2_scheduled_and_backoff,
     c3_batched_completion, c3_fenced_completion, c4_batched_renewal, c4_lease_renewal,
-    c5_ordering_key, c6_idempotent_enqueue, c7_dead_letters_and_purge, c8_wakeups,
-    c9_stats_and_lag, c9_stats_by_type_and_key_head, c10_schema_and_names,
+    c5_hand_off_to_the_next_event, c5_ordering_key, c6_idempotent_enqueue,
+    c7_dead_letters_and_purge, c8_wakeups, c9_stats_and_lag, c9_stats_by_type_and_key_head,
+    c10_schema_and_names,
 };
 pub use stress::{
     bad_input_payloads_and_names, c5_ordering_under_concurrency, p8_many_workers_stress,
@@ -41,6 +42,7 @@ pub const CLAUSES: &[&str] = &[
     "c4_lease_renewal",
     "c4_batched_renewal",
     "c5_ordering_key",
+    "c5_hand_off_to_the_next_event",
     "c5_ordering_under_concurrency",
     "c6_idempotent_enqueue",
     "c7_dead_letters_and_purge",

@@ -1,15 +1,17 @@
 //! Clauses C1–C10: what a store itself must guarantee, exercised through the `Store` trait alone.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
 use outbox_core::{
-    Completion, EventStatus, HandlerResults, HandlerState, NewEvent, Store, StoreError, StoreExt,
+    Completion, EventStatus, HandlerResults, HandlerState, Lease, NewEvent, Store, StoreError,
+    StoreExt,
 };
 use serde_json::json;
+use uuid::Uuid;
 
 use super::support::{claim, fetch, put, wait_until};
 use crate::ensure;
@@ -901,6 +903,114 @@ pub async fn c9_stats_and_lag<F: StoreFactory>(factory: &F) -> ClauseResult {
         lag == Duration::ZERO,
         "lag() must not count leased or scheduled events: {lag:?}"
     );
+    Ok(Verdict::Passed)
+}
+
+/// C5 with hand-off: [`Store::complete_and_hand_off`] may lease a finished key's next event to the
+/// completing worker, only when that event is due now, one per key, never for a completion that
+/// was refused or left its event pending; whatever it hands off is leased exclusively, and what it
+/// does not hand off is claimable as usual. Stores that hand nothing off pass by claiming.
+pub async fn c5_hand_off_to_the_next_event<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("c5h")).await?;
+    let mut ids = HashMap::new();
+    for (name, key, later) in [
+        ("a", "k", false),
+        ("b", "k", false),
+        ("c", "k", false),
+        ("s1", "s", false),
+        ("s2", "s", true),
+        ("r1", "r", false),
+        ("r2", "r", false),
+    ] {
+        let mut event = NewEvent::new("c5h.E", json!({ "name": name })).ordering_key(key);
+        if later {
+            event = event.deliver_after(Duration::from_secs(3600));
+        }
+        ids.insert(name, store.enqueue(event).await?.id);
+    }
+    let heads = store.claim(&claim(10, LONG)).await?;
+    let names: HashSet<Uuid> = heads.iter().map(|c| c.record.id).collect();
+    ensure!(
+        names == HashSet::from([ids["a"], ids["s1"], ids["r1"]]),
+        "the first claim must take each key's head only"
+    );
+    let lease = |name: &str| {
+        heads
+            .iter()
+            .find(|c| c.record.id == ids[name])
+            .map(|c| c.lease)
+            .ok_or_else(|| Failure::new(format!("{name} was not claimed")))
+    };
+    // a and s1 finish; r1 fails and stays pending (its key is not passed on); a stale lease of a
+    // is refused and hands nothing.
+    let mut retry = processed();
+    retry.status = EventStatus::Pending;
+    retry.retry_delay = Some(Duration::from_secs(3600));
+    let stale = Lease {
+        event_id: ids["a"],
+        token: Uuid::now_v7(),
+    };
+    let next = outbox_core::ClaimRequest::new("c5h-worker", 10, LONG);
+    let handed = store
+        .complete_and_hand_off(
+            vec![
+                (stale, processed()),
+                (lease("a")?, processed()),
+                (lease("s1")?, processed()),
+                (lease("r1")?, retry),
+            ],
+            &next,
+        )
+        .await;
+    ensure!(
+        handed.results.len() == 4,
+        "one result per completion, got {}",
+        handed.results.len()
+    );
+    ensure!(
+        matches!(handed.results[0], Err(StoreError::LeaseLost { .. })),
+        "a stale lease must be refused: {:?}",
+        handed.results[0]
+    );
+    ensure!(
+        handed.results[1..].iter().all(Result::is_ok),
+        "the live completions must apply: {:?}",
+        handed.results
+    );
+    let handed_ids: Vec<Uuid> = handed.next.iter().map(|c| c.record.id).collect();
+    ensure!(
+        handed_ids.is_empty() || handed_ids == [ids["b"]],
+        "only b may be handed off (s2 is scheduled, r1 did not finish, c waits behind b): {handed_ids:?}"
+    );
+    let b_lease = if let Some(b) = handed.next.first() {
+        ensure!(
+            b.record.locked_by.as_deref() == Some("c5h-worker") && b.record.attempts == 1,
+            "a handed-off event is leased to the completing worker, one attempt: {:?}",
+            b.record
+        );
+        let others = store
+            .claim(&outbox_core::ClaimRequest::new("c5h-other", 10, LONG))
+            .await?;
+        ensure!(
+            others.is_empty(),
+            "nothing else is due: b is leased, c waits behind it, s2 is scheduled, r1 backs off; got {:?}",
+            others.iter().map(|c| c.record.id).collect::<Vec<_>>()
+        );
+        b.lease
+    } else {
+        let claimed = store.claim(&claim(10, LONG)).await?;
+        let got: Vec<Uuid> = claimed.iter().map(|c| c.record.id).collect();
+        ensure!(
+            got == [ids["b"]],
+            "without a hand-off b must be claimable, and only b: {got:?}"
+        );
+        claimed[0].lease
+    };
+    // b finishes without a worker to hand to: c becomes claimable.
+    store.complete(&b_lease, processed()).await?;
+    let claimed = store.claim(&claim(10, LONG)).await?;
+    let got: Vec<Uuid> = claimed.iter().map(|c| c.record.id).collect();
+    ensure!(got == [ids["c"]], "after b, c must be claimable: {got:?}");
     Ok(Verdict::Passed)
 }
 
