@@ -18,6 +18,8 @@ local locked_until = now + tonumber(ARGV[3])
 local base = string.sub(ARGV[4], 1, 28)
 local out = { tostring(locked_until) }
 local woke = false
+-- The claimed events leave the queue for the leases in one call each, after the loop.
+local claimed = {}
 for i, id in ipairs(ids) do
   local token = base .. string.format('%08x', i)
   local key = EV .. id
@@ -30,13 +32,16 @@ for i, id in ipairs(ids) do
   else
     redis.call('HSET', key, 'attempts', attempts + 1, 'lease_token', token,
       'locked_by', ARGV[2], 'locked_until', locked_until)
-    redis.call('ZREM', QUEUE, id)
-    redis.call('ZADD', LEASED, locked_until, id)
+    claimed[#claimed + 1] = id
     fields[AT.attempts] = tostring(attempts + 1)
     out[#out + 1] = id
     out[#out + 1] = token
     for f = 1, CLAIM_READS do out[#out + 1] = fields[f] end
   end
+end
+if #claimed > 0 then
+  zrem_all(QUEUE, claimed)
+  zadd_all(LEASED, locked_until, claimed)
 end
 if woke then redis.call('PUBLISH', P .. ':wake', '') end
 return out

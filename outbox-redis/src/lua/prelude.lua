@@ -58,3 +58,23 @@ local function set_aside(id, reason, now)
   redis.call('ZADD', P .. ':corrupt', now, id)
   return hand_off_key(id, okey, now)
 end
+-- Removes `ids` from the sorted set `key` in calls of at most 1,000 members (Lua's stack bounds
+-- `unpack`). Returns how many were removed.
+local function zrem_all(key, ids)
+  local removed = 0
+  for i = 1, #ids, 1000 do
+    removed = removed + redis.call('ZREM', key, unpack(ids, i, math.min(i + 999, #ids)))
+  end
+  return removed
+end
+-- Adds `ids` to the sorted set `key`, each with `score`, in calls of at most 1,000 members.
+local function zadd_all(key, score, ids)
+  for i = 1, #ids, 1000 do
+    local args = {}
+    for j = i, math.min(i + 999, #ids) do
+      args[#args + 1] = score
+      args[#args + 1] = ids[j]
+    end
+    redis.call('ZADD', key, unpack(args))
+  end
+end
