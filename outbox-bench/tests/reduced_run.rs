@@ -10,8 +10,9 @@ async fn reduced(backend: &str) {
     println!("{}", report.table());
     assert!(report.all_checks_passed(), "{}", report.table());
     // enqueue 2, drain 3 (and one deleting processed events where the store can), latency 2,
-    // fan-out 1, backlog 4 (plain, scheduled, backing off, keyed), gauges 2 (lag, stats; and the
-    // lag again after maintenance where the server does not maintain itself, not counted here).
+    // fan-out 1, backlog 5 (plain, scheduled, backing off, keyed with and without the key
+    // hand-off), gauges 3 (lag, stats, stats by type; and again after maintenance where the server
+    // does not maintain itself, not counted here).
     let deleting = usize::from(backend == "postgres");
     let counted = report
         .rows
@@ -20,7 +21,7 @@ async fn reduced(backend: &str) {
         .count();
     assert_eq!(
         counted,
-        2 + 3 + deleting + 2 + 1 + 4 + 2,
+        2 + 3 + deleting + 2 + 1 + 5 + 3,
         "{}",
         report.table()
     );

@@ -37,34 +37,13 @@ pub(crate) async fn stats(backend: &Backend, out: Output) -> Result<(), CliError
     let store = backend.store();
     let s = store.stats().await?;
     let by_type = store.stats_by_type().await?;
-    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     if out.json {
-        let types: Vec<_> = by_type
+        let mut json = s.to_json();
+        json["by_type"] = by_type
             .iter()
-            .map(|t| {
-                json!({
-                    "event_type": t.event_type,
-                    "pending": t.pending,
-                    "due": t.due,
-                    "leased": t.leased,
-                    "dead": t.dead,
-                    "lag_ms": ms(t.oldest_due_age),
-                })
-            })
+            .map(outbox_core::TypeStats::to_json)
             .collect();
-        println!(
-            "{}",
-            json!({
-                "pending": s.pending,
-                "due": s.due,
-                "leased": s.leased,
-                "processed": s.processed,
-                "dead": s.dead,
-                "corrupt": s.corrupt,
-                "lag_ms": ms(s.oldest_due_age),
-                "by_type": types,
-            })
-        );
+        println!("{json}");
         return Ok(());
     }
     let rows = vec![

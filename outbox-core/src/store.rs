@@ -232,6 +232,25 @@ impl StoreStats {
         }
     }
 
+    /// The counts as the JSON object operators' tools print: `pending`, `due`, `leased`,
+    /// `processed`, `dead`, `corrupt` and `lag_ms`.
+    ///
+    /// ```
+    /// let json = outbox_core::StoreStats::default().with_corrupt(1).to_json();
+    /// assert_eq!((json["corrupt"].as_u64(), json["lag_ms"].as_u64()), (Some(1), Some(0)));
+    /// ```
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "pending": self.pending,
+            "due": self.due,
+            "leased": self.leased,
+            "processed": self.processed,
+            "dead": self.dead,
+            "corrupt": self.corrupt,
+            "lag_ms": millis(self.oldest_due_age),
+        })
+    }
+
     /// Sets the count of events set aside as corrupt.
     ///
     /// ```
@@ -285,12 +304,34 @@ impl TypeStats {
         self
     }
 
+    /// The row as JSON: `event_type`, `pending`, `due`, `leased`, `dead` and `lag_ms`.
+    ///
+    /// ```
+    /// let json = outbox_core::TypeStats::new("T").with_counts(3, 2, 1, 0).to_json();
+    /// assert_eq!(json["due"].as_u64(), Some(2));
+    /// ```
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "event_type": self.event_type,
+            "pending": self.pending,
+            "due": self.due,
+            "leased": self.leased,
+            "dead": self.dead,
+            "lag_ms": millis(self.oldest_due_age),
+        })
+    }
+
     /// Sets the age of the oldest due event.
     #[must_use]
     pub fn with_oldest_due_age(mut self, age: Duration) -> Self {
         self.oldest_due_age = age;
         self
     }
+}
+
+/// Whole milliseconds of `d`, saturating.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A stream of wake-up signals: each item means "new events may be claimable".

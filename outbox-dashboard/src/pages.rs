@@ -182,16 +182,7 @@ pub(crate) async fn overview(State(state): Shared, headers: HeaderMap) -> Respon
 
 pub(crate) async fn api_stats(State(state): Shared) -> Response {
     match state.store.stats().await {
-        Ok(s) => Json(json!({
-            "pending": s.pending,
-            "due": s.due,
-            "leased": s.leased,
-            "processed": s.processed,
-            "dead": s.dead,
-            "corrupt": s.corrupt,
-            "lag_ms": u64::try_from(s.oldest_due_age.as_millis()).unwrap_or(u64::MAX),
-        }))
-        .into_response(),
+        Ok(s) => Json(s.to_json()).into_response(),
         Err(err) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "error": err.to_string() })),

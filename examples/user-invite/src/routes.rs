@@ -225,14 +225,7 @@ async fn stats(State(state): State<AppState>) -> Result<Json<serde_json::Value>,
         .stats()
         .await
         .map_err(|e| internal("reading outbox stats failed", e))?;
-    Ok(Json(json!({
-        "pending": stats.pending,
-        "due": stats.due,
-        "leased": stats.leased,
-        "processed": stats.processed,
-        "dead": stats.dead,
-        "lag_ms": u64::try_from(stats.oldest_due_age.as_millis()).unwrap_or(u64::MAX),
-    })))
+    Ok(Json(stats.to_json()))
 }
 
 /// `GET /outbox/dead`: up to 100 dead letters, with each handler's last error.
