@@ -19,6 +19,7 @@ mod store;
 #[cfg(feature = "metrics")]
 pub mod telemetry;
 mod trace;
+mod wait;
 mod worker;
 
 pub use async_trait::async_trait;
@@ -49,6 +50,7 @@ pub use store::{
     StoreExt, StoreStats, TypeStats, WakeupStream, complete_each, renew_each, sort_in_due_order,
 };
 pub use tokio_util::sync::CancellationToken;
+pub use wait::Outcome;
 pub use worker::{BuildError, ShutdownReport, Worker, WorkerBuilder, WorkerConfig, WorkerHandle};
 
 /// The crates whose types this API uses, re-exported so an application names the same versions:

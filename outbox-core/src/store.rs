@@ -589,6 +589,27 @@ pub trait StoreExt: Store {
             .ok_or_else(|| StoreError::invalid("store returned no result for an enqueued event"))
     }
 
+    /// Waits until event `id` is processed or dead (contract W1), or `timeout` runs out: the
+    /// outcome with each handler's stored output, or the reason it died. Reads the event with
+    /// a growing pause (2 ms doubling to 100 ms): stores' wake-ups announce new work, not
+    /// outcomes. An unknown id is [`StoreError::NotFound`]; an event deleted after processing
+    /// (a retention that deletes) is [`Outcome::Deleted`](crate::Outcome::Deleted).
+    ///
+    /// ```
+    /// use outbox_core::{Outcome, StoreExt};
+    /// # async fn demo(store: &dyn outbox_core::Store, id: outbox_core::Uuid) -> Result<(), outbox_core::StoreError> {
+    /// match store.wait_for(id, std::time::Duration::from_secs(2)).await? {
+    ///     Outcome::Processed(record) => println!("done: {:?}", record.handler_results),
+    ///     Outcome::Dead(record) => println!("failed: {:?}", record.give_up_reason()),
+    ///     Outcome::TimedOut(_) => println!("still running; ask again later"),
+    ///     _ => {}
+    /// }
+    /// # Ok(()) }
+    /// ```
+    async fn wait_for(&self, id: Uuid, timeout: Duration) -> Result<crate::Outcome, StoreError> {
+        crate::wait::wait_for(self, id, timeout).await
+    }
+
     /// Enqueues one typed event outside any caller transaction.
     async fn enqueue_event<E: crate::Event>(&self, event: &E) -> Result<Enqueued, StoreError>
     where

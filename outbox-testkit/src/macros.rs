@@ -49,6 +49,7 @@ macro_rules! conformance_suite {
             p9_store_faults,
             h5_hand_built_registry,
             bad_input_payloads_and_names,
+            w1_wait_for_outcomes,
         );
     };
 }

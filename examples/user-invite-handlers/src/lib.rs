@@ -128,9 +128,13 @@ pub async fn send_email(event: UserInvited, ctx: HandlerContext) -> Result<(), H
 }
 
 /// Relays the event to the JetStream stream, with the event id as the message id: JetStream's
-/// de-duplication absorbs a redelivery inside the stream's duplicate window.
+/// de-duplication absorbs a redelivery inside the stream's duplicate window. Its output (stored
+/// with the event, returned by `POST /invite?wait=…`) is the message's place in the stream.
 #[handler(event = "UserInvited", max_attempts = 10, timeout = "15s")]
-pub async fn publish(event: UserInvited, ctx: HandlerContext) -> Result<(), HandlerError> {
+pub async fn publish(
+    event: UserInvited,
+    ctx: HandlerContext,
+) -> Result<serde_json::Value, HandlerError> {
     let services = services()?;
     let payload = serde_json::to_vec(&serde_json::json!({
         "event_id": ctx.event_id,
@@ -157,5 +161,5 @@ pub async fn publish(event: UserInvited, ctx: HandlerContext) -> Result<(), Hand
     } else {
         tracing::info!(sequence = ack.sequence, "event relayed to JetStream");
     }
-    Ok(())
+    Ok(serde_json::json!({ "stream": ack.stream, "sequence": ack.sequence }))
 }

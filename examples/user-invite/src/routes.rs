@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
@@ -13,13 +13,15 @@ use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use metrics_exporter_prometheus::PrometheusHandle;
-use outbox_core::{NewEvent, Store};
+use outbox_core::{NewEvent, Outcome, Store, StoreExt};
 use outbox_dashboard::Dashboard;
 use outbox_postgres::PgStore;
 use serde::Deserialize;
 use serde_json::json;
 use sqlx::PgPool;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use user_invite_handlers::UserInvited;
@@ -134,15 +136,39 @@ fn valid_email(email: &str) -> bool {
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
+/// The longest `?wait=` a request may ask for.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
 /// `POST /invite {"email": …}`: inserts the user and enqueues `UserInvited` in one transaction.
 /// 201 with the ids; 400 for a malformed body; 409 when the email is already invited (nothing is
 /// enqueued then). The `x-correlation-id` header (or a fresh id) travels with the event, and so
-/// does the trace context of a `traceparent` header.
+/// does the trace context of a `traceparent` header. With `?wait=2s` (at most 30 s) the answer
+/// waits for the handlers: 201 with `"outcome": "processed"` and their outputs (or `"dead"` and
+/// the reason) when they finish in time, 202 with `"outcome": "pending"` otherwise.
 async fn invite(
     State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let wait = match query.get("wait") {
+        None => None,
+        Some(text) => match humantime::parse_duration(text) {
+            Ok(wait) if wait <= MAX_WAIT => Some(wait),
+            Ok(_) => {
+                return Err(ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("wait={text}: at most {}s", MAX_WAIT.as_secs()),
+                ));
+            }
+            Err(e) => {
+                return Err(ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("wait={text}: {e} (for example wait=2s)"),
+                ));
+            }
+        },
+    };
     let correlation_id = headers
         .get("x-correlation-id")
         .and_then(|v| v.to_str().ok())
@@ -205,14 +231,36 @@ async fn invite(
             .await
             .map_err(|e| internal("commit failed", e))?;
         tracing::info!(%email, user_id, event_id = %enqueued.id, "user invited");
-        Ok((
-            StatusCode::CREATED,
-            Json(json!({
-                "user_id": user_id,
-                "event_id": enqueued.id,
-                "correlation_id": correlation_id,
-            })),
-        ))
+        let mut answer = json!({
+            "user_id": user_id,
+            "event_id": enqueued.id,
+            "correlation_id": correlation_id,
+        });
+        let Some(wait) = wait else {
+            return Ok((StatusCode::CREATED, Json(answer)));
+        };
+        let outcome = state
+            .store
+            .wait_for(enqueued.id, wait)
+            .await
+            .map_err(|e| internal("reading the outcome failed", e))?;
+        let status = match &outcome {
+            Outcome::Processed(_) | Outcome::Deleted => {
+                answer["outcome"] = json!("processed");
+                answer["outputs"] = json!(outcome.outputs());
+                StatusCode::CREATED
+            }
+            Outcome::Dead(record) => {
+                answer["outcome"] = json!("dead");
+                answer["reason"] = json!(record.give_up_reason().map(|(h, e)| format!("{h}: {e}")));
+                StatusCode::CREATED
+            }
+            _ => {
+                answer["outcome"] = json!("pending");
+                StatusCode::ACCEPTED
+            }
+        };
+        Ok((status, Json(answer)))
     }
     .instrument(span)
     .await

@@ -1,7 +1,8 @@
 //! What an operator of the service sees: Prometheus metrics at `/metrics` (counters, handler
 //! histograms, per-type gauges sampled from the store), the outbox dashboard at `/admin/outbox`
 //! behind the service's own basic authentication, and traces: the handlers' spans carry the trace
-//! id of the request that enqueued the event (spans exported to standard output).
+//! id of the request that enqueued the event (spans exported to standard output); and
+//! `POST /invite?wait=…` answering with the handlers' outputs.
 
 mod support;
 
@@ -187,4 +188,40 @@ async fn metrics_are_scraped_and_the_dashboard_asks_for_credentials() {
         html.contains("id=\"total-processed\">1<"),
         "the overview must count the processed invite:\n{html}"
     );
+
+    // ?wait=: the answer waits for the handlers and carries their outputs; too short a wait
+    // answers 202 with the event still pending; a bad value is a 400.
+    let waited = http
+        .post(format!("{}/invite?wait=20s", service.base))
+        .json(&json!({ "email": "waits@example.com" }))
+        .send()
+        .await
+        .expect("POST /invite?wait=20s");
+    assert_eq!(waited.status(), 201);
+    let body: serde_json::Value = waited.json().await.expect("JSON");
+    assert_eq!(body["outcome"], "processed", "{body}");
+    assert!(
+        body["outputs"]["publish"]["sequence"].as_u64().is_some(),
+        "the relay's output (its stream sequence) comes back: {body}"
+    );
+    let pending = http
+        .post(format!("{}/invite?wait=10ms", service.base))
+        .json(&json!({ "email": "hurries@example.com" }))
+        .send()
+        .await
+        .expect("POST /invite?wait=10ms");
+    assert_eq!(
+        pending.status(),
+        202,
+        "the slow email cannot finish in 10 ms"
+    );
+    let body: serde_json::Value = pending.json().await.expect("JSON");
+    assert_eq!(body["outcome"], "pending", "{body}");
+    let bad = http
+        .post(format!("{}/invite?wait=soon", service.base))
+        .json(&json!({ "email": "bad-wait@example.com" }))
+        .send()
+        .await
+        .expect("POST /invite?wait=soon");
+    assert_eq!(bad.status(), 400);
 }

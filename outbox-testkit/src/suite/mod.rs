@@ -15,7 +15,7 @@ pub use processor_clauses::{
     h5_hand_built_registry, p1_fan_out_per_handler_results, p2_retries_then_dead,
     p3_permanent_errors, p4_missing_handler_no_hot_loop, p4_unhandled_event_types,
     p5_panics_and_timeouts, p6_lease_renewal_and_loss, p7_crash_mid_handler_redelivers,
-    p7_graceful_shutdown, p9_store_faults,
+    p7_graceful_shutdown, p9_store_faults, w1_wait_for_outcomes,
 };
 pub use store_clauses::{
     c1_transactional_enqueue, c2_claim_oldest_first, c2_claim_returns_every_field,
@@ -65,4 +65,5 @@ pub const CLAUSES: &[&str] = &[
     "p9_store_faults",
     "h5_hand_built_registry",
     "bad_input_payloads_and_names",
+    "w1_wait_for_outcomes",
 ];

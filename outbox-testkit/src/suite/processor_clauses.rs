@@ -725,3 +725,73 @@ pub async fn h5_hand_built_registry<F: StoreFactory>(factory: &F) -> ClauseResul
     ensure!(seen == ["héllo 👋"], "typed handler got {seen:?}");
     Ok(Verdict::Passed)
 }
+
+/// W1: [`StoreExt::wait_for`] returns an event's final outcome — processed with every handler's
+/// stored output, or dead with the reason — as soon as a worker persisted it, and the event as it
+/// stands when the timeout runs out; an unknown id is an error.
+pub async fn w1_wait_for_outcomes<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("w1")).await?;
+    let ok = Handler::raw("w1.Good", "receipt", |record, _ctx| {
+        let n = record.payload["n"].clone();
+        async move { Ok::<_, HandlerError>(json!({ "receipt": n })) }
+    });
+    let quiet = Handler::raw("w1.Good", "quiet", |_record, _ctx| async {
+        Ok::<_, HandlerError>(())
+    });
+    let refuse = Handler::raw("w1.Bad", "refuse", |_record, _ctx| async {
+        Err::<(), _>(HandlerError::permanent("card declined"))
+    });
+    let worker = start(&store, registry(vec![ok, quiet, refuse])?, fast_config())?;
+    let result = async {
+        let good = store.enqueue(NewEvent::new("w1.Good", json!({ "n": 7 }))).await?.id;
+        let bad = store.enqueue(NewEvent::new("w1.Bad", json!({}))).await?.id;
+        let later = store
+            .enqueue(NewEvent::new("w1.Good", json!({ "n": 8 })).deliver_after(Duration::from_secs(3600)))
+            .await?
+            .id;
+
+        let outcome = store.wait_for(good, WAIT).await?;
+        ensure!(
+            matches!(outcome, outbox_core::Outcome::Processed(_)),
+            "the good event must be processed: {outcome:?}"
+        );
+        let outputs = outcome.outputs();
+        ensure!(
+            outputs.len() == 1 && outputs.get("receipt") == Some(&&json!({ "receipt": 7 })),
+            "the outcome carries each handler's stored output: {outputs:?}"
+        );
+
+        let outcome = store.wait_for(bad, WAIT).await?;
+        let reason = outcome.record().and_then(|r| r.give_up_reason()).map(|(h, e)| format!("{h}: {e}"));
+        ensure!(
+            matches!(outcome, outbox_core::Outcome::Dead(_))
+                && reason.as_deref() == Some("refuse: card declined"),
+            "the bad event must be dead with its reason: {outcome:?}"
+        );
+
+        let started = std::time::Instant::now();
+        let outcome = store.wait_for(later, Duration::from_millis(300)).await?;
+        let waited = started.elapsed();
+        ensure!(
+            matches!(outcome, outbox_core::Outcome::TimedOut(ref r) if r.status == EventStatus::Pending),
+            "a scheduled event times out still pending: {outcome:?}"
+        );
+        ensure!(
+            waited >= Duration::from_millis(250) && waited < Duration::from_secs(5),
+            "the wait must last about its timeout: {waited:?}"
+        );
+
+        match store.wait_for(uuid::Uuid::now_v7(), Duration::from_millis(100)).await {
+            Err(outbox_core::StoreError::NotFound { .. }) => {}
+            other => {
+                return Err(Failure::new(format!(
+                    "waiting for an unknown id must be NotFound: {other:?}"
+                )));
+            }
+        }
+        Ok(Verdict::Passed)
+    }
+    .await;
+    worker.shutdown().await;
+    result
+}
