@@ -173,6 +173,39 @@ pub(crate) async fn show(backend: &Backend, id: &str, out: Output) -> Result<(),
         &handlers,
         &json!(null),
     );
+    let mut logs: Vec<(&str, &outbox_core::LogEntry)> = record
+        .handler_results
+        .iter()
+        .flat_map(|(name, state)| state.logs.iter().map(move |e| (name.as_str(), e)))
+        .collect();
+    if !logs.is_empty() {
+        logs.sort_by_key(|(_, e)| e.at);
+        println!();
+        let dropped: u32 = record
+            .handler_results
+            .values()
+            .map(|s| s.logs_dropped)
+            .sum();
+        if dropped > 0 {
+            println!("({dropped} older log entries dropped)");
+        }
+        let rows: Vec<Vec<String>> = logs
+            .iter()
+            .map(|(handler, e)| {
+                vec![
+                    e.at.to_rfc3339(),
+                    e.level.as_str().to_owned(),
+                    format!("{handler} #{}", e.attempt),
+                    e.message.clone(),
+                ]
+            })
+            .collect();
+        out.table(
+            &["time", "level", "handler", "message"],
+            &rows,
+            &json!(null),
+        );
+    }
     Ok(())
 }
 

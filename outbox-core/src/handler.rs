@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::error::HandlerError;
 use crate::event::Event;
+use crate::logs::{LogBuffer, LogEntry, LogLevel};
 use crate::record::EventRecord;
 use crate::state::{StateRequirement, States};
 
@@ -49,6 +50,8 @@ pub struct HandlerContext {
     pub cancellation: CancellationToken,
     /// The state values the worker was given.
     states: States,
+    /// Where [`log`](Self::log) writes: the delivery's log, stored with the event.
+    logs: LogBuffer,
 }
 
 impl HandlerContext {
@@ -67,6 +70,7 @@ impl HandlerContext {
             correlation_id: record.correlation_id.clone(),
             cancellation,
             states: States::default(),
+            logs: LogBuffer::default(),
         }
     }
 
@@ -100,7 +104,74 @@ impl HandlerContext {
             correlation_id: None,
             cancellation: CancellationToken::new(),
             states: States::default(),
+            logs: LogBuffer::default(),
         }
+    }
+
+    /// This context writing its [`log`](Self::log) entries to `logs` (processors call it: the
+    /// runtime stores the delivery's entries with the event).
+    #[must_use]
+    pub fn with_logs(mut self, logs: LogBuffer) -> Self {
+        self.logs = logs;
+        self
+    }
+
+    /// Logs `message` on the event (contract L1): stored with the event under this handler's
+    /// results when the outcome is written — whether the handler succeeds, fails, times out or
+    /// panics — and shown by `outbox show` and the dashboard. Also emitted as a `tracing` event.
+    /// Entries of a delivery whose lease was lost are discarded with its results.
+    ///
+    /// ```
+    /// use outbox_core::{HandlerContext, LogLevel};
+    /// let ctx = HandlerContext::for_test("UserInvited");
+    /// ctx.log(LogLevel::Info, "rendering the template");
+    /// ctx.warn(format!("retrying after {} ms", 250));
+    /// ```
+    pub fn log(&self, level: LogLevel, message: impl Into<String>) {
+        let message = message.into();
+        match level {
+            LogLevel::Debug => {
+                tracing::debug!(handler = %self.handler, attempt = self.attempt, "{message}")
+            }
+            LogLevel::Info => {
+                tracing::info!(handler = %self.handler, attempt = self.attempt, "{message}")
+            }
+            LogLevel::Warn => {
+                tracing::warn!(handler = %self.handler, attempt = self.attempt, "{message}")
+            }
+            LogLevel::Error => {
+                tracing::error!(handler = %self.handler, attempt = self.attempt, "{message}")
+            }
+        }
+        self.logs.push(
+            &self.handler,
+            LogEntry {
+                at: chrono::Utc::now(),
+                level,
+                attempt: self.attempt,
+                message,
+            },
+        );
+    }
+
+    /// [`log`](Self::log) at [`LogLevel::Debug`].
+    pub fn debug(&self, message: impl Into<String>) {
+        self.log(LogLevel::Debug, message);
+    }
+
+    /// [`log`](Self::log) at [`LogLevel::Info`].
+    pub fn info(&self, message: impl Into<String>) {
+        self.log(LogLevel::Info, message);
+    }
+
+    /// [`log`](Self::log) at [`LogLevel::Warn`].
+    pub fn warn(&self, message: impl Into<String>) {
+        self.log(LogLevel::Warn, message);
+    }
+
+    /// [`log`](Self::log) at [`LogLevel::Error`].
+    pub fn error(&self, message: impl Into<String>) {
+        self.log(LogLevel::Error, message);
     }
 }
 

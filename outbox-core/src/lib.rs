@@ -7,6 +7,7 @@ mod event;
 mod explain;
 mod handler;
 mod limits;
+mod logs;
 mod metrics;
 mod naming;
 mod outcome;
@@ -33,6 +34,7 @@ pub use handler::{
     HandlerRegistration, HandlerResult,
 };
 pub use limits::Limits;
+pub use logs::{LogBuffer, LogEntry, LogLevel, MAX_LOG_BYTES, MAX_LOG_ENTRIES, MAX_MESSAGE_BYTES};
 pub use metrics::MetricsSnapshot;
 pub use naming::validate_name;
 pub use outbox_macros::{Event, handler};

@@ -11,6 +11,7 @@ use tracing::Instrument;
 
 use crate::error::HandlerError;
 use crate::handler::{HandlerContext, HandlerResult};
+use crate::logs::LogBuffer;
 use crate::record::{EventRecord, HandlerResults};
 use crate::registry::Registry;
 use crate::state::States;
@@ -28,6 +29,9 @@ pub struct Delivery {
     pub abort: CancellationToken,
     /// The timeout for a handler without its own.
     pub default_timeout: Duration,
+    /// Where the handlers' [`HandlerContext::log`] entries go; the runtime stores them with the
+    /// event's outcome.
+    pub logs: LogBuffer,
 }
 
 impl Delivery {
@@ -38,6 +42,7 @@ impl Delivery {
             cancellation: CancellationToken::new(),
             abort: CancellationToken::new(),
             default_timeout,
+            logs: LogBuffer::default(),
         }
     }
 }
@@ -180,7 +185,8 @@ impl Processor for DispatchProcessor {
                     attempt,
                     delivery.cancellation.clone(),
                 )
-                .with_states(self.states.clone());
+                .with_states(self.states.clone())
+                .with_logs(delivery.logs.clone());
                 let timeout = handler.timeout().unwrap_or(delivery.default_timeout);
                 let span = tracing::info_span!(
                     "outbox.handler",

@@ -89,6 +89,17 @@ pub struct HandlerState {
     /// `missing_handler_grace` the handler gives up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub missing_since: Option<DateTime<Utc>>,
+    /// What the handler logged through its context, over its attempts, oldest first (contract
+    /// L1; bounded per event, see [`MAX_LOG_ENTRIES`](crate::MAX_LOG_ENTRIES)).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<crate::LogEntry>,
+    /// How many of its oldest log entries were dropped to keep the event's logs bounded.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub logs_dropped: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl HandlerState {

@@ -323,6 +323,37 @@ pub(crate) async fn event(
         ],
         &results,
     ));
+    let mut logs: Vec<(&str, &outbox_core::LogEntry)> = record
+        .handler_results
+        .iter()
+        .flat_map(|(name, state)| state.logs.iter().map(move |e| (name.as_str(), e)))
+        .collect();
+    logs.sort_by_key(|(_, e)| e.at);
+    let log_rows: Vec<Vec<String>> = logs
+        .iter()
+        .map(|(handler, e)| {
+            vec![
+                td(&time(Some(e.at))),
+                td(e.level.as_str()),
+                td(&format!("{handler} #{}", e.attempt)),
+                td(&e.message),
+            ]
+        })
+        .collect();
+    let dropped: u32 = record
+        .handler_results
+        .values()
+        .map(|s| s.logs_dropped)
+        .sum();
+    body.push_str("<h2>Log</h2>");
+    if dropped > 0 {
+        let _ = write!(body, "<p>{dropped} older entries dropped.</p>");
+    }
+    body.push_str(&table(
+        "logs",
+        &["time", "level", "handler", "message"],
+        &log_rows,
+    ));
     let pretty = serde_json::to_string_pretty(&record.payload).unwrap_or_default();
     let _ = write!(body, "<h2>Payload</h2><pre>{}</pre>", esc(&pretty));
     PageResponse {

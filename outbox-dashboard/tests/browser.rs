@@ -105,12 +105,14 @@ async fn requeue_a_dead_letter_in_a_real_browser() {
     let fixed = Arc::new(AtomicBool::new(false));
     let handler = {
         let fixed = Arc::clone(&fixed);
-        Handler::raw("dash.Charge", "charge_card", move |_record, _ctx| {
+        Handler::raw("dash.Charge", "charge_card", move |_record, ctx| {
             let fixed = fixed.load(Ordering::SeqCst);
             async move {
                 if fixed {
+                    ctx.info("charged");
                     Ok(())
                 } else {
+                    ctx.warn("the bank refused the card");
                     Err(HandlerError::permanent("card declined: code 51"))
                 }
             }
@@ -200,6 +202,12 @@ async fn requeue_a_dead_letter_in_a_real_browser() {
         .await
         .expect("open the event");
     assert_eq!(text(&client, "#status").await, "processed");
+    // The handler's log, both deliveries: what it said when it failed, and when it succeeded.
+    let logs = text(&client, "#logs").await;
+    assert!(
+        logs.contains("the bank refused the card") && logs.contains("charged"),
+        "{logs}"
+    );
     assert!(text(&client, "#why").await.starts_with("processed at"));
     client.goto(&url("")).await.expect("open the overview");
     assert_eq!(text(&client, "#total-dead").await, "0");

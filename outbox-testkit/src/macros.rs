@@ -50,6 +50,7 @@ macro_rules! conformance_suite {
             h5_hand_built_registry,
             bad_input_payloads_and_names,
             w1_wait_for_outcomes,
+            l1_per_event_logs,
         );
     };
 }

@@ -119,10 +119,14 @@ pub async fn send_email(event: UserInvited, ctx: HandlerContext) -> Result<(), H
     .execute(&services.pool)
     .await
     .map_err(|e| HandlerError::retry(format!("recording the email failed: {e}")))?;
+    // Logged on the event itself (`outbox show <id>`, the dashboard) as well as to the process log.
     if sent.rows_affected() == 0 {
-        tracing::info!(email = %event.email, "invitation already sent for this event; nothing sent again");
+        ctx.info(format!(
+            "invitation to {} already sent for this event; nothing sent again",
+            event.email
+        ));
     } else {
-        tracing::info!(email = %event.email, attempt = ctx.attempt, "invitation email sent");
+        ctx.info(format!("invitation email sent to {}", event.email));
     }
     Ok(())
 }

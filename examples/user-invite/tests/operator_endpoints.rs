@@ -204,6 +204,27 @@ async fn metrics_are_scraped_and_the_dashboard_asks_for_credentials() {
         body["outputs"]["publish"]["sequence"].as_u64().is_some(),
         "the relay's output (its stream sequence) comes back: {body}"
     );
+    // The email handler's log line is stored with the event (contract L1).
+    let event_page: serde_json::Value = http
+        .get(format!(
+            "{url}/events/{}",
+            body["event_id"].as_str().unwrap_or_default()
+        ))
+        .basic_auth("admin", Some("s3cret"))
+        .send()
+        .await
+        .expect("GET the event page")
+        .text()
+        .await
+        .map(serde_json::Value::String)
+        .expect("the event page");
+    assert!(
+        event_page
+            .as_str()
+            .unwrap_or_default()
+            .contains("invitation email sent to waits@example.com"),
+        "the event page shows the handler's log: {event_page}"
+    );
     let pending = http
         .post(format!("{}/invite?wait=10ms", service.base))
         .json(&json!({ "email": "hurries@example.com" }))

@@ -67,6 +67,7 @@ async fn run(shared: Arc<Shared>, claimed: ClaimedEvent, permit: OwnedSemaphoreP
     let mut delivery = Delivery::new(Arc::clone(&record), shared.config.handler_timeout);
     delivery.cancellation = cancellation;
     delivery.abort = abort.clone();
+    let logs = delivery.logs.clone();
     let dispatch = process_catching_panics(shared.processor.as_ref(), delivery).await;
     let lease_lost = held.is_lost();
     drop(held);
@@ -110,7 +111,8 @@ async fn run(shared: Arc<Shared>, claimed: ClaimedEvent, permit: OwnedSemaphoreP
         missing_handler_grace: shared.config.missing_handler_grace,
     };
     let expected = shared.processor.handler_names(&record.event_type);
-    let completion = fold_outcome(&record, &dispatch, expected, &rules, Utc::now());
+    let mut completion = fold_outcome(&record, &dispatch, expected, &rules, Utc::now());
+    crate::logs::merge_logs(&mut completion.handler_results, logs.take());
     submit(&shared, lease, completion, Kind::Outcome, &record, permit);
 }
 

@@ -795,3 +795,119 @@ pub async fn w1_wait_for_outcomes<F: StoreFactory>(factory: &F) -> ClauseResult 
     worker.shutdown().await;
     result
 }
+
+/// L1: what handlers log through their context is stored with the event, per handler and
+/// attempt, after a failure, a success, a panic and a timeout alike; an event keeps at most
+/// [`outbox_core::MAX_LOG_ENTRIES`] entries, the oldest dropped and counted.
+pub async fn l1_per_event_logs<F: StoreFactory>(factory: &F) -> ClauseResult {
+    use outbox_core::{LogLevel, Outcome};
+    let store = factory.create(&namespace("l1")).await?;
+    let flaky = Handler::raw("l1.Flaky", "flaky", |_record, ctx| {
+        ctx.info(format!("try {}", ctx.attempt));
+        async move {
+            if ctx.attempt == 1 {
+                ctx.warn("the mail server said 451");
+                Err(HandlerError::retry("451 try again"))
+            } else {
+                Ok(())
+            }
+        }
+    });
+    let panicky = Handler::raw("l1.Panic", "panicky", |_record, ctx| {
+        ctx.error("about to panic");
+        async move {
+            if ctx.attempt < 100 {
+                panic!("boom");
+            }
+            Ok::<_, HandlerError>(())
+        }
+    })
+    .with_max_attempts(1);
+    let slow = Handler::raw("l1.Slow", "slow", |_record, ctx| async move {
+        ctx.debug("waiting for the slow service");
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Ok::<_, HandlerError>(())
+    })
+    .with_max_attempts(1)
+    .with_timeout(Duration::from_millis(100));
+    let loud = Handler::raw("l1.Loud", "loud", |_record, ctx| {
+        for n in 0..150 {
+            ctx.info(format!("line {n}"));
+        }
+        async { Ok::<_, HandlerError>(()) }
+    });
+    let worker = start(
+        &store,
+        registry(vec![flaky, panicky, slow, loud])?,
+        fast_config(),
+    )?;
+    let result = async {
+        let flaky = store
+            .enqueue(NewEvent::new("l1.Flaky", json!({})))
+            .await?
+            .id;
+        let panicky = store
+            .enqueue(NewEvent::new("l1.Panic", json!({})))
+            .await?
+            .id;
+        let slow = store.enqueue(NewEvent::new("l1.Slow", json!({}))).await?.id;
+        let loud = store.enqueue(NewEvent::new("l1.Loud", json!({}))).await?.id;
+
+        let outcome = store.wait_for(flaky, WAIT).await?;
+        let Outcome::Processed(record) = outcome else {
+            return Err(Failure::new(format!(
+                "the flaky event must be processed: {outcome:?}"
+            )));
+        };
+        let lines: Vec<(u32, LogLevel, &str)> = record.handler_results["flaky"]
+            .logs
+            .iter()
+            .map(|e| (e.attempt, e.level, e.message.as_str()))
+            .collect();
+        ensure!(
+            lines
+                == [
+                    (1, LogLevel::Info, "try 1"),
+                    (1, LogLevel::Warn, "the mail server said 451"),
+                    (2, LogLevel::Info, "try 2"),
+                ],
+            "both attempts' entries, in order, failure included: {lines:?}"
+        );
+
+        for (id, handler, message) in [
+            (panicky, "panicky", "about to panic"),
+            (slow, "slow", "waiting for the slow service"),
+        ] {
+            let outcome = store.wait_for(id, WAIT).await?;
+            let logs = outcome
+                .record()
+                .and_then(|r| r.handler_results.get(handler))
+                .map(|s| s.logs.iter().map(|e| e.message.clone()).collect::<Vec<_>>());
+            ensure!(
+                matches!(outcome, Outcome::Dead(_)) && logs == Some(vec![message.to_owned()]),
+                "{handler}: dead, with what it logged before it panicked or timed out: {outcome:?}"
+            );
+        }
+
+        let outcome = store.wait_for(loud, WAIT).await?;
+        let state = outcome
+            .record()
+            .and_then(|r| r.handler_results.get("loud"))
+            .cloned()
+            .unwrap_or_default();
+        ensure!(
+            state.logs.len() == outbox_core::MAX_LOG_ENTRIES
+                && state.logs_dropped == 50
+                && state.logs.first().map(|e| e.message.as_str()) == Some("line 50"),
+            "150 lines keep the newest {}, 50 dropped and counted: {} kept, {} dropped, first {:?}",
+            outbox_core::MAX_LOG_ENTRIES,
+            state.logs.len(),
+            state.logs_dropped,
+            state.logs.first()
+        );
+        Ok(Verdict::Passed)
+    }
+    .await;
+    worker.shutdown().await;
+    result
+}
