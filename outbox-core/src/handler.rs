@@ -319,6 +319,50 @@ impl std::fmt::Debug for Handler {
 }
 
 impl Handler {
+    /// A batch handler for `event_type` (contract B1): the worker's events of that type are
+    /// grouped — up to `max` per call, or whatever arrived within `linger` of the first — and
+    /// `f` handles each group in one call, returning one result per item, in order (a result
+    /// for each event, recorded as for any handler). Relaying to a broker is the natural case.
+    /// Each event still has its own attempts, timeout and retries; a batch that panics or
+    /// returns the wrong number of results fails each of its events (retried). Ordering keys
+    /// hold: a worker runs one event per key at a time.
+    ///
+    /// ```
+    /// use outbox_core::{BatchItem, Handler, HandlerError};
+    /// let relay = Handler::batch("UserInvited", "relay", 100, std::time::Duration::from_millis(5),
+    ///     |items: Vec<BatchItem>| async move {
+    ///         // publish every item.record.payload in one call here
+    ///         items.iter().map(|_| Ok(None)).collect::<Vec<Result<_, HandlerError>>>()
+    ///     });
+    /// assert_eq!(relay.name(), "relay");
+    /// ```
+    pub fn batch<F, Fut>(
+        event_type: impl Into<String>,
+        name: impl Into<String>,
+        max: usize,
+        linger: Duration,
+        f: F,
+    ) -> Self
+    where
+        F: Fn(Vec<crate::BatchItem>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<HandlerResult>> + Send + 'static,
+    {
+        let f = Arc::new(move |items| -> crate::batch_handler::BatchFuture { Box::pin(f(items)) });
+        let batcher = Arc::new(crate::batch_handler::Batcher::new(max, linger, f));
+        let call = move |record, ctx| batcher.call(record, ctx);
+        Self {
+            event_type: event_type.into(),
+            name: name.into(),
+            max_attempts: None,
+            timeout: None,
+            location: caller_location(),
+            declared_event_type: None,
+            renamed_from: None,
+            required_state: Vec::new(),
+            call: Arc::new(call),
+        }
+    }
+
     /// A handler for `event_type` taking the raw record.
     #[track_caller]
     pub fn raw<F, Fut, O>(event_type: impl Into<String>, name: impl Into<String>, f: F) -> Self

@@ -6,7 +6,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{ItemFn, Path};
 
-use crate::handler_attr::{HandlerArgs, check_fn};
+use crate::handler_attr::{HandlerArgs, batch_element, check_fn};
 
 /// Expands `#[handler(attr)] item`; on error, emits the errors and the item unchanged.
 pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -20,7 +20,7 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
     let mut args = HandlerArgs::default();
     let parser = syn::meta::parser(|meta| args.parse_option(meta));
     let mut errors: Option<syn::Error> = syn::parse::Parser::parse2(parser, attr.clone()).err();
-    let shape = match check_fn(&item_fn) {
+    let mut shape = match check_fn(&item_fn) {
         Ok(shape) => Some(shape),
         Err(err) => {
             match &mut errors {
@@ -30,6 +30,32 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
             None
         }
     };
+    // A batch handler takes `Vec<event>` and nothing else; its event type is the element's.
+    let mut batch_problems: Vec<syn::Error> = Vec::new();
+    if let (Some((_, lit)), None) = (&args.linger, args.batch) {
+        batch_problems.push(syn::Error::new_spanned(
+            lit,
+            "`linger` applies to batch handlers: add `batch = N`",
+        ));
+    }
+    if let (Some(_), Some(s)) = (args.batch, shape.as_mut()) {
+        match batch_element(s.event_type) {
+            Ok(element) => s.event_type = element,
+            Err(err) => batch_problems.push(err),
+        }
+        if let Some(first) = s.extra.first() {
+            batch_problems.push(syn::Error::new_spanned(
+                first,
+                "a batch handler takes only its `Vec` of events (each event's context is not one value)",
+            ));
+        }
+    }
+    for err in batch_problems {
+        match &mut errors {
+            Some(e) => e.combine(err),
+            None => errors = Some(err),
+        }
+    }
     match (errors, shape) {
         (None, Some(shape)) => {
             let krate: Path = args
@@ -125,15 +151,37 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
                 },
             };
             let call = format_ident!("__outbox_call_{}", ident);
-            let declared = format_ident!("__outbox_declared_{}", ident);
-            let required = format_ident!("__outbox_required_state_{}", ident);
-            quote! {
-                #item_fn
-
-                #[doc(hidden)]
-                #[allow(non_snake_case, clippy::used_underscore_binding)]
-                const _: () = {
-                    #event_check
+            let batch_fn = format_ident!("__outbox_batch_{}", ident);
+            let call_fn = match args.batch {
+                Some(max) => {
+                    let linger_ms = args.linger.as_ref().map_or(10, |(d, _)| {
+                        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+                    });
+                    // Spanned on the declared return type, so a wrong one is reported there.
+                    let check_return = match &item_fn.sig.output {
+                        syn::ReturnType::Type(_, ty) => quote_spanned! {ty.span()=>
+                            const _: fn() = || {
+                                fn returns<R: #krate::__private::IntoBatchResults>() {}
+                                returns::<#ty>();
+                            };
+                        },
+                        syn::ReturnType::Default => quote!(),
+                    };
+                    quote! {
+                        #check_return
+                        fn #batch_fn(items: ::std::vec::Vec<#krate::BatchItem>) -> #krate::BatchFuture {
+                            ::std::boxed::Box::pin(#krate::__private::run_batch::<#event_ty, _, _>(items, #ident))
+                        }
+                        fn #call(
+                            record: #krate::__private::Arc<#krate::EventRecord>,
+                            ctx: #krate::HandlerContext,
+                        ) -> #krate::HandlerFuture {
+                            static BATCHER: #krate::__private::BatchCell = #krate::__private::BatchCell::new();
+                            BATCHER.call(#max, #linger_ms, #batch_fn, record, ctx)
+                        }
+                    }
+                }
+                None => quote! {
                     fn #call(
                         record: #krate::__private::Arc<#krate::EventRecord>,
                         ctx: #krate::HandlerContext,
@@ -147,6 +195,18 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
                             #into_result
                         })
                     }
+                },
+            };
+            let declared = format_ident!("__outbox_declared_{}", ident);
+            let required = format_ident!("__outbox_required_state_{}", ident);
+            quote! {
+                #item_fn
+
+                #[doc(hidden)]
+                #[allow(non_snake_case, clippy::used_underscore_binding)]
+                const _: () = {
+                    #event_check
+                    #call_fn
                     fn #declared() -> ::core::option::Option<&'static str> {
                         <#event_ty as #krate::HandlerInput>::declared_event_type()
                     }

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use syn::{FnArg, ItemFn, LitInt, LitStr, Path, Type};
 
-const OPTIONS: &str = "`event`, `name`, `renamed_from`, `max_attempts`, `timeout`, `crate`";
+const OPTIONS: &str =
+    "`event`, `name`, `renamed_from`, `max_attempts`, `timeout`, `batch`, `linger`, `crate`";
 
 /// The options of one `#[handler(...)]`.
 #[derive(Default)]
@@ -14,6 +15,10 @@ pub(crate) struct HandlerArgs {
     pub(crate) renamed_from: Option<LitStr>,
     pub(crate) max_attempts: Option<u32>,
     pub(crate) timeout: Option<Duration>,
+    /// `batch = N`: the function takes `Vec<event>` and handles up to N events per call.
+    pub(crate) batch: Option<usize>,
+    /// `linger = "10ms"`: how long a batch waits to fill.
+    pub(crate) linger: Option<(Duration, LitStr)>,
     pub(crate) krate: Option<Path>,
 }
 
@@ -70,6 +75,24 @@ impl HandlerArgs {
                     )
                 })?;
                 set_once(&mut self.timeout, timeout, &meta)
+            }
+            "batch" => {
+                let lit: LitInt = meta.value()?.parse()?;
+                let n: usize = lit.base10_parse()?;
+                if n == 0 {
+                    return Err(syn::Error::new_spanned(&lit, "`batch` must be at least 1"));
+                }
+                set_once(&mut self.batch, n, &meta)
+            }
+            "linger" => {
+                let lit: LitStr = meta.value()?.parse()?;
+                let linger = parse_duration(&lit.value()).ok_or_else(|| {
+                    syn::Error::new_spanned(
+                        &lit,
+                        "`linger` must be a positive duration such as \"5ms\" or \"1s\"",
+                    )
+                })?;
+                set_once(&mut self.linger, (linger, lit), &meta)
             }
             "crate" => {
                 let lit: LitStr = meta.value()?.parse()?;
@@ -175,6 +198,25 @@ pub(crate) fn check_fn(item: &ItemFn) -> Result<HandlerFn<'_>, syn::Error> {
         event_type: types[0],
         extra: types[1..].to_vec(),
     })
+}
+
+/// The element type of a batch handler's `Vec<T>` parameter.
+pub(crate) fn batch_element(ty: &Type) -> Result<&Type, syn::Error> {
+    if let Type::Path(path) = ty {
+        if let Some(last) = path.path.segments.last() {
+            if last.ident == "Vec" {
+                if let syn::PathArguments::AngleBracketed(args) = &last.arguments {
+                    if let Some(syn::GenericArgument::Type(inner)) = args.args.first() {
+                        return Ok(inner);
+                    }
+                }
+            }
+        }
+    }
+    Err(syn::Error::new_spanned(
+        ty,
+        "a batch handler (`batch = N`) takes `Vec<Event>` (or `Vec<EventRecord>`): the events of one batch",
+    ))
 }
 
 #[cfg(test)]

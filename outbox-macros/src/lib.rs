@@ -47,6 +47,8 @@ mod handler_attr;
 /// | `renamed_from = "…"` | the name its results were stored under before a rename: they move to the new name |
 /// | `max_attempts = n` | attempts before it gives up (default: the worker's retry policy) |
 /// | `timeout = "30s"` | per-run timeout (`ms`, `s`, `m`, `h`; default: the worker's) |
+/// | `batch = n` | a batch handler: the function takes `Vec<Event>` (or `Vec<EventRecord>`) and handles up to `n` events per call (contract B1), returning one `Result` for all or a `Vec` of one per event; each event keeps its own result |
+/// | `linger = "10ms"` | how long a batch waits to fill after its first event (default `10ms`; batch handlers only) |
 /// | `crate = "…"` | the path of `outbox-core` when it is renamed in `Cargo.toml` |
 ///
 /// The function is `async`, takes the event first (a type deriving `Event`, `EventRecord` or

@@ -51,6 +51,7 @@ macro_rules! conformance_suite {
             bad_input_payloads_and_names,
             w1_wait_for_outcomes,
             l1_per_event_logs,
+            b1_batch_handlers,
         );
     };
 }

@@ -12,7 +12,7 @@ mod support;
 
 pub use poison_and_limits::{c11_input_limits, c11_poison_rows};
 pub use processor_clauses::{
-    h5_hand_built_registry, l1_per_event_logs, p1_fan_out_per_handler_results,
+    b1_batch_handlers, h5_hand_built_registry, l1_per_event_logs, p1_fan_out_per_handler_results,
     p2_retries_then_dead, p3_permanent_errors, p4_missing_handler_no_hot_loop,
     p4_unhandled_event_types, p5_panics_and_timeouts, p6_lease_renewal_and_loss,
     p7_crash_mid_handler_redelivers, p7_graceful_shutdown, p9_store_faults, w1_wait_for_outcomes,
@@ -67,4 +67,5 @@ pub const CLAUSES: &[&str] = &[
     "bad_input_payloads_and_names",
     "w1_wait_for_outcomes",
     "l1_per_event_logs",
+    "b1_batch_handlers",
 ];

@@ -911,3 +911,133 @@ pub async fn l1_per_event_logs<F: StoreFactory>(factory: &F) -> ClauseResult {
     worker.shutdown().await;
     result
 }
+
+/// B1: a batch handler gets the running events of its type in groups (at most its size), gives
+/// each its own result (recorded as for any handler: outputs, dead letters), and ordering keys
+/// still hold (a key's events run in creation order, never two in one batch).
+pub async fn b1_batch_handlers<F: StoreFactory>(factory: &F) -> ClauseResult {
+    use std::sync::Mutex;
+    let store = factory.create(&namespace("b1")).await?;
+    // Each call's events: (id, ordering key).
+    type Batches = Arc<Mutex<Vec<Vec<(uuid::Uuid, Option<String>)>>>>;
+    let calls: Batches = Arc::default();
+    let relay = {
+        let calls = Arc::clone(&calls);
+        Handler::batch(
+            "b1.Msg",
+            "relay",
+            10,
+            Duration::from_millis(50),
+            move |items: Vec<outbox_core::BatchItem>| {
+                let size = items.len();
+                calls
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(
+                        items
+                            .iter()
+                            .map(|i| (i.record.id, i.record.ordering_key.clone()))
+                            .collect(),
+                    );
+                let results = items
+                    .iter()
+                    .map(|item| {
+                        if item.record.payload["fail"] == json!(true) {
+                            Err(HandlerError::permanent("broker refused the message"))
+                        } else {
+                            Ok(Some(json!({ "batch": size })))
+                        }
+                    })
+                    .collect::<Vec<_>>();
+                async move { results }
+            },
+        )
+    };
+    let mut ids = Vec::new();
+    let mut keyed = Vec::new();
+    let mut failing = Vec::new();
+    for n in 0..30 {
+        let mut event = NewEvent::new("b1.Msg", json!({ "n": n, "fail": n % 13 == 5 }));
+        if n % 6 == 0 {
+            event = event.ordering_key("b1-key");
+        }
+        let id = store.enqueue(event).await?.id;
+        if n % 6 == 0 {
+            keyed.push(id);
+        }
+        if n % 13 == 5 {
+            failing.push(id);
+        }
+        ids.push(id);
+    }
+    let worker = start(&store, registry(vec![relay])?, fast_config())?;
+    let result = async {
+        for id in &ids {
+            let outcome = store.wait_for(*id, WAIT).await?;
+            let state = outcome
+                .record()
+                .and_then(|r| r.handler_results.get("relay"))
+                .cloned()
+                .unwrap_or_default();
+            if failing.contains(id) {
+                ensure!(
+                    matches!(outcome, outbox_core::Outcome::Dead(_))
+                        && state.last_error.as_deref() == Some("broker refused the message"),
+                    "a failed item is that event's failure: {outcome:?}"
+                );
+            } else {
+                ensure!(
+                    matches!(outcome, outbox_core::Outcome::Processed(_))
+                        && state.attempts == 1
+                        && state
+                            .output
+                            .as_ref()
+                            .and_then(|o| o["batch"].as_u64())
+                            .is_some(),
+                    "each event gets its own result, recorded once, with its output: {outcome:?}"
+                );
+            }
+        }
+        let calls = calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let handled: usize = calls.iter().map(Vec::len).sum();
+        ensure!(
+            handled == ids.len(),
+            "every event handled once: {handled} of {}",
+            ids.len()
+        );
+        ensure!(
+            calls.iter().all(|c| c.len() <= 10),
+            "no batch above its size: {:?}",
+            calls.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        ensure!(
+            calls.len() < ids.len(),
+            "events were grouped: {} calls for {} events",
+            calls.len(),
+            ids.len()
+        );
+        ensure!(
+            calls
+                .iter()
+                .all(|c| c.iter().filter(|(_, k)| k.is_some()).count() <= 1),
+            "never two events of one key in a batch"
+        );
+        let keyed_order: Vec<uuid::Uuid> = calls
+            .iter()
+            .flatten()
+            .filter(|(_, k)| k.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        ensure!(
+            keyed_order == keyed,
+            "a key's events are handled in creation order: {keyed_order:?} vs {keyed:?}"
+        );
+        Ok(Verdict::Passed)
+    }
+    .await;
+    worker.shutdown().await;
+    result
+}
