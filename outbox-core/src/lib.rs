@@ -18,6 +18,7 @@ mod registry;
 mod retry;
 mod state;
 mod store;
+mod targets;
 #[cfg(feature = "metrics")]
 pub mod telemetry;
 mod trace;
@@ -52,6 +53,9 @@ pub use state::{HandlerArg, State, StateRequirement, States};
 pub use store::{
     ClaimRequest, ClaimedEvent, Completion, Enqueued, HandOff, Lease, Store, StoreCapabilities,
     StoreExt, StoreStats, TypeStats, WakeupStream, complete_each, renew_each, sort_in_due_order,
+};
+pub use targets::{
+    Notification, Notifiers, NotifyFuture, TARGET_EVENT_TYPE, target_event, with_target,
 };
 pub use tokio_util::sync::CancellationToken;
 pub use wait::Outcome;

@@ -52,6 +52,7 @@ macro_rules! conformance_suite {
             w1_wait_for_outcomes,
             l1_per_event_logs,
             b1_batch_handlers,
+            w2_outcome_targets,
         );
     };
 }

@@ -37,6 +37,12 @@ enum Flaw {
     NoInputLimits,
     /// Renews every lease of a batch with whatever token is current.
     RenewManyIgnoresTokens,
+    /// Stores completions without their per-handler results (outputs, logs).
+    DropsHandlerResults,
+    /// Reads pending events back as processed.
+    ReportsPendingAsFinished,
+    /// Does not store the trace context.
+    DropsTraceparent,
 }
 
 #[derive(Clone)]
@@ -60,6 +66,7 @@ impl Store for Broken {
             match self.flaw {
                 Flaw::IgnoresOrderingKeys => event.ordering_key = None,
                 Flaw::IgnoresIdempotencyKeys => event.idempotency_key = None,
+                Flaw::DropsTraceparent => event.traceparent = None,
                 Flaw::LosesEvents => {
                     let mut n = self.enqueued.lock().expect("counter lock");
                     *n += 1;
@@ -127,7 +134,10 @@ impl Store for Broken {
         }
         out
     }
-    async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError> {
+    async fn complete(&self, lease: &Lease, mut completion: Completion) -> Result<(), StoreError> {
+        if self.flaw == Flaw::DropsHandlerResults {
+            completion.handler_results.clear();
+        }
         if self.flaw == Flaw::IgnoresLeaseToken {
             if let Some(current) = self
                 .inner
@@ -145,7 +155,13 @@ impl Store for Broken {
         self.inner.complete(lease, completion).await
     }
     async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
-        self.inner.get(id).await
+        let mut record = self.inner.get(id).await?;
+        if self.flaw == Flaw::ReportsPendingAsFinished {
+            if let Some(r) = record.as_mut() {
+                r.status = outbox_core::EventStatus::Processed;
+            }
+        }
+        Ok(record)
     }
     async fn dead_letters(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
         self.inner.dead_letters(limit).await
@@ -404,4 +420,54 @@ fn the_reference_store_passes_the_same_clauses() {
     ] {
         assert_eq!(result, Ok(Verdict::Passed));
     }
+}
+
+#[test]
+fn lost_outputs_and_logs_are_caught() {
+    let f = factory(Flaw::DropsHandlerResults);
+    assert_caught(
+        block_on(suite::w1_wait_for_outcomes(&f)),
+        Flaw::DropsHandlerResults,
+    );
+    assert_caught(
+        block_on(suite::l1_per_event_logs(&f)),
+        Flaw::DropsHandlerResults,
+    );
+    assert_caught(
+        block_on(suite::b1_batch_handlers(&f)),
+        Flaw::DropsHandlerResults,
+    );
+}
+
+#[test]
+fn outcomes_reported_too_early_are_caught() {
+    let f = factory(Flaw::ReportsPendingAsFinished);
+    assert_caught(
+        block_on(suite::w1_wait_for_outcomes(&f)),
+        Flaw::ReportsPendingAsFinished,
+    );
+    assert_caught(
+        block_on(suite::w2_outcome_targets(&f)),
+        Flaw::ReportsPendingAsFinished,
+    );
+}
+
+#[test]
+fn a_lost_trace_context_is_caught() {
+    let f = factory(Flaw::DropsTraceparent);
+    assert_caught(
+        block_on(suite::c2_claim_returns_every_field(&f)),
+        Flaw::DropsTraceparent,
+    );
+}
+
+#[test]
+fn a_store_without_per_type_counts_is_caught() {
+    // `Broken` implements only the required methods: `stats_by_type` and `key_head` answer
+    // "not supported", as a third-party store that never wrote them would.
+    let f = factory(Flaw::DoubleClaim);
+    assert_caught(
+        block_on(suite::c9_stats_by_type_and_key_head(&f)),
+        Flaw::DoubleClaim,
+    );
 }

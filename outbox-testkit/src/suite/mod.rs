@@ -16,6 +16,7 @@ pub use processor_clauses::{
     p2_retries_then_dead, p3_permanent_errors, p4_missing_handler_no_hot_loop,
     p4_unhandled_event_types, p5_panics_and_timeouts, p6_lease_renewal_and_loss,
     p7_crash_mid_handler_redelivers, p7_graceful_shutdown, p9_store_faults, w1_wait_for_outcomes,
+    w2_outcome_targets,
 };
 pub use store_clauses::{
     c1_transactional_enqueue, c2_claim_oldest_first, c2_claim_returns_every_field,
@@ -68,4 +69,5 @@ pub const CLAUSES: &[&str] = &[
     "w1_wait_for_outcomes",
     "l1_per_event_logs",
     "b1_batch_handlers",
+    "w2_outcome_targets",
 ];

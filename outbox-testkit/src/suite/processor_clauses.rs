@@ -1041,3 +1041,119 @@ pub async fn b1_batch_handlers<F: StoreFactory>(factory: &F) -> ClauseResult {
     worker.shutdown().await;
     result
 }
+
+/// W2: targets attached to an event — at enqueue, after it finished, or while it is still
+/// pending — are each notified of its final outcome, at least once; a failing notifier is retried
+/// and one that keeps failing leaves its target a dead letter.
+pub async fn w2_outcome_targets<F: StoreFactory>(factory: &F) -> ClauseResult {
+    use outbox_core::{Notifiers, Outcome, target_event, with_target};
+    use std::sync::Mutex;
+    let store = factory.create(&namespace("w2")).await?;
+    type Heard = Arc<Mutex<Vec<(String, uuid::Uuid, bool)>>>;
+    let heard: Heard = Arc::default();
+    let shared: Arc<dyn Store> = Arc::new(store.clone());
+    let notifiers = {
+        let heard = Arc::clone(&heard);
+        Notifiers::new(shared)
+            .kind("test", move |n| {
+                let tag = n.target["tag"].as_str().unwrap_or_default().to_owned();
+                let processed = matches!(n.outcome, Outcome::Processed(_))
+                    && n.outcome.outputs().get("work") == Some(&&json!({ "done": true }));
+                let mut heard = heard
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let earlier = heard.iter().filter(|(t, _, _)| *t == tag).count();
+                heard.push((tag, n.event_id, processed));
+                let fail = n.target["flaky"] == json!(true) && earlier == 0;
+                async move {
+                    if fail {
+                        Err(HandlerError::retry("the session was busy"))
+                    } else {
+                        Ok(())
+                    }
+                }
+            })
+            .kind("broken", |_n| async {
+                Err(HandlerError::permanent("the webhook answered 410 Gone"))
+            })
+    };
+    let work = Handler::raw("w2.Work", "work", |_record, _ctx| async {
+        Ok::<_, HandlerError>(json!({ "done": true }))
+    });
+    let worker = start(
+        &store,
+        registry(vec![work, notifiers.handler()])?,
+        fast_config(),
+    )?;
+    let result = async {
+        // At enqueue: the target runs right after its event.
+        let (event, target) = with_target(
+            NewEvent::new("w2.Work", json!({})),
+            json!({ "kind": "test", "tag": "at-enqueue" }),
+        );
+        let first = event.id;
+        store.enqueue_batch(vec![event, target]).await?;
+        // After the event finished.
+        let second = store.enqueue(NewEvent::new("w2.Work", json!({}))).await?.id;
+        ensure!(
+            store.wait_for(second, WAIT).await?.is_final(),
+            "the second event was not processed"
+        );
+        store
+            .enqueue(target_event(
+                second,
+                json!({ "kind": "test", "tag": "after" }),
+            ))
+            .await?;
+        // While the event is still pending (scheduled): notified once it is processed; the
+        // notifier fails once and is retried.
+        let third = store
+            .enqueue(NewEvent::new("w2.Work", json!({})).deliver_after(Duration::from_millis(600)))
+            .await?
+            .id;
+        store
+            .enqueue(target_event(
+                third,
+                json!({ "kind": "test", "tag": "later", "flaky": true }),
+            ))
+            .await?;
+        // A notifier that always fails: the target becomes a dead letter.
+        let broken = store
+            .enqueue(target_event(first, json!({ "kind": "broken" })))
+            .await?
+            .id;
+
+        let expected = [("at-enqueue", first), ("after", second), ("later", third)];
+        wait_until(WAIT, "every target to be notified", || {
+            let heard = Arc::clone(&heard);
+            async move {
+                let heard = heard
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                Ok(expected.iter().all(|(tag, id)| {
+                    heard.iter().any(|(t, e, p)| t == tag && e == id && *p)
+                        && (*tag != "later"
+                            || heard.iter().filter(|(t, _, _)| t == tag).count() >= 2)
+                }))
+            }
+        })
+        .await?;
+        let heard = heard
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        ensure!(
+            heard.iter().all(|(_, _, processed)| *processed),
+            "a notifier only hears final outcomes, with the handlers' outputs: {heard:?}"
+        );
+        let outcome = store.wait_for(broken, WAIT).await?;
+        ensure!(
+            matches!(outcome, Outcome::Dead(_)),
+            "a target whose notifier keeps failing is a dead letter: {outcome:?}"
+        );
+        Ok(Verdict::Passed)
+    }
+    .await;
+    worker.shutdown().await;
+    result
+}
