@@ -336,6 +336,7 @@ impl Handler {
     ///     });
     /// assert_eq!(relay.name(), "relay");
     /// ```
+    #[track_caller]
     pub fn batch<F, Fut>(
         event_type: impl Into<String>,
         name: impl Into<String>,
@@ -350,16 +351,27 @@ impl Handler {
         let f = Arc::new(move |items| -> crate::batch_handler::BatchFuture { Box::pin(f(items)) });
         let batcher = Arc::new(crate::batch_handler::Batcher::new(max, linger, f));
         let call = move |record, ctx| batcher.call(record, ctx);
+        Self::built(event_type.into(), name.into(), None, Arc::new(call))
+    }
+
+    /// A handler with the given call and no limits of its own; its location is the caller's.
+    #[track_caller]
+    fn built(
+        event_type: String,
+        name: String,
+        declared_event_type: Option<&'static str>,
+        call: Arc<DynHandlerFn>,
+    ) -> Self {
         Self {
-            event_type: event_type.into(),
-            name: name.into(),
+            event_type,
+            name,
             max_attempts: None,
             timeout: None,
             location: caller_location(),
-            declared_event_type: None,
+            declared_event_type,
             renamed_from: None,
             required_state: Vec::new(),
-            call: Arc::new(call),
+            call,
         }
     }
 
@@ -375,17 +387,7 @@ impl Handler {
             let fut = f(record, ctx);
             Box::pin(async move { fut.await.map(HandlerOutput::into_output) })
         };
-        Self {
-            event_type: event_type.into(),
-            name: name.into(),
-            max_attempts: None,
-            timeout: None,
-            location: caller_location(),
-            declared_event_type: None,
-            renamed_from: None,
-            required_state: Vec::new(),
-            call: Arc::new(call),
-        }
+        Self::built(event_type.into(), name.into(), None, Arc::new(call))
     }
 
     /// A handler for the typed event `E` (its payload is deserialized; a bad payload is a permanent
@@ -406,17 +408,12 @@ impl Handler {
                 f(event, ctx).await.map(HandlerOutput::into_output)
             })
         };
-        Self {
-            event_type: E::EVENT_TYPE.to_owned(),
-            name: name.into(),
-            max_attempts: None,
-            timeout: None,
-            location: caller_location(),
-            declared_event_type: Some(E::EVENT_TYPE),
-            renamed_from: None,
-            required_state: Vec::new(),
-            call: Arc::new(call),
-        }
+        Self::built(
+            E::EVENT_TYPE.to_owned(),
+            name.into(),
+            Some(E::EVENT_TYPE),
+            Arc::new(call),
+        )
     }
 
     /// The handler a `#[handler]` registration describes.
