@@ -1,7 +1,7 @@
 //! One function per command.
 
 use chrono::{DateTime, Utc};
-use outbox_core::{EventRecord, StoreError};
+use outbox_core::{EventRecord, StoreError, StoreExt};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -91,10 +91,7 @@ pub(crate) async fn explain(backend: &Backend, id: &str, out: Output) -> Result<
     let Some(record) = store.get(id).await? else {
         return Err(CliError::Usage(format!("no event with id {id}")));
     };
-    let head = match (&record.ordering_key, record.status) {
-        (Some(key), outbox_core::EventStatus::Pending) => store.key_head(key).await?,
-        _ => None,
-    };
+    let head = store.key_head_of(&record).await?;
     let why = outbox_core::explain(&record, head.as_ref(), Utc::now());
     if out.json {
         let json = json!({

@@ -205,6 +205,7 @@ impl Processor for DispatchProcessor {
                 let name = handler.name().to_owned();
                 let max_attempts = handler.max_attempts();
                 async move {
+                    #[cfg(feature = "metrics")]
                     let started = std::time::Instant::now();
                     let result = tokio::select! {
                         finished = tokio::time::timeout(timeout, run) => match finished {
@@ -217,6 +218,7 @@ impl Processor for DispatchProcessor {
                         },
                         () = abort.cancelled() => return None,
                     };
+                    #[cfg(feature = "metrics")]
                     crate::metrics::handler_duration(&name, started.elapsed());
                     Some(HandlerOutcome {
                         handler: name,

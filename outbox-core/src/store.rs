@@ -610,6 +610,25 @@ pub trait StoreExt: Store {
         crate::wait::wait_for(self, id, timeout).await
     }
 
+    /// The event that `record` waits behind, if any: the head of its ordering key's line while it
+    /// is pending ([`Store::key_head`]; the record itself when it heads the line), what
+    /// [`explain`](crate::explain) takes.
+    ///
+    /// ```
+    /// use outbox_core::StoreExt;
+    /// # async fn demo(store: &dyn outbox_core::Store, record: outbox_core::EventRecord) -> Result<(), outbox_core::StoreError> {
+    /// let head = store.key_head_of(&record).await?;
+    /// let why = outbox_core::explain(&record, head.as_ref(), outbox_core::chrono::Utc::now());
+    /// println!("{}", why.summary);
+    /// # Ok(()) }
+    /// ```
+    async fn key_head_of(&self, record: &EventRecord) -> Result<Option<EventRecord>, StoreError> {
+        match (&record.ordering_key, record.status) {
+            (Some(key), EventStatus::Pending) => self.key_head(key).await,
+            _ => Ok(None),
+        }
+    }
+
     /// Enqueues one typed event outside any caller transaction.
     async fn enqueue_event<E: crate::Event>(&self, event: &E) -> Result<Enqueued, StoreError>
     where

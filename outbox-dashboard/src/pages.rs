@@ -11,7 +11,7 @@ use axum::http::header::{LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use chrono::Utc;
-use outbox_core::{EventRecord, EventStatus, Store, StoreError};
+use outbox_core::{EventRecord, EventStatus, Store, StoreError, StoreExt};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -274,10 +274,7 @@ pub(crate) async fn event(
         Ok(None) => return not_found(&state, "No event with that id."),
         Err(err) => return failure(&state, &err),
     };
-    let head = match (&record.ordering_key, record.status) {
-        (Some(key), EventStatus::Pending) => state.store.key_head(key).await.ok().flatten(),
-        _ => None,
-    };
+    let head = state.store.key_head_of(&record).await.ok().flatten();
     let why = outbox_core::explain(&record, head.as_ref(), Utc::now());
     let (token, new_cookie) = token(&state, &headers);
     let mut body = format!("<p class=\"why\" id=\"why\">{}</p><ul>", esc(&why.summary));
