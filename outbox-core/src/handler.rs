@@ -14,6 +14,7 @@ use crate::event::Event;
 use crate::logs::{LogBuffer, LogEntry, LogLevel};
 use crate::record::EventRecord;
 use crate::state::{StateRequirement, States};
+use crate::transaction::{StoreTransaction, TransactionScope, TransactionType};
 
 /// What a handler's future resolves to: an optional small JSON result, or a failure.
 pub type HandlerResult = Result<Option<serde_json::Value>, HandlerError>;
@@ -52,6 +53,8 @@ pub struct HandlerContext {
     states: States,
     /// Where [`log`](Self::log) writes: the delivery's log, stored with the event.
     logs: LogBuffer,
+    /// The store's transactions and the delivery's lease, for transactional handlers (X1).
+    transaction: Option<TransactionScope>,
 }
 
 impl HandlerContext {
@@ -71,6 +74,7 @@ impl HandlerContext {
             cancellation,
             states: States::default(),
             logs: LogBuffer::default(),
+            transaction: None,
         }
     }
 
@@ -105,7 +109,21 @@ impl HandlerContext {
             cancellation: CancellationToken::new(),
             states: States::default(),
             logs: LogBuffer::default(),
+            transaction: None,
         }
+    }
+
+    /// This context with the delivery's transaction scope (processors call it: transactional
+    /// handlers begin their transaction through it and record their success fenced by its lease).
+    #[must_use]
+    pub fn with_transaction(mut self, scope: Option<TransactionScope>) -> Self {
+        self.transaction = scope;
+        self
+    }
+
+    /// The delivery's transaction scope, when its store has transactions.
+    pub fn transaction_scope(&self) -> Option<&TransactionScope> {
+        self.transaction.as_ref()
     }
 
     /// This context writing its [`log`](Self::log) entries to `logs` (processors call it: the
@@ -269,6 +287,8 @@ pub struct HandlerRegistration {
     pub renamed_from: Option<&'static str>,
     /// The state types its `State<T>` parameters need.
     pub required_state: fn() -> Vec<StateRequirement>,
+    /// The transaction type it runs in, when transactional (contract X1).
+    pub transaction: fn() -> Option<TransactionType>,
 }
 
 inventory::collect!(HandlerRegistration);
@@ -302,6 +322,7 @@ pub struct Handler {
     declared_event_type: Option<&'static str>,
     renamed_from: Option<String>,
     required_state: Vec<StateRequirement>,
+    transaction: Option<TransactionType>,
     call: Arc<DynHandlerFn>,
 }
 
@@ -314,6 +335,7 @@ impl std::fmt::Debug for Handler {
             .field("timeout", &self.timeout)
             .field("location", &self.location)
             .field("renamed_from", &self.renamed_from)
+            .field("transaction", &self.transaction.map(|t| t.type_name))
             .finish_non_exhaustive()
     }
 }
@@ -371,6 +393,7 @@ impl Handler {
             declared_event_type,
             renamed_from: None,
             required_state: Vec::new(),
+            transaction: None,
             call,
         }
     }
@@ -416,6 +439,67 @@ impl Handler {
         )
     }
 
+    /// A transactional handler for `event_type` taking the raw record (contract X1): each run gets
+    /// a transaction of the worker's store (`&mut T`); when `f` succeeds its success is recorded
+    /// in that transaction, fenced by the lease, and committed with `f`'s writes. A failure,
+    /// timeout, panic or lost lease rolls the writes back. Building a worker whose store does not
+    /// give `T` fails. `#[handler(transactional)]` is the usual way to write one.
+    ///
+    /// The closure returns a boxed future because it borrows the transaction:
+    ///
+    /// ```
+    /// use outbox_core::{Handler, HandlerError, StoreTransaction};
+    /// # struct PgTx; impl StoreTransaction for PgTx {}
+    /// # impl PgTx { async fn insert(&mut self, _id: outbox_core::Uuid) {} }
+    ///
+    /// let record_invite = Handler::transactional("UserInvited", "record_invite", |record, tx: &mut PgTx, _ctx| {
+    ///     Box::pin(async move {
+    ///         tx.insert(record.id).await; // e.g. sqlx::query("INSERT …").execute(&mut **tx)
+    ///         Ok::<_, HandlerError>(())
+    ///     })
+    /// });
+    /// assert!(record_invite.transaction().is_some());
+    /// ```
+    #[track_caller]
+    pub fn transactional<T, F, O>(
+        event_type: impl Into<String>,
+        name: impl Into<String>,
+        f: F,
+    ) -> Self
+    where
+        T: StoreTransaction,
+        F: for<'tx> Fn(
+                Arc<EventRecord>,
+                &'tx mut T,
+                HandlerContext,
+            )
+                -> Pin<Box<dyn Future<Output = Result<O, HandlerError>> + Send + 'tx>>
+            + Send
+            + Sync
+            + 'static,
+        O: HandlerOutput,
+    {
+        let f = Arc::new(f);
+        let call = move |record: Arc<EventRecord>, ctx: HandlerContext| -> HandlerFuture {
+            let f = Arc::clone(&f);
+            Box::pin(async move {
+                let mut tx = crate::transaction::begin::<T>(&ctx).await?;
+                let result = f(record, &mut tx, ctx.clone())
+                    .await
+                    .map(HandlerOutput::into_output);
+                crate::transaction::finish(&ctx, tx, result).await
+            })
+        };
+        let mut handler = Self::built(event_type.into(), name.into(), None, Arc::new(call));
+        handler.transaction = Some(TransactionType::of::<T>());
+        handler
+    }
+
+    /// The transaction type it runs in, when transactional.
+    pub fn transaction(&self) -> Option<TransactionType> {
+        self.transaction
+    }
+
     /// The handler a `#[handler]` registration describes.
     pub fn from_registration(registration: &'static HandlerRegistration) -> Self {
         let call = registration.call;
@@ -428,6 +512,7 @@ impl Handler {
             declared_event_type: (registration.declared_event_type)(),
             renamed_from: registration.renamed_from.map(str::to_owned),
             required_state: (registration.required_state)(),
+            transaction: (registration.transaction)(),
             call: Arc::new(call),
         }
     }

@@ -7,6 +7,7 @@ mod error;
 mod event;
 mod explain;
 mod handler;
+mod inbox;
 mod limits;
 mod logs;
 mod metrics;
@@ -22,6 +23,7 @@ mod targets;
 #[cfg(feature = "metrics")]
 pub mod telemetry;
 mod trace;
+mod transaction;
 mod wait;
 mod worker;
 
@@ -36,6 +38,7 @@ pub use handler::{
     Handler, HandlerContext, HandlerFn, HandlerFuture, HandlerInput, HandlerOutput,
     HandlerRegistration, HandlerResult,
 };
+pub use inbox::{Inbox, InboxStore, MAX_MESSAGE_ID_BYTES, Receipt};
 pub use limits::Limits;
 pub use logs::{LogBuffer, LogEntry, LogLevel, MAX_LOG_BYTES, MAX_LOG_ENTRIES, MAX_MESSAGE_BYTES};
 pub use metrics::MetricsSnapshot;
@@ -58,6 +61,10 @@ pub use targets::{
     Notification, Notifiers, NotifyFuture, TARGET_EVENT_TYPE, target_event, with_target,
 };
 pub use tokio_util::sync::CancellationToken;
+pub use transaction::{
+    StoreTransaction, TransactionScope, TransactionType, TransactionalStore, Transactions,
+    transactions_of,
+};
 pub use wait::Outcome;
 pub use worker::{BuildError, ShutdownReport, Worker, WorkerBuilder, WorkerConfig, WorkerHandle};
 
@@ -85,6 +92,28 @@ pub mod __private {
     pub use serde;
     pub use std::sync::Arc;
     pub use std::time::Duration;
+
+    /// Begins the transaction a `#[handler(transactional)]` runs in.
+    pub async fn begin_transaction<T: crate::StoreTransaction>(
+        ctx: &crate::HandlerContext,
+    ) -> Result<T, crate::HandlerError> {
+        crate::transaction::begin(ctx).await
+    }
+
+    /// Ends a `#[handler(transactional)]` run: records its success in `tx` and commits, or rolls
+    /// back.
+    pub async fn finish_transaction<T: crate::StoreTransaction>(
+        ctx: &crate::HandlerContext,
+        tx: T,
+        result: crate::HandlerResult,
+    ) -> crate::HandlerResult {
+        crate::transaction::finish(ctx, tx, result).await
+    }
+
+    /// The transaction type of a `#[handler(transactional)]`'s `&mut T` parameter.
+    pub fn transaction_type<T: crate::StoreTransaction>() -> Option<crate::TransactionType> {
+        Some(crate::TransactionType::of::<T>())
+    }
 
     /// The event type of a `#[handler]` without `event = "…"`: its typed parameter's (a raw record
     /// has none; the macro then fails to compile with its own message).

@@ -15,6 +15,7 @@ use crate::logs::LogBuffer;
 use crate::record::{EventRecord, HandlerResults};
 use crate::registry::Registry;
 use crate::state::States;
+use crate::transaction::TransactionScope;
 
 /// One delivery of a claimed event to a processor.
 #[derive(Debug, Clone)]
@@ -32,6 +33,9 @@ pub struct Delivery {
     /// Where the handlers' [`HandlerContext::log`] entries go; the runtime stores them with the
     /// event's outcome.
     pub logs: LogBuffer,
+    /// The store's transactions and this delivery's lease, for transactional handlers (X1);
+    /// `None` when the store has no transactions.
+    pub transaction: Option<TransactionScope>,
 }
 
 impl Delivery {
@@ -43,6 +47,7 @@ impl Delivery {
             abort: CancellationToken::new(),
             default_timeout,
             logs: LogBuffer::default(),
+            transaction: None,
         }
     }
 }
@@ -186,7 +191,8 @@ impl Processor for DispatchProcessor {
                     delivery.cancellation.clone(),
                 )
                 .with_states(self.states.clone())
-                .with_logs(delivery.logs.clone());
+                .with_logs(delivery.logs.clone())
+                .with_transaction(delivery.transaction.clone());
                 let timeout = handler.timeout().unwrap_or(delivery.default_timeout);
                 let span = tracing::info_span!(
                     "outbox.handler",

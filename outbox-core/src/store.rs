@@ -569,6 +569,14 @@ pub trait Store: Send + Sync + 'static {
     /// A stream announcing commits, for stores that declare wake-ups (C8); `None` otherwise. The
     /// stream ending means the subscription was lost: the runtime polls and subscribes again.
     async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError>;
+
+    /// The store's transactions for transactional handlers (contract X1), when its database has
+    /// them: return [`transactions_of`](crate::transactions_of)`(self.clone())` after
+    /// implementing [`TransactionalStore`](crate::TransactionalStore). The default has none; a
+    /// worker with a transactional handler then refuses to build.
+    fn transactions(&self) -> Option<std::sync::Arc<dyn crate::Transactions>> {
+        None
+    }
 }
 
 /// Conveniences on every [`Store`].
@@ -715,5 +723,8 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
         (**self).subscribe().await
+    }
+    fn transactions(&self) -> Option<std::sync::Arc<dyn crate::Transactions>> {
+        (**self).transactions()
     }
 }

@@ -177,6 +177,9 @@ fn declared_mismatched() -> Option<&'static str> {
 fn no_state() -> Vec<outbox_core::StateRequirement> {
     Vec::new()
 }
+fn no_transaction() -> Option<outbox_core::TransactionType> {
+    None
+}
 outbox_core::__private::inventory::submit! {
     outbox_core::HandlerRegistration {
         event_type: "SomethingElse",
@@ -188,6 +191,7 @@ outbox_core::__private::inventory::submit! {
         declared_event_type: declared_mismatched,
         renamed_from: None,
         required_state: no_state,
+        transaction: no_transaction,
     }
 }
 

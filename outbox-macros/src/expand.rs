@@ -6,7 +6,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{ItemFn, Path};
 
-use crate::handler_attr::{HandlerArgs, batch_element, check_fn};
+use crate::handler_attr::{HandlerArgs, batch_element, check_fn, transaction_param};
 
 /// Expands `#[handler(attr)] item`; on error, emits the errors and the item unchanged.
 pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -47,6 +47,36 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
             batch_problems.push(syn::Error::new_spanned(
                 first,
                 "a batch handler takes only its `Vec` of events (each event's context is not one value)",
+            ));
+        }
+    }
+    // A transactional handler takes exactly one `&mut Tx` parameter after the event; a `&mut`
+    // parameter is only allowed on one.
+    if let Some(s) = shape.as_ref() {
+        let tx_params: Vec<_> = s
+            .extra
+            .iter()
+            .filter(|ty| transaction_param(ty).is_some())
+            .collect();
+        match (&args.transactional, tx_params.as_slice()) {
+            (Some(_), [_]) | (None, []) => {}
+            (Some(flag), []) => batch_problems.push(syn::Error::new_spanned(
+                flag,
+                "a `transactional` handler takes its store's transaction after the event, e.g. `tx: &mut outbox_postgres::PgTx`",
+            )),
+            (Some(_), [_, second, ..]) => batch_problems.push(syn::Error::new_spanned(
+                second,
+                "a transactional handler runs in one transaction: take one `&mut` transaction parameter",
+            )),
+            (None, [first, ..]) => batch_problems.push(syn::Error::new_spanned(
+                first,
+                "a `&mut` parameter is a store transaction: add `transactional` to #[handler] to run the handler in it",
+            )),
+        }
+        if let (Some(flag), Some(_)) = (&args.transactional, args.batch) {
+            batch_problems.push(syn::Error::new_spanned(
+                flag,
+                "a batch handler cannot be `transactional`: its events finish one by one",
             ));
         }
     }
@@ -132,15 +162,36 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
             let arg_names: Vec<_> = (0..shape.extra.len())
                 .map(|i| format_ident!("__outbox_arg_{}", i))
                 .collect();
-            let arg_lets = shape.extra.iter().zip(&arg_names).map(|(ty, name)| {
-                quote_spanned! {ty.span()=>
-                    let #name = <#ty as #krate::HandlerArg>::from_context(&ctx)?;
-                }
-            });
-            let arg_requirements = shape.extra.iter().map(|ty| {
+            // A transactional handler's `&mut Tx` parameter is the transaction the call runs in.
+            let tx_ty = shape.extra.iter().find_map(|ty| transaction_param(ty));
+            let arg_exprs: Vec<_> = shape
+                .extra
+                .iter()
+                .zip(&arg_names)
+                .map(|(ty, name)| match transaction_param(ty) {
+                    Some(_) => quote!(&mut __outbox_tx),
+                    None => quote!(#name),
+                })
+                .collect();
+            let arg_lets = shape
+                .extra
+                .iter()
+                .zip(&arg_names)
+                .filter(|(ty, _)| transaction_param(ty).is_none())
+                .map(|(ty, name)| {
+                    quote_spanned! {ty.span()=>
+                        let #name = <#ty as #krate::HandlerArg>::from_context(&ctx)?;
+                    }
+                });
+            let state_params: Vec<_> = shape
+                .extra
+                .iter()
+                .filter(|ty| transaction_param(ty).is_none())
+                .collect();
+            let arg_requirements = state_params.iter().map(|ty| {
                 quote_spanned! {ty.span()=> <#ty as #krate::HandlerArg>::required_state() }
             });
-            let n_extra = shape.extra.len();
+            let n_extra = state_params.len();
             // Spanned on the declared return type, so a wrong one is reported there.
             let into_result = match &item_fn.sig.output {
                 syn::ReturnType::Type(_, ty) => quote_spanned! {ty.span()=>
@@ -181,24 +232,50 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
                         }
                     }
                 }
-                None => quote! {
-                    fn #call(
-                        record: #krate::__private::Arc<#krate::EventRecord>,
-                        ctx: #krate::HandlerContext,
-                    ) -> #krate::HandlerFuture {
-                        ::std::boxed::Box::pin(async move {
-                            let event = <#event_ty as #krate::HandlerInput>::from_record(&record)?;
-                            #(#arg_lets)*
-                            #[allow(unused_variables)]
-                            let ctx = ctx;
-                            let returned = #ident(event #(, #arg_names)*).await;
-                            #into_result
-                        })
-                    }
+                None => match tx_ty {
+                    None => quote! {
+                        fn #call(
+                            record: #krate::__private::Arc<#krate::EventRecord>,
+                            ctx: #krate::HandlerContext,
+                        ) -> #krate::HandlerFuture {
+                            ::std::boxed::Box::pin(async move {
+                                let event = <#event_ty as #krate::HandlerInput>::from_record(&record)?;
+                                #(#arg_lets)*
+                                #[allow(unused_variables)]
+                                let ctx = ctx;
+                                let returned = #ident(event #(, #arg_exprs)*).await;
+                                #into_result
+                            })
+                        }
+                    },
+                    // Begin, run in the transaction, then record the success in it (fenced by the
+                    // lease) and commit — or roll back.
+                    Some(tx_ty) => quote! {
+                        fn #call(
+                            record: #krate::__private::Arc<#krate::EventRecord>,
+                            ctx: #krate::HandlerContext,
+                        ) -> #krate::HandlerFuture {
+                            ::std::boxed::Box::pin(async move {
+                                let event = <#event_ty as #krate::HandlerInput>::from_record(&record)?;
+                                #(#arg_lets)*
+                                let mut __outbox_tx = #krate::__private::begin_transaction::<#tx_ty>(&ctx).await?;
+                                let returned = #ident(event #(, #arg_exprs)*).await;
+                                let result = #into_result;
+                                #krate::__private::finish_transaction(&ctx, __outbox_tx, result).await
+                            })
+                        }
+                    },
                 },
+            };
+            let transaction = match tx_ty {
+                Some(tx_ty) => quote_spanned! {tx_ty.span()=>
+                    #krate::__private::transaction_type::<#tx_ty>()
+                },
+                None => quote!(::core::option::Option::None),
             };
             let declared = format_ident!("__outbox_declared_{}", ident);
             let required = format_ident!("__outbox_required_state_{}", ident);
+            let transaction_fn = format_ident!("__outbox_transaction_{}", ident);
             quote! {
                 #item_fn
 
@@ -214,6 +291,9 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
                         let all: [::core::option::Option<#krate::StateRequirement>; #n_extra] = [#(#arg_requirements),*];
                         all.into_iter().flatten().collect()
                     }
+                    fn #transaction_fn() -> ::core::option::Option<#krate::TransactionType> {
+                        #transaction
+                    }
                     #krate::__private::inventory::submit! {
                         #krate::HandlerRegistration {
                             event_type: #event,
@@ -225,6 +305,7 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
                             declared_event_type: #declared,
                             renamed_from: #renamed_from,
                             required_state: #required,
+                            transaction: #transaction_fn,
                         }
                     }
                 };

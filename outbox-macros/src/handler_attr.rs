@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use syn::{FnArg, ItemFn, LitInt, LitStr, Path, Type};
 
-const OPTIONS: &str =
-    "`event`, `name`, `renamed_from`, `max_attempts`, `timeout`, `batch`, `linger`, `crate`";
+const OPTIONS: &str = "`event`, `name`, `renamed_from`, `max_attempts`, `timeout`, `batch`, `linger`, \
+     `transactional`, `crate`";
 
 /// The options of one `#[handler(...)]`.
 #[derive(Default)]
@@ -19,6 +19,8 @@ pub(crate) struct HandlerArgs {
     pub(crate) batch: Option<usize>,
     /// `linger = "10ms"`: how long a batch waits to fill.
     pub(crate) linger: Option<(Duration, LitStr)>,
+    /// `transactional`: the function takes `&mut` of a store transaction and runs in it (X1).
+    pub(crate) transactional: Option<syn::Path>,
     pub(crate) krate: Option<Path>,
 }
 
@@ -93,6 +95,14 @@ impl HandlerArgs {
                     )
                 })?;
                 set_once(&mut self.linger, (linger, lit), &meta)
+            }
+            "transactional" => {
+                if !meta.input.is_empty() && !meta.input.peek(syn::Token![,]) {
+                    return Err(meta.error(
+                        "`transactional` takes no value: write `#[handler(event = \"…\", transactional)]`",
+                    ));
+                }
+                set_once(&mut self.transactional, meta.path.clone(), &meta)
             }
             "crate" => {
                 let lit: LitStr = meta.value()?.parse()?;
@@ -198,6 +208,14 @@ pub(crate) fn check_fn(item: &ItemFn) -> Result<HandlerFn<'_>, syn::Error> {
         event_type: types[0],
         extra: types[1..].to_vec(),
     })
+}
+
+/// The transaction type `T` of a `&mut T` parameter, if `ty` is one.
+pub(crate) fn transaction_param(ty: &Type) -> Option<&Type> {
+    match ty {
+        Type::Reference(r) if r.mutability.is_some() => Some(&r.elem),
+        _ => None,
+    }
 }
 
 /// The element type of a batch handler's `Vec<T>` parameter.

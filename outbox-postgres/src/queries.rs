@@ -40,6 +40,12 @@ pub(crate) struct Queries {
     pub(crate) stats_by_type: String,
     /// The pending head of an ordering key's line (C5: creation order, re-queued to the back).
     pub(crate) key_head: String,
+    /// A handler's success, in its own transaction, fenced by the lease (X1).
+    pub(crate) record_success: String,
+    /// A received message id, once per consumer (the inbox).
+    pub(crate) inbox_record: String,
+    /// Forget a consumer's ids received before a time.
+    pub(crate) inbox_purge: String,
 }
 
 /// The columns an [`EventRecord`](outbox_core::EventRecord) is decoded from, in the order
@@ -184,6 +190,19 @@ impl Queries {
             key_head: format!(
                 "SELECT {COLUMNS} FROM {t}
                  WHERE ordering_key = $1 AND status = 'pending' ORDER BY seq LIMIT 1"
+            ),
+            record_success: format!(
+                "UPDATE {t} SET handler_results = jsonb_set(handler_results, ARRAY[$3::text], $4::jsonb, true)
+                 WHERE id = $1 AND lease_token = $2 AND status = 'pending'"
+            ),
+            inbox_record: format!(
+                "INSERT INTO {inbox} (consumer, message_id) VALUES ($1, $2)
+                 ON CONFLICT (consumer, message_id) DO NOTHING",
+                inbox = f("inbox")
+            ),
+            inbox_purge: format!(
+                "DELETE FROM {inbox} WHERE consumer = $1 AND received_at < $2",
+                inbox = f("inbox")
             ),
         }
     }

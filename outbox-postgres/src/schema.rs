@@ -1,6 +1,6 @@
-//! The DDL the store runs in [`PgStore::migrate`](crate::PgStore::migrate): one table, four indexes,
-//! the claim / completion / set-aside functions, two triggers, and a one-row table recording the
-//! schema version. Every statement is idempotent; a table of the 0.1 layout is upgraded in place.
+//! The DDL the store runs in [`PgStore::migrate`](crate::PgStore::migrate): the events table, its
+//! indexes, the claim / completion / set-aside functions, two triggers, the inbox table, and a
+//! one-row table recording the schema version. Every statement is idempotent; a table of the 0.1 layout is upgraded in place.
 //!
 //! # How the queue is laid out
 //!
@@ -22,7 +22,7 @@
 //!   way.
 
 /// The version of the schema this crate writes and expects, recorded in `<table>_schema`.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// What `migrate()` creates beside the table, by suffix of the table's name (`<table>_<suffix>`):
 /// what [`PgStore::verify`](crate::PgStore::verify) looks for.
@@ -32,6 +32,7 @@ pub(crate) const INDEXES: &[&str] = &[
     "idempotency",
     "failed",
     "processed_at",
+    "inbox_received_at",
 ];
 /// The functions, by suffix.
 pub(crate) const FUNCTIONS: &[&str] = &[
@@ -67,6 +68,7 @@ pub fn schema_sql(schema: &str, table: &str) -> Vec<String> {
         f("notify"),
     );
     let version_table = f("schema");
+    let inbox = f("inbox");
     // What a completion writes (the `u` row holds the outcome).
     let set_outcome =
         "status = u.status, handler_results = u.results::jsonb, attempts = u.attempts,
@@ -407,6 +409,18 @@ BEGIN
             FOR EACH STATEMENT EXECUTE FUNCTION {notify}();
     END IF;
 END $$"
+        ),
+        // The inbox (X1): message ids consumers received, kept for their retention.
+        format!(
+            "CREATE TABLE IF NOT EXISTS {inbox} (
+    consumer    TEXT        NOT NULL,
+    message_id  TEXT        NOT NULL,
+    received_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer, message_id)
+)"
+        ),
+        format!(
+            "CREATE INDEX IF NOT EXISTS \"{table}_inbox_received_at\" ON {inbox} (consumer, received_at)"
         ),
         format!("CREATE TABLE IF NOT EXISTS {version_table} (version INTEGER NOT NULL)"),
         format!(

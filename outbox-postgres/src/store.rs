@@ -91,6 +91,11 @@ impl PgStore {
         }
     }
 
+    /// The statements of this store's table.
+    pub(crate) fn queries(&self) -> &Queries {
+        &self.queries
+    }
+
     /// The pool this store uses.
     pub fn pool(&self) -> &PgPool {
         &self.pool
@@ -649,6 +654,10 @@ impl Store for PgStore {
         crate::wakeup::subscribe(&self.pool, &self.queries.channel)
             .await
             .map(Some)
+    }
+
+    fn transactions(&self) -> Option<Arc<dyn outbox_core::Transactions>> {
+        Some(outbox_core::transactions_of(self.clone()))
     }
 }
 

@@ -27,6 +27,13 @@ pub(crate) struct Queries {
     pub(crate) stats_by_type: String,
     /// The pending head of an ordering key's line (C5: creation order, re-queued to the back).
     pub(crate) key_head: String,
+    /// A handler's success, in its own transaction, fenced by the lease (X1): the handler's entry
+    /// of `handler_results` replaced.
+    pub(crate) record_success: String,
+    /// A received message id, once per consumer (the inbox).
+    pub(crate) inbox_record: String,
+    /// Forget a consumer's ids received before a time.
+    pub(crate) inbox_purge: String,
 }
 
 /// The columns an [`EventRecord`](outbox_core::EventRecord) is decoded from, in the order
@@ -165,6 +172,20 @@ impl Queries {
             key_head: format!(
                 "SELECT {COLUMNS} FROM {t}
                  WHERE ordering_key = ?1 AND status = 'pending' ORDER BY seq LIMIT 1"
+            ),
+            // Two merge patches: the first removes the handler's entry, the second sets it (a
+            // JSON path could not name every handler).
+            record_success: format!(
+                "UPDATE {t} SET handler_results = json_patch(
+                     json_patch(handler_results, json_object(?3, NULL)), json_object(?3, json(?4)))
+                 WHERE id = ?1 AND lease_token = ?2 AND status = 'pending'"
+            ),
+            inbox_record: format!(
+                "INSERT INTO \"{table}_inbox\" (consumer, message_id, received_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (consumer, message_id) DO NOTHING"
+            ),
+            inbox_purge: format!(
+                "DELETE FROM \"{table}_inbox\" WHERE consumer = ?1 AND received_at < ?2"
             ),
         }
     }

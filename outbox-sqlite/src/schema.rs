@@ -9,7 +9,7 @@
 //! statement.
 
 /// The version of the schema this crate writes and expects, recorded in `<table>_schema`.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The `due_at` of a parked event: never due until un-parked.
 pub(crate) const PARKED: i64 = i64::MAX;
@@ -86,6 +86,19 @@ BEGIN
                  ORDER BY o.seq LIMIT 1)
       AND due_at = {PARKED};
 END"
+        ),
+        // The inbox (X1): message ids consumers received (ms since the epoch), kept for their
+        // retention.
+        format!(
+            "CREATE TABLE IF NOT EXISTS \"{table}_inbox\" (
+    consumer    TEXT    NOT NULL,
+    message_id  TEXT    NOT NULL,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (consumer, message_id)
+) WITHOUT ROWID"
+        ),
+        format!(
+            "CREATE INDEX IF NOT EXISTS \"{table}_inbox_received_at\" ON \"{table}_inbox\" (consumer, received_at)"
         ),
         format!("CREATE TABLE IF NOT EXISTS \"{table}_schema\" (version INTEGER NOT NULL)"),
         format!(

@@ -116,6 +116,11 @@ impl SqliteStore {
         &self.pool
     }
 
+    /// The statements of this store's table.
+    pub(crate) fn queries(&self) -> &Queries {
+        &self.queries
+    }
+
     /// Creates the table, indexes and trigger if missing (C10) and records the schema version in
     /// `<table>_schema`; idempotent, and a no-op when the recorded version is current. A table of
     /// the 0.1 layout is rebuilt into the current one, keeping every row. The statements are those
@@ -657,6 +662,10 @@ impl Store for SqliteStore {
 
     async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
         Ok(None)
+    }
+
+    fn transactions(&self) -> Option<Arc<dyn outbox_core::Transactions>> {
+        Some(outbox_core::transactions_of(self.clone()))
     }
 }
 

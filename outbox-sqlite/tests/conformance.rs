@@ -3,3 +3,4 @@
 mod support;
 
 outbox_testkit::conformance_suite!(support::SqliteFactory::new());
+outbox_testkit::transactional_suite!(support::SqliteFactory::new());

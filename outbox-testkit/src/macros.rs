@@ -76,3 +76,20 @@ macro_rules! __conformance_tests {
         )*
     };
 }
+
+/// Generates the `#[test]`s of contract X1 (transactional handlers and the inbox) for a
+/// [`TransactionalFactory`](crate::suite::TransactionalFactory), beside
+/// [`conformance_suite!`](crate::conformance_suite) in a backend with transactions:
+///
+/// ```ignore
+/// outbox_testkit::transactional_suite!(my_backend::testing::Factory::from_env());
+/// ```
+#[macro_export]
+macro_rules! transactional_suite {
+    ($factory:expr) => {
+        $crate::__conformance_tests!($factory;
+            x1_transactional_handlers,
+            x1_inbox,
+        );
+    };
+}

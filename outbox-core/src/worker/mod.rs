@@ -58,6 +58,22 @@ pub enum BuildError {
         /// The missing state type.
         type_name: &'static str,
     },
+    /// A handler runs in a transaction (contract X1) the worker's store does not give.
+    #[error(
+        "handler `{handler}` (event type `{event_type}`) runs in a `{needs}`, but the store gives {}: \
+         transactional handlers need a store with that transaction type (PostgreSQL, SQLite, MongoDB)",
+        .store_gives.map_or_else(|| "no transactions".to_owned(), |t| format!("`{t}`"))
+    )]
+    TransactionUnavailable {
+        /// The handler's name.
+        handler: String,
+        /// Its event type.
+        event_type: String,
+        /// The transaction type it takes.
+        needs: &'static str,
+        /// The transaction type the store gives, if any.
+        store_gives: Option<&'static str>,
+    },
 }
 
 /// Builds a [`Worker`].
@@ -172,13 +188,28 @@ impl WorkerBuilder {
                         });
                     }
                 }
+                let given = self.store.transactions().map(|t| t.transaction_type());
+                for handler in registry.handlers() {
+                    if let Some(needs) = handler.transaction() {
+                        if given != Some(needs) {
+                            return Err(BuildError::TransactionUnavailable {
+                                handler: handler.name().to_owned(),
+                                event_type: handler.event_type().to_owned(),
+                                needs: needs.type_name,
+                                store_gives: given.map(|t| t.type_name),
+                            });
+                        }
+                    }
+                }
                 Arc::new(DispatchProcessor::new(registry).with_states(self.states))
             }
         };
         let completer = completer::Completer::new(self.config.max_in_flight);
+        let transactions = self.store.transactions();
         Ok(Worker {
             shared: Arc::new(Shared {
                 store: self.store,
+                transactions,
                 processor,
                 config: self.config,
                 metrics: Metrics::default(),
@@ -195,6 +226,8 @@ impl WorkerBuilder {
 
 pub(crate) struct Shared {
     pub(crate) store: Arc<dyn Store>,
+    /// The store's transactions, for transactional handlers (X1).
+    pub(crate) transactions: Option<Arc<dyn crate::Transactions>>,
     pub(crate) processor: Arc<dyn Processor>,
     pub(crate) config: WorkerConfig,
     pub(crate) metrics: Metrics,

@@ -93,3 +93,68 @@ impl TestTransaction for SqliteTestTransaction {
             .map_err(|e| StoreError::unavailable(format!("rollback: {e}")))
     }
 }
+
+/// The X1 clause's effects table: one row per handler write; a write that must fail at commit
+/// references a parent row that does not exist through a deferred foreign key.
+pub struct SqliteEffects {
+    pool: sqlx::SqlitePool,
+}
+
+#[outbox_core::async_trait]
+impl outbox_testkit::suite::EffectTable<outbox_sqlite::SqliteTx> for SqliteEffects {
+    async fn write(
+        &self,
+        tx: &mut outbox_sqlite::SqliteTx,
+        event_id: uuid::Uuid,
+        fail_at_commit: bool,
+    ) -> Result<(), StoreError> {
+        let parent = fail_at_commit.then(|| uuid::Uuid::now_v7().to_string());
+        sqlx::query("INSERT INTO x1_effects (event_id, parent) VALUES (?1, ?2)")
+            .bind(event_id.to_string())
+            .bind(parent)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| StoreError::unavailable(format!("write an effect: {e}")))?;
+        Ok(())
+    }
+
+    async fn count(&self, event_id: uuid::Uuid) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM x1_effects WHERE event_id = ?1")
+            .bind(event_id.to_string())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| StoreError::unavailable(format!("count effects: {e}")))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+/// Creates the X1 effects tables in `store`'s database.
+pub async fn sqlite_effects(store: &SqliteStore) -> Result<SqliteEffects, StoreError> {
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS x1_parent (id TEXT PRIMARY KEY);
+         CREATE TABLE IF NOT EXISTS x1_effects (
+             event_id TEXT NOT NULL,
+             parent   TEXT REFERENCES x1_parent (id) DEFERRABLE INITIALLY DEFERRED
+         );
+         DELETE FROM x1_effects;",
+    )
+    .execute(store.pool())
+    .await
+    .map_err(|e| StoreError::unavailable(format!("create the effects table: {e}")))?;
+    Ok(SqliteEffects {
+        pool: store.pool().clone(),
+    })
+}
+
+#[outbox_core::async_trait]
+impl outbox_testkit::suite::TransactionalFactory for SqliteFactory {
+    type Effects = SqliteEffects;
+
+    async fn effects(
+        &self,
+        store: &SqliteStore,
+        _namespace: &str,
+    ) -> Result<SqliteEffects, StoreError> {
+        sqlite_effects(store).await
+    }
+}

@@ -9,6 +9,7 @@ mod processor_clauses;
 mod store_clauses;
 mod stress;
 mod support;
+mod transactional;
 
 pub use poison_and_limits::{c11_input_limits, c11_poison_rows};
 pub use processor_clauses::{
@@ -29,6 +30,7 @@ pub use store_clauses::{
 pub use stress::{
     bad_input_payloads_and_names, c5_ordering_under_concurrency, p8_many_workers_stress,
 };
+pub use transactional::{EffectTable, TransactionalFactory, x1_inbox, x1_transactional_handlers};
 
 /// Every clause function's name, in the order the suite runs them.
 pub const CLAUSES: &[&str] = &[
