@@ -243,10 +243,14 @@ pub(crate) async fn begin<T: StoreTransaction>(ctx: &HandlerContext) -> Result<T
             given.type_name
         )));
     }
-    let tx =
-        scope.transactions.begin_any().await.map_err(|err| {
-            HandlerError::retry(format!("could not begin the transaction: {err}"))
-        })?;
+    // In a task of its own: a handler dropped (timed out, aborted) while its transaction begins
+    // must not leave the connection inside a transaction nobody owns (on SQLite, holding the write
+    // lock). Here the task finishes, and dropping the transaction it made rolls it back.
+    let transactions = Arc::clone(&scope.transactions);
+    let tx = tokio::spawn(async move { transactions.begin_any().await })
+        .await
+        .map_err(|err| HandlerError::retry(format!("beginning the transaction failed: {err}")))?
+        .map_err(|err| HandlerError::retry(format!("could not begin the transaction: {err}")))?;
     tx.downcast::<T>().map(|tx| *tx).map_err(|_| {
         HandlerError::permanent(format!(
             "the store began a transaction that is not a `{}`",
@@ -280,11 +284,20 @@ pub(crate) async fn finish<T: StoreTransaction>(
         output: output.clone(),
         ..HandlerState::default()
     };
-    match scope
-        .transactions
-        .finish_any(Box::new(tx), &scope.lease, &ctx.handler, &state)
-        .await
-    {
+    // In a task of its own, so that a handler dropped now (timed out, aborted) still ends its
+    // transaction one way or the other: committed with its mark, or rolled back.
+    let transactions = Arc::clone(&scope.transactions);
+    let (lease, handler) = (scope.lease, ctx.handler.clone());
+    let tx: Box<dyn Any + Send> = Box::new(tx);
+    let finished =
+        tokio::spawn(async move { transactions.finish_any(tx, &lease, &handler, &state).await })
+            .await
+            .unwrap_or_else(|err| {
+                Err(StoreError::unavailable(format!(
+                    "the commit task failed: {err}"
+                )))
+            });
+    match finished {
         Ok(true) => Ok(output),
         Ok(false) => Err(HandlerError::retry(
             "the lease was lost before the transaction committed: the handler's writes were \

@@ -3,3 +3,4 @@
 mod support;
 
 outbox_testkit::conformance_suite!(support::PgFactory);
+outbox_testkit::transactional_suite!(support::PgFactory);

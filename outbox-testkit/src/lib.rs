@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod broken;
 mod faulty;
 mod harness;
 mod macros;

@@ -399,8 +399,10 @@ async fn run(shared: Arc<Shared>) -> ShutdownReport {
     tracing::info!(worker_id = %config.worker_id, "outbox worker started");
 
     // Claim only when at least half a batch fits: claiming whenever a single slot frees up turns
-    // a busy worker's claims into one-event round trips (measured: the drain benchmark).
-    let min_claim = (config.batch_size / 2).clamp(1, config.max_in_flight);
+    // a busy worker's claims into one-event round trips (measured: the drain benchmark). Never
+    // more than half the slots, though: a worker with fewer slots than a batch would otherwise
+    // wait for every slot, so one slow handler would stop it from claiming at all.
+    let min_claim = (config.batch_size / 2).min(config.max_in_flight / 2).max(1);
     while !shared.stop_claiming.is_cancelled() {
         while tasks.try_join_next().is_some() {}
         let free = permits.available_permits();

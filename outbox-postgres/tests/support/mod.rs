@@ -149,3 +149,74 @@ impl TestTransaction for PgTestTransaction {
             .map_err(|e| StoreError::unavailable(format!("rollback: {e}")))
     }
 }
+
+/// The X1 clause's effects table in a namespace's schema: one row per handler write; a write that
+/// must fail at commit references a parent row that does not exist through a deferred foreign key.
+pub struct PgEffects {
+    pool: PgPool,
+    table: String,
+}
+
+#[outbox_core::async_trait]
+impl outbox_testkit::suite::EffectTable<outbox_postgres::PgTx> for PgEffects {
+    async fn write(
+        &self,
+        tx: &mut outbox_postgres::PgTx,
+        event_id: uuid::Uuid,
+        fail_at_commit: bool,
+    ) -> Result<(), StoreError> {
+        let parent = fail_at_commit.then(uuid::Uuid::now_v7);
+        sqlx::query(&format!(
+            "INSERT INTO {} (event_id, parent) VALUES ($1, $2)",
+            self.table
+        ))
+        .bind(event_id)
+        .bind(parent)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| StoreError::unavailable(format!("write an effect: {e}")))?;
+        Ok(())
+    }
+
+    async fn count(&self, event_id: uuid::Uuid) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {} WHERE event_id = $1",
+            self.table
+        ))
+        .bind(event_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| StoreError::unavailable(format!("count effects: {e}")))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+/// Creates the X1 effects tables in schema `namespace`.
+pub async fn pg_effects(store: &PgStore, namespace: &str) -> Result<PgEffects, StoreError> {
+    let parent = format!("\"{namespace}\".x1_parent");
+    let table = format!("\"{namespace}\".x1_effects");
+    sqlx::raw_sql(&format!(
+        "CREATE TABLE IF NOT EXISTS {parent} (id UUID PRIMARY KEY);
+         CREATE TABLE IF NOT EXISTS {table} (
+             event_id UUID NOT NULL,
+             parent   UUID REFERENCES {parent} (id) DEFERRABLE INITIALLY DEFERRED
+         );
+         TRUNCATE {table};"
+    ))
+    .execute(store.pool())
+    .await
+    .map_err(|e| StoreError::unavailable(format!("create the effects table: {e}")))?;
+    Ok(PgEffects {
+        pool: store.pool().clone(),
+        table,
+    })
+}
+
+#[outbox_core::async_trait]
+impl outbox_testkit::suite::TransactionalFactory for PgFactory {
+    type Effects = PgEffects;
+
+    async fn effects(&self, store: &PgStore, namespace: &str) -> Result<PgEffects, StoreError> {
+        pg_effects(store, namespace).await
+    }
+}

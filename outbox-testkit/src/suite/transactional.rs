@@ -248,7 +248,10 @@ async fn through_workers<S: InboxStore + Clone, E: EffectTable<S::Tx>>(
 
     // A worker killed with a handler inside its transaction (after its write), and with events
     // whose transactional handler committed while a sibling still ran.
+    // Each running transactional handler holds a connection of the store's pool: keep the
+    // workers' handlers fewer than a small pool's connections.
     let config = fast_config()
+        .with_max_in_flight(5)
         .with_lease(Duration::from_millis(800))
         .with_renew_interval(Duration::from_millis(200));
     let doomed = start(store, registry.clone(), config.clone())?;
@@ -295,7 +298,9 @@ async fn through_workers<S: InboxStore + Clone, E: EffectTable<S::Tx>>(
     }
     // Longer leases than the killed worker's: on SQLite a handler's transaction holds the write
     // lock, renewals included, while it runs (up to its 1.5 s timeout here).
-    let config = config.with_lease(Duration::from_secs(5));
+    let config = config
+        .with_lease(Duration::from_secs(5))
+        .with_max_in_flight(3);
     let survivors = [
         start(store, registry.clone(), config.clone())?,
         start(store, registry, config)?,

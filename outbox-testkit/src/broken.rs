@@ -1,0 +1,287 @@
+//! Stores with a deliberate flaw in their transactional handlers (contract X1), for checking that
+//! the X1 clauses catch them on a real backend: wrap the backend's factory in a
+//! [`BrokenTransactionsFactory`] and expect [`x1_transactional_handlers`] to fail.
+//!
+//! [`x1_transactional_handlers`]: crate::suite::x1_transactional_handlers
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use outbox_core::{
+    ClaimRequest, ClaimedEvent, Completion, CorruptEvent, Enqueued, EventRecord, HandOff,
+    HandlerState, InboxStore, Lease, NewEvent, Store, StoreCapabilities, StoreError, StoreStats,
+    TransactionalStore, Transactions, TypeStats, WakeupStream,
+};
+use uuid::Uuid;
+
+use crate::harness::{StoreFactory, TestTransaction};
+use crate::suite::TransactionalFactory;
+
+/// How a [`BrokenTransactions`] store gets X1 wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionFlaw {
+    /// Records the handler's success in a transaction of its own, committed at once, instead of
+    /// the handler's: the mark survives when the handler's writes roll back.
+    SuccessOutsideTransaction,
+    /// Commits the handler's transaction, then records the success (fenced) outside it: writes
+    /// of a handler whose lease was taken over survive.
+    SuccessAfterCommit,
+    /// Records the success under whatever lease the event has now, not the handler's.
+    Unfenced,
+}
+
+/// A store whose [`TransactionalStore`] side has `flaw`; everything else is the inner store's.
+#[derive(Debug, Clone)]
+pub struct BrokenTransactions<S> {
+    inner: S,
+    flaw: TransactionFlaw,
+    /// Successes a [`TransactionFlaw::SuccessAfterCommit`] store records after its next commits.
+    after_commit: Arc<Mutex<Vec<PendingMark>>>,
+}
+
+/// A success to record after a commit.
+type PendingMark = (Lease, String, HandlerState);
+
+impl<S> BrokenTransactions<S> {
+    /// `inner` with `flaw`.
+    ///
+    /// ```
+    /// use outbox_testkit::broken::{BrokenTransactions, TransactionFlaw};
+    /// let broken = BrokenTransactions::new((), TransactionFlaw::Unfenced);
+    /// assert_eq!(broken.flaw(), TransactionFlaw::Unfenced);
+    /// ```
+    pub fn new(inner: S, flaw: TransactionFlaw) -> Self {
+        Self {
+            inner,
+            flaw,
+            after_commit: Arc::default(),
+        }
+    }
+
+    /// Its flaw.
+    pub fn flaw(&self) -> TransactionFlaw {
+        self.flaw
+    }
+}
+
+#[async_trait]
+impl<S: InboxStore + Clone> TransactionalStore for BrokenTransactions<S> {
+    type Tx = S::Tx;
+
+    async fn begin(&self) -> Result<S::Tx, StoreError> {
+        self.inner.begin().await
+    }
+
+    async fn record_success_in(
+        &self,
+        tx: &mut S::Tx,
+        lease: &Lease,
+        handler: &str,
+        state: &HandlerState,
+    ) -> Result<bool, StoreError> {
+        match self.flaw {
+            TransactionFlaw::SuccessOutsideTransaction => {
+                let mut own = self.inner.begin().await?;
+                let recorded = self
+                    .inner
+                    .record_success_in(&mut own, lease, handler, state)
+                    .await?;
+                self.inner.commit(own).await?;
+                Ok(recorded)
+            }
+            // Recorded by `commit`, below.
+            TransactionFlaw::SuccessAfterCommit => {
+                self.after_commit
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push((*lease, handler.to_owned(), state.clone()));
+                Ok(true)
+            }
+            TransactionFlaw::Unfenced => {
+                let current = self
+                    .inner
+                    .get(lease.event_id)
+                    .await?
+                    .and_then(|r| r.lease_token)
+                    .unwrap_or(lease.token);
+                let forged = Lease {
+                    event_id: lease.event_id,
+                    token: current,
+                };
+                self.inner
+                    .record_success_in(tx, &forged, handler, state)
+                    .await
+            }
+        }
+    }
+
+    async fn commit(&self, tx: S::Tx) -> Result<(), StoreError> {
+        self.inner.commit(tx).await?;
+        if self.flaw == TransactionFlaw::SuccessAfterCommit {
+            let pending = self
+                .after_commit
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            if let Some((lease, handler, state)) = pending {
+                let mut own = self.inner.begin().await?;
+                if self
+                    .inner
+                    .record_success_in(&mut own, &lease, &handler, &state)
+                    .await?
+                {
+                    self.inner.commit(own).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<S: InboxStore + Clone> InboxStore for BrokenTransactions<S> {
+    async fn inbox_record(
+        &self,
+        tx: &mut S::Tx,
+        consumer: &str,
+        message_id: &str,
+    ) -> Result<bool, StoreError> {
+        self.inner.inbox_record(tx, consumer, message_id).await
+    }
+
+    async fn inbox_purge(&self, consumer: &str, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.inner.inbox_purge(consumer, before).await
+    }
+}
+
+#[async_trait]
+impl<S: InboxStore + Clone> Store for BrokenTransactions<S> {
+    fn capabilities(&self) -> StoreCapabilities {
+        self.inner.capabilities()
+    }
+    async fn enqueue_batch(&self, events: Vec<NewEvent>) -> Result<Vec<Enqueued>, StoreError> {
+        self.inner.enqueue_batch(events).await
+    }
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {
+        self.inner.claim(request).await
+    }
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        extend: Duration,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        self.inner.renew_lease(lease, extend).await
+    }
+    async fn renew_many(
+        &self,
+        leases: Vec<Lease>,
+        extend: Duration,
+    ) -> Vec<Result<DateTime<Utc>, StoreError>> {
+        self.inner.renew_many(leases, extend).await
+    }
+    async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError> {
+        self.inner.complete(lease, completion).await
+    }
+    async fn complete_many(&self, items: Vec<(Lease, Completion)>) -> Vec<Result<(), StoreError>> {
+        self.inner.complete_many(items).await
+    }
+    async fn complete_and_hand_off(
+        &self,
+        items: Vec<(Lease, Completion)>,
+        next: &ClaimRequest,
+    ) -> HandOff {
+        self.inner.complete_and_hand_off(items, next).await
+    }
+    async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
+        self.inner.get(id).await
+    }
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        self.inner.dead_letters(limit).await
+    }
+    async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {
+        self.inner.requeue_dead(id).await
+    }
+    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.inner.purge_dead(older_than).await
+    }
+    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.inner.purge_processed(older_than).await
+    }
+    async fn corrupt_events(&self, limit: usize) -> Result<Vec<CorruptEvent>, StoreError> {
+        self.inner.corrupt_events(limit).await
+    }
+    async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {
+        self.inner.requeue_corrupt(id).await
+    }
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.inner.stats().await
+    }
+    async fn lag(&self) -> Result<Duration, StoreError> {
+        self.inner.lag().await
+    }
+    async fn stats_by_type(&self) -> Result<Vec<TypeStats>, StoreError> {
+        self.inner.stats_by_type().await
+    }
+    async fn key_head(&self, key: &str) -> Result<Option<EventRecord>, StoreError> {
+        self.inner.key_head(key).await
+    }
+    async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
+        self.inner.subscribe().await
+    }
+    fn transactions(&self) -> Option<Arc<dyn Transactions>> {
+        Some(outbox_core::transactions_of(self.clone()))
+    }
+}
+
+/// A backend's [`TransactionalFactory`] whose stores have a [`TransactionFlaw`].
+///
+/// ```ignore
+/// let broken = BrokenTransactionsFactory::new(MyFactory::new(), TransactionFlaw::Unfenced);
+/// assert!(outbox_testkit::suite::x1_transactional_handlers(&broken).await.is_err());
+/// ```
+#[derive(Debug)]
+pub struct BrokenTransactionsFactory<F> {
+    inner: F,
+    flaw: TransactionFlaw,
+}
+
+impl<F> BrokenTransactionsFactory<F> {
+    /// `inner`'s stores, with `flaw`.
+    pub fn new(inner: F, flaw: TransactionFlaw) -> Self {
+        Self { inner, flaw }
+    }
+}
+
+#[async_trait]
+impl<F: TransactionalFactory> StoreFactory for BrokenTransactionsFactory<F> {
+    type Store = BrokenTransactions<F::Store>;
+
+    async fn create(&self, namespace: &str) -> Result<Self::Store, StoreError> {
+        Ok(BrokenTransactions::new(
+            self.inner.create(namespace).await?,
+            self.flaw,
+        ))
+    }
+
+    async fn begin(
+        &self,
+        store: &Self::Store,
+    ) -> Result<Option<Box<dyn TestTransaction>>, StoreError> {
+        self.inner.begin(&store.inner).await
+    }
+}
+
+#[async_trait]
+impl<F: TransactionalFactory> TransactionalFactory for BrokenTransactionsFactory<F> {
+    type Effects = F::Effects;
+
+    async fn effects(
+        &self,
+        store: &Self::Store,
+        namespace: &str,
+    ) -> Result<F::Effects, StoreError> {
+        self.inner.effects(&store.inner, namespace).await
+    }
+}
