@@ -228,3 +228,34 @@ async fn a_worker_on_an_unreachable_store_keeps_running_and_stops_on_request() {
     let report = worker.shutdown().await;
     assert!(report.metrics.store_errors >= 2, "{report:?}");
 }
+
+/// A transaction type no store here gives.
+struct OtherTx;
+impl outbox_core::StoreTransaction for OtherTx {}
+
+#[test]
+fn a_transactional_handler_needs_a_store_with_its_transactions() {
+    let handler = Handler::transactional("Paid", "record", |_record, _tx: &mut OtherTx, _ctx| {
+        Box::pin(async { Ok::<_, HandlerError>(()) })
+    });
+    let registry = Registry::builder()
+        .handler(handler)
+        .build()
+        .expect("a registry");
+    let err = Worker::builder(NoStore)
+        .registry(registry)
+        .build()
+        .err()
+        .expect("a store without transactions is refused");
+    let message = err.to_string();
+    assert!(
+        matches!(err, BuildError::TransactionUnavailable { .. }),
+        "{message}"
+    );
+    assert!(
+        message.contains("`record`")
+            && message.contains("OtherTx")
+            && message.contains("no transactions"),
+        "{message}"
+    );
+}

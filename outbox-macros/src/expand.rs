@@ -180,7 +180,7 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
                 .filter(|(ty, _)| transaction_param(ty).is_none())
                 .map(|(ty, name)| {
                     quote_spanned! {ty.span()=>
-                        let #name = <#ty as #krate::HandlerArg>::from_context(&ctx)?;
+                        let #name = <#ty as #krate::HandlerArg>::from_context(&__outbox_ctx)?;
                     }
                 });
             let state_params: Vec<_> = shape
@@ -195,10 +195,10 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
             // Spanned on the declared return type, so a wrong one is reported there.
             let into_result = match &item_fn.sig.output {
                 syn::ReturnType::Type(_, ty) => quote_spanned! {ty.span()=>
-                    <#ty as #krate::__private::IntoHandlerResult>::into_handler_result(returned)
+                    <#ty as #krate::__private::IntoHandlerResult>::into_handler_result(__outbox_returned)
                 },
                 syn::ReturnType::Default => quote! {
-                    #krate::__private::IntoHandlerResult::into_handler_result(returned)
+                    #krate::__private::IntoHandlerResult::into_handler_result(__outbox_returned)
                 },
             };
             let call = format_ident!("__outbox_call_{}", ident);
@@ -224,26 +224,24 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
                             ::std::boxed::Box::pin(#krate::__private::run_batch::<#event_ty, _, _>(items, #ident))
                         }
                         fn #call(
-                            record: #krate::__private::Arc<#krate::EventRecord>,
-                            ctx: #krate::HandlerContext,
+                            __outbox_record: #krate::__private::Arc<#krate::EventRecord>,
+                            __outbox_ctx: #krate::HandlerContext,
                         ) -> #krate::HandlerFuture {
                             static BATCHER: #krate::__private::BatchCell = #krate::__private::BatchCell::new();
-                            BATCHER.call(#max, #linger_ms, #batch_fn, record, ctx)
+                            BATCHER.call(#max, #linger_ms, #batch_fn, __outbox_record, __outbox_ctx)
                         }
                     }
                 }
                 None => match tx_ty {
                     None => quote! {
                         fn #call(
-                            record: #krate::__private::Arc<#krate::EventRecord>,
-                            ctx: #krate::HandlerContext,
+                            __outbox_record: #krate::__private::Arc<#krate::EventRecord>,
+                            __outbox_ctx: #krate::HandlerContext,
                         ) -> #krate::HandlerFuture {
                             ::std::boxed::Box::pin(async move {
-                                let event = <#event_ty as #krate::HandlerInput>::from_record(&record)?;
+                                let __outbox_event = <#event_ty as #krate::HandlerInput>::from_record(&__outbox_record)?;
                                 #(#arg_lets)*
-                                #[allow(unused_variables)]
-                                let ctx = ctx;
-                                let returned = #ident(event #(, #arg_exprs)*).await;
+                                let __outbox_returned = #ident(__outbox_event #(, #arg_exprs)*).await;
                                 #into_result
                             })
                         }
@@ -252,16 +250,16 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
                     // lease) and commit — or roll back.
                     Some(tx_ty) => quote! {
                         fn #call(
-                            record: #krate::__private::Arc<#krate::EventRecord>,
-                            ctx: #krate::HandlerContext,
+                            __outbox_record: #krate::__private::Arc<#krate::EventRecord>,
+                            __outbox_ctx: #krate::HandlerContext,
                         ) -> #krate::HandlerFuture {
                             ::std::boxed::Box::pin(async move {
-                                let event = <#event_ty as #krate::HandlerInput>::from_record(&record)?;
+                                let __outbox_event = <#event_ty as #krate::HandlerInput>::from_record(&__outbox_record)?;
                                 #(#arg_lets)*
-                                let mut __outbox_tx = #krate::__private::begin_transaction::<#tx_ty>(&ctx).await?;
-                                let returned = #ident(event #(, #arg_exprs)*).await;
-                                let result = #into_result;
-                                #krate::__private::finish_transaction(&ctx, __outbox_tx, result).await
+                                let mut __outbox_tx = #krate::__private::begin_transaction::<#tx_ty>(&__outbox_ctx).await?;
+                                let __outbox_returned = #ident(__outbox_event #(, #arg_exprs)*).await;
+                                let __outbox_result = #into_result;
+                                #krate::__private::finish_transaction(&__outbox_ctx, __outbox_tx, __outbox_result).await
                             })
                         }
                     },
