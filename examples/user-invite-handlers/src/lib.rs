@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use outbox_core::{Event, HandlerContext, HandlerError, handler};
+use outbox_postgres::PgTx;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
@@ -30,7 +31,7 @@ pub struct UserInvited {
 /// What the handlers use, installed once at startup.
 #[derive(Debug, Clone)]
 pub struct Services {
-    /// The service's database (the `sent_emails` table lives there).
+    /// The service's database (its tables live there).
     pub pool: PgPool,
     /// The schema of the service's tables (validated).
     pub schema: String,
@@ -90,14 +91,31 @@ pub fn schema_sql(schema: &str) -> String {
              body           TEXT NOT NULL,
              correlation_id TEXT,
              sent_at        TIMESTAMPTZ NOT NULL DEFAULT now()
+         );
+         CREATE TABLE IF NOT EXISTS {schema}.directory (
+             event_id    UUID NOT NULL,
+             user_id     BIGINT NOT NULL,
+             email       TEXT NOT NULL,
+             received_at TIMESTAMPTZ NOT NULL DEFAULT now()
          );"
     )
 }
 
-/// Sends the invitation email. Keyed by event id: a redelivery of the same event finds the row and
-/// sends nothing again.
-#[handler(event = "UserInvited", max_attempts = 10, timeout = "15s")]
-pub async fn send_email(event: UserInvited, ctx: HandlerContext) -> Result<(), HandlerError> {
+/// Sends the invitation email, recorded in `sent_emails` — in the outbox's transaction
+/// (contract X1): the row and this handler's success commit together, so a redelivered event (a
+/// crash, a lost lease, another handler's retry) never writes a second row, with no
+/// de-duplication key of its own. A failure rolls the row back and the handler runs again.
+#[handler(
+    event = "UserInvited",
+    max_attempts = 10,
+    timeout = "15s",
+    transactional
+)]
+pub async fn send_email(
+    event: UserInvited,
+    tx: &mut PgTx,
+    ctx: HandlerContext,
+) -> Result<(), HandlerError> {
     let services = services()?;
     if !services.email_delay.is_zero() {
         tokio::select! {
@@ -106,9 +124,9 @@ pub async fn send_email(event: UserInvited, ctx: HandlerContext) -> Result<(), H
         }
     }
     let body = format!("Hello {}, you are invited. Reply to accept.", event.email);
-    let sent = sqlx::query(&format!(
+    sqlx::query(&format!(
         "INSERT INTO {}.sent_emails (event_id, user_id, email, body, correlation_id)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5)",
         services.schema
     ))
     .bind(ctx.event_id)
@@ -116,18 +134,11 @@ pub async fn send_email(event: UserInvited, ctx: HandlerContext) -> Result<(), H
     .bind(&event.email)
     .bind(&body)
     .bind(ctx.correlation_id.as_deref())
-    .execute(&services.pool)
+    .execute(&mut **tx)
     .await
     .map_err(|e| HandlerError::retry(format!("recording the email failed: {e}")))?;
     // Logged on the event itself (`outbox show <id>`, the dashboard) as well as to the process log.
-    if sent.rows_affected() == 0 {
-        ctx.info(format!(
-            "invitation to {} already sent for this event; nothing sent again",
-            event.email
-        ));
-    } else {
-        ctx.info(format!("invitation email sent to {}", event.email));
-    }
+    ctx.info(format!("invitation email sent to {}", event.email));
     Ok(())
 }
 

@@ -25,6 +25,9 @@ pub(crate) struct Config {
     pub(crate) schema: String,
     /// `INVITE_STREAM`: the JetStream stream (default `INVITES`); messages go to `<stream>.user_invited`.
     pub(crate) stream: String,
+    /// `INVITE_CONSUMER`: the durable JetStream consumer that fills `directory` from the stream,
+    /// and its inbox's name (default `invite-directory`).
+    pub(crate) consumer: String,
     /// `OUTBOX_LEASE_SECS`: how long a claimed event stays leased without renewal (default 30).
     pub(crate) lease: Duration,
     /// `OUTBOX_MAX_IN_FLIGHT`: events processed at once (default 32).
@@ -71,12 +74,25 @@ impl Config {
             value: stream.clone(),
             reason: e.to_string(),
         })?;
+        let consumer = var("INVITE_CONSUMER", "invite-directory");
+        if consumer.is_empty()
+            || !consumer
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ConfigError {
+                name: "INVITE_CONSUMER",
+                value: consumer,
+                reason: "use letters, digits, '-' and '_'".to_owned(),
+            });
+        }
         Ok(Self {
             database_url: var("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"),
             nats_url: var("NATS_URL", "nats://127.0.0.1:4222"),
             listen: parsed("LISTEN_ADDR", "127.0.0.1:3000")?,
             schema,
             stream,
+            consumer,
             lease: Duration::from_secs(parsed("OUTBOX_LEASE_SECS", "30")?),
             max_in_flight: parsed("OUTBOX_MAX_IN_FLIGHT", "32")?,
             shutdown_grace: Duration::from_secs(parsed("SHUTDOWN_GRACE_SECS", "10")?),

@@ -6,6 +6,7 @@
 //! grace period or are cancelled; every outcome is persisted), then exits 0.
 
 mod config;
+mod consumer;
 mod routes;
 mod telemetry;
 
@@ -48,7 +49,8 @@ async fn main() -> ExitCode {
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::from_env()?;
     let pool = PgPoolOptions::new()
-        .max_connections(10)
+        // Each running transactional handler (`send_email`) holds a connection while it runs.
+        .max_connections(u32::try_from(config.max_in_flight + 6).unwrap_or(40).min(40))
         .acquire_timeout(Duration::from_secs(5))
         .connect(&config.database_url)
         .await
@@ -87,6 +89,15 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 config.stream
             )
         })?;
+    // The consumer side: the stream's messages applied to `directory` exactly once (the inbox).
+    let consumer = consumer::Consumer {
+        store: store.clone(),
+        jetstream: jetstream.clone(),
+        stream: config.stream.clone(),
+        name: config.consumer.clone(),
+        schema: config.schema.clone(),
+    }
+    .spawn();
     user_invite_handlers::install(user_invite_handlers::Services {
         pool: pool.clone(),
         schema: config.schema.clone(),
@@ -144,6 +155,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
 
     sampler.abort();
+    consumer.abort();
     tracing::info!("HTTP server stopped; stopping the outbox worker");
     let report = worker.shutdown().await;
     tracing::info!(

@@ -180,6 +180,21 @@ async fn invites_survive_sigkill_mid_processing_and_are_delivered_exactly_once()
     .await
     .unwrap();
 
+    // The consumer side starts over: with its durable consumer deleted, the second run reads the
+    // stream from its first message again, and the inbox must absorb every message the first run
+    // applied (and any whose acknowledgement the kill lost).
+    let applied_by_first: i64 =
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {schema}.directory"))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let _ = jetstream
+        .get_stream(&stream)
+        .await
+        .expect("the stream exists")
+        .delete_consumer("invite-directory")
+        .await;
+
     // Second run: picks up where the first died (expired leases included).
     let mut second = Service::start("second", &env, free_port());
     second.wait_ready(&http).await;
@@ -208,6 +223,55 @@ async fn invites_survive_sigkill_mid_processing_and_are_delivered_exactly_once()
         .await
         .unwrap();
     assert_eq!(dead["dead"], json!([]));
+
+    // The consumer side: exactly one directory row per accepted invite although the stream was
+    // read twice (the inbox holds one id per message).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = jetstream
+            .get_stream(&stream)
+            .await
+            .expect("the stream exists")
+            .get_consumer("invite-directory")
+            .await
+            .expect("the service's consumer");
+        let info = consumer.info().await.expect("consumer info");
+        if info.num_pending == 0
+            && info.num_ack_pending == 0
+            && info.delivered.stream_sequence as usize >= total
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the consumer did not finish the stream: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let directory: Vec<(Uuid, String)> =
+        sqlx::query_as(&format!("SELECT event_id, email FROM {schema}.directory"))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        directory.len(),
+        total,
+        "one directory row per invite ({applied_by_first} applied before the kill, then the stream replayed)"
+    );
+    let in_directory: BTreeMap<String, Uuid> = directory
+        .into_iter()
+        .map(|(id, email)| (email, id))
+        .collect();
+    for (email, (event_id, _)) in &accepted {
+        assert_eq!(in_directory.get(email), Some(event_id), "{email}");
+    }
+    let received: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {schema}.outbox_inbox WHERE consumer = 'invite-directory'"
+    ))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(received as usize, total, "one inbox entry per message");
 
     // Graceful stop on SIGTERM.
     let terminated = Command::new("kill")
