@@ -242,11 +242,9 @@ fn a_transactional_handler_needs_a_store_with_its_transactions() {
         .handler(handler)
         .build()
         .expect("a registry");
-    let err = Worker::builder(NoStore)
-        .registry(registry)
-        .build()
-        .err()
-        .expect("a store without transactions is refused");
+    let Err(err) = Worker::builder(NoStore).registry(registry).build() else {
+        panic!("a store without transactions is refused");
+    };
     let message = err.to_string();
     assert!(
         matches!(err, BuildError::TransactionUnavailable { .. }),

@@ -13,7 +13,7 @@ use crate::store::PgStore;
 
 /// A PostgreSQL transaction a transactional handler runs in. It dereferences to the
 /// connection, so a handler taking `tx: &mut PgTx` writes with `.execute(&mut **tx)` and
-/// enqueues follow-up events with `store.enqueue_in(&mut **tx, …)`.
+/// enqueues follow-up events with `store.enqueue_in(tx, …)`.
 ///
 /// ```
 /// use outbox_core::{EventRecord, HandlerError, handler};

@@ -16,11 +16,11 @@ use crate::store::SqliteStore;
 /// the database's write lock from its start, so keep transactional handlers short (SQLite admits
 /// one writer at a time, the outbox's own claims and completions included). It dereferences to the
 /// connection, so a handler taking `tx: &mut SqliteTx` writes with `.execute(&mut **tx)` and
-/// enqueues follow-up events with `store.enqueue_in(&mut **tx, …)`.
+/// enqueues follow-up events with `store.enqueue_in(tx, …)`.
 ///
 /// ```
 /// use outbox_core::{EventRecord, HandlerError, handler};
-/// use outbox_postgres::SqliteTx;
+/// use outbox_sqlite::SqliteTx;
 ///
 /// #[handler(event = "UserInvited", transactional)]
 /// async fn record_invite(event: EventRecord, tx: &mut SqliteTx) -> Result<(), HandlerError> {

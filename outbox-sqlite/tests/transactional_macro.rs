@@ -31,7 +31,7 @@ async fn record_payment(
     // A follow-up event, committed with the write and the success, or not at all.
     store
         .enqueue_in(
-            &mut **tx,
+            tx,
             NewEvent::new(
                 "sqlite_test.ReceiptRequested",
                 serde_json::json!({ "order": event.order }),

@@ -262,10 +262,10 @@ async fn through_workers<S: InboxStore + Clone, E: EffectTable<S::Tx>>(
     wait_until(WAIT, "the transactional handlers committed", || async {
         for id in &after_commit {
             let record = fetch(store, *id).await?;
-            if !record
+            if record
                 .handler_results
                 .get(APPLY)
-                .is_some_and(|s| s.succeeded_at.is_some())
+                .is_none_or(|s| s.succeeded_at.is_none())
             {
                 return Ok(false);
             }
