@@ -483,11 +483,11 @@ impl Handler {
         let call = move |record: Arc<EventRecord>, ctx: HandlerContext| -> HandlerFuture {
             let f = Arc::clone(&f);
             Box::pin(async move {
-                let mut tx = crate::transaction::begin::<T>(&ctx).await?;
+                let (mut tx, guard) = crate::transaction::begin::<T>(&ctx).await?;
                 let result = f(record, &mut tx, ctx.clone())
                     .await
                     .map(HandlerOutput::into_output);
-                crate::transaction::finish(&ctx, tx, result).await
+                crate::transaction::finish(&ctx, (tx, guard), result).await
             })
         };
         let mut handler = Self::built(event_type.into(), name.into(), None, Arc::new(call));

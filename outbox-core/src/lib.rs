@@ -62,8 +62,8 @@ pub use targets::{
 };
 pub use tokio_util::sync::CancellationToken;
 pub use transaction::{
-    StoreTransaction, TransactionScope, TransactionType, TransactionalStore, Transactions,
-    transactions_of,
+    StoreTransaction, TransactionGuard, TransactionScope, TransactionType, TransactionalStore,
+    Transactions, transactions_of,
 };
 pub use wait::Outcome;
 pub use worker::{BuildError, ShutdownReport, Worker, WorkerBuilder, WorkerConfig, WorkerHandle};
@@ -96,7 +96,7 @@ pub mod __private {
     /// Begins the transaction a `#[handler(transactional)]` runs in.
     pub async fn begin_transaction<T: crate::StoreTransaction>(
         ctx: &crate::HandlerContext,
-    ) -> Result<T, crate::HandlerError> {
+    ) -> Result<(T, crate::TransactionGuard), crate::HandlerError> {
         crate::transaction::begin(ctx).await
     }
 
@@ -104,7 +104,7 @@ pub mod __private {
     /// back.
     pub async fn finish_transaction<T: crate::StoreTransaction>(
         ctx: &crate::HandlerContext,
-        tx: T,
+        tx: (T, crate::TransactionGuard),
         result: crate::HandlerResult,
     ) -> crate::HandlerResult {
         crate::transaction::finish(ctx, tx, result).await

@@ -19,6 +19,7 @@
 
 use std::any::{Any, TypeId};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -63,6 +64,22 @@ pub trait TransactionalStore: Store {
 
     /// Begins a transaction.
     async fn begin(&self) -> Result<Self::Tx, StoreError>;
+
+    /// Begins the transaction a handler runs in under `lease`. The default is
+    /// [`begin`](Self::begin). A store whose transactions fail when they write a document changed
+    /// after their snapshot (MongoDB) takes the leased event here, fenced by the lease, and
+    /// returns `true` from [`holds_event`](Self::holds_event): lease renewals then wait for the
+    /// transaction instead of aborting it, and the runtime pauses them meanwhile.
+    async fn begin_for(&self, lease: &Lease) -> Result<Self::Tx, StoreError> {
+        let _ = lease;
+        self.begin().await
+    }
+
+    /// Whether [`begin_for`](Self::begin_for) holds the event until the transaction ends (the
+    /// runtime then does not renew its lease meanwhile). Default `false`.
+    fn holds_event(&self) -> bool {
+        false
+    }
 
     /// Inside `tx`, stores `state` as `handler`'s result on the leased event — only if `lease` is
     /// still the event's current lease and the event is pending. Returns `false` (writing nothing)
@@ -113,8 +130,11 @@ pub trait Transactions: Send + Sync + 'static {
     /// The transaction type handlers receive.
     fn transaction_type(&self) -> TransactionType;
 
-    /// Begins a transaction (a boxed [`TransactionalStore::Tx`]).
-    async fn begin_any(&self) -> Result<Box<dyn Any + Send>, StoreError>;
+    /// Begins a handler's transaction under `lease` (a boxed [`TransactionalStore::Tx`]).
+    async fn begin_any(&self, lease: &Lease) -> Result<Box<dyn Any + Send>, StoreError>;
+
+    /// Whether the transaction holds the event until it ends ([`TransactionalStore::holds_event`]).
+    fn holds_event(&self) -> bool;
 
     /// Records the success in `tx` fenced by `lease`, then commits; `Ok(false)` (rolled back)
     /// when the lease was lost.
@@ -148,8 +168,12 @@ impl<S: TransactionalStore> Transactions for Erased<S> {
         TransactionType::of::<S::Tx>()
     }
 
-    async fn begin_any(&self) -> Result<Box<dyn Any + Send>, StoreError> {
-        Ok(Box::new(self.0.begin().await?))
+    async fn begin_any(&self, lease: &Lease) -> Result<Box<dyn Any + Send>, StoreError> {
+        Ok(Box::new(self.0.begin_for(lease).await?))
+    }
+
+    fn holds_event(&self) -> bool {
+        self.0.holds_event()
     }
 
     async fn finish_any(
@@ -184,6 +208,8 @@ impl<S: TransactionalStore> Transactions for Erased<S> {
 pub struct TransactionScope {
     transactions: Arc<dyn Transactions>,
     lease: Lease,
+    /// Open transactions holding the event; the runtime's renewer skips it while non-zero.
+    holding: Option<Arc<AtomicUsize>>,
 }
 
 impl TransactionScope {
@@ -201,7 +227,19 @@ impl TransactionScope {
         Self {
             transactions,
             lease,
+            holding: None,
         }
+    }
+
+    /// This scope counting, in `open`, the transactions that hold the event while they run (on
+    /// stores whose transactions do; see [`TransactionalStore::holds_event`]), so that the
+    /// runtime's renewer leaves its lease alone meanwhile.
+    #[must_use]
+    pub fn pausing_renewal(mut self, open: Arc<AtomicUsize>) -> Self {
+        if self.transactions.holds_event() {
+            self.holding = Some(open);
+        }
+        self
     }
 
     /// The lease the delivery runs under.
@@ -224,7 +262,9 @@ impl std::fmt::Debug for TransactionScope {
 
 /// Begins the transaction a transactional handler runs in (generated code and
 /// [`Handler::transactional`](crate::Handler::transactional) call it).
-pub(crate) async fn begin<T: StoreTransaction>(ctx: &HandlerContext) -> Result<T, HandlerError> {
+pub(crate) async fn begin<T: StoreTransaction>(
+    ctx: &HandlerContext,
+) -> Result<(T, TransactionGuard), HandlerError> {
     let Some(scope) = ctx.transaction_scope() else {
         return Err(HandlerError::permanent(format!(
             "handler `{}` runs in a `{}` but its delivery has no transaction: the worker's store \
@@ -247,11 +287,13 @@ pub(crate) async fn begin<T: StoreTransaction>(ctx: &HandlerContext) -> Result<T
     // must not leave the connection inside a transaction nobody owns (on SQLite, holding the write
     // lock). Here the task finishes, and dropping the transaction it made rolls it back.
     let transactions = Arc::clone(&scope.transactions);
-    let tx = tokio::spawn(async move { transactions.begin_any().await })
+    let guard = TransactionGuard::open(scope.holding.clone());
+    let lease = scope.lease;
+    let tx = tokio::spawn(async move { transactions.begin_any(&lease).await })
         .await
         .map_err(|err| HandlerError::retry(format!("beginning the transaction failed: {err}")))?
         .map_err(|err| HandlerError::retry(format!("could not begin the transaction: {err}")))?;
-    tx.downcast::<T>().map(|tx| *tx).map_err(|_| {
+    tx.downcast::<T>().map(|tx| (*tx, guard)).map_err(|_| {
         HandlerError::permanent(format!(
             "the store began a transaction that is not a `{}`",
             std::any::type_name::<T>()
@@ -263,13 +305,13 @@ pub(crate) async fn begin<T: StoreTransaction>(ctx: &HandlerContext) -> Result<T
 /// commits; on failure (or a lost lease) rolls back. Returns the run's result.
 pub(crate) async fn finish<T: StoreTransaction>(
     ctx: &HandlerContext,
-    tx: T,
+    (tx, guard): (T, TransactionGuard),
     result: HandlerResult,
 ) -> HandlerResult {
     let output = match result {
         Ok(output) => output,
         Err(err) => {
-            drop(tx); // rolls back the handler's writes
+            drop((tx, guard)); // rolls back the handler's writes
             return Err(err);
         }
     };
@@ -289,14 +331,17 @@ pub(crate) async fn finish<T: StoreTransaction>(
     let transactions = Arc::clone(&scope.transactions);
     let (lease, handler) = (scope.lease, ctx.handler.clone());
     let tx: Box<dyn Any + Send> = Box::new(tx);
-    let finished =
-        tokio::spawn(async move { transactions.finish_any(tx, &lease, &handler, &state).await })
-            .await
-            .unwrap_or_else(|err| {
-                Err(StoreError::unavailable(format!(
-                    "the commit task failed: {err}"
-                )))
-            });
+    let finished = tokio::spawn(async move {
+        let finished = transactions.finish_any(tx, &lease, &handler, &state).await;
+        drop(guard); // the transaction has ended
+        finished
+    })
+    .await
+    .unwrap_or_else(|err| {
+        Err(StoreError::unavailable(format!(
+            "the commit task failed: {err}"
+        )))
+    });
     match finished {
         Ok(true) => Ok(output),
         Ok(false) => Err(HandlerError::retry(
@@ -307,5 +352,29 @@ pub(crate) async fn finish<T: StoreTransaction>(
             "recording the success in the handler's transaction failed ({err}): its writes were \
              rolled back and it will run again"
         ))),
+    }
+}
+
+/// Counts a handler transaction as holding its event while alive (see
+/// [`TransactionalStore::holds_event`]); it travels with the transaction.
+#[derive(Debug)]
+pub struct TransactionGuard {
+    holding: Option<Arc<AtomicUsize>>,
+}
+
+impl TransactionGuard {
+    fn open(holding: Option<Arc<AtomicUsize>>) -> Self {
+        if let Some(open) = &holding {
+            open.fetch_add(1, Ordering::SeqCst);
+        }
+        Self { holding }
+    }
+}
+
+impl Drop for TransactionGuard {
+    fn drop(&mut self) {
+        if let Some(open) = &self.holding {
+            open.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }

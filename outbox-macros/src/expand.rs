@@ -256,10 +256,10 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
                             ::std::boxed::Box::pin(async move {
                                 let __outbox_event = <#event_ty as #krate::HandlerInput>::from_record(&__outbox_record)?;
                                 #(#arg_lets)*
-                                let mut __outbox_tx = #krate::__private::begin_transaction::<#tx_ty>(&__outbox_ctx).await?;
+                                let (mut __outbox_tx, __outbox_guard) = #krate::__private::begin_transaction::<#tx_ty>(&__outbox_ctx).await?;
                                 let __outbox_returned = #ident(__outbox_event #(, #arg_exprs)*).await;
                                 let __outbox_result = #into_result;
-                                #krate::__private::finish_transaction(&__outbox_ctx, __outbox_tx, __outbox_result).await
+                                #krate::__private::finish_transaction(&__outbox_ctx, (__outbox_tx, __outbox_guard), __outbox_result).await
                             })
                         }
                     },

@@ -4,9 +4,11 @@ mod config;
 mod error;
 mod row;
 mod store;
+mod transaction;
 
 pub use config::MongoStoreBuilder;
 pub use store::MongoStore;
+pub use transaction::MongoTx;
 
 /// The MongoDB driver this store is built on, so an application names the same version (for the
 /// sessions `enqueue_in` joins).

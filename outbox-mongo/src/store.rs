@@ -142,6 +142,15 @@ impl MongoStore {
             .create_indexes(indexes)
             .await
             .map_err(|e| map_mongo("migrate: create indexes", e))?;
+        // The inbox's ids, purged by consumer and age.
+        self.inbox()
+            .create_index(index(
+                doc! { "_id.c": 1, "at": 1 },
+                "received_at",
+                IndexOptions::default(),
+            ))
+            .await
+            .map_err(|e| map_mongo("migrate: create the inbox index", e))?;
         Ok(())
     }
 
@@ -691,6 +700,10 @@ impl Store for MongoStore {
             .as_ref()
             .map(decode)
             .transpose()
+    }
+
+    fn transactions(&self) -> Option<std::sync::Arc<dyn outbox_core::Transactions>> {
+        Some(outbox_core::transactions_of(self.clone()))
     }
 
     async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {

@@ -3,3 +3,4 @@
 mod support;
 
 outbox_testkit::conformance_suite!(support::MongoFactory::default());
+outbox_testkit::transactional_suite!(support::MongoFactory::default());

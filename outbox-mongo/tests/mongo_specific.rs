@@ -352,3 +352,74 @@ async fn an_unreachable_server_is_a_transient_error_within_the_selection_timeout
     assert!(err.is_transient(), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// A transactional handler that runs across several lease renewals commits: its transaction holds
+/// the event from its start, and the worker does not renew that lease meanwhile (a renewal would
+/// be a write conflict that aborts it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactional_handler_longer_than_the_renewal_interval_commits_once() {
+    let store = store("mgtx").await;
+    let effects = store
+        .client()
+        .database(&store.collection().namespace().db)
+        .collection::<Document>("effects");
+    let runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let handler = {
+        let effects = effects.clone();
+        let runs = Arc::clone(&runs);
+        Handler::transactional(
+            "mg.Slow",
+            "slow",
+            move |record, tx: &mut outbox_mongo::MongoTx, _ctx| {
+                let effects = effects.clone();
+                runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Box::pin(async move {
+                    effects
+                        .insert_one(doc! { "event_id": record.id.to_string() })
+                        .session(&mut **tx)
+                        .await?;
+                    // Longer than two renewal intervals of the worker below.
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    Ok::<_, HandlerError>(())
+                })
+            },
+        )
+    };
+    let worker = Worker::builder(store.clone())
+        .registry(
+            Registry::builder()
+                .handler(handler)
+                .build()
+                .expect("registry"),
+        )
+        .config(
+            WorkerConfig::default()
+                .with_lease(Duration::from_secs(3))
+                .with_renew_interval(Duration::from_millis(300))
+                .with_poll_interval(Duration::from_millis(50)),
+        )
+        .build()
+        .expect("a worker")
+        .start();
+    let id = store
+        .enqueue(NewEvent::new("mg.Slow", json!({})))
+        .await
+        .expect("enqueue")
+        .id;
+    let outcome = store
+        .wait_for(id, Duration::from_secs(30))
+        .await
+        .expect("the event");
+    assert!(
+        matches!(outcome, outbox_core::Outcome::Processed(_)),
+        "{outcome:?}"
+    );
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1, "one run");
+    let rows = effects
+        .count_documents(doc! { "event_id": id.to_string() })
+        .await
+        .expect("count");
+    assert_eq!(rows, 1);
+    worker.shutdown().await;
+    cleanup(&store).await;
+}

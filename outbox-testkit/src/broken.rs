@@ -74,6 +74,14 @@ impl<S: InboxStore + Clone> TransactionalStore for BrokenTransactions<S> {
         self.inner.begin().await
     }
 
+    async fn begin_for(&self, lease: &Lease) -> Result<S::Tx, StoreError> {
+        self.inner.begin_for(lease).await
+    }
+
+    fn holds_event(&self) -> bool {
+        self.inner.holds_event()
+    }
+
     async fn record_success_in(
         &self,
         tx: &mut S::Tx,

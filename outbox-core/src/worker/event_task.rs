@@ -67,10 +67,9 @@ async fn run(shared: Arc<Shared>, claimed: ClaimedEvent, permit: OwnedSemaphoreP
     let mut delivery = Delivery::new(Arc::clone(&record), shared.config.handler_timeout);
     delivery.cancellation = cancellation;
     delivery.abort = abort.clone();
-    delivery.transaction = shared
-        .transactions
-        .as_ref()
-        .map(|t| crate::TransactionScope::new(Arc::clone(t), lease));
+    delivery.transaction = shared.transactions.as_ref().map(|t| {
+        crate::TransactionScope::new(Arc::clone(t), lease).pausing_renewal(held.transactions_open())
+    });
     let logs = delivery.logs.clone();
     let dispatch = process_catching_panics(shared.processor.as_ref(), delivery).await;
     let lease_lost = held.is_lost();

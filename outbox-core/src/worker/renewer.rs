@@ -3,7 +3,7 @@
 //! event's handlers. The same registry lets shutdown cancel, then abort, every event in flight.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -21,6 +21,9 @@ pub(crate) struct Held {
     lost: AtomicBool,
     cancellation: CancellationToken,
     abort: CancellationToken,
+    /// Handler transactions open on the event that hold it themselves (a store whose
+    /// transactions would conflict with a renewal): the renewer leaves the lease alone meanwhile.
+    transactions_open: Arc<AtomicUsize>,
 }
 
 /// The leases a worker holds right now, keyed by lease token (unique per claim).
@@ -48,6 +51,7 @@ impl HeldLeases {
             lost: AtomicBool::new(false),
             cancellation,
             abort,
+            transactions_open: Arc::default(),
         });
         self.map().insert(lease.token, Arc::clone(&held));
         HoldGuard { leases: self, held }
@@ -67,8 +71,13 @@ impl HeldLeases {
         }
     }
 
+    /// The leases to renew now: those no open handler transaction holds.
     fn snapshot(&self) -> Vec<Arc<Held>> {
-        self.map().values().cloned().collect()
+        self.map()
+            .values()
+            .filter(|h| h.transactions_open.load(Ordering::SeqCst) == 0)
+            .cloned()
+            .collect()
     }
 
     fn still_held(&self, token: &Uuid) -> bool {
@@ -87,6 +96,11 @@ impl HoldGuard<'_> {
     /// Whether the renewer found the lease lost (results must be discarded).
     pub(crate) fn is_lost(&self) -> bool {
         self.held.lost.load(Ordering::SeqCst)
+    }
+
+    /// The count of handler transactions holding the event (the renewer skips it while non-zero).
+    pub(crate) fn transactions_open(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.held.transactions_open)
     }
 }
 

@@ -143,3 +143,63 @@ impl TestTransaction for MongoTestTransaction {
             .map_err(|e| StoreError::unavailable(format!("abort: {e}")))
     }
 }
+
+/// The X1 clause's effects collection in a namespace's database: one document per handler
+/// write. MongoDB has no commit-time checks, so no write can make a commit fail.
+pub struct MongoEffects {
+    effects: mongodb::Collection<mongodb::bson::Document>,
+}
+
+#[outbox_core::async_trait]
+impl outbox_testkit::suite::EffectTable<outbox_mongo::MongoTx> for MongoEffects {
+    async fn write(
+        &self,
+        tx: &mut outbox_mongo::MongoTx,
+        event_id: uuid::Uuid,
+        fail_at_commit: bool,
+    ) -> Result<(), StoreError> {
+        if fail_at_commit {
+            return Err(StoreError::invalid(
+                "MongoDB cannot fail a commit on purpose",
+            ));
+        }
+        self.effects
+            .insert_one(mongodb::bson::doc! { "event_id": event_id.to_string() })
+            .session(&mut **tx)
+            .await
+            .map_err(|e| StoreError::unavailable(format!("write an effect: {e}")))?;
+        Ok(())
+    }
+
+    async fn count(&self, event_id: uuid::Uuid) -> Result<u64, StoreError> {
+        self.effects
+            .count_documents(mongodb::bson::doc! { "event_id": event_id.to_string() })
+            .await
+            .map_err(|e| StoreError::unavailable(format!("count effects: {e}")))
+    }
+
+    fn can_fail_at_commit(&self) -> bool {
+        false
+    }
+}
+
+#[outbox_core::async_trait]
+impl outbox_testkit::suite::TransactionalFactory for MongoFactory {
+    type Effects = MongoEffects;
+
+    async fn effects(
+        &self,
+        store: &MongoStore,
+        namespace: &str,
+    ) -> Result<MongoEffects, StoreError> {
+        let effects = store
+            .client()
+            .database(namespace)
+            .collection::<mongodb::bson::Document>("x1_effects");
+        effects
+            .delete_many(mongodb::bson::doc! {})
+            .await
+            .map_err(|e| StoreError::unavailable(format!("empty the effects collection: {e}")))?;
+        Ok(MongoEffects { effects })
+    }
+}
