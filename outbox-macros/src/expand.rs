@@ -232,38 +232,35 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
                         }
                     }
                 }
-                None => match tx_ty {
-                    None => quote! {
-                        fn #call(
-                            __outbox_record: #krate::__private::Arc<#krate::EventRecord>,
-                            __outbox_ctx: #krate::HandlerContext,
-                        ) -> #krate::HandlerFuture {
-                            ::std::boxed::Box::pin(async move {
-                                let __outbox_event = <#event_ty as #krate::HandlerInput>::from_record(&__outbox_record)?;
-                                #(#arg_lets)*
-                                let __outbox_returned = #ident(__outbox_event #(, #arg_exprs)*).await;
-                                #into_result
-                            })
-                        }
-                    },
-                    // Begin, run in the transaction, then record the success in it (fenced by the
-                    // lease) and commit — or roll back.
-                    Some(tx_ty) => quote! {
-                        fn #call(
-                            __outbox_record: #krate::__private::Arc<#krate::EventRecord>,
-                            __outbox_ctx: #krate::HandlerContext,
-                        ) -> #krate::HandlerFuture {
-                            ::std::boxed::Box::pin(async move {
-                                let __outbox_event = <#event_ty as #krate::HandlerInput>::from_record(&__outbox_record)?;
-                                #(#arg_lets)*
+                None => {
+                    // A transactional handler begins its transaction before the call, then records
+                    // its success in it (fenced by the lease) and commits — or rolls back.
+                    let (begin, result) = match tx_ty {
+                        None => (quote!(), into_result.clone()),
+                        Some(tx_ty) => (
+                            quote! {
                                 let (mut __outbox_tx, __outbox_guard) = #krate::__private::begin_transaction::<#tx_ty>(&__outbox_ctx).await?;
+                            },
+                            quote! {
+                                #krate::__private::finish_transaction(&__outbox_ctx, (__outbox_tx, __outbox_guard), #into_result).await
+                            },
+                        ),
+                    };
+                    quote! {
+                        fn #call(
+                            __outbox_record: #krate::__private::Arc<#krate::EventRecord>,
+                            __outbox_ctx: #krate::HandlerContext,
+                        ) -> #krate::HandlerFuture {
+                            ::std::boxed::Box::pin(async move {
+                                let __outbox_event = <#event_ty as #krate::HandlerInput>::from_record(&__outbox_record)?;
+                                #(#arg_lets)*
+                                #begin
                                 let __outbox_returned = #ident(__outbox_event #(, #arg_exprs)*).await;
-                                let __outbox_result = #into_result;
-                                #krate::__private::finish_transaction(&__outbox_ctx, (__outbox_tx, __outbox_guard), __outbox_result).await
+                                #result
                             })
                         }
-                    },
-                },
+                    }
+                }
             };
             let transaction = match tx_ty {
                 Some(tx_ty) => quote_spanned! {tx_ty.span()=>

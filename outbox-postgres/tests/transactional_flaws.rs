@@ -3,30 +3,22 @@
 
 mod support;
 
-use outbox_testkit::broken::{BrokenTransactionsFactory, TransactionFlaw};
-use outbox_testkit::suite;
-
-fn caught(flaw: TransactionFlaw) {
-    let factory = BrokenTransactionsFactory::new(support::PgFactory, flaw);
-    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
-    let verdict = runtime.block_on(suite::x1_transactional_handlers(&factory));
-    match verdict {
-        Err(failure) => println!("{flaw:?} caught: {failure}"),
-        Ok(v) => panic!("the X1 clause passed a store with {flaw:?}: {v:?}"),
-    }
-}
+use outbox_testkit::broken::{TransactionFlaw, assert_caught};
 
 #[test]
 fn a_success_recorded_outside_the_transaction_is_caught() {
-    caught(TransactionFlaw::SuccessOutsideTransaction);
+    assert_caught(
+        support::PgFactory,
+        TransactionFlaw::SuccessOutsideTransaction,
+    );
 }
 
 #[test]
 fn a_success_recorded_after_the_commit_is_caught() {
-    caught(TransactionFlaw::SuccessAfterCommit);
+    assert_caught(support::PgFactory, TransactionFlaw::SuccessAfterCommit);
 }
 
 #[test]
 fn an_unfenced_success_is_caught() {
-    caught(TransactionFlaw::Unfenced);
+    assert_caught(support::PgFactory, TransactionFlaw::Unfenced);
 }

@@ -293,3 +293,21 @@ impl<F: TransactionalFactory> TransactionalFactory for BrokenTransactionsFactory
         self.inner.effects(&store.inner, namespace).await
     }
 }
+
+/// Runs the X1 clause on `factory`'s stores with `flaw` and panics unless the clause fails (a test
+/// of your backend's `tests/`, beside the conformance suite).
+///
+/// ```ignore
+/// #[test]
+/// fn an_unfenced_success_is_caught() {
+///     outbox_testkit::broken::assert_caught(MyFactory::new(), TransactionFlaw::Unfenced);
+/// }
+/// ```
+pub fn assert_caught<F: TransactionalFactory>(factory: F, flaw: TransactionFlaw) {
+    let factory = BrokenTransactionsFactory::new(factory, flaw);
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    match runtime.block_on(crate::suite::x1_transactional_handlers(&factory)) {
+        Err(failure) => println!("{flaw:?} caught: {failure}"),
+        Ok(verdict) => panic!("the X1 clause passed a store with {flaw:?}: {verdict:?}"),
+    }
+}

@@ -6,39 +6,18 @@ use std::time::Duration;
 
 use outbox_core::{
     Completion, Event, EventStatus, Handler, HandlerError, HandlerResults, HandlerState, NewEvent,
-    NoHandlerPolicy, Registry, Store, StoreExt, Worker, WorkerConfig,
+    NoHandlerPolicy, Store, StoreExt,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::support::{
-    Calls, claim, fast_config, fetch, put, wait_drained, wait_status, wait_until,
+    Calls, claim, fast_config, fetch, put, registry, start, wait_drained, wait_status, wait_until,
 };
 use crate::ensure;
 use crate::harness::{ClauseResult, Failure, StoreFactory, Verdict, namespace};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn registry(handlers: Vec<Handler>) -> Result<Registry, Failure> {
-    handlers
-        .into_iter()
-        .fold(Registry::builder(), outbox_core::RegistryBuilder::handler)
-        .build()
-        .map_err(|e| Failure::new(format!("registry: {e}")))
-}
-
-fn start<S: Store + Clone>(
-    store: &S,
-    registry: Registry,
-    config: WorkerConfig,
-) -> Result<outbox_core::WorkerHandle, Failure> {
-    Ok(Worker::builder(store.clone())
-        .registry(registry)
-        .config(config)
-        .build()
-        .map_err(|e| Failure::new(format!("worker: {e}")))?
-        .start())
-}
 
 /// A handler that counts its calls and fails the first `fail_first` of them per event.
 fn counting(event_type: &str, name: &str, calls: &Calls, fail_first: u32) -> Handler {

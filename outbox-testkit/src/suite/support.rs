@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use outbox_core::{
-    ClaimRequest, EventRecord, EventStatus, NewEvent, RetryPolicy, Store, StoreExt, WorkerConfig,
+    ClaimRequest, EventRecord, EventStatus, Handler, NewEvent, Registry, RetryPolicy, Store,
+    StoreExt, Worker, WorkerConfig,
 };
 use uuid::Uuid;
 
@@ -29,6 +30,29 @@ pub(crate) fn fast_config() -> WorkerConfig {
                 .with_max_delay(Duration::from_millis(200))
                 .with_jitter(0.0),
         )
+}
+
+/// A registry of `handlers`.
+pub(crate) fn registry(handlers: Vec<Handler>) -> Result<Registry, Failure> {
+    handlers
+        .into_iter()
+        .fold(Registry::builder(), outbox_core::RegistryBuilder::handler)
+        .build()
+        .map_err(|e| Failure::new(format!("registry: {e}")))
+}
+
+/// A started worker on `store`.
+pub(crate) fn start<S: Store + Clone>(
+    store: &S,
+    registry: Registry,
+    config: WorkerConfig,
+) -> Result<outbox_core::WorkerHandle, Failure> {
+    Ok(Worker::builder(store.clone())
+        .registry(registry)
+        .config(config)
+        .build()
+        .map_err(|e| Failure::new(format!("worker: {e}")))?
+        .start())
 }
 
 /// A claim request for tests.

@@ -8,13 +8,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use outbox_core::{
-    EventStatus, Handler, HandlerError, HandlerState, Inbox, InboxStore, Receipt, Registry, Store,
-    StoreError, TransactionalStore, Worker, WorkerConfig,
+    EventStatus, Handler, HandlerError, HandlerState, Inbox, InboxStore, Receipt, Store,
+    StoreError, TransactionalStore,
 };
 use serde_json::json;
 use uuid::Uuid;
 
-use super::support::{Calls, claim, fast_config, fetch, put, wait_status, wait_until};
+use super::support::{
+    Calls, claim, fast_config, fetch, put, registry, start, wait_status, wait_until,
+};
 use crate::ensure;
 use crate::harness::{ClauseResult, Failure, StoreFactory, Verdict, namespace};
 
@@ -437,27 +439,6 @@ fn sibling_handler(calls: &Calls) -> Handler {
             }
         }
     })
-}
-
-fn registry(handlers: Vec<Handler>) -> Result<Registry, Failure> {
-    handlers
-        .into_iter()
-        .fold(Registry::builder(), outbox_core::RegistryBuilder::handler)
-        .build()
-        .map_err(|e| Failure::new(format!("registry: {e}")))
-}
-
-fn start<S: Store + Clone>(
-    store: &S,
-    registry: Registry,
-    config: WorkerConfig,
-) -> Result<outbox_core::WorkerHandle, Failure> {
-    Ok(Worker::builder(store.clone())
-        .registry(registry)
-        .config(config)
-        .build()
-        .map_err(|e| Failure::new(format!("worker: {e}")))?
-        .start())
 }
 
 /// Runs `attempt` until it does not fail with a transient error (a write conflict).
