@@ -210,6 +210,9 @@ pub struct TransactionScope {
     lease: Lease,
     /// Open transactions holding the event; the runtime's renewer skips it while non-zero.
     holding: Option<Arc<AtomicUsize>>,
+    /// Taken by each transaction that holds the event: two of them would conflict, so the
+    /// transactional handlers of one delivery then run their transactions one after the other.
+    one_at_a_time: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl TransactionScope {
@@ -228,6 +231,7 @@ impl TransactionScope {
             transactions,
             lease,
             holding: None,
+            one_at_a_time: Arc::default(),
         }
     }
 
@@ -287,7 +291,11 @@ pub(crate) async fn begin<T: StoreTransaction>(
     // must not leave the connection inside a transaction nobody owns (on SQLite, holding the write
     // lock). Here the task finishes, and dropping the transaction it made rolls it back.
     let transactions = Arc::clone(&scope.transactions);
-    let guard = TransactionGuard::open(scope.holding.clone());
+    let turn = match &scope.holding {
+        Some(_) => Some(Arc::clone(&scope.one_at_a_time).lock_owned().await),
+        None => None,
+    };
+    let guard = TransactionGuard::open(scope.holding.clone(), turn);
     let lease = scope.lease;
     let tx = tokio::spawn(async move { transactions.begin_any(&lease).await })
         .await
@@ -360,14 +368,22 @@ pub(crate) async fn finish<T: StoreTransaction>(
 #[derive(Debug)]
 pub struct TransactionGuard {
     holding: Option<Arc<AtomicUsize>>,
+    /// This transaction's turn among the delivery's transactions that hold the event.
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl TransactionGuard {
-    fn open(holding: Option<Arc<AtomicUsize>>) -> Self {
+    fn open(
+        holding: Option<Arc<AtomicUsize>>,
+        turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    ) -> Self {
         if let Some(open) = &holding {
             open.fetch_add(1, Ordering::SeqCst);
         }
-        Self { holding }
+        Self {
+            holding,
+            _turn: turn,
+        }
     }
 }
 

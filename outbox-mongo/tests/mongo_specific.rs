@@ -423,3 +423,69 @@ async fn a_transactional_handler_longer_than_the_renewal_interval_commits_once()
     worker.shutdown().await;
     cleanup(&store).await;
 }
+
+/// Two transactional handlers of one event both commit on its first delivery: each transaction
+/// holds the event, so they take turns instead of aborting each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_transactional_handlers_of_one_event_take_turns() {
+    let store = store("mgtwo").await;
+    let effects = store
+        .client()
+        .database(&store.collection().namespace().db)
+        .collection::<Document>("effects");
+    let writer = |name: &'static str| {
+        let effects = effects.clone();
+        Handler::transactional(
+            "mg.Two",
+            name,
+            move |record, tx: &mut outbox_mongo::MongoTx, _ctx| {
+                let effects = effects.clone();
+                Box::pin(async move {
+                    effects
+                        .insert_one(doc! { "event_id": record.id.to_string(), "by": name })
+                        .session(&mut **tx)
+                        .await?;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Ok::<_, HandlerError>(())
+                })
+            },
+        )
+    };
+    let registry = Registry::builder()
+        .handler(writer("first"))
+        .handler(writer("second"))
+        .build()
+        .expect("registry");
+    let worker = Worker::builder(store.clone())
+        .registry(registry)
+        .config(WorkerConfig::default().with_poll_interval(Duration::from_millis(50)))
+        .build()
+        .expect("a worker")
+        .start();
+    let id = store
+        .enqueue(NewEvent::new("mg.Two", json!({})))
+        .await
+        .expect("enqueue")
+        .id;
+    let outcome = store
+        .wait_for(id, Duration::from_secs(30))
+        .await
+        .expect("the event");
+    let outbox_core::Outcome::Processed(record) = outcome else {
+        panic!("not processed: {outcome:?}");
+    };
+    assert_eq!(
+        record.attempts, 1,
+        "both handlers committed on the first delivery"
+    );
+    for name in ["first", "second"] {
+        assert_eq!(record.handler_results[name].attempts, 1, "{name}");
+    }
+    let rows = effects
+        .count_documents(doc! { "event_id": id.to_string() })
+        .await
+        .expect("count");
+    assert_eq!(rows, 2);
+    worker.shutdown().await;
+    cleanup(&store).await;
+}
