@@ -25,6 +25,10 @@ pub const EVENT_TYPE: &str = "FaultEvent";
 /// The handlers every event has.
 pub const HANDLERS: [&str; 2] = ["mail", "audit"];
 
+/// A third handler of the SIGKILL test's workers, transactional (contract X1): its row commits
+/// with its success, so it must never run twice, kills or not.
+pub const TRANSACTIONAL_HANDLER: &str = "ledger";
+
 /// Whether attempt `attempt` of `handler` on `event` fails on purpose: the first attempt of about
 /// one pair in ten (deterministic, so every process agrees).
 pub fn fails_on_purpose(event: Uuid, handler: &str, attempt: u32) -> bool {

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use outbox_core::NewEvent;
-use outbox_faults::{EVENT_TYPE, HANDLERS};
+use outbox_faults::{EVENT_TYPE, HANDLERS, TRANSACTIONAL_HANDLER};
 use outbox_postgres::PgStore;
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
@@ -111,7 +111,7 @@ async fn workers_killed_in_a_loop_lose_nothing() {
             sqlx::query_scalar::<_, i64>(&format!(
                 "SELECT count(*) FROM (SELECT event_id FROM \"{schema}\".runs WHERE event_id = ANY($1)
                  GROUP BY event_id HAVING count(DISTINCT handler) = {}) d",
-                HANDLERS.len()
+                HANDLERS.len() + 1
             ))
             .bind(committed)
             .fetch_one(&pool)
@@ -153,11 +153,20 @@ async fn workers_killed_in_a_loop_lose_nothing() {
     .fetch_one(&pool)
     .await
     .expect("count");
+    // The transactional handler's row commits with its success: never twice.
+    let ledger_duplicates: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) - count(DISTINCT event_id) FROM {runs} WHERE handler = $1"
+    ))
+    .bind(TRANSACTIONAL_HANDLER)
+    .fetch_one(&pool)
+    .await
+    .expect("count");
     let bound = kills * IN_FLIGHT;
     println!(
         "FIGURES sigkill loop ({WORKERS} worker processes, one SIGKILLed every 700 ms): committed {}, \
          rolled back {}, lost {}, rolled-back delivered {rolled_back_delivered}, duplicate handler runs \
-         {duplicates} (bound {bound} = {kills} kills × {IN_FLIGHT} in flight), production {:.1} s, all \
+         {duplicates} (bound {bound} = {kills} kills × {IN_FLIGHT} in flight), duplicate runs of the \
+         transactional handler {ledger_duplicates}, production {:.1} s, all \
          delivered after {:.1} s",
         committed.len(),
         rolled_back.len(),
@@ -166,6 +175,10 @@ async fn workers_killed_in_a_loop_lose_nothing() {
         drained_after.as_secs_f64()
     );
     assert!(kills >= 5, "only {kills} kills happened");
+    assert_eq!(
+        ledger_duplicates, 0,
+        "the transactional handler's row was written twice for some event"
+    );
     assert_eq!(
         delivered,
         committed.len() as i64,
