@@ -213,6 +213,35 @@ pub struct TransactionScope {
     /// Taken by each transaction that holds the event: two of them would conflict, so the
     /// transactional handlers of one delivery then run their transactions one after the other.
     one_at_a_time: Arc<tokio::sync::Mutex<()>>,
+    /// The successes this delivery's transactions committed, kept even when their handler was
+    /// dropped meanwhile (a timeout or an abort landing during the commit).
+    commits: Arc<Commits>,
+}
+
+/// The handler successes a delivery's transactions committed, and how many commits are still
+/// running.
+#[derive(Debug, Default)]
+struct Commits {
+    running: AtomicUsize,
+    committed: std::sync::Mutex<Vec<(String, Option<serde_json::Value>)>>,
+    done: tokio::sync::Notify,
+}
+
+/// Counts a commit as running until dropped (even if its task panics).
+struct Running(Arc<Commits>);
+
+impl Running {
+    fn start(commits: &Arc<Commits>) -> Self {
+        commits.running.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(commits))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+        self.0.done.notify_waiters();
+    }
 }
 
 impl TransactionScope {
@@ -232,6 +261,7 @@ impl TransactionScope {
             lease,
             holding: None,
             one_at_a_time: Arc::default(),
+            commits: Arc::default(),
         }
     }
 
@@ -244,6 +274,27 @@ impl TransactionScope {
             self.holding = Some(open);
         }
         self
+    }
+
+    /// Waits for the delivery's running commits, then returns the handlers whose success was
+    /// committed, with their outputs — also those whose handler was dropped (timed out, aborted)
+    /// while its transaction committed: the runtime records them as succeeded, so that the
+    /// event's outcome does not overwrite a committed success with a failure.
+    pub(crate) async fn committed(&self) -> Vec<(String, Option<serde_json::Value>)> {
+        loop {
+            let done = self.commits.done.notified();
+            if self.commits.running.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            done.await;
+        }
+        std::mem::take(
+            &mut *self
+                .commits
+                .committed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     /// The lease the delivery runs under.
@@ -339,9 +390,19 @@ pub(crate) async fn finish<T: StoreTransaction>(
     let transactions = Arc::clone(&scope.transactions);
     let (lease, handler) = (scope.lease, ctx.handler.clone());
     let tx: Box<dyn Any + Send> = Box::new(tx);
+    let running = Running::start(&scope.commits);
     let finished = tokio::spawn(async move {
         let finished = transactions.finish_any(tx, &lease, &handler, &state).await;
         drop(guard); // the transaction has ended
+        if matches!(finished, Ok(true)) {
+            running
+                .0
+                .committed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((handler, state.output.clone()));
+        }
+        drop(running);
         finished
     })
     .await

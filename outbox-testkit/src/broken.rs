@@ -30,6 +30,9 @@ pub enum TransactionFlaw {
     SuccessAfterCommit,
     /// Records the success under whatever lease the event has now, not the handler's.
     Unfenced,
+    /// Not wrong, only slow: each commit waits this long first, so a handler's timeout can fire
+    /// while its transaction commits (the runtime must still count a committed success once).
+    SlowCommit(Duration),
 }
 
 /// A store whose [`TransactionalStore`] side has `flaw`; everything else is the inner store's.
@@ -107,6 +110,11 @@ impl<S: InboxStore + Clone> TransactionalStore for BrokenTransactions<S> {
                     .push((*lease, handler.to_owned(), state.clone()));
                 Ok(true)
             }
+            TransactionFlaw::SlowCommit(_) => {
+                self.inner
+                    .record_success_in(tx, lease, handler, state)
+                    .await
+            }
             TransactionFlaw::Unfenced => {
                 let current = self
                     .inner
@@ -126,6 +134,9 @@ impl<S: InboxStore + Clone> TransactionalStore for BrokenTransactions<S> {
     }
 
     async fn commit(&self, tx: S::Tx) -> Result<(), StoreError> {
+        if let TransactionFlaw::SlowCommit(pause) = self.flaw {
+            tokio::time::sleep(pause).await;
+        }
         self.inner.commit(tx).await?;
         if self.flaw == TransactionFlaw::SuccessAfterCommit {
             let pending = self

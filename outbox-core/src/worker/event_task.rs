@@ -71,7 +71,15 @@ async fn run(shared: Arc<Shared>, claimed: ClaimedEvent, permit: OwnedSemaphoreP
         crate::TransactionScope::new(Arc::clone(t), lease).pausing_renewal(held.transactions_open())
     });
     let logs = delivery.logs.clone();
-    let dispatch = process_catching_panics(shared.processor.as_ref(), delivery).await;
+    let scope = delivery.transaction.clone();
+    let mut dispatch = process_catching_panics(shared.processor.as_ref(), delivery).await;
+    // A handler whose transaction committed its success succeeded, even if it was dropped (timed
+    // out, aborted) while committing: the outcome written below must not undo that success.
+    if let Some(scope) = &scope {
+        for (handler, output) in scope.committed().await {
+            dispatch.record_success(handler, output);
+        }
+    }
     let lease_lost = held.is_lost();
     drop(held);
 
