@@ -77,15 +77,11 @@ impl Dispatch {
     /// Records `handler` as succeeded with `output`, replacing what it reported (or adding it when
     /// it reported nothing): its success is already committed (a transactional handler).
     pub(crate) fn record_success(&mut self, handler: String, output: Option<serde_json::Value>) {
-        let outcomes = match self {
-            Dispatch::Ran(outcomes) => outcomes,
-            Dispatch::NoHandlers => {
-                *self = Dispatch::Ran(Vec::new());
-                let Dispatch::Ran(outcomes) = self else {
-                    return;
-                };
-                outcomes
-            }
+        if matches!(self, Dispatch::NoHandlers) {
+            *self = Dispatch::Ran(Vec::new());
+        }
+        let Dispatch::Ran(outcomes) = self else {
+            return;
         };
         match outcomes.iter_mut().find(|o| o.handler == handler) {
             Some(outcome) => outcome.result = Ok(output),

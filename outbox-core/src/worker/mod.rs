@@ -151,6 +151,9 @@ impl WorkerBuilder {
     /// unless a registry or processor was given).
     pub fn build(self) -> Result<Worker, BuildError> {
         self.config.validate()?;
+        // Deliveries carry the store's transactions only when a handler may run in one: a custom
+        // processor may call transactional handlers; a registry says whether it has any.
+        let mut runs_transactions = true;
         let processor: Arc<dyn Processor> = match (self.processor, self.registry) {
             (Some(p), _) => p,
             (None, registry) => {
@@ -189,8 +192,10 @@ impl WorkerBuilder {
                     }
                 }
                 let given = self.store.transactions().map(|t| t.transaction_type());
+                runs_transactions = false;
                 for handler in registry.handlers() {
                     if let Some(needs) = handler.transaction() {
+                        runs_transactions = true;
                         if given != Some(needs) {
                             return Err(BuildError::TransactionUnavailable {
                                 handler: handler.name().to_owned(),
@@ -205,7 +210,7 @@ impl WorkerBuilder {
             }
         };
         let completer = completer::Completer::new(self.config.max_in_flight);
-        let transactions = self.store.transactions();
+        let transactions = self.store.transactions().filter(|_| runs_transactions);
         Ok(Worker {
             shared: Arc::new(Shared {
                 store: self.store,
