@@ -6,7 +6,10 @@ set -euo pipefail
 
 : "${DATABASE_URL:=postgres://postgres@127.0.0.1:5432/outbox_test}"
 : "${REDIS_URL:=redis://127.0.0.1:6379}"
-export DATABASE_URL REDIS_URL
+: "${REDIS_CLUSTER_PORTS:=7000 7001 7002}"
+REDIS_CLUSTER_URLS=""
+for port in $REDIS_CLUSTER_PORTS; do REDIS_CLUSTER_URLS="${REDIS_CLUSTER_URLS:+$REDIS_CLUSTER_URLS,}redis://127.0.0.1:$port"; done
+export DATABASE_URL REDIS_URL REDIS_CLUSTER_URLS
 
 log() { echo "[services] $*" >&2; }
 
@@ -50,6 +53,41 @@ ensure_redis() {
     for _ in $(seq 1 30); do redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1 && break; sleep 0.5; done
     redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1 || { log "Redis did not come up at $REDIS_URL"; return 1; }
   fi
+}
+
+# A Redis Cluster of three masters (no replicas) on loopback, for the partitioned store's tests.
+# Its nodes keep only their cluster configuration on disk; a node that is down is started again.
+# `cluster-require-full-coverage no`: when a shard is down, the others go on serving their slots.
+REDIS_CLUSTER_DIR=/var/lib/redis-cluster
+cluster_ok() { redis-cli -p "${REDIS_CLUSTER_PORTS%% *}" cluster info 2>/dev/null | grep -q '^cluster_state:ok'; }
+start_cluster_node() {
+  mkdir -p "$REDIS_CLUSTER_DIR/$1" /var/log/redis
+  redis-server --daemonize yes --bind 127.0.0.1 --port "$1" --cluster-enabled yes \
+    --cluster-config-file nodes.conf --cluster-node-timeout 2000 --cluster-require-full-coverage no \
+    --save "" --appendonly no \
+    --dir "$REDIS_CLUSTER_DIR/$1" --logfile "/var/log/redis/cluster-$1.log"
+  for _ in $(seq 1 30); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.2; done
+  log "Redis Cluster node $1 did not come up"; return 1
+}
+ensure_redis_cluster() {
+  local port nodes=() attempt
+  for port in $REDIS_CLUSTER_PORTS; do
+    redis-cli -p "$port" ping >/dev/null 2>&1 || start_cluster_node "$port"
+    redis-cli -p "$port" config set cluster-require-full-coverage no >/dev/null
+    nodes+=("127.0.0.1:$port")
+  done
+  for _ in $(seq 1 25); do cluster_ok && return 0; sleep 0.2; done
+  for attempt in 1 2; do
+    # Not a working cluster (first start, or nodes that forgot each other): build it afresh.
+    log "creating the Redis Cluster on ports $REDIS_CLUSTER_PORTS"
+    for port in $REDIS_CLUSTER_PORTS; do redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; done
+    sleep 0.3
+    rm -rf "$REDIS_CLUSTER_DIR"
+    for port in $REDIS_CLUSTER_PORTS; do start_cluster_node "$port"; done
+    redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >/dev/null
+    for _ in $(seq 1 50); do cluster_ok && return 0; sleep 0.2; done
+  done
+  log "the Redis Cluster on ports $REDIS_CLUSTER_PORTS did not become ready"; return 1
 }
 
 nats_ready() {
@@ -170,11 +208,13 @@ ensure_chromium() {
 
 ensure_postgres
 ensure_redis
+ensure_redis_cluster
 ensure_nats
 ensure_mongo
 ensure_chromium
 log "MongoDB ready: MONGODB_URI=$MONGODB_URI"
 log "Redis ready: REDIS_URL=$REDIS_URL"
+log "Redis Cluster ready: REDIS_CLUSTER_URLS=$REDIS_CLUSTER_URLS"
 log "NATS ready: NATS_URL=$NATS_URL"
 log "PostgreSQL ready: DATABASE_URL=${DATABASE_URL%%@*}@…"
 log "Chromium ready: $(command -v chromium), $(command -v chromedriver)"

@@ -1,8 +1,9 @@
 //! [`RedisStoreBuilder`]: the outbox's name (validated), from which every key is derived.
 
 use outbox_core::{ConfigError, Limits, validate_name};
-use redis::aio::ConnectionManager;
 
+use crate::connection::RedisConnection;
+use crate::partition::{Layout, MAX_PARTITIONS};
 use crate::store::RedisStore;
 
 /// Builds a [`RedisStore`].
@@ -16,27 +17,30 @@ use crate::store::RedisStore;
 /// ```
 #[derive(Clone)]
 pub struct RedisStoreBuilder {
-    client: redis::Client,
-    connection: ConnectionManager,
+    pubsub: Vec<redis::Client>,
+    connection: RedisConnection,
     name: String,
     limits: Limits,
+    partitions: usize,
 }
 
 impl std::fmt::Debug for RedisStoreBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStoreBuilder")
             .field("name", &self.name)
+            .field("partitions", &self.partitions)
             .finish_non_exhaustive()
     }
 }
 
 impl RedisStoreBuilder {
-    pub(crate) fn new(client: redis::Client, connection: ConnectionManager) -> Self {
+    pub(crate) fn new(pubsub: Vec<redis::Client>, connection: RedisConnection) -> Self {
         Self {
-            client,
+            pubsub,
             connection,
             name: "default".to_owned(),
             limits: Limits::default(),
+            partitions: 1,
         }
     }
 
@@ -47,19 +51,51 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// The outbox's name (default `default`): keys are `{outbox:<name>}:…`, one cluster slot.
+    /// The outbox's name (default `default`): with one partition, keys are `{outbox:<name>}:…`,
+    /// one cluster slot.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
     }
 
-    /// Validates the name and builds the store.
+    /// How many partitions the outbox has (default 1; at most 256). Each partition is one hash
+    /// tag, so one slot of a Redis Cluster: with more partitions than shards, an outbox spreads
+    /// over the cluster. An event goes to the partition of its ordering key (so one key's events
+    /// keep their order), else of its idempotency key, else of its id; claims take the oldest due
+    /// events across all partitions.
+    ///
+    /// The count is part of the outbox's layout: the first enqueue or claim records it, and a
+    /// store built with another count for the same outbox refuses to work (its events would be
+    /// stranded in partitions the store does not know). On one server, one partition is fastest.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let nodes = ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001", "redis://127.0.0.1:7002"];
+    /// let store = outbox_redis::RedisStore::cluster_builder(&nodes).await?.partitions(8).build()?;
+    /// assert_eq!(store.key_prefixes().len(), 8);
+    /// # Ok(()) }
+    /// ```
+    pub fn partitions(mut self, partitions: usize) -> Self {
+        self.partitions = partitions;
+        self
+    }
+
+    /// Validates the name and the partition count and builds the store.
     pub fn build(self) -> Result<RedisStore, ConfigError> {
         validate_name("name", &self.name)?;
+        if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
+            return Err(ConfigError::new(
+                "partitions",
+                format!(
+                    "{} partitions: choose 1 to {MAX_PARTITIONS}",
+                    self.partitions
+                ),
+            ));
+        }
         Ok(RedisStore::from_parts(
-            self.client,
+            self.pubsub,
             self.connection,
-            format!("{{outbox:{}}}", self.name),
+            Layout::new(&self.name, self.partitions),
             self.limits,
         ))
     }

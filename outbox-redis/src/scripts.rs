@@ -21,6 +21,7 @@ pub(crate) static ENQUEUE_SOURCE: LazyLock<String> =
 pub(crate) struct Scripts {
     pub(crate) enqueue: Script,
     pub(crate) claim: Script,
+    pub(crate) peek: Script,
     pub(crate) renew: Script,
     pub(crate) complete: Script,
     pub(crate) complete_many: Script,
@@ -37,6 +38,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         crate::row::fields_lua(),
         include_str!("lua/claim.lua")
     ))),
+    peek: Script::new(&with_prelude(include_str!("lua/peek.lua"))),
     renew: Script::new(&with_prelude(include_str!("lua/renew.lua"))),
     complete: Script::new(&with_prelude(&format!(
         "{COMPLETE_ONE}\n{}",

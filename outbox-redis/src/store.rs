@@ -1,20 +1,29 @@
 //! [`RedisStore`]: the `Store` implementation, and enqueue inside the caller's `MULTI` block (C1).
+//! With more than one partition every call goes to the partition(s) it concerns (see
+//! `partition.rs`); a claim reads the head of every partition and takes the oldest overall.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use futures::future::join_all;
 use outbox_core::{
     ClaimRequest, ClaimedEvent, Completion, CorruptEvent, Enqueued, EventRecord, EventStatus,
     Lease, Limits, NewEvent, Store, StoreCapabilities, StoreError, StoreStats, TypeStats,
     WakeupStream, corrupt_reason,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use crate::config::RedisStoreBuilder;
+use crate::connection::RedisConnection;
 use crate::error::map_redis;
+use crate::partition::Layout;
 use crate::row::{CLAIM_READS, FIELDS, at, decode, from_millis};
 use crate::scripts::{ENQUEUE_SOURCE, SCRIPTS};
 
@@ -44,16 +53,21 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// ```
 #[derive(Clone)]
 pub struct RedisStore {
-    client: redis::Client,
-    connection: ConnectionManager,
-    prefix: String,
+    /// Where wake-ups are subscribed: the server, or each node of a cluster in turn.
+    pubsub: Arc<[redis::Client]>,
+    connection: RedisConnection,
+    layout: Arc<Layout>,
     limits: Limits,
+    /// Set once the stored partition count was found to match this store's (first enqueue or
+    /// claim).
+    layout_checked: Arc<OnceCell<()>>,
 }
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
-            .field("prefix", &self.prefix)
+            .field("prefixes", &self.layout.prefixes())
+            .field("connection", &self.connection)
             .finish_non_exhaustive()
     }
 }
@@ -96,20 +110,79 @@ impl RedisStore {
         .await
         .map_err(|_| no_answer())?
         .map_err(|e| map_redis("connect", e))?;
-        Ok(RedisStoreBuilder::new(client, connection))
+        Ok(RedisStoreBuilder::new(
+            vec![client],
+            RedisConnection::Server(connection),
+        ))
+    }
+
+    /// Connects to the Redis Cluster that `nodes` (URLs of one or more of its nodes) belong to and
+    /// returns the outbox named `default` with `partitions` partitions (see
+    /// [`RedisStoreBuilder::partitions`]).
+    pub async fn connect_cluster(nodes: &[&str], partitions: usize) -> Result<Self, StoreError> {
+        Ok(Self::cluster_builder(nodes)
+            .await?
+            .partitions(partitions)
+            .build()?)
+    }
+
+    /// Connects to the Redis Cluster that `nodes` (URLs of one or more of its nodes) belong to and
+    /// returns a builder. Each command goes to the shard holding its partition's slot; the
+    /// connection follows slot moves and failovers by itself.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let nodes = ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001", "redis://127.0.0.1:7002"];
+    /// let store = outbox_redis::RedisStore::cluster_builder(&nodes)
+    ///     .await?
+    ///     .name("billing")
+    ///     .partitions(8)
+    ///     .build()?;
+    /// assert_eq!(store.partitions(), 8);
+    /// # Ok(()) }
+    /// ```
+    pub async fn cluster_builder(nodes: &[&str]) -> Result<RedisStoreBuilder, StoreError> {
+        if nodes.is_empty() {
+            return Err(StoreError::invalid("connect cluster: no node given"));
+        }
+        let pubsub = nodes
+            .iter()
+            .map(|url| redis::Client::open(*url).map_err(|e| map_redis("open client", e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let client = ClusterClient::builder(nodes.iter().copied())
+            .connection_timeout(CONNECT_TIMEOUT)
+            .response_timeout(Duration::from_secs(30))
+            .retries(2)
+            .min_retry_wait(20)
+            .max_retry_wait(500)
+            .build()
+            .map_err(|e| map_redis("open cluster client", e))?;
+        let connection = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_connection())
+            .await
+            .map_err(|_| {
+                StoreError::unavailable(format!(
+                    "connect cluster: no answer within {CONNECT_TIMEOUT:?}"
+                ))
+            })?
+            .map_err(|e| map_redis("connect cluster", e))?;
+        Ok(RedisStoreBuilder::new(
+            pubsub,
+            RedisConnection::Cluster(connection),
+        ))
     }
 
     pub(crate) fn from_parts(
-        client: redis::Client,
-        connection: ConnectionManager,
-        prefix: String,
+        pubsub: Vec<redis::Client>,
+        connection: RedisConnection,
+        layout: Layout,
         limits: Limits,
     ) -> Self {
         Self {
-            client,
+            pubsub: pubsub.into(),
             connection,
-            prefix,
+            layout: Arc::new(layout),
             limits,
+            layout_checked: Arc::new(OnceCell::new()),
         }
     }
 
@@ -118,30 +191,78 @@ impl RedisStore {
         &self.limits
     }
 
-    /// The prefix of every key of this outbox, e.g. `{outbox:default}`.
+    /// The prefix of every key of this outbox when it has one partition, e.g. `{outbox:default}`;
+    /// with more, the prefix of partition 0 (see [`key_prefixes`](Self::key_prefixes)).
     pub fn key_prefix(&self) -> &str {
-        &self.prefix
+        self.layout.prefix(0)
+    }
+
+    /// The key prefix of each partition, e.g. `{outbox:billing:0}` … `{outbox:billing:7.3}`: each
+    /// is a hash tag, so each partition lives in one cluster slot.
+    pub fn key_prefixes(&self) -> &[String] {
+        self.layout.prefixes()
+    }
+
+    /// How many partitions the outbox has (1 unless [`RedisStoreBuilder::partitions`] said more).
+    pub fn partitions(&self) -> usize {
+        self.layout.len()
+    }
+
+    /// The key prefix of the partition that `events` are enqueued in together (by
+    /// [`enqueue_command`](Self::enqueue_command) or [`enqueue_in_pipeline`](Self::enqueue_in_pipeline)):
+    /// that of the first event with an ordering or idempotency key, else of the first event. In a
+    /// cluster, a `MULTI` block is atomic only within one slot: put the keys you write with the
+    /// events under this prefix. With one partition it is always [`key_prefix`](Self::key_prefix).
+    ///
+    /// ```no_run
+    /// # async fn demo(store: outbox_redis::RedisStore) -> Result<(), Box<dyn std::error::Error>> {
+    /// use outbox_core::NewEvent;
+    /// let events = vec![NewEvent::new("UserInvited", serde_json::json!({})).ordering_key("user:ada")];
+    /// let prefix = store.key_prefix_for(&events)?;
+    /// let mut pipe = redis::pipe();
+    /// pipe.atomic().hset(format!("{prefix}:user:ada"), "email", "ada@example.com").ignore();
+    /// store.enqueue_in_pipeline(&mut pipe, events)?;
+    /// let _: () = pipe.query_async(&mut store.connection()).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidRequest`] when two events' keys put them in different partitions.
+    pub fn key_prefix_for(&self, events: &[NewEvent]) -> Result<&str, StoreError> {
+        Ok(self.layout.prefix(self.layout.of_batch(events)?))
     }
 
     /// A handle on the store's connection, for the caller's own commands.
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConnection {
         self.connection.clone()
     }
 
-    /// The command that enqueues `events` atomically: an `EVAL` of the enqueue script, so it also
+    /// The key of event `id`'s hash (`<partition prefix>:ev:<id>`), or `None` when no partition
+    /// holds it. For operators' own reads and repairs.
+    pub async fn event_key(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .locate(id)
+            .await?
+            .map(|p| format!("{}:ev:{id}", self.layout.prefix(p))))
+    }
+
+    /// The command that enqueues `events` atomically, in the partition
+    /// [`key_prefix_for`](Self::key_prefix_for) names: an `EVAL` of the enqueue script, so it also
     /// works inside `MULTI` (where a missing cached script could not be reloaded). Its reply is a
     /// flat list of `id, duplicate` pairs; [`parse_enqueued`](Self::parse_enqueued) reads it.
     pub fn enqueue_command(&self, events: &[NewEvent]) -> Result<redis::Cmd, StoreError> {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(ENQUEUE_SOURCE.as_str())
             .arg(1)
-            .arg(&self.prefix)
+            .arg(self.key_prefix_for(events)?)
             .arg(enqueue_args(&self.limits, events)?);
         Ok(cmd)
     }
 
     /// Appends the enqueue of `events` to the caller's pipeline; with `pipe.atomic()` the events are
-    /// written in the same `MULTI`/`EXEC` as the caller's own commands (C1). The pipeline's reply
+    /// written in the same `MULTI`/`EXEC` as the caller's own commands (C1) — in a cluster, as long
+    /// as those are keys under [`key_prefix_for`](Self::key_prefix_for). The pipeline's reply
     /// for it is ignored; use [`enqueue_command`](Self::enqueue_command) to read duplicates.
     pub fn enqueue_in_pipeline(
         &self,
@@ -171,8 +292,123 @@ impl RedisStore {
             .collect()
     }
 
-    fn key(&self, suffix: &str) -> String {
-        format!("{}:{suffix}", self.prefix)
+    fn key(&self, partition: usize, suffix: &str) -> String {
+        format!("{}:{suffix}", self.layout.prefix(partition))
+    }
+
+    /// Checks once per store handle that the outbox was created with this many partitions (and
+    /// records the count on first use): with another count, events in partitions the store does
+    /// not know would be stranded.
+    async fn check_layout(&self) -> Result<(), StoreError> {
+        self.layout_checked
+            .get_or_try_init(|| async {
+                let key = self.layout.layout_key();
+                let mut con = self.connection.clone();
+                let _: Option<String> = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(self.layout.len())
+                    .arg("NX")
+                    .query_async(&mut con)
+                    .await
+                    .map_err(|e| map_redis("check the partition count", e))?;
+                let stored: Option<String> = redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut con)
+                    .await
+                    .map_err(|e| map_redis("check the partition count", e))?;
+                match stored.as_deref().map(str::parse::<usize>) {
+                    Some(Ok(n)) if n == self.layout.len() => Ok(()),
+                    other => Err(StoreError::from(outbox_core::ConfigError::new(
+                        "partitions",
+                        format!(
+                            "this store has {} partition(s) but `{key}` says the outbox was \
+                             created with {}: events in the partitions this store does not know \
+                             would never be claimed. Use the recorded count, or drain the outbox \
+                             and delete `{key}` to change it",
+                            self.layout.len(),
+                            match other {
+                                Some(Ok(n)) => n.to_string(),
+                                _ => format!("{stored:?}"),
+                            }
+                        ),
+                    ))),
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// The partition holding event `id`, asked of every partition at once (with one partition, 0
+    /// without asking).
+    async fn locate(&self, id: &str) -> Result<Option<usize>, StoreError> {
+        if self.layout.len() == 1 {
+            let exists: bool = redis::cmd("EXISTS")
+                .arg(self.key(0, &format!("ev:{id}")))
+                .query_async(&mut self.connection.clone())
+                .await
+                .map_err(|e| map_redis("find event", e))?;
+            return Ok(exists.then_some(0));
+        }
+        let found = join_all((0..self.layout.len()).map(|p| async move {
+            redis::cmd("EXISTS")
+                .arg(self.key(p, &format!("ev:{id}")))
+                .query_async::<bool>(&mut self.connection.clone())
+                .await
+                .map_err(|e| map_redis("find event", e))
+        }))
+        .await;
+        let mut first_error = None;
+        for (p, answer) in found.into_iter().enumerate() {
+            match answer {
+                Ok(true) => return Ok(Some(p)),
+                Ok(false) => {}
+                Err(err) => first_error = first_error.or(Some(err)),
+            }
+        }
+        first_error.map_or(Ok(None), Err)
+    }
+
+    /// Runs `run` once per partition over the items that belong to it (all at once), and returns
+    /// the results in the items' order. Items no partition of this store issued get `stray`'s
+    /// result.
+    async fn per_partition<T, R, Fut>(
+        &self,
+        items: Vec<T>,
+        partition_of: impl Fn(&T) -> Option<usize>,
+        stray: impl Fn(&T) -> R,
+        run: impl Fn(usize, Vec<T>) -> Fut,
+    ) -> Vec<R>
+    where
+        Fut: Future<Output = Vec<R>>,
+    {
+        let mut out: Vec<Option<R>> = Vec::with_capacity(items.len());
+        let mut groups: Vec<(usize, Vec<usize>, Vec<T>)> = Vec::new();
+        for item in items {
+            let slot = out.len();
+            match partition_of(&item) {
+                None => out.push(Some(stray(&item))),
+                Some(p) => {
+                    out.push(None);
+                    match groups.iter_mut().find(|(q, _, _)| *q == p) {
+                        Some((_, slots, members)) => {
+                            slots.push(slot);
+                            members.push(item);
+                        }
+                        None => groups.push((p, vec![slot], vec![item])),
+                    }
+                }
+            }
+        }
+        let (slots, runs): (Vec<_>, Vec<_>) = groups
+            .into_iter()
+            .map(|(p, slots, members)| (slots, run(p, members)))
+            .unzip();
+        for (slots, results) in slots.into_iter().zip(join_all(runs).await) {
+            for (slot, result) in slots.into_iter().zip(results) {
+                out[slot] = Some(result);
+            }
+        }
+        out.into_iter().flatten().collect()
     }
 }
 
@@ -211,13 +447,26 @@ impl Store for RedisStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let mut invocation = SCRIPTS.enqueue.key(&self.prefix);
-        invocation.arg(enqueue_args(&self.limits, &events)?);
-        let reply: Vec<String> = invocation
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(|e| map_redis("enqueue", e))?;
-        Self::parse_enqueued(reply)
+        self.check_layout().await?;
+        let groups = self.layout.group(&events);
+        if let [(p, _)] = groups.as_slice() {
+            return self.enqueue_in(*p, &events).await;
+        }
+        // A batch over several partitions: each partition's events in one atomic call.
+        let written = join_all(groups.iter().map(|(p, members)| {
+            let part: Vec<NewEvent> = members.iter().map(|&i| events[i].clone()).collect();
+            async move { self.enqueue_in(*p, &part).await }
+        }))
+        .await;
+        let mut out: Vec<Option<Enqueued>> = vec![None; events.len()];
+        for ((_, members), result) in groups.iter().zip(written) {
+            for (&i, enqueued) in members.iter().zip(result?) {
+                out[i] = Some(enqueued);
+            }
+        }
+        out.into_iter()
+            .map(|e| e.ok_or_else(|| StoreError::invalid("enqueue: a partition answered short")))
+            .collect()
     }
 
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {
@@ -225,13 +474,362 @@ impl Store for RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut invocation = SCRIPTS.claim.key(&self.prefix);
+        self.check_layout().await?;
+        if self.layout.len() == 1 {
+            return self.claim_in(0, limit, request).await;
+        }
+        // Read the head of every partition, then claim from each as many as belong to the oldest
+        // `limit` overall (due time, then id: UUID v7 is creation order). A partition that does not
+        // answer (its shard is down) is left out; the others go on.
+        let heads = join_all((0..self.layout.len()).map(|p| self.peek(p, limit))).await;
+        let mut first_error = None;
+        let mut due: Vec<(i64, String, usize)> = Vec::new();
+        let mut answered = 0;
+        for (p, head) in heads.into_iter().enumerate() {
+            match head {
+                Ok(entries) => {
+                    answered += 1;
+                    due.extend(entries.into_iter().map(|(id, at)| (at, id, p)));
+                }
+                Err(err) => {
+                    tracing::warn!(partition = self.layout.prefix(p), error = %err, "claim: a partition did not answer");
+                    first_error = first_error.or(Some(err));
+                }
+            }
+        }
+        if answered == 0 {
+            return Err(first_error.unwrap_or_else(|| StoreError::invalid("claim: no partition")));
+        }
+        due.sort_unstable();
+        due.truncate(limit);
+        let mut wanted = vec![0usize; self.layout.len()];
+        for (_, _, p) in &due {
+            wanted[*p] += 1;
+        }
+        let claims = join_all(
+            wanted
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(p, n)| self.claim_in(p, *n, request)),
+        )
+        .await;
+        let mut claimed = Vec::with_capacity(limit);
+        let mut claim_error = None;
+        for result in claims {
+            match result {
+                Ok(events) => claimed.extend(events),
+                Err(err) => {
+                    tracing::warn!(error = %err, "claim: a partition's claim failed");
+                    claim_error = claim_error.or(Some(err));
+                }
+            }
+        }
+        if let (true, Some(err)) = (claimed.is_empty(), claim_error) {
+            return Err(err);
+        }
+        let order: std::collections::HashMap<Uuid, usize> = due
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, id, _))| Uuid::parse_str(id).ok().map(|id| (id, i)))
+            .collect();
+        let position = |id: &Uuid| order.get(id).copied().unwrap_or(usize::MAX);
+        claimed.sort_by_cached_key(|c| position(&c.record.id));
+        Ok(claimed)
+    }
+
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        extend: Duration,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        self.renew_many(vec![*lease], extend)
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::invalid("renew lease: no result")))
+    }
+
+    async fn renew_many(
+        &self,
+        leases: Vec<Lease>,
+        extend: Duration,
+    ) -> Vec<Result<DateTime<Utc>, StoreError>> {
+        self.per_partition(
+            leases,
+            |lease| self.layout.of_token(&lease.token),
+            |lease| {
+                Err(StoreError::LeaseLost {
+                    event_id: lease.event_id,
+                })
+            },
+            |p, leases| self.renew_in(p, leases, extend),
+        )
+        .await
+    }
+
+    async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError> {
+        let Some(p) = self.layout.of_token(&lease.token) else {
+            return Err(StoreError::LeaseLost {
+                event_id: lease.event_id,
+            });
+        };
+        let results = serde_json::to_string(&completion.handler_results)
+            .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
+        let done: i64 = SCRIPTS
+            .complete
+            .key(self.layout.prefix(p))
+            .arg(lease.event_id.to_string())
+            .arg(lease.token.to_string())
+            .arg(completion.status.as_str())
+            .arg(results)
+            .arg(completion.attempts)
+            .arg(
+                completion
+                    .retry_delay
+                    .map(|d| millis(d).to_string())
+                    .unwrap_or_default(),
+            )
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| map_redis("complete", e))?;
+        if done == 0 {
+            return Err(StoreError::LeaseLost {
+                event_id: lease.event_id,
+            });
+        }
+        Ok(())
+    }
+
+    async fn complete_many(&self, items: Vec<(Lease, Completion)>) -> Vec<Result<(), StoreError>> {
+        if items.len() <= 1 {
+            return outbox_core::complete_each(self, items).await;
+        }
+        self.per_partition(
+            items,
+            |(lease, _)| self.layout.of_token(&lease.token),
+            |(lease, _)| {
+                Err(StoreError::LeaseLost {
+                    event_id: lease.event_id,
+                })
+            },
+            |p, items| self.complete_in(p, items),
+        )
+        .await
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
+        let id = id.to_string();
+        let Some(p) = self.locate(&id).await? else {
+            return Ok(None);
+        };
+        let fields: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.key(p, &format!("ev:{id}")))
+            .arg(&FIELDS[..])
+            .arg("corrupt_reason")
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| map_redis("get", e))?;
+        if fields.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        if fields.get(at::STATUS).and_then(Option::as_deref) == Some(outbox_core::CORRUPT_STATUS) {
+            return Err(StoreError::Corrupt {
+                id,
+                message: format!(
+                    "set aside because it does not decode ({}); fix it and call requeue_corrupt",
+                    fields
+                        .get(FIELDS.len())
+                        .and_then(Option::as_deref)
+                        .unwrap_or("")
+                ),
+            });
+        }
+        decode(&fields).map(Some)
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        let oldest = self.oldest_in("dead", limit).await?;
+        let rows = self.read_each(&oldest, &FIELDS[..], "dead letters").await?;
+        rows.iter()
+            .filter(|r| r.iter().any(Option::is_some))
+            .map(|r| decode(r))
+            .collect()
+    }
+
+    async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {
+        let Some(record) = self
+            .get(id)
+            .await?
+            .filter(|r| r.status == EventStatus::Dead)
+        else {
+            return Ok(false);
+        };
+        let Some(p) = self.locate(&id.to_string()).await? else {
+            return Ok(false);
+        };
+        let mut results = record.handler_results;
+        outbox_core::reset_unfinished_handlers(&mut results);
+        let results = serde_json::to_string(&results)
+            .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
+        let done: i64 = SCRIPTS
+            .requeue
+            .key(self.layout.prefix(p))
+            .arg(id.to_string())
+            .arg("dead")
+            .arg(results)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| map_redis("requeue", e))?;
+        Ok(done == 1)
+    }
+
+    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.purge(EventStatus::Dead, older_than).await
+    }
+
+    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.purge(EventStatus::Processed, older_than).await
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let mut total = [0u64; 6];
+        let mut lag = Duration::ZERO;
+        for reply in join_all((0..self.layout.len()).map(|p| self.stats_in(p))).await {
+            let (counts, partition_lag) = reply?;
+            for (sum, n) in total.iter_mut().zip(counts) {
+                *sum += n;
+            }
+            lag = lag.max(partition_lag);
+        }
+        let [pending, due, leased, processed, dead, corrupt] = total;
+        Ok(StoreStats::new(pending, due, leased, processed, dead, lag).with_corrupt(corrupt))
+    }
+
+    async fn stats_by_type(&self) -> Result<Vec<TypeStats>, StoreError> {
+        crate::type_stats::stats_by_type(&mut self.connection.clone(), self.layout.prefixes()).await
+    }
+
+    async fn key_head(&self, key: &str) -> Result<Option<EventRecord>, StoreError> {
+        let head: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.key(self.layout.of_key(key), &format!("okey:{key}")))
+            .arg(0)
+            .arg(0)
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| map_redis("key head", e))?;
+        let Some(id) = head.first().and_then(|id| Uuid::parse_str(id).ok()) else {
+            return Ok(None);
+        };
+        self.get(id).await
+    }
+
+    async fn corrupt_events(&self, limit: usize) -> Result<Vec<CorruptEvent>, StoreError> {
+        let oldest = self.oldest_in("corrupt", limit).await?;
+        let rows = self
+            .read_each(
+                &oldest,
+                &["event_type", "corrupt_reason", "processed_at"],
+                "corrupt events",
+            )
+            .await?;
+        Ok(oldest
+            .into_iter()
+            .zip(rows)
+            .map(|((_, id), row)| {
+                let mut row = row.into_iter();
+                let (event_type, reason, at) = (
+                    row.next().flatten(),
+                    row.next().flatten(),
+                    row.next().flatten(),
+                );
+                CorruptEvent::new(id, reason.unwrap_or_default())
+                    .with_event_type(event_type)
+                    .with_set_aside_at(at.and_then(|ms| ms.parse().ok()).map(from_millis))
+            })
+            .collect())
+    }
+
+    async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {
+        let Some(p) = self.locate(id).await? else {
+            return Ok(false);
+        };
+        let done: i64 = SCRIPTS
+            .requeue
+            .key(self.layout.prefix(p))
+            .arg(id)
+            .arg("corrupt")
+            .arg("")
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| map_redis("requeue corrupt", e))?;
+        Ok(done == 1)
+    }
+
+    async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
+        let channels: Vec<String> = (0..self.layout.len())
+            .map(|p| self.key(p, "wake"))
+            .collect();
+        // A cluster broadcasts PUBLISH to every node: any node that answers will do.
+        let mut last_error = None;
+        for client in self.pubsub.iter() {
+            let mut pubsub = match client.get_async_pubsub().await {
+                Ok(pubsub) => pubsub,
+                Err(e) => {
+                    last_error = Some(map_redis("subscribe: connect", e));
+                    continue;
+                }
+            };
+            pubsub
+                .subscribe(&channels)
+                .await
+                .map_err(|e| map_redis("SUBSCRIBE", e))?;
+            // The stream ends when the connection drops; the worker then polls and subscribes
+            // again.
+            return Ok(Some(Box::pin(pubsub.into_on_message().map(|_| ()))));
+        }
+        Err(last_error.unwrap_or_else(|| StoreError::invalid("subscribe: no server to ask")))
+    }
+}
+
+impl RedisStore {
+    /// Enqueues `events` in partition `p`, atomically (one script call).
+    async fn enqueue_in(&self, p: usize, events: &[NewEvent]) -> Result<Vec<Enqueued>, StoreError> {
+        let mut invocation = SCRIPTS.enqueue.key(self.layout.prefix(p));
+        invocation.arg(enqueue_args(&self.limits, events)?);
+        let reply: Vec<String> = invocation
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| map_redis("enqueue", e))?;
+        Self::parse_enqueued(reply)
+    }
+
+    /// The first `limit` ids of partition `p`'s queue with their due times, once due events have
+    /// joined it.
+    async fn peek(&self, p: usize, limit: usize) -> Result<Vec<(String, i64)>, StoreError> {
+        SCRIPTS
+            .peek
+            .key(self.layout.prefix(p))
+            .arg(limit)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| map_redis("claim: read a partition's head", e))
+    }
+
+    /// Claims up to `limit` events of partition `p`, oldest first.
+    async fn claim_in(
+        &self,
+        p: usize,
+        limit: usize,
+        request: &ClaimRequest,
+    ) -> Result<Vec<ClaimedEvent>, StoreError> {
+        let mut invocation = SCRIPTS.claim.key(self.layout.prefix(p));
         invocation
             .arg(limit)
             .arg(&request.worker_id)
             .arg(millis(request.lease));
-        // The claim derives each event's token from this one random UUID (see claim.lua).
-        invocation.arg(Uuid::now_v7().to_string());
+        // The claim derives each event's token from this one random UUID and the partition (see
+        // claim.lua).
+        invocation.arg(Uuid::now_v7().to_string()).arg(p);
         let reply: Vec<Option<String>> = invocation
             .invoke_async(&mut self.connection.clone())
             .await
@@ -257,32 +855,20 @@ impl Store for RedisStore {
             match decode(&fields).and_then(ClaimedEvent::from_record) {
                 Ok(event) => claimed.push(event),
                 // A poison event is set aside on its own; the rest of the batch goes on (C11).
-                Err(err) => self.set_aside(&id, &token, &err).await?,
+                Err(err) => self.set_aside(p, &id, &token, &err).await?,
             }
         }
         Ok(claimed)
     }
 
-    async fn renew_lease(
+    /// Renews `leases`, all issued by partition `p`, in one script call.
+    async fn renew_in(
         &self,
-        lease: &Lease,
-        extend: Duration,
-    ) -> Result<DateTime<Utc>, StoreError> {
-        self.renew_many(vec![*lease], extend)
-            .await
-            .pop()
-            .unwrap_or_else(|| Err(StoreError::invalid("renew lease: no result")))
-    }
-
-    async fn renew_many(
-        &self,
+        p: usize,
         leases: Vec<Lease>,
         extend: Duration,
     ) -> Vec<Result<DateTime<Utc>, StoreError>> {
-        if leases.is_empty() {
-            return Vec::new();
-        }
-        let mut invocation = SCRIPTS.renew.key(&self.prefix);
+        let mut invocation = SCRIPTS.renew.key(self.layout.prefix(p));
         invocation.arg(millis(extend));
         for lease in &leases {
             invocation
@@ -319,51 +905,29 @@ impl Store for RedisStore {
         }
     }
 
-    async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError> {
-        let results = serde_json::to_string(&completion.handler_results)
-            .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
-        let done: i64 = SCRIPTS
-            .complete
-            .key(&self.prefix)
-            .arg(lease.event_id.to_string())
-            .arg(lease.token.to_string())
-            .arg(completion.status.as_str())
-            .arg(results)
-            .arg(completion.attempts)
-            .arg(
-                completion
-                    .retry_delay
-                    .map(|d| millis(d).to_string())
-                    .unwrap_or_default(),
-            )
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(|e| map_redis("complete", e))?;
-        if done == 0 {
-            return Err(StoreError::LeaseLost {
-                event_id: lease.event_id,
-            });
+    /// Completes `items`, all leased from partition `p`, at most [`COMPLETE_CHUNK`] per script
+    /// call (long scripts block a single-threaded server).
+    async fn complete_in(
+        &self,
+        p: usize,
+        mut items: Vec<(Lease, Completion)>,
+    ) -> Vec<Result<(), StoreError>> {
+        let mut out = Vec::with_capacity(items.len());
+        while !items.is_empty() {
+            let rest = items.split_off(COMPLETE_CHUNK.min(items.len()));
+            out.extend(self.complete_chunk(p, items).await);
+            items = rest;
         }
-        Ok(())
+        out
     }
 
-    async fn complete_many(&self, items: Vec<(Lease, Completion)>) -> Vec<Result<(), StoreError>> {
-        if items.len() <= 1 {
-            return outbox_core::complete_each(self, items).await;
-        }
-        if items.len() > COMPLETE_CHUNK {
-            // Long scripts block a single-threaded server: at most COMPLETE_CHUNK per call.
-            let mut out = Vec::with_capacity(items.len());
-            let mut items = items;
-            while !items.is_empty() {
-                let rest = items.split_off(COMPLETE_CHUNK.min(items.len()));
-                out.extend(self.complete_many(items).await);
-                items = rest;
-            }
-            return out;
-        }
+    async fn complete_chunk(
+        &self,
+        p: usize,
+        items: Vec<(Lease, Completion)>,
+    ) -> Vec<Result<(), StoreError>> {
         // Items whose results do not serialize fail alone; the rest go in one script call.
-        let mut invocation = SCRIPTS.complete_many.key(&self.prefix);
+        let mut invocation = SCRIPTS.complete_many.key(self.layout.prefix(p));
         let mut sent = Vec::with_capacity(items.len());
         let mut out: Vec<Option<Result<(), StoreError>>> = Vec::with_capacity(items.len());
         for (lease, completion) in &items {
@@ -426,97 +990,77 @@ impl Store for RedisStore {
             .collect()
     }
 
-    async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
-        let fields: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(self.key(&format!("ev:{id}")))
-            .arg(&FIELDS[..])
-            .arg("corrupt_reason")
-            .query_async(&mut self.connection.clone())
-            .await
-            .map_err(|e| map_redis("get", e))?;
-        if fields.iter().all(Option::is_none) {
-            return Ok(None);
-        }
-        if fields.get(at::STATUS).and_then(Option::as_deref) == Some(outbox_core::CORRUPT_STATUS) {
-            return Err(StoreError::Corrupt {
-                id: id.to_string(),
-                message: format!(
-                    "set aside because it does not decode ({}); fix it and call requeue_corrupt",
-                    fields
-                        .get(FIELDS.len())
-                        .and_then(Option::as_deref)
-                        .unwrap_or("")
-                ),
-            });
-        }
-        decode(&fields).map(Some)
-    }
-
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
-        let mut con = self.connection.clone();
+    /// The `limit` oldest members of the sorted set `set` over all partitions, as
+    /// `(partition, id)` in score order.
+    async fn oldest_in(&self, set: &str, limit: usize) -> Result<Vec<(usize, String)>, StoreError> {
         let stop = isize::try_from(limit).unwrap_or(isize::MAX) - 1;
         if stop < 0 {
             return Ok(Vec::new());
         }
-        let ids: Vec<String> = redis::cmd("ZRANGE")
-            .arg(self.key("dead"))
-            .arg(0)
-            .arg(stop)
-            .query_async(&mut con)
-            .await
-            .map_err(|e| map_redis("dead letters", e))?;
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.cmd("HMGET")
-                .arg(self.key(&format!("ev:{id}")))
-                .arg(&FIELDS[..]);
+        let pages = join_all((0..self.layout.len()).map(|p| async move {
+            redis::cmd("ZRANGE")
+                .arg(self.key(p, set))
+                .arg(0)
+                .arg(stop)
+                .arg("WITHSCORES")
+                .query_async::<Vec<(String, f64)>>(&mut self.connection.clone())
+                .await
+                .map_err(|e| map_redis(set, e))
+        }))
+        .await;
+        let mut all = Vec::new();
+        for (p, page) in pages.into_iter().enumerate() {
+            all.extend(page?.into_iter().map(|(id, score)| (score, id, p)));
         }
-        let rows: Vec<Vec<Option<String>>> = pipe
-            .query_async(&mut con)
-            .await
-            .map_err(|e| map_redis("dead letters", e))?;
-        rows.iter()
-            .filter(|r| r.iter().any(Option::is_some))
-            .map(|r| decode(r))
-            .collect()
+        all.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        Ok(all
+            .into_iter()
+            .take(limit)
+            .map(|(_, id, p)| (p, id))
+            .collect())
     }
 
-    async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {
-        let Some(record) = self
-            .get(id)
-            .await?
-            .filter(|r| r.status == EventStatus::Dead)
-        else {
-            return Ok(false);
-        };
-        let mut results = record.handler_results;
-        outbox_core::reset_unfinished_handlers(&mut results);
-        let results = serde_json::to_string(&results)
-            .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
-        let done: i64 = SCRIPTS
-            .requeue
-            .key(&self.prefix)
-            .arg(id.to_string())
-            .arg("dead")
-            .arg(results)
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(|e| map_redis("requeue", e))?;
-        Ok(done == 1)
+    /// Reads `fields` of each event in `events` (`(partition, id)`), one pipeline per partition,
+    /// in the events' order.
+    async fn read_each(
+        &self,
+        events: &[(usize, String)],
+        fields: &[&str],
+        operation: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, StoreError> {
+        let reads = self
+            .per_partition(
+                events.iter().collect(),
+                |(p, _)| Some(*p),
+                |_| Ok(Vec::new()),
+                |p, members| async move {
+                    let mut pipe = redis::pipe();
+                    for (_, id) in &members {
+                        pipe.cmd("HMGET")
+                            .arg(self.key(p, &format!("ev:{id}")))
+                            .arg(fields);
+                    }
+                    match pipe
+                        .query_async::<Vec<Vec<Option<String>>>>(&mut self.connection.clone())
+                        .await
+                    {
+                        Ok(rows) => rows.into_iter().map(Ok).collect(),
+                        Err(e) => {
+                            let err = map_redis(operation, e);
+                            members.iter().map(|_| Err(err.replicate())).collect()
+                        }
+                    }
+                },
+            )
+            .await;
+        reads.into_iter().collect()
     }
 
-    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.purge(EventStatus::Dead, older_than).await
-    }
-
-    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.purge(EventStatus::Processed, older_than).await
-    }
-
-    async fn stats(&self) -> Result<StoreStats, StoreError> {
+    /// Counts of partition `p` (pending, due, leased, processed, dead, corrupt) and its lag.
+    async fn stats_in(&self, p: usize) -> Result<([u64; 6], Duration), StoreError> {
         let reply: Vec<String> = SCRIPTS
             .stats
-            .key(&self.prefix)
+            .key(self.layout.prefix(p))
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(|e| map_redis("stats", e))?;
@@ -525,107 +1069,31 @@ impl Store for RedisStore {
                 .get(i)
                 .and_then(|s| s.parse::<i64>().ok())
                 .ok_or_else(|| StoreError::Corrupt {
-                    id: self.prefix.clone(),
+                    id: self.layout.prefix(p).to_owned(),
                     message: format!("stats reply {reply:?}"),
                 })
         };
-        let count = |i: usize| number(i).map(|n| u64::try_from(n).unwrap_or(0));
+        let mut counts = [0u64; 6];
+        for (i, count) in counts.iter_mut().enumerate() {
+            *count = u64::try_from(number(i)?).unwrap_or(0);
+        }
         let now = number(7)?;
         let lag = match reply.get(6).map(String::as_str) {
             Some("") | None => Duration::ZERO,
             Some(_) => Duration::from_millis(u64::try_from(now - number(6)?).unwrap_or(0)),
         };
-        Ok(
-            StoreStats::new(count(0)?, count(1)?, count(2)?, count(3)?, count(4)?, lag)
-                .with_corrupt(count(5)?),
-        )
+        Ok((counts, lag))
     }
 
-    async fn stats_by_type(&self) -> Result<Vec<TypeStats>, StoreError> {
-        crate::type_stats::stats_by_type(&mut self.connection.clone(), &self.prefix).await
-    }
-
-    async fn key_head(&self, key: &str) -> Result<Option<EventRecord>, StoreError> {
-        let head: Vec<String> = redis::cmd("ZRANGE")
-            .arg(self.key(&format!("okey:{key}")))
-            .arg(0)
-            .arg(0)
-            .query_async(&mut self.connection.clone())
-            .await
-            .map_err(|e| map_redis("key head", e))?;
-        let Some(id) = head.first().and_then(|id| Uuid::parse_str(id).ok()) else {
-            return Ok(None);
-        };
-        self.get(id).await
-    }
-
-    async fn corrupt_events(&self, limit: usize) -> Result<Vec<CorruptEvent>, StoreError> {
-        let mut con = self.connection.clone();
-        let stop = isize::try_from(limit).unwrap_or(isize::MAX) - 1;
-        if stop < 0 {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<String> = redis::cmd("ZRANGE")
-            .arg(self.key("corrupt"))
-            .arg(0)
-            .arg(stop)
-            .query_async(&mut con)
-            .await
-            .map_err(|e| map_redis("corrupt events", e))?;
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.cmd("HMGET")
-                .arg(self.key(&format!("ev:{id}")))
-                .arg("event_type")
-                .arg("corrupt_reason")
-                .arg("processed_at");
-        }
-        let rows: Vec<(Option<String>, Option<String>, Option<String>)> = pipe
-            .query_async(&mut con)
-            .await
-            .map_err(|e| map_redis("corrupt events", e))?;
-        Ok(ids
-            .into_iter()
-            .zip(rows)
-            .map(|(id, (event_type, reason, at))| {
-                CorruptEvent::new(id, reason.unwrap_or_default())
-                    .with_event_type(event_type)
-                    .with_set_aside_at(at.and_then(|ms| ms.parse().ok()).map(from_millis))
-            })
-            .collect())
-    }
-
-    async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {
-        let done: i64 = SCRIPTS
-            .requeue
-            .key(&self.prefix)
-            .arg(id)
-            .arg("corrupt")
-            .arg("")
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(|e| map_redis("requeue corrupt", e))?;
-        Ok(done == 1)
-    }
-
-    async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
-        let mut pubsub = self
-            .client
-            .get_async_pubsub()
-            .await
-            .map_err(|e| map_redis("subscribe: connect", e))?;
-        pubsub
-            .subscribe(self.key("wake"))
-            .await
-            .map_err(|e| map_redis("SUBSCRIBE", e))?;
-        // The stream ends when the connection drops; the worker then polls and subscribes again.
-        Ok(Some(Box::pin(pubsub.into_on_message().map(|_| ()))))
-    }
-}
-
-impl RedisStore {
-    /// Sets aside a claimed event that does not decode (C11), fenced by its lease token.
-    async fn set_aside(&self, id: &str, token: &str, err: &StoreError) -> Result<(), StoreError> {
+    /// Sets aside a claimed event of partition `p` that does not decode (C11), fenced by its
+    /// lease token.
+    async fn set_aside(
+        &self,
+        p: usize,
+        id: &str,
+        token: &str,
+        err: &StoreError,
+    ) -> Result<(), StoreError> {
         let reason = corrupt_reason(err);
         tracing::error!(
             event_id = id,
@@ -634,7 +1102,7 @@ impl RedisStore {
         );
         let _: i64 = SCRIPTS
             .set_aside
-            .key(&self.prefix)
+            .key(self.layout.prefix(p))
             .arg(id)
             .arg(token)
             .arg(&reason)
@@ -650,20 +1118,23 @@ impl RedisStore {
         older_than: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         let mut total = 0u64;
-        loop {
-            let n: i64 = SCRIPTS
-                .purge
-                .key(&self.prefix)
-                .arg(status.as_str())
-                .arg(older_than.timestamp_millis())
-                .arg(PURGE_BATCH)
-                .invoke_async(&mut self.connection.clone())
-                .await
-                .map_err(|e| map_redis("purge", e))?;
-            total += u64::try_from(n).unwrap_or(0);
-            if n < PURGE_BATCH {
-                return Ok(total);
+        for p in 0..self.layout.len() {
+            loop {
+                let n: i64 = SCRIPTS
+                    .purge
+                    .key(self.layout.prefix(p))
+                    .arg(status.as_str())
+                    .arg(older_than.timestamp_millis())
+                    .arg(PURGE_BATCH)
+                    .invoke_async(&mut self.connection.clone())
+                    .await
+                    .map_err(|e| map_redis("purge", e))?;
+                total += u64::try_from(n).unwrap_or(0);
+                if n < PURGE_BATCH {
+                    break;
+                }
             }
         }
+        Ok(total)
     }
 }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use outbox_core::{StoreError, TypeStats};
-use redis::aio::ConnectionManager;
 
+use crate::connection::RedisConnection;
 use crate::error::map_redis;
 
 /// Ids read per call.
@@ -29,10 +29,10 @@ enum Place {
 type Classify = fn(i64, i64) -> Place;
 
 /// Counts per event type over the queue, schedule, leases, ordering-key lines and dead letters
-/// of the outbox at `prefix`.
+/// of every partition (`prefixes`) of an outbox.
 pub(crate) async fn stats_by_type(
-    con: &mut ConnectionManager,
-    prefix: &str,
+    con: &mut RedisConnection,
+    prefixes: &[String],
 ) -> Result<Vec<TypeStats>, StoreError> {
     let (secs, micros): (i64, i64) = redis::cmd("TIME")
         .query_async(con)
@@ -40,6 +40,25 @@ pub(crate) async fn stats_by_type(
         .map_err(|e| map_redis("stats by type: time", e))?;
     let now = secs * 1000 + micros / 1000;
     let mut rows: BTreeMap<String, (TypeStats, Option<i64>)> = BTreeMap::new();
+    for prefix in prefixes {
+        count_partition(con, prefix, now, &mut rows).await?;
+    }
+    Ok(rows
+        .into_values()
+        .map(|(row, oldest)| {
+            let age = oldest.map_or(0, |t| now.saturating_sub(t).max(0));
+            row.with_oldest_due_age(Duration::from_millis(u64::try_from(age).unwrap_or(0)))
+        })
+        .collect())
+}
+
+/// Adds the events of the partition at `prefix` to `rows`.
+async fn count_partition(
+    con: &mut RedisConnection,
+    prefix: &str,
+    now: i64,
+    rows: &mut BTreeMap<String, (TypeStats, Option<i64>)>,
+) -> Result<(), StoreError> {
     let sets: [(&str, Classify); 4] = [
         ("queue", |score, _| Place::Due(score)),
         ("sched", |score, now| {
@@ -73,7 +92,7 @@ pub(crate) async fn stats_by_type(
             let places = page
                 .iter()
                 .map(|(id, score)| (id.as_str(), place(*score as i64, now)));
-            count(con, prefix, places, &mut rows).await?;
+            count(con, prefix, places, rows).await?;
             if (page.len() as isize) < PAGE {
                 break;
             }
@@ -85,13 +104,15 @@ pub(crate) async fn stats_by_type(
     let pattern = format!("{prefix}:okey:*");
     let mut cursor: u64 = 0;
     loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(cursor)
             .arg("MATCH")
             .arg(&pattern)
             .arg("COUNT")
-            .arg(PAGE)
-            .query_async(con)
+            .arg(PAGE);
+        // SCAN names no key: it goes to the server holding this partition's slot.
+        let (next, keys): (u64, Vec<String>) = con
+            .query_at(prefix, &scan)
             .await
             .map_err(|e| map_redis("stats by type: scan keys", e))?;
         for key in keys {
@@ -103,25 +124,19 @@ pub(crate) async fn stats_by_type(
                 .await
                 .map_err(|e| map_redis("stats by type: read a key's line", e))?;
             let places = waiting.iter().map(|id| (id.as_str(), Place::Waiting));
-            count(con, prefix, places, &mut rows).await?;
+            count(con, prefix, places, rows).await?;
         }
         if next == 0 {
             break;
         }
         cursor = next;
     }
-    Ok(rows
-        .into_values()
-        .map(|(row, oldest)| {
-            let age = oldest.map_or(0, |t| now.saturating_sub(t).max(0));
-            row.with_oldest_due_age(Duration::from_millis(u64::try_from(age).unwrap_or(0)))
-        })
-        .collect())
+    Ok(())
 }
 
 /// Reads the types of `places`' events in one pipeline and adds each to its type's row.
 async fn count<'a>(
-    con: &mut ConnectionManager,
+    con: &mut RedisConnection,
     prefix: &str,
     places: impl Iterator<Item = (&'a str, Place)>,
     rows: &mut BTreeMap<String, (TypeStats, Option<i64>)>,

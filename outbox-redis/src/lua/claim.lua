@@ -1,27 +1,20 @@
--- ARGV: limit, worker id, lease ms, and a fresh random UUID: the claim's tokens are that UUID with
--- its last 8 hex digits replaced by the event's position in the claim.
+-- ARGV: limit, worker id, lease ms, a fresh random UUID and the partition's number: the claim's
+-- tokens are that UUID with its last 8 hex digits replaced by the partition (4 digits) and the
+-- event's position in the claim (4 digits), so a token names the partition that issued it.
 -- Returns, flat: the leases' expiry, then per claimed event (in due order) its id, its token and the
 -- first CLAIM_READS of FIELDS, in that order (the claimer knows the rest).
 local now = now_ms()
 local limit = tonumber(ARGV[1])
--- Whatever became due (schedule reached, back-off over, lease expired) joins the queue at the time it
--- became due.
-for _, from in ipairs({ SCHED, LEASED }) do
-  local ready = redis.call('ZRANGEBYSCORE', from, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1000)
-  for i = 1, #ready, 2 do
-    redis.call('ZREM', from, ready[i])
-    redis.call('ZADD', QUEUE, tonumber(ready[i + 1]), ready[i])
-  end
-end
+promote_due(now)
 local ids = redis.call('ZRANGE', QUEUE, 0, limit - 1)
 local locked_until = now + tonumber(ARGV[3])
-local base = string.sub(ARGV[4], 1, 28)
+local base = string.sub(ARGV[4], 1, 28) .. string.format('%04x', tonumber(ARGV[5]) or 0)
 local out = { tostring(locked_until) }
 local woke = false
 -- The claimed events leave the queue for the leases in one call each, after the loop.
 local claimed = {}
 for i, id in ipairs(ids) do
-  local token = base .. string.format('%08x', i)
+  local token = base .. string.format('%04x', i)
   local key = EV .. id
   local fields = redis.call('HMGET', key, unpack(FIELDS, 1, CLAIM_READS))
   local attempts = tonumber(fields[AT.attempts])

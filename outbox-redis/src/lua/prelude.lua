@@ -1,5 +1,6 @@
--- Shared by every script. KEYS[1] is the outbox's key prefix, "{outbox:<name>}": the hash tag keeps
--- every key of one outbox in one cluster slot. Times are server milliseconds (TIME).
+-- Shared by every script. KEYS[1] is the key prefix of one partition of the outbox,
+-- "{outbox:<name>}" or "{outbox:<name>:<p>}": the hash tag keeps every key of a partition in one
+-- cluster slot, and a script touches one partition only. Times are server milliseconds (TIME).
 local P = KEYS[1]
 -- The keys every script uses, built once per call.
 local QUEUE, SCHED, LEASED = P .. ':queue', P .. ':sched', P .. ':leased'
@@ -10,6 +11,17 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function ev(id) return EV .. id end
+-- Whatever became due (schedule reached, back-off over, lease expired) joins the queue at the time it
+-- became due (at most 1,000 of each per call).
+local function promote_due(now)
+  for _, from in ipairs({ SCHED, LEASED }) do
+    local ready = redis.call('ZRANGEBYSCORE', from, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1000)
+    for i = 1, #ready, 2 do
+      redis.call('ZREM', from, ready[i])
+      redis.call('ZADD', QUEUE, tonumber(ready[i + 1]), ready[i])
+    end
+  end
+end
 -- Makes a pending event that heads its ordering key reachable by claims: due now goes to the queue,
 -- later goes to the schedule; both are scored by the due time, so claims take due order, and equal
 -- times fall back to the ids' order (UUID v7: creation order). Returns true when due now.

@@ -1,5 +1,7 @@
 //! The conformance-suite factory for Redis: one outbox name (key prefix) per test, on the server at
-//! `REDIS_URL` (default `redis://127.0.0.1:6379`). Dropping the factory deletes its keys.
+//! `REDIS_URL` (default `redis://127.0.0.1:6379`) with one partition, or on the Redis Cluster at
+//! `REDIS_CLUSTER_URLS` (comma-separated; default ports 7000–7002, started by
+//! `./scripts/services.sh`) with several. Dropping the factory deletes its keys.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -11,6 +13,31 @@ use outbox_testkit::{StoreFactory, TestTransaction};
 
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+pub fn cluster_urls() -> Vec<String> {
+    std::env::var("REDIS_CLUSTER_URLS")
+        .unwrap_or_else(|_| {
+            "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002".to_owned()
+        })
+        .split(',')
+        .map(|url| url.trim().to_owned())
+        .filter(|url| !url.is_empty())
+        .collect()
+}
+
+/// Outbox `name` with `partitions` partitions on the test cluster.
+pub async fn cluster_store_named(name: &str, partitions: usize) -> Result<RedisStore, StoreError> {
+    outbox_core::validate_name("namespace", name)?;
+    let urls = cluster_urls();
+    let nodes: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let builder = RedisStore::cluster_builder(&nodes).await.map_err(|e| {
+        StoreError::unavailable(format!(
+            "cannot reach the Redis Cluster at REDIS_CLUSTER_URLS {urls:?} ({e}). Start it with \
+             `./scripts/services.sh`, or point REDIS_CLUSTER_URLS at a cluster's nodes"
+        ))
+    })?;
+    Ok(builder.name(name).partitions(partitions).build()?)
 }
 
 pub async fn store_named(name: &str) -> Result<RedisStore, StoreError> {
@@ -25,9 +52,65 @@ pub async fn store_named(name: &str) -> Result<RedisStore, StoreError> {
     Ok(builder.name(name).build()?)
 }
 
+/// Where a [`RedisFactory`]'s outboxes live.
+#[derive(Debug, Default)]
+pub enum Target {
+    /// The server at `REDIS_URL`, one partition.
+    #[default]
+    Server,
+    /// The cluster at `REDIS_CLUSTER_URLS`, with this many partitions.
+    Cluster { partitions: usize },
+}
+
 #[derive(Debug, Default)]
 pub struct RedisFactory {
+    target: Target,
     prefixes: Mutex<Vec<String>>,
+}
+
+impl RedisFactory {
+    /// Outboxes with `partitions` partitions on the test cluster.
+    pub fn cluster(partitions: usize) -> Self {
+        Self {
+            target: Target::Cluster { partitions },
+            prefixes: Mutex::default(),
+        }
+    }
+}
+
+/// Deletes every key under `prefixes` on each server in `urls` (on a cluster, each node holds its
+/// own slots' keys; one key per `DEL`, as keys of different slots cannot share a command).
+pub fn delete_keys_under(urls: &[String], prefixes: &[String]) {
+    for url in urls {
+        let Ok(client) = redis::Client::open(url.as_str()) else {
+            continue;
+        };
+        let Ok(mut con) = client.get_connection() else {
+            continue;
+        };
+        for prefix in prefixes {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{prefix}*"))
+                .query(&mut con)
+                .unwrap_or_default();
+            for key in keys {
+                let _: Result<(), _> = redis::cmd("DEL").arg(key).query(&mut con);
+            }
+        }
+    }
+}
+
+/// The patterns of every key of `store`'s outbox: its partitions' and its layout record.
+pub fn key_patterns(store: &RedisStore) -> Vec<String> {
+    let mut prefixes = store.key_prefixes().to_vec();
+    let base = store
+        .key_prefix()
+        .split(':')
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(":");
+    prefixes.push(format!("{}}}", base.trim_end_matches('}')));
+    prefixes
 }
 
 impl Drop for RedisFactory {
@@ -39,21 +122,11 @@ impl Drop for RedisFactory {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
-        let Ok(client) = redis::Client::open(redis_url()) else {
-            return;
+        let urls = match self.target {
+            Target::Server => vec![redis_url()],
+            Target::Cluster { .. } => cluster_urls(),
         };
-        let Ok(mut con) = client.get_connection() else {
-            return;
-        };
-        for prefix in prefixes {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{prefix}*"))
-                .query(&mut con)
-                .unwrap_or_default();
-            if !keys.is_empty() {
-                let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut con);
-            }
-        }
+        delete_keys_under(&urls, &prefixes);
     }
 }
 
@@ -62,11 +135,14 @@ impl StoreFactory for RedisFactory {
     type Store = RedisStore;
 
     async fn create(&self, namespace: &str) -> Result<RedisStore, StoreError> {
-        let store = store_named(namespace).await?;
+        let store = match self.target {
+            Target::Server => store_named(namespace).await?,
+            Target::Cluster { partitions } => cluster_store_named(namespace, partitions).await?,
+        };
         self.prefixes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(store.key_prefix().to_owned());
+            .extend(key_patterns(&store));
         Ok(store)
     }
 
@@ -96,16 +172,10 @@ async fn set_fields(
     id: uuid::Uuid,
     fields: &[(&str, &str)],
 ) -> Result<bool, StoreError> {
-    let key = format!("{}:ev:{id}", store.key_prefix());
-    let mut con = store.connection();
-    let exists: bool = redis::cmd("EXISTS")
-        .arg(&key)
-        .query_async(&mut con)
-        .await
-        .map_err(|e| StoreError::unavailable(format!("EXISTS: {e}")))?;
-    if !exists {
+    let Some(key) = store.event_key(&id.to_string()).await? else {
         return Ok(false);
-    }
+    };
+    let mut con = store.connection();
     let mut cmd = redis::cmd("HSET");
     cmd.arg(&key);
     for (field, value) in fields {
@@ -138,9 +208,14 @@ impl TestTransaction for RedisTestTransaction {
     }
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
         let events = std::mem::take(&mut self.events);
+        // In a cluster, MULTI is atomic within one slot: the caller's key goes in the events'
+        // partition.
         self.pipe
             .atomic()
-            .set(format!("{}:test:committed", self.store.key_prefix()), 1)
+            .set(
+                format!("{}:test:committed", self.store.key_prefix_for(&events)?),
+                1,
+            )
             .ignore();
         self.store.enqueue_in_pipeline(&mut self.pipe, events)?;
         let mut con = self.store.connection();

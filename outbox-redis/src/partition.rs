@@ -1,0 +1,217 @@
+//! [`Layout`]: an outbox's partitions — one hash tag (so one cluster slot) each — and which
+//! partition an event, an ordering key or a lease belongs to.
+//!
+//! - One partition keeps the original layout: every key under `{outbox:<name>}`.
+//! - `N` > 1 partitions: partition `p`'s keys are under `{outbox:<name>:<p>}`, or
+//!   `{outbox:<name>:<p>.<s>}` with the first `s` that puts the tag's slot in the `p`-th `N`-th of
+//!   the 16,384 cluster slots. A cluster made by `redis-cli --cluster create` gives its masters
+//!   equal runs of slots, so the partitions spread evenly over its shards.
+//! - An event goes to the partition of its ordering key (so one key's events stay in one
+//!   partition and C5 holds), else of its idempotency key (so C6 holds across partitions), else of
+//!   its id (UUID v7: spread evenly). The hash is FNV-1a (64 bits) modulo `N`: part of the layout,
+//!   it never changes.
+//! - A claim's lease token carries its partition (its bytes 12–13), so renewals and completions
+//!   go straight to it. Tokens of the original layout read as partition 0.
+
+use outbox_core::{NewEvent, StoreError};
+use redis::cluster_routing::get_slot;
+use uuid::Uuid;
+
+/// The most partitions an outbox may have.
+pub const MAX_PARTITIONS: usize = 256;
+
+/// The slots of a Redis Cluster.
+const SLOTS: usize = 16_384;
+
+/// The key prefixes of an outbox's partitions.
+#[derive(Debug)]
+pub(crate) struct Layout {
+    /// `{outbox:<name>}`: the original layout's prefix, also home of the `layout` key.
+    base: String,
+    prefixes: Vec<String>,
+}
+
+impl Layout {
+    /// The layout of outbox `name` with `count` partitions (1 ..= [`MAX_PARTITIONS`], checked by
+    /// the builder).
+    pub(crate) fn new(name: &str, count: usize) -> Self {
+        let base = format!("{{outbox:{name}}}");
+        let prefixes = if count <= 1 {
+            vec![base.clone()]
+        } else {
+            (0..count).map(|p| spread_tag(name, p, count)).collect()
+        };
+        Self { base, prefixes }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.prefixes.len()
+    }
+
+    pub(crate) fn prefix(&self, partition: usize) -> &str {
+        &self.prefixes[partition]
+    }
+
+    pub(crate) fn prefixes(&self) -> &[String] {
+        &self.prefixes
+    }
+
+    /// The key that records how many partitions the outbox was created with.
+    pub(crate) fn layout_key(&self) -> String {
+        format!("{}:layout", self.base)
+    }
+
+    /// The partition of an ordering (or idempotency) key.
+    pub(crate) fn of_key(&self, key: &str) -> usize {
+        self.reduce(fnv1a(key.as_bytes()))
+    }
+
+    /// The partition `event` goes to on its own.
+    pub(crate) fn of_event(&self, event: &NewEvent) -> usize {
+        match (&event.ordering_key, &event.idempotency_key) {
+            (Some(key), _) | (None, Some(key)) => self.of_key(key),
+            (None, None) => self.reduce(fnv1a(event.id.as_bytes())),
+        }
+    }
+
+    /// Whether `event` must go to one partition (it has an ordering or idempotency key).
+    fn is_placed(event: &NewEvent) -> bool {
+        event.ordering_key.is_some() || event.idempotency_key.is_some()
+    }
+
+    /// The one partition all of `events` can be written to atomically: that of the first event
+    /// with an ordering or idempotency key, else that of the first event. An error names two
+    /// events whose keys put them in different partitions.
+    pub(crate) fn of_batch(&self, events: &[NewEvent]) -> Result<usize, StoreError> {
+        let Some(first) = events
+            .iter()
+            .find(|e| Self::is_placed(e))
+            .or(events.first())
+        else {
+            return Ok(0);
+        };
+        let partition = self.of_event(first);
+        if let Some(other) = events
+            .iter()
+            .find(|e| Self::is_placed(e) && self.of_event(e) != partition)
+        {
+            return Err(StoreError::invalid(format!(
+                "events {} and {} belong to different partitions ({} and {} of {}: their ordering \
+                 or idempotency keys differ), so they cannot be enqueued in one atomic call; \
+                 enqueue them separately, or give them one ordering key",
+                first.id,
+                other.id,
+                partition,
+                self.of_event(other),
+                self.len()
+            )));
+        }
+        Ok(partition)
+    }
+
+    /// Splits `events` into per-partition groups for a plain enqueue: events with an ordering or
+    /// idempotency key go to their partition, the others with the batch's first event. Returns
+    /// `(partition, positions in events)` pairs.
+    pub(crate) fn group(&self, events: &[NewEvent]) -> Vec<(usize, Vec<usize>)> {
+        let home = events.first().map_or(0, |e| self.of_event(e));
+        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (i, event) in events.iter().enumerate() {
+            let p = if Self::is_placed(event) {
+                self.of_event(event)
+            } else {
+                home
+            };
+            match groups.iter_mut().find(|(q, _)| *q == p) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((p, vec![i])),
+            }
+        }
+        groups
+    }
+
+    /// The partition a lease token was issued by, or `None` when no partition of this layout
+    /// issued it.
+    pub(crate) fn of_token(&self, token: &Uuid) -> Option<usize> {
+        let bytes = token.as_bytes();
+        let partition = usize::from(u16::from_be_bytes([bytes[12], bytes[13]]));
+        (partition < self.len()).then_some(partition)
+    }
+
+    fn reduce(&self, hash: u64) -> usize {
+        // `len` is at most MAX_PARTITIONS, so both conversions are exact.
+        (hash % self.len() as u64) as usize
+    }
+}
+
+/// The key prefix of partition `p` of `count`: a tag whose slot lies in the `p`-th `count`-th of
+/// the slots.
+fn spread_tag(name: &str, p: usize, count: usize) -> String {
+    let range = (p * SLOTS / count)..((p + 1) * SLOTS / count);
+    let plain = format!("outbox:{name}:{p}");
+    let tag = std::iter::once(plain.clone())
+        .chain((1..100_000).map(|s| format!("{plain}.{s}")))
+        .find(|tag| range.contains(&usize::from(get_slot(tag.as_bytes()))))
+        .unwrap_or(plain);
+    format!("{{{tag}}}")
+}
+
+/// FNV-1a, 64 bits.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn one_partition_keeps_the_original_prefix() {
+        let layout = Layout::new("billing", 1);
+        assert_eq!(layout.prefixes(), ["{outbox:billing}"]);
+        assert_eq!(layout.layout_key(), "{outbox:billing}:layout");
+    }
+
+    #[test]
+    fn partitions_spread_over_the_slot_space() {
+        let layout = Layout::new("billing", 8);
+        for (p, prefix) in layout.prefixes().iter().enumerate() {
+            let slot = usize::from(get_slot(prefix.as_bytes()));
+            assert!(
+                (p * 2048..(p + 1) * 2048).contains(&slot),
+                "{prefix}: slot {slot}"
+            );
+        }
+    }
+
+    #[test]
+    fn keys_route_stably_and_batches_refuse_to_span_partitions() {
+        let layout = Layout::new("billing", 8);
+        let a = NewEvent::new("T", json!({})).ordering_key("user-1");
+        let b = NewEvent::new("T", json!({})).ordering_key("user-1");
+        assert_eq!(layout.of_event(&a), layout.of_event(&b));
+        assert_eq!(layout.of_event(&a), layout.of_key("user-1"));
+        let other = (0..100)
+            .map(|n| format!("user-{n}"))
+            .find(|k| layout.of_key(k) != layout.of_key("user-1"))
+            .expect("100 keys in 8 partitions hit more than one");
+        let c = NewEvent::new("T", json!({})).ordering_key(other);
+        assert!(layout.of_batch(&[a.clone(), c]).is_err());
+        let loose = NewEvent::new("T", json!({}));
+        assert_eq!(
+            layout.of_batch(&[loose, a.clone()]).ok(),
+            Some(layout.of_event(&a))
+        );
+    }
+
+    #[test]
+    fn tokens_name_their_partition() {
+        let layout = Layout::new("billing", 8);
+        let token = |p: u8| Uuid::from_bytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, p, 0, 9]);
+        assert_eq!(layout.of_token(&token(7)), Some(7));
+        assert_eq!(layout.of_token(&token(8)), None);
+        assert_eq!(Layout::new("billing", 1).of_token(&token(0)), Some(0));
+    }
+}
