@@ -2,8 +2,10 @@
 
 use outbox_core::StoreError;
 
-/// Connection loss, refusals, timeouts and a loading/busy server are transient; a script's own
-/// `OUTBOX_INVALID` reply is an invalid request.
+/// Connection loss, refusals, timeouts and a loading/busy server are transient, and so are a
+/// cluster's answers while a shard is down or moving (a `MOVED` that outlived the client's
+/// retries names a master it cannot reach); a script's own `OUTBOX_INVALID` reply is an invalid
+/// request.
 pub(crate) fn map_redis(operation: &str, err: redis::RedisError) -> StoreError {
     let message = format!("{operation}: {err}");
     if err.is_io_error()
@@ -15,6 +17,11 @@ pub(crate) fn map_redis(operation: &str, err: redis::RedisError) -> StoreError {
             redis::ErrorKind::BusyLoadingError
                 | redis::ErrorKind::TryAgain
                 | redis::ErrorKind::ClusterDown
+                | redis::ErrorKind::MasterDown
+                | redis::ErrorKind::Moved
+                | redis::ErrorKind::Ask
+                | redis::ErrorKind::ClusterConnectionNotFound
+                | redis::ErrorKind::ReadOnly
         )
     {
         return StoreError::Unavailable {
