@@ -14,6 +14,7 @@
 
 mod backlog;
 mod gauges;
+mod partitions;
 mod peer;
 pub mod report;
 pub mod scenario;
@@ -49,7 +50,7 @@ pub enum BenchError {
     #[error("timed out: {0}")]
     Timeout(String),
     /// Unknown backend name.
-    #[error("unknown backend {0:?}: expected postgres, redis, mongo or sqlite")]
+    #[error("unknown backend {0:?}: expected postgres, redis, redis-cluster, mongo or sqlite")]
     UnknownBackend(String),
 }
 
@@ -161,13 +162,20 @@ impl Sizes {
 /// Every scenario, in the order they run. `soak` and `gauges` run only when asked for (they last
 /// minutes).
 pub const SCENARIOS: &[&str] = &[
-    "enqueue", "drain", "latency", "fanout", "backlog", "soak", "gauges",
+    "enqueue",
+    "drain",
+    "latency",
+    "fanout",
+    "backlog",
+    "soak",
+    "gauges",
+    "partitions",
 ];
 
 fn default_scenarios() -> Vec<String> {
     SCENARIOS
         .iter()
-        .filter(|s| **s != "soak" && **s != "gauges")
+        .filter(|s| !matches!(**s, "soak" | "gauges" | "partitions"))
         .map(|s| (*s).to_owned())
         .collect()
 }
@@ -179,6 +187,7 @@ pub async fn target(backend: &str) -> Result<Box<dyn target::Target>, BenchError
         "postgres" => Ok(Box::new(targets::postgres::Postgres::connect().await?)),
         "sqlite" => Ok(Box::new(targets::sqlite::Sqlite::new()?)),
         "redis" => Ok(Box::new(targets::redis::Redis::connect().await?)),
+        "redis-cluster" => Ok(Box::new(targets::redis::Redis::connect_cluster(8).await?)),
         "mongo" => Ok(Box::new(targets::mongo::Mongo::connect().await?)),
         other => Err(BenchError::UnknownBackend(other.to_owned())),
     }
@@ -216,6 +225,14 @@ pub async fn run(backend: &str, sizes: &Sizes) -> Result<Report, BenchError> {
     }
     if wanted("gauges") {
         gauges::gauges(t, sizes, &mut rows, &mut checks).await?;
+    }
+    if wanted("partitions") {
+        if backend != "redis-cluster" {
+            return Err(BenchError::Setup(
+                "the partitions scenario runs on the redis-cluster backend".to_owned(),
+            ));
+        }
+        partitions::partitions(sizes, &mut rows, &mut checks).await?;
     }
     Ok(Report {
         backend: backend.to_owned(),

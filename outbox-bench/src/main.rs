@@ -1,11 +1,11 @@
-//! `outbox-bench <postgres|redis|mongo|sqlite> [options]`: runs the four scenarios against one
+//! `outbox-bench <postgres|redis|redis-cluster|mongo|sqlite> [options]`: runs the four scenarios against one
 //! backend and its raw baseline, prints the table and writes it as JSON.
 
 use std::process::ExitCode;
 
 use outbox_bench::Sizes;
 
-const USAGE: &str = "usage: outbox-bench <postgres|redis|mongo|sqlite> [--reduced] [--events N] \
+const USAGE: &str = "usage: outbox-bench <postgres|redis|redis-cluster|mongo|sqlite> [--reduced] [--events N] \
 [--fanout-events N] [--enqueue N] [--rate N] [--seconds S] [--processors 1,2,4] [--batch N] [--json PATH]
   [--scenarios enqueue,drain,latency,fanout,backlog] [--backlog-due N] [--backlog-scheduled N]
   [--backlog-backoff N] [--keyed-events N] [--keys N] [--soak-rate N] [--soak-seconds S]
@@ -14,12 +14,14 @@ const USAGE: &str = "usage: outbox-bench <postgres|redis|mongo|sqlite> [--reduce
 Scenarios: enqueue, drain, latency, fanout, backlog (all by default); soak (only when named:
 a producer at --soak-rate for --soak-seconds, 2,000/s for 600 s by default, with a purger); gauges
 (only when named: lag() and stats() timed with --gauge-processed processed events kept, 1,000,000
-by default).
+by default); partitions (redis-cluster, and its default: the drain on a Redis Cluster with the
+outbox in 1 and in 8 partitions, each beside the raw baseline).
 
 --peer (postgres) also drains the same number of events with graphile-worker on the same server
 (scripts/peer-graphile.sh installs it with npm) and prints it beside outbox's drain.
 
-Runs against DATABASE_URL, REDIS_URL or MONGODB_URI (./scripts/services.sh starts them);
+Runs against DATABASE_URL, REDIS_URL, REDIS_CLUSTER_URLS or MONGODB_URI (./scripts/services.sh
+starts them);
 SQLite uses files in a temporary directory. Writes bench-results/<backend>.json unless --json is given.";
 
 fn parse(args: &[String]) -> Result<(String, Sizes, String), String> {
@@ -94,6 +96,9 @@ fn parse(args: &[String]) -> Result<(String, Sizes, String), String> {
             }
             other => return Err(format!("unknown option {other}")),
         }
+    }
+    if backend == "redis-cluster" && !args.iter().any(|a| a == "--scenarios") {
+        sizes.scenarios = vec!["partitions".to_owned()];
     }
     if sizes.batch == 0 || sizes.latency_rate == 0 || sizes.processors.contains(&0) {
         return Err("--batch, --rate and --processors must be positive".to_owned());

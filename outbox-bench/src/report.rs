@@ -225,7 +225,7 @@ static SERVER_PROCESSES: std::sync::OnceLock<&'static [&'static str]> = std::syn
 pub fn count_server_processes(backend: &str) {
     let names: &'static [&'static str] = match backend {
         "postgres" => &["postgres"],
-        "redis" => &["redis-server"],
+        "redis" | "redis-cluster" => &["redis-server"],
         "mongo" => &["secantusd-rs", "mongod"],
         _ => &[],
     };

@@ -47,6 +47,31 @@ async fn mongo_reduced_run_ends_in_a_correct_state() {
     reduced("mongo").await;
 }
 
+/// The partitions scenario on the Redis Cluster: the drain with 1 and 8 partitions, each beside the
+/// raw baseline, every event processed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_reduced_run_ends_in_a_correct_state() {
+    let mut sizes = outbox_bench::Sizes::reduced();
+    sizes.scenarios = vec!["partitions".to_owned()];
+    sizes.processors = vec![1, 2];
+    let report = outbox_bench::run("redis-cluster", &sizes)
+        .await
+        .unwrap_or_else(|e| panic!("redis-cluster benchmark failed: {e}"));
+    println!("{}", report.table());
+    assert!(report.all_checks_passed(), "{}", report.table());
+    // Per processor count, a row with 1 partition and one with 8 (noting its gain).
+    assert_eq!(report.rows.len(), 4, "{}", report.table());
+    assert!(
+        report
+            .rows
+            .iter()
+            .filter(|r| r.variant.ends_with("N=8"))
+            .all(|r| r.notes.contains("N=8 / N=1")),
+        "{}",
+        report.table()
+    );
+}
+
 #[tokio::test]
 async fn an_unknown_backend_is_a_clear_error() {
     let err = outbox_bench::run("oracle", &outbox_bench::Sizes::reduced())
@@ -54,7 +79,7 @@ async fn an_unknown_backend_is_a_clear_error() {
         .unwrap_err();
     assert!(
         err.to_string()
-            .contains("expected postgres, redis, mongo or sqlite"),
+            .contains("expected postgres, redis, redis-cluster, mongo or sqlite"),
         "{err}"
     );
 }

@@ -7,15 +7,29 @@
 //!   the 16,384 cluster slots. A cluster made by `redis-cli --cluster create` gives its masters
 //!   equal runs of slots, so the partitions spread evenly over its shards.
 //! - An event goes to the partition of its ordering key (so one key's events stay in one
-//!   partition and C5 holds), else of its idempotency key (so C6 holds across partitions), else of
-//!   its id (UUID v7: spread evenly). The hash is FNV-1a (64 bits) modulo `N`: part of the layout,
-//!   it never changes.
+//!   partition and C5 holds), else of its idempotency key (so C6 holds across partitions). The hash
+//!   is FNV-1a (64 bits) modulo `N`: part of the layout, it never changes.
+//! - Other events go to the partition of their id's 64-millisecond window (UUID v7 ids start with
+//!   their creation time) mixed with a number drawn once per process: one process's events of one
+//!   window share a partition, and windows and processes spread over all of them. Claims take the
+//!   oldest events across partitions, so they take runs from one partition at a time: runs of
+//!   consecutive events make claims and completions cheap. Ids of other versions are hashed whole.
 //! - A claim's lease token carries its partition (its bytes 12–13), so renewals and completions
 //!   go straight to it. Tokens of the original layout read as partition 0.
+
+use std::sync::LazyLock;
 
 use outbox_core::{NewEvent, StoreError};
 use redis::cluster_routing::get_slot;
 use uuid::Uuid;
+
+/// Drawn once per process: mixed into the partition of events without keys, so processes that
+/// enqueue at the same moment write to different partitions.
+static PROCESS_SALT: LazyLock<u64> =
+    LazyLock::new(|| (Uuid::now_v7().as_u128() & u128::from(u64::MAX)) as u64);
+
+/// The partition window of events without keys, as a power of two of milliseconds (64 ms).
+const WINDOW_SHIFT: u32 = 6;
 
 /// The most partitions an outbox may have.
 pub const MAX_PARTITIONS: usize = 256;
@@ -70,7 +84,19 @@ impl Layout {
     pub(crate) fn of_event(&self, event: &NewEvent) -> usize {
         match (&event.ordering_key, &event.idempotency_key) {
             (Some(key), _) | (None, Some(key)) => self.of_key(key),
-            (None, None) => self.reduce(fnv1a(event.id.as_bytes())),
+            (None, None) => self.reduce(Self::window_hash(&event.id)),
+        }
+    }
+
+    /// The hash of an event without keys: its id's creation window and the process's salt.
+    fn window_hash(id: &Uuid) -> u64 {
+        match id.get_timestamp().filter(|_| id.get_version_num() == 7) {
+            Some(ts) => {
+                let (secs, nanos) = ts.to_unix();
+                let millis = secs * 1000 + u64::from(nanos / 1_000_000);
+                fnv1a(&((millis >> WINDOW_SHIFT) ^ *PROCESS_SALT).to_be_bytes())
+            }
+            None => fnv1a(id.as_bytes()),
         }
     }
 

@@ -72,6 +72,24 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
+/// The head of a partition's queue: its due time (ms) and id; heads order by both.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Head {
+    at: i64,
+    id: String,
+}
+
+/// The partition with the oldest head, leaving out `except`.
+fn oldest(heads: &[Option<Head>], except: Option<usize>) -> Option<usize> {
+    heads
+        .iter()
+        .enumerate()
+        .filter(|(p, _)| Some(*p) != except)
+        .filter_map(|(p, head)| head.as_ref().map(|h| (h, p)))
+        .min()
+        .map(|(_, p)| p)
+}
+
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
 }
@@ -476,66 +494,9 @@ impl Store for RedisStore {
         }
         self.check_layout().await?;
         if self.layout.len() == 1 {
-            return self.claim_in(0, limit, request).await;
+            return Ok(self.claim_in(0, limit, request, None).await?.0);
         }
-        // Read the head of every partition, then claim from each as many as belong to the oldest
-        // `limit` overall (due time, then id: UUID v7 is creation order). A partition that does not
-        // answer (its shard is down) is left out; the others go on.
-        let heads = join_all((0..self.layout.len()).map(|p| self.peek(p, limit))).await;
-        let mut first_error = None;
-        let mut due: Vec<(i64, String, usize)> = Vec::new();
-        let mut answered = 0;
-        for (p, head) in heads.into_iter().enumerate() {
-            match head {
-                Ok(entries) => {
-                    answered += 1;
-                    due.extend(entries.into_iter().map(|(id, at)| (at, id, p)));
-                }
-                Err(err) => {
-                    tracing::warn!(partition = self.layout.prefix(p), error = %err, "claim: a partition did not answer");
-                    first_error = first_error.or(Some(err));
-                }
-            }
-        }
-        if answered == 0 {
-            return Err(first_error.unwrap_or_else(|| StoreError::invalid("claim: no partition")));
-        }
-        due.sort_unstable();
-        due.truncate(limit);
-        let mut wanted = vec![0usize; self.layout.len()];
-        for (_, _, p) in &due {
-            wanted[*p] += 1;
-        }
-        let claims = join_all(
-            wanted
-                .iter()
-                .enumerate()
-                .filter(|(_, n)| **n > 0)
-                .map(|(p, n)| self.claim_in(p, *n, request)),
-        )
-        .await;
-        let mut claimed = Vec::with_capacity(limit);
-        let mut claim_error = None;
-        for result in claims {
-            match result {
-                Ok(events) => claimed.extend(events),
-                Err(err) => {
-                    tracing::warn!(error = %err, "claim: a partition's claim failed");
-                    claim_error = claim_error.or(Some(err));
-                }
-            }
-        }
-        if let (true, Some(err)) = (claimed.is_empty(), claim_error) {
-            return Err(err);
-        }
-        let order: std::collections::HashMap<Uuid, usize> = due
-            .iter()
-            .enumerate()
-            .filter_map(|(i, (_, id, _))| Uuid::parse_str(id).ok().map(|id| (id, i)))
-            .collect();
-        let position = |id: &Uuid| order.get(id).copied().unwrap_or(usize::MAX);
-        claimed.sort_by_cached_key(|c| position(&c.record.id));
-        Ok(claimed)
+        self.claim_across(limit, request).await
     }
 
     async fn renew_lease(
@@ -803,25 +764,86 @@ impl RedisStore {
         Self::parse_enqueued(reply)
     }
 
-    /// The first `limit` ids of partition `p`'s queue with their due times, once due events have
-    /// joined it.
-    async fn peek(&self, p: usize, limit: usize) -> Result<Vec<(String, i64)>, StoreError> {
-        SCRIPTS
-            .peek
-            .key(self.layout.prefix(p))
-            .arg(limit)
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(|e| map_redis("claim: read a partition's head", e))
+    /// Claims up to `limit` events across partitions in due order, then id order (UUID v7:
+    /// creation order): reads every partition's head, then repeatedly claims from the partition
+    /// whose head is oldest, up to the oldest head of the others. Events without keys arrive in
+    /// runs per partition (see `partition.rs`), so a claim usually takes one or two runs. A
+    /// partition that does not answer (its shard is down) is left out; the others go on.
+    async fn claim_across(
+        &self,
+        limit: usize,
+        request: &ClaimRequest,
+    ) -> Result<Vec<ClaimedEvent>, StoreError> {
+        let peeks = join_all((0..self.layout.len()).map(|p| self.peek(p))).await;
+        let mut heads: Vec<Option<Head>> = Vec::with_capacity(peeks.len());
+        let mut first_error = None;
+        let mut answered = 0;
+        for (p, peek) in peeks.into_iter().enumerate() {
+            match peek {
+                Ok(head) => {
+                    answered += 1;
+                    heads.push(head);
+                }
+                Err(err) => {
+                    tracing::warn!(partition = self.layout.prefix(p), error = %err, "claim: a partition did not answer");
+                    first_error = first_error.or(Some(err));
+                    heads.push(None);
+                }
+            }
+        }
+        let mut claimed = Vec::with_capacity(limit);
+        // Each round claims from one partition; a round that claims nothing still moves that
+        // partition's head (another claimer took it, or it was set aside), so this ends.
+        for _ in 0..(limit + 2 * self.layout.len()) {
+            let remaining = limit - claimed.len();
+            let Some(p) = oldest(&heads, None) else {
+                break;
+            };
+            let bound = oldest(&heads, Some(p)).and_then(|q| heads[q].clone());
+            let was = heads[p].clone();
+            match self.claim_in(p, remaining, request, bound.as_ref()).await {
+                Ok((events, next)) => {
+                    let stuck = events.is_empty() && next == was;
+                    claimed.extend(events);
+                    heads[p] = if stuck { None } else { next };
+                }
+                Err(err) => {
+                    tracing::warn!(partition = self.layout.prefix(p), error = %err, "claim: a partition's claim failed");
+                    first_error = first_error.or(Some(err));
+                    heads[p] = None;
+                }
+            }
+            if claimed.len() == limit {
+                break;
+            }
+        }
+        match first_error {
+            // No partition answered: the store is down for this claimer.
+            Some(err) if answered == 0 => Err(err),
+            _ => Ok(claimed),
+        }
     }
 
-    /// Claims up to `limit` events of partition `p`, oldest first.
+    /// The head of partition `p`'s queue, once due events have joined it.
+    async fn peek(&self, p: usize) -> Result<Option<Head>, StoreError> {
+        let head: Vec<(String, i64)> = SCRIPTS
+            .peek
+            .key(self.layout.prefix(p))
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| map_redis("claim: read a partition's head", e))?;
+        Ok(head.into_iter().next().map(|(id, at)| Head { at, id }))
+    }
+
+    /// Claims up to `limit` events of partition `p`, oldest first, only those before `bound` when
+    /// one is given. Returns them and the partition's new head.
     async fn claim_in(
         &self,
         p: usize,
         limit: usize,
         request: &ClaimRequest,
-    ) -> Result<Vec<ClaimedEvent>, StoreError> {
+        bound: Option<&Head>,
+    ) -> Result<(Vec<ClaimedEvent>, Option<Head>), StoreError> {
         let mut invocation = SCRIPTS.claim.key(self.layout.prefix(p));
         invocation
             .arg(limit)
@@ -830,13 +852,23 @@ impl RedisStore {
         // The claim derives each event's token from this one random UUID and the partition (see
         // claim.lua).
         invocation.arg(Uuid::now_v7().to_string()).arg(p);
+        match bound {
+            Some(head) => invocation.arg(head.at).arg(&head.id),
+            None => invocation.arg("").arg(""),
+        };
         let reply: Vec<Option<String>> = invocation
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(|e| map_redis("claim", e))?;
         let mut items = reply.into_iter();
-        let Some(locked_until) = items.next() else {
-            return Err(StoreError::invalid("claim: empty reply"));
+        let (Some(locked_until), Some(head_id), Some(head_at)) =
+            (items.next(), items.next(), items.next())
+        else {
+            return Err(StoreError::invalid("claim: short reply"));
+        };
+        let next = match (head_id, head_at.and_then(|at| at.parse::<i64>().ok())) {
+            (Some(id), Some(at)) if !id.is_empty() => Some(Head { at, id }),
+            _ => None,
         };
         let mut claimed = Vec::with_capacity(items.len() / (2 + CLAIM_READS));
         while let Some(id) = items.next() {
@@ -858,7 +890,7 @@ impl RedisStore {
                 Err(err) => self.set_aside(p, &id, &token, &err).await?,
             }
         }
-        Ok(claimed)
+        Ok((claimed, next))
     }
 
     /// Renews `leases`, all issued by partition `p`, in one script call.

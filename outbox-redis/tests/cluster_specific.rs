@@ -50,11 +50,12 @@ fn keys_per_node(store: &RedisStore) -> Vec<usize> {
 async fn events_spread_over_every_shard_and_claims_take_the_oldest_overall() {
     let (_, store) = cluster_store("cl_spread", 8).await;
     assert_eq!(store.partitions(), 8);
+    // One ordering key each: the events interleave over all partitions, one by one.
     let mut ids = Vec::new();
     for n in 0..240 {
         ids.push(
             store
-                .enqueue(NewEvent::new("Spread", json!({ "n": n })))
+                .enqueue(NewEvent::new("Spread", json!({ "n": n })).ordering_key(format!("k{n}")))
                 .await
                 .unwrap()
                 .id,
@@ -65,7 +66,8 @@ async fn events_spread_over_every_shard_and_claims_take_the_oldest_overall() {
         per_node.iter().all(|&n| n >= 30),
         "every shard holds a share of the events: {per_node:?}"
     );
-    // Each claim returns the oldest due events of all partitions, in creation order.
+    // Each claim returns the oldest due events of all partitions, in creation order (each claim
+    // takes turns among the partitions, event by event here).
     let mut claimed = Vec::new();
     while claimed.len() < ids.len() {
         let batch = store

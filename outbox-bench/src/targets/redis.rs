@@ -1,12 +1,14 @@
 //! Redis: the library's store, and a raw baseline of the same shape (a hash per event, a sorted
-//! set of due events, one Lua script to lease a batch and one to complete an event).
+//! set of due events, one Lua script to lease a batch and one to complete an event). On one server
+//! (`REDIS_URL`), or on a Redis Cluster (`REDIS_CLUSTER_URLS`) with the outbox split into
+//! partitions; the raw baseline keeps all its keys under one hash tag (one shard).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use outbox_core::Store;
-use outbox_redis::RedisStore;
+use outbox_redis::{RedisConnection, RedisStore};
 use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
@@ -52,10 +54,23 @@ end
 return done
 ";
 
-/// The Redis server at `REDIS_URL`.
+/// Where the outboxes live.
+#[derive(Clone)]
+enum Server {
+    /// One server.
+    Single(redis::Client),
+    /// A cluster (its nodes' URLs), each outbox with this many partitions.
+    Cluster {
+        nodes: Vec<String>,
+        partitions: usize,
+    },
+}
+
+/// The Redis server at `REDIS_URL`, or the cluster at `REDIS_CLUSTER_URLS`.
+#[derive(Clone)]
 pub(crate) struct Redis {
-    client: redis::Client,
-    connection: ConnectionManager,
+    server: Server,
+    connection: RedisConnection,
 }
 
 impl Redis {
@@ -68,24 +83,73 @@ impl Redis {
                 "cannot reach Redis at REDIS_URL ({e}); start it with ./scripts/services.sh"
             ))
         })?;
-        Ok(Self { client, connection })
+        Ok(Self {
+            server: Server::Single(client),
+            connection: RedisConnection::Server(connection),
+        })
+    }
+
+    /// The cluster at `REDIS_CLUSTER_URLS` (comma-separated node URLs; ports 7000–7002 by
+    /// default, as `./scripts/services.sh` starts it), outboxes with `partitions` partitions.
+    pub(crate) async fn connect_cluster(partitions: usize) -> Result<Self, BenchError> {
+        let nodes: Vec<String> = std::env::var("REDIS_CLUSTER_URLS")
+            .unwrap_or_else(|_| {
+                "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002".to_owned()
+            })
+            .split(',')
+            .map(|n| n.trim().to_owned())
+            .collect();
+        let urls: Vec<&str> = nodes.iter().map(String::as_str).collect();
+        let connection = RedisStore::cluster_builder(&urls)
+            .await
+            .map_err(|e| {
+                BenchError::Setup(format!(
+                    "cannot reach the Redis Cluster at REDIS_CLUSTER_URLS ({e}); start it with \
+                     ./scripts/services.sh"
+                ))
+            })?
+            .build()?
+            .connection();
+        Ok(Self {
+            server: Server::Cluster { nodes, partitions },
+            connection,
+        })
+    }
+
+    /// The same cluster, outboxes with `partitions` partitions.
+    pub(crate) fn with_partitions(&self, partitions: usize) -> Self {
+        let mut other = self.clone();
+        if let Server::Cluster { partitions: n, .. } = &mut other.server {
+            *n = partitions;
+        }
+        other
     }
 }
 
 #[async_trait]
 impl Target for Redis {
     fn name(&self) -> &'static str {
-        "redis"
+        match self.server {
+            Server::Single(_) => "redis",
+            Server::Cluster { .. } => "redis-cluster",
+        }
     }
 
     async fn fresh(&self, tag: &str) -> Result<Box<dyn Bench>, BenchError> {
         let name = format!("bench_{tag}_{}", unique());
-        let store = RedisStore::builder(self.client.clone())
-            .await?
-            .name(&name)
-            .build()?;
+        let builder = match &self.server {
+            Server::Single(client) => RedisStore::builder(client.clone()).await?,
+            Server::Cluster { nodes, partitions } => {
+                let urls: Vec<&str> = nodes.iter().map(String::as_str).collect();
+                RedisStore::cluster_builder(&urls)
+                    .await?
+                    .partitions(*partitions)
+            }
+        };
+        let store = builder.name(&name).build()?;
         Ok(Box::new(RedisBench {
             raw: format!("{{rawbench:{name}}}"),
+            base: format!("{{outbox:{name}}}"),
             store: Arc::new(store),
             connection: self.connection.clone(),
         }))
@@ -95,8 +159,10 @@ impl Target for Redis {
 struct RedisBench {
     /// Key prefix of the raw baseline (its own hash tag).
     raw: String,
+    /// The outbox's own prefix (with partitions, only its layout record is there).
+    base: String,
     store: Arc<RedisStore>,
-    connection: ConnectionManager,
+    connection: RedisConnection,
 }
 
 impl RedisBench {
@@ -104,6 +170,7 @@ impl RedisBench {
         format!("{}:ev:{id}", self.raw)
     }
 
+    /// Deletes the keys under `prefix`, a hash tag (so one slot: one `DEL` may name many).
     async fn delete_prefix(&self, prefix: &str) {
         let mut con = self.connection.clone();
         let keys: Vec<String> = redis::cmd("KEYS")
@@ -251,6 +318,9 @@ impl Bench for RedisBench {
 
     async fn cleanup(&self) {
         self.delete_prefix(&self.raw).await;
-        self.delete_prefix(self.store.key_prefix()).await;
+        for prefix in self.store.key_prefixes() {
+            self.delete_prefix(prefix).await;
+        }
+        self.delete_prefix(&self.base).await;
     }
 }

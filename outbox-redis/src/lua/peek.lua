@@ -1,5 +1,5 @@
--- ARGV: limit. Makes due events claimable (as a claim would), then returns the first `limit` of
--- the queue as flat id, due time pairs: a claim across partitions reads every partition's head
--- this way, then claims from each as many as belong to the oldest overall.
+-- Makes due events claimable (as a claim would), then returns the queue's head as id, due time
+-- (nothing when empty): a claim across partitions reads every partition's head this way, then
+-- claims from the one whose head is oldest, up to the next partition's head.
 promote_due(now_ms())
-return redis.call('ZRANGE', QUEUE, 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
+return redis.call('ZRANGE', QUEUE, 0, 0, 'WITHSCORES')
