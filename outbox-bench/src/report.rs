@@ -198,13 +198,18 @@ impl Report {
 /// CPU seconds (user + system, all threads) used by this process so far, from `/proc/self/stat`
 /// (resolution 10 ms: Linux reports it in USER_HZ = 100 ticks per second). 0 elsewhere.
 pub fn process_cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
+    cpu_seconds_at("/proc/self/stat").unwrap_or(0.0)
+}
+
+/// CPU seconds used so far by process `pid` on this machine, `None` when it is not here.
+pub fn cpu_seconds_of(pid: u32) -> Option<f64> {
+    cpu_seconds_at(&format!("/proc/{pid}/stat"))
+}
+
+fn cpu_seconds_at(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command name (which may contain spaces, so split after its closing paren).
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return 0.0;
-    };
+    let rest = stat.rsplit_once(')').map(|(_, r)| r)?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
     let ticks = |i: usize| {
@@ -213,7 +218,7 @@ pub fn process_cpu_seconds() -> f64 {
             .and_then(|f| f.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    (ticks(11) + ticks(12)) / 100.0
+    Some((ticks(11) + ticks(12)) / 100.0)
 }
 
 /// The database server processes whose CPU time a run reports, by process name; set once per run

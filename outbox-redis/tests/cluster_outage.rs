@@ -182,7 +182,7 @@ async fn a_dead_shard_stops_only_its_partitions_and_loses_nothing() {
     let handler = Handler::raw("Outage", "record", move |record, _ctx| {
         let seen = seen.clone();
         async move {
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
             seen.lock().expect("lock").push(record.id);
             Ok::<_, HandlerError>(())
         }
@@ -208,7 +208,8 @@ async fn a_dead_shard_stops_only_its_partitions_and_loses_nothing() {
     let mut acknowledged = HashSet::new();
     let mut stranded = HashSet::new();
     for n in 0..400 {
-        let event = NewEvent::new("Outage", json!({ "n": n }));
+        // One ordering key each: the events spread over every partition.
+        let event = NewEvent::new("Outage", json!({ "n": n })).ordering_key(format!("k{n}"));
         if on_victim(&event) {
             stranded.insert(event.id);
         }
@@ -237,7 +238,8 @@ async fn a_dead_shard_stops_only_its_partitions_and_loses_nothing() {
     let mut refused = 0;
     let mut live = HashSet::new();
     for n in 0..120 {
-        let event = NewEvent::new("Outage", json!({ "n": 1000 + n }));
+        let event = NewEvent::new("Outage", json!({ "n": 1000 + n }))
+            .ordering_key(format!("k{}", 1000 + n));
         let dead_shard = on_victim(&event);
         let id = event.id;
         match store.enqueue(event).await {

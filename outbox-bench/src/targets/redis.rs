@@ -59,9 +59,11 @@ return done
 enum Server {
     /// One server.
     Single(redis::Client),
-    /// A cluster (its nodes' URLs), each outbox with this many partitions.
+    /// A cluster (its nodes' URLs and, for nodes on this machine, their process ids), each outbox
+    /// with this many partitions.
     Cluster {
         nodes: Vec<String>,
+        pids: Vec<(String, u32)>,
         partitions: usize,
     },
 }
@@ -110,8 +112,18 @@ impl Redis {
             })?
             .build()?
             .connection();
+        let mut pids = Vec::new();
+        for node in &nodes {
+            if let Some(pid) = local_pid(node).await {
+                pids.push((node.rsplit(':').next().unwrap_or(node).to_owned(), pid));
+            }
+        }
         Ok(Self {
-            server: Server::Cluster { nodes, partitions },
+            server: Server::Cluster {
+                nodes,
+                pids,
+                partitions,
+            },
             connection,
         })
     }
@@ -124,6 +136,36 @@ impl Redis {
         }
         other
     }
+}
+
+/// The process id of the Redis server at `url`, when it runs on this machine.
+async fn local_pid(url: &str) -> Option<u32> {
+    let mut con = redis::Client::open(url)
+        .ok()?
+        .get_multiplexed_async_connection()
+        .await
+        .ok()?;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut con)
+        .await
+        .ok()?;
+    let pid = info
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    std::path::Path::new(&format!("/proc/{pid}"))
+        .exists()
+        .then_some(pid)
+}
+
+/// CPU seconds of each shard process so far.
+fn shard_cpu(pids: &[(String, u32)]) -> Vec<f64> {
+    pids.iter()
+        .map(|(_, pid)| crate::report::cpu_seconds_of(*pid).unwrap_or(0.0))
+        .collect()
 }
 
 #[async_trait]
@@ -139,7 +181,9 @@ impl Target for Redis {
         let name = format!("bench_{tag}_{}", unique());
         let builder = match &self.server {
             Server::Single(client) => RedisStore::builder(client.clone()).await?,
-            Server::Cluster { nodes, partitions } => {
+            Server::Cluster {
+                nodes, partitions, ..
+            } => {
                 let urls: Vec<&str> = nodes.iter().map(String::as_str).collect();
                 RedisStore::cluster_builder(&urls)
                     .await?
@@ -147,11 +191,17 @@ impl Target for Redis {
             }
         };
         let store = builder.name(&name).build()?;
+        let shards = match &self.server {
+            Server::Single(_) => Vec::new(),
+            Server::Cluster { pids, .. } => pids.clone(),
+        };
         Ok(Box::new(RedisBench {
             raw: format!("{{rawbench:{name}}}"),
             base: format!("{{outbox:{name}}}"),
             store: Arc::new(store),
             connection: self.connection.clone(),
+            shards,
+            drain_start: std::sync::Mutex::new(None),
         }))
     }
 }
@@ -163,6 +213,10 @@ struct RedisBench {
     base: String,
     store: Arc<RedisStore>,
     connection: RedisConnection,
+    /// A cluster's shard processes on this machine (port, pid).
+    shards: Vec<(String, u32)>,
+    /// After the prefill: how many events, and each shard's CPU seconds then.
+    drain_start: std::sync::Mutex<Option<(usize, Vec<f64>)>>,
 }
 
 impl RedisBench {
@@ -305,7 +359,55 @@ impl Bench for RedisBench {
         Ok(done.load(Ordering::Relaxed))
     }
 
+    async fn prefill(&self, n: usize) -> Result<(), BenchError> {
+        let mut next = 0;
+        while next < n {
+            let end = (next + 1000).min(n);
+            self.store
+                .enqueue_batch((next..end).map(crate::target::event).collect())
+                .await?;
+            next = end;
+        }
+        if !self.shards.is_empty() {
+            *self
+                .drain_start
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some((n, shard_cpu(&self.shards)));
+        }
+        Ok(())
+    }
+
     async fn facts(&self) -> Vec<(String, String)> {
+        if !self.shards.is_empty() {
+            // A cluster: the CPU each shard spent since the prefill (the drain), per event. The
+            // busiest shard bounds the drain on a cluster whose shards have cores of their own.
+            let start = self
+                .drain_start
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            let Some((n, before)) = start else {
+                return Vec::new();
+            };
+            let per_event: Vec<f64> = shard_cpu(&self.shards)
+                .iter()
+                .zip(before)
+                .map(|(after, before)| (after - before).max(0.0) * 1e6 / n.max(1) as f64)
+                .collect();
+            let busiest = per_event.iter().copied().fold(0.0, f64::max);
+            let each = self
+                .shards
+                .iter()
+                .zip(&per_event)
+                .map(|((port, _), us)| format!("{port} {us:.1}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return vec![(
+                "busiest shard CPU".to_owned(),
+                format!("{busiest:.1} µs/ev ({each})"),
+            )];
+        }
         let mut con = self.connection.clone();
         let info: Result<String, _> = redis::cmd("INFO").arg("memory").query_async(&mut con).await;
         let used = info.ok().and_then(|s| {
