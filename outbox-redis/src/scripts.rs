@@ -7,7 +7,7 @@ use redis::Script;
 
 const PRELUDE: &str = include_str!("lua/prelude.lua");
 
-/// The fenced completion of one event, shared by `complete` and `complete_many`.
+/// The fenced completion of one event, used by `complete_many` for each of its events.
 const COMPLETE_ONE: &str = include_str!("lua/complete_one.lua");
 
 fn with_prelude(body: &str) -> String {
@@ -23,7 +23,6 @@ pub(crate) struct Scripts {
     pub(crate) claim: Script,
     pub(crate) peek: Script,
     pub(crate) renew: Script,
-    pub(crate) complete: Script,
     pub(crate) complete_many: Script,
     pub(crate) requeue: Script,
     pub(crate) set_aside: Script,
@@ -40,10 +39,6 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     ))),
     peek: Script::new(&with_prelude(include_str!("lua/peek.lua"))),
     renew: Script::new(&with_prelude(include_str!("lua/renew.lua"))),
-    complete: Script::new(&with_prelude(&format!(
-        "{COMPLETE_ONE}\n{}",
-        include_str!("lua/complete.lua")
-    ))),
     complete_many: Script::new(&with_prelude(&format!(
         "{COMPLETE_ONE}\n{}",
         include_str!("lua/complete_many.lua")

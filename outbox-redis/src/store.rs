@@ -534,37 +534,13 @@ impl Store for RedisStore {
                 event_id: lease.event_id,
             });
         };
-        let results = serde_json::to_string(&completion.handler_results)
-            .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
-        let done: i64 = SCRIPTS
-            .complete
-            .key(self.layout.prefix(p))
-            .arg(lease.event_id.to_string())
-            .arg(lease.token.to_string())
-            .arg(completion.status.as_str())
-            .arg(results)
-            .arg(completion.attempts)
-            .arg(
-                completion
-                    .retry_delay
-                    .map(|d| millis(d).to_string())
-                    .unwrap_or_default(),
-            )
-            .invoke_async(&mut self.connection.clone())
+        self.complete_in(p, vec![(*lease, completion)])
             .await
-            .map_err(|e| map_redis("complete", e))?;
-        if done == 0 {
-            return Err(StoreError::LeaseLost {
-                event_id: lease.event_id,
-            });
-        }
-        Ok(())
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::invalid("complete: no result")))
     }
 
     async fn complete_many(&self, items: Vec<(Lease, Completion)>) -> Vec<Result<(), StoreError>> {
-        if items.len() <= 1 {
-            return outbox_core::complete_each(self, items).await;
-        }
         self.per_partition(
             items,
             |(lease, _)| self.layout.of_token(&lease.token),
@@ -579,33 +555,7 @@ impl Store for RedisStore {
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
-        let id = id.to_string();
-        let Some(p) = self.locate(&id).await? else {
-            return Ok(None);
-        };
-        let fields: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(self.key(p, &format!("ev:{id}")))
-            .arg(&FIELDS[..])
-            .arg("corrupt_reason")
-            .query_async(&mut self.connection.clone())
-            .await
-            .map_err(|e| map_redis("get", e))?;
-        if fields.iter().all(Option::is_none) {
-            return Ok(None);
-        }
-        if fields.get(at::STATUS).and_then(Option::as_deref) == Some(outbox_core::CORRUPT_STATUS) {
-            return Err(StoreError::Corrupt {
-                id,
-                message: format!(
-                    "set aside because it does not decode ({}); fix it and call requeue_corrupt",
-                    fields
-                        .get(FIELDS.len())
-                        .and_then(Option::as_deref)
-                        .unwrap_or("")
-                ),
-            });
-        }
-        decode(&fields).map(Some)
+        Ok(self.read_event(id).await?.map(|(_, record)| record))
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
@@ -618,14 +568,11 @@ impl Store for RedisStore {
     }
 
     async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {
-        let Some(record) = self
-            .get(id)
+        let Some((p, record)) = self
+            .read_event(id)
             .await?
-            .filter(|r| r.status == EventStatus::Dead)
+            .filter(|(_, r)| r.status == EventStatus::Dead)
         else {
-            return Ok(false);
-        };
-        let Some(p) = self.locate(&id.to_string()).await? else {
             return Ok(false);
         };
         let mut results = record.handler_results;
@@ -753,6 +700,37 @@ impl Store for RedisStore {
 }
 
 impl RedisStore {
+    /// Event `id` and its partition.
+    async fn read_event(&self, id: Uuid) -> Result<Option<(usize, EventRecord)>, StoreError> {
+        let id = id.to_string();
+        let Some(p) = self.locate(&id).await? else {
+            return Ok(None);
+        };
+        let fields: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.key(p, &format!("ev:{id}")))
+            .arg(&FIELDS[..])
+            .arg("corrupt_reason")
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| map_redis("get", e))?;
+        if fields.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        if fields.get(at::STATUS).and_then(Option::as_deref) == Some(outbox_core::CORRUPT_STATUS) {
+            return Err(StoreError::Corrupt {
+                id,
+                message: format!(
+                    "set aside because it does not decode ({}); fix it and call requeue_corrupt",
+                    fields
+                        .get(FIELDS.len())
+                        .and_then(Option::as_deref)
+                        .unwrap_or("")
+                ),
+            });
+        }
+        decode(&fields).map(|record| Some((p, record)))
+    }
+
     /// Enqueues `events` in partition `p`, atomically (one script call).
     async fn enqueue_in(&self, p: usize, events: &[NewEvent]) -> Result<Vec<Enqueued>, StoreError> {
         let mut invocation = SCRIPTS.enqueue.key(self.layout.prefix(p));

@@ -1,5 +1,6 @@
--- ARGV: groups of six, as for complete.lua (id, token, status, handler_results JSON, attempts,
--- retry delay ms). Returns one 1/0 per group, in order; each is fenced by its own token.
+-- ARGV: groups of six: id, token, status, handler_results JSON, attempts, retry delay ms ('' =
+-- none). Returns one 1/0 per group, in order (0: that lease is lost and nothing changed for it);
+-- each is fenced by its own token. One event is a group of one.
 local now = now_ms()
 local out = {}
 local woke = false
