@@ -1,4 +1,5 @@
-//! Opening the store a URL names: `postgres://`, `sqlite:`, `redis://`, `mongodb://`.
+//! Opening the store a URL names: `postgres://`, `sqlite:`, `redis://`, `redis-cluster://`,
+//! `mongodb://`.
 
 use std::sync::Arc;
 
@@ -24,7 +25,10 @@ pub(crate) struct Names {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CliError {
     /// The URL names no backend this tool knows.
-    #[error("unsupported URL `{0}`: use postgres://…, sqlite:<path>, redis://… or mongodb://…")]
+    #[error(
+        "unsupported URL `{0}`: use postgres://…, sqlite:<path>, redis://…, \
+         redis-cluster://host:port,host:port… or mongodb://…"
+    )]
     UnknownScheme(String),
     /// A name or option is invalid.
     #[error(transparent)]
@@ -91,12 +95,22 @@ impl Backend {
                 let store = SqliteStore::builder(pool).table(&table).build()?;
                 Ok(Self::Sqlite(store, table))
             }
-            "redis" | "rediss" => {
-                let client = outbox_redis::redis::Client::open(url)
-                    .map_err(|e| StoreError::invalid(format!("invalid Redis URL: {e}")))?;
-                let mut builder = RedisStore::builder(client).await?;
+            "redis" | "rediss" | "redis-cluster" => {
+                let mut builder = if scheme == "redis-cluster" {
+                    let nodes = cluster_nodes(url)?;
+                    let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+                    RedisStore::cluster_builder(&nodes).await?
+                } else {
+                    let client = outbox_redis::redis::Client::open(url)
+                        .map_err(|e| StoreError::invalid(format!("invalid Redis URL: {e}")))?;
+                    RedisStore::builder(client).await?
+                };
                 if let Some(name) = &names.table {
                     builder = builder.name(name);
+                }
+                // A partitioned outbox records its partition count: read every partition.
+                if let Some(partitions) = builder.recorded_partitions().await? {
+                    builder = builder.partitions(partitions);
                 }
                 Ok(Self::Redis(Box::new(builder.build()?)))
             }
@@ -161,4 +175,23 @@ impl Backend {
             Self::Redis(_) | Self::Mongo(_) => None,
         }
     }
+}
+
+/// The node URLs of `redis-cluster://host:port,host:port/…`: `redis://host:port` each (a
+/// `user:password@` before a host applies to that node).
+fn cluster_nodes(url: &str) -> Result<Vec<String>, CliError> {
+    let rest = url.trim_start_matches("redis-cluster://");
+    let hosts = rest.split(['/', '?']).next().unwrap_or_default();
+    let nodes: Vec<String> = hosts
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|h| format!("redis://{h}"))
+        .collect();
+    if nodes.is_empty() {
+        return Err(CliError::Usage(format!(
+            "`{url}` names no node: use redis-cluster://host:port,host:port"
+        )));
+    }
+    Ok(nodes)
 }

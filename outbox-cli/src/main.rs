@@ -4,6 +4,7 @@
 //! outbox --url postgres://localhost/app stats
 //! outbox --url sqlite:app.db dead list
 //! outbox --url redis://localhost dead requeue --all
+//! outbox --url redis-cluster://10.0.0.1:7000,10.0.0.2:7000 --table billing stats
 //! outbox --url mongodb://localhost/?directConnection=true show 0193…
 //! ```
 //!
@@ -24,7 +25,8 @@ use crate::backend::{Backend, Names};
 #[derive(Debug, Parser)]
 #[command(name = "outbox", version, about)]
 struct Cli {
-    /// The store: postgres://…, sqlite:PATH, redis://…, mongodb://…
+    /// The store: postgres://…, sqlite:PATH, redis://…, redis-cluster://HOST:PORT,HOST:PORT…,
+    /// mongodb://…
     #[arg(long, env = "OUTBOX_URL", global = true)]
     url: Option<String>,
     /// PostgreSQL schema (default `public`).

@@ -246,6 +246,36 @@ async fn redis() {
     exercise(&url, &["--table", &name], Arc::new(store), false).await;
 }
 
+/// A partitioned outbox on the Redis Cluster: the tool finds its partition count by itself.
+#[tokio::test]
+async fn redis_cluster() {
+    let nodes: Vec<String> = std::env::var("REDIS_CLUSTER_URLS")
+        .expect("REDIS_CLUSTER_URLS (./scripts/test.sh sets it)")
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let name = outbox_testkit_namespace("cli");
+    let urls: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    let store = outbox_redis::RedisStore::cluster_builder(&urls)
+        .await
+        .unwrap()
+        .name(&name)
+        .partitions(8)
+        .build()
+        .unwrap();
+    // Record the partition count before the tool first looks.
+    store
+        .claim(&ClaimRequest::new("cli-test", 1, Duration::from_secs(1)))
+        .await
+        .unwrap();
+    let hosts: Vec<&str> = nodes
+        .iter()
+        .map(|n| n.trim_start_matches("redis://"))
+        .collect();
+    let url = format!("redis-cluster://{}", hosts.join(","));
+    exercise(&url, &["--table", &name], Arc::new(store), false).await;
+}
+
 #[tokio::test]
 async fn mongo() {
     let url = std::env::var("MONGODB_URI").expect("MONGODB_URI (./scripts/test.sh sets it)");

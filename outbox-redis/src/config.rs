@@ -1,8 +1,9 @@
 //! [`RedisStoreBuilder`]: the outbox's name (validated), from which every key is derived.
 
-use outbox_core::{ConfigError, Limits, validate_name};
+use outbox_core::{ConfigError, Limits, StoreError, validate_name};
 
 use crate::connection::RedisConnection;
+use crate::error::map_redis;
 use crate::partition::{Layout, MAX_PARTITIONS};
 use crate::store::RedisStore;
 
@@ -78,6 +79,37 @@ impl RedisStoreBuilder {
     pub fn partitions(mut self, partitions: usize) -> Self {
         self.partitions = partitions;
         self
+    }
+
+    /// The partition count the outbox with this builder's name was created with, as its first
+    /// enqueue or claim recorded it (`None` when nothing is recorded yet). Tools that inspect an
+    /// outbox they did not create use it to read every partition:
+    ///
+    /// ```no_run
+    /// # async fn demo(nodes: &[&str]) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut builder = outbox_redis::RedisStore::cluster_builder(nodes).await?.name("billing");
+    /// if let Some(n) = builder.recorded_partitions().await? {
+    ///     builder = builder.partitions(n);
+    /// }
+    /// let store = builder.build()?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn recorded_partitions(&self) -> Result<Option<usize>, StoreError> {
+        validate_name("name", &self.name)?;
+        let key = Layout::new(&self.name, 1).layout_key();
+        let recorded: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| map_redis("read the partition count", e))?;
+        recorded
+            .map(|n| {
+                n.parse().map_err(|_| StoreError::Corrupt {
+                    id: key.clone(),
+                    message: format!("the partition count {n:?} is not a number"),
+                })
+            })
+            .transpose()
     }
 
     /// Validates the name and the partition count and builds the store.
