@@ -166,6 +166,34 @@ async fn idempotency_keys_hold_across_partitions() {
         firsts.insert(first.id);
     }
     assert_eq!(store.stats().await.unwrap().pending, 40);
+
+    // A batch over several partitions is written per partition; sending the same events again
+    // (after a failure half-way, say) returns them as duplicates instead of failing.
+    let batch: Vec<NewEvent> = (0..16)
+        .map(|n| NewEvent::new("Order", json!({ "n": n })).idempotency_key(format!("again-{n}")))
+        .collect();
+    let first = store.enqueue_batch(batch.clone()).await.unwrap();
+    assert!(first.iter().all(|e| !e.duplicate));
+    let again = store.enqueue_batch(batch.clone()).await.unwrap();
+    assert!(
+        again
+            .iter()
+            .zip(&batch)
+            .all(|(e, b)| e.duplicate && e.id == b.id),
+        "{again:?}"
+    );
+    assert_eq!(store.stats().await.unwrap().pending, 56);
+    // Another event under an existing id (in the same partition) is still refused.
+    let home = store.key_prefix_for(&batch[..1]).unwrap().to_owned();
+    let mut clash = (0..1000)
+        .map(|n| NewEvent::new("Order", json!({})).ordering_key(format!("clash-{n}")))
+        .find(|e| store.key_prefix_for(std::slice::from_ref(e)).ok() == Some(home.as_str()))
+        .expect("a key in the same partition");
+    clash.id = batch[0].id;
+    assert!(matches!(
+        store.enqueue(clash).await,
+        Err(StoreError::InvalidRequest { .. })
+    ));
     clean(&store);
 }
 

@@ -2,10 +2,13 @@
 -- idempotency_key, available_at ('' = now), traceparent. Returns id, duplicate flag (0/1) per event.
 local now = now_ms()
 local n = tonumber(ARGV[1])
--- Check everything before writing anything: a script that fails half-way is not rolled back.
+-- Check everything before writing anything: a script that fails half-way is not rolled back. An
+-- event sent again (same id, same idempotency key) is a duplicate, as on the SQL stores; another
+-- event under an existing id is refused.
 for i = 0, n - 1 do
-  local id = ARGV[2 + i * 8]
-  if redis.call('EXISTS', ev(id)) == 1 then
+  local id, ikey = ARGV[2 + i * 8], ARGV[7 + i * 8]
+  if redis.call('EXISTS', ev(id)) == 1
+    and (ikey == '' or redis.call('HGET', P .. ':idem', ikey) ~= id) then
     return redis.error_reply('OUTBOX_INVALID event id ' .. id .. ' already exists')
   end
 end
