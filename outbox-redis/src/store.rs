@@ -72,7 +72,8 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-/// The head of a partition's queue: its due time (ms) and id; heads order by both.
+/// The head of a partition's queue: its due time (ms) and id; heads order by both, as the queue
+/// does.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Head {
     at: i64,
@@ -494,7 +495,7 @@ impl Store for RedisStore {
         }
         self.check_layout().await?;
         if self.layout.len() == 1 {
-            return Ok(self.claim_in(0, limit, request, None).await?.0);
+            return self.claim_in(0, limit, request, None).await;
         }
         self.claim_across(limit, request).await
     }
@@ -742,17 +743,20 @@ impl RedisStore {
         Self::parse_enqueued(reply)
     }
 
-    /// Claims up to `limit` events across partitions in due order, then id order (UUID v7:
-    /// creation order): reads every partition's head, then repeatedly claims from the partition
-    /// whose head is oldest, up to the oldest head of the others. Events without keys arrive in
-    /// runs per partition (see `partition.rs`), so a claim usually takes one or two runs. A
-    /// partition that does not answer (its shard is down) is left out; the others go on.
+    /// Claims the `limit` oldest due events across partitions. First every partition's head (one
+    /// short script each, all at once), and a claim from the partition whose head is oldest, up to
+    /// the oldest head of the others: events without keys arrive in runs per partition (see
+    /// `partition.rs`), so this one call usually fills the claim. When it does not (events of many
+    /// ordering keys interleave over the partitions), the due times of the next events of every
+    /// partition tell how many of the oldest overall each holds (`shares`), and those are claimed
+    /// from each at once. The batch is then put in due order. A partition that does not answer (its
+    /// shard is down) is left out; the others go on.
     async fn claim_across(
         &self,
         limit: usize,
         request: &ClaimRequest,
     ) -> Result<Vec<ClaimedEvent>, StoreError> {
-        let peeks = join_all((0..self.layout.len()).map(|p| self.peek(p))).await;
+        let peeks = join_all((0..self.layout.len()).map(|p| self.peek(p, 1))).await;
         let mut heads: Vec<Option<Head>> = Vec::with_capacity(peeks.len());
         let mut first_error = None;
         let mut answered = 0;
@@ -760,7 +764,7 @@ impl RedisStore {
             match peek {
                 Ok(head) => {
                     answered += 1;
-                    heads.push(head);
+                    heads.push(head.map(|(head, _)| head));
                 }
                 Err(err) => {
                     tracing::warn!(partition = self.layout.prefix(p), error = %err, "claim: a partition did not answer");
@@ -769,59 +773,137 @@ impl RedisStore {
                 }
             }
         }
-        let mut claimed = Vec::with_capacity(limit);
-        // Each round claims from one partition; a round that claims nothing still moves that
-        // partition's head (another claimer took it, or it was set aside), so this ends.
-        for _ in 0..(limit + 2 * self.layout.len()) {
-            let remaining = limit - claimed.len();
-            let Some(p) = oldest(&heads, None) else {
-                break;
-            };
-            let bound = oldest(&heads, Some(p)).and_then(|q| heads[q].clone());
-            let was = heads[p].clone();
-            match self.claim_in(p, remaining, request, bound.as_ref()).await {
-                Ok((events, next)) => {
-                    let stuck = events.is_empty() && next == was;
-                    claimed.extend(events);
-                    heads[p] = if stuck { None } else { next };
-                }
-                Err(err) => {
-                    tracing::warn!(partition = self.layout.prefix(p), error = %err, "claim: a partition's claim failed");
-                    first_error = first_error.or(Some(err));
-                    heads[p] = None;
-                }
-            }
-            if claimed.len() == limit {
-                break;
-            }
-        }
-        match first_error {
+        if let (0, Some(err)) = (answered, first_error) {
             // No partition answered: the store is down for this claimer.
-            Some(err) if answered == 0 => Err(err),
-            _ => Ok(claimed),
+            return Err(err);
         }
+        let Some(first) = oldest(&heads, None) else {
+            return Ok(Vec::new());
+        };
+        let bound = oldest(&heads, Some(first)).and_then(|q| heads[q].clone());
+        let mut claimed = self
+            .claim_in(first, limit, request, bound.as_ref())
+            .await
+            .unwrap_or_else(|err| {
+                tracing::warn!(error = %err, "claim: a partition's claim failed");
+                Vec::new()
+            });
+        if claimed.len() >= limit || bound.is_none() {
+            outbox_core::sort_in_due_order(&mut claimed);
+            return Ok(claimed);
+        }
+        // The rest by shares: the due times of the next events of every busy partition.
+        let remaining = limit - claimed.len();
+        let busy: Vec<usize> = (0..self.layout.len())
+            .filter(|q| heads[*q].is_some())
+            .collect();
+        let peeks = join_all(busy.iter().map(|&q| self.peek(q, remaining))).await;
+        let mut due: Vec<(i64, usize)> = Vec::new();
+        for (&q, peek) in busy.iter().zip(peeks) {
+            if let Ok(Some((_, times))) = peek {
+                due.extend(times.into_iter().map(|at| (at, q)));
+            }
+        }
+        due.sort_unstable();
+        let wanted = self.shares(&due, remaining).await;
+        let claims = join_all(
+            wanted
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(q, n)| self.claim_in(q, *n, request, None)),
+        )
+        .await;
+        for result in claims {
+            match result {
+                Ok(events) => claimed.extend(events),
+                Err(err) => tracing::warn!(error = %err, "claim: a partition's claim failed"),
+            }
+        }
+        outbox_core::sort_in_due_order(&mut claimed);
+        Ok(claimed)
     }
 
-    /// The head of partition `p`'s queue, once due events have joined it.
-    async fn peek(&self, p: usize) -> Result<Option<Head>, StoreError> {
-        let head: Vec<(String, i64)> = SCRIPTS
+    /// How many of the oldest `limit` events each partition holds, from `due` — every answering
+    /// partition's first due times, sorted. When the `limit`-th due time is shared by partitions
+    /// and not all of its events fit, the ones with the smallest ids (creation order) are taken:
+    /// their ids are read then (a rare second round trip).
+    async fn shares(&self, due: &[(i64, usize)], limit: usize) -> Vec<usize> {
+        let mut wanted = vec![0usize; self.layout.len()];
+        let (taken, rest) = due.split_at(limit.min(due.len()));
+        for (_, p) in taken {
+            wanted[*p] += 1;
+        }
+        let Some(&(boundary, _)) = taken.last() else {
+            return wanted;
+        };
+        let mut tied: Vec<usize> = due
+            .iter()
+            .filter(|(at, _)| *at == boundary)
+            .map(|(_, p)| *p)
+            .collect();
+        tied.dedup();
+        if tied.len() < 2 || rest.first().is_none_or(|(at, _)| *at != boundary) {
+            return wanted;
+        }
+        let lists = join_all(tied.iter().map(|&p| async move {
+            redis::cmd("ZRANGEBYSCORE")
+                .arg(self.key(p, "queue"))
+                .arg(boundary)
+                .arg(boundary)
+                .query_async::<Vec<String>>(&mut self.connection.clone())
+                .await
+                .map(|ids| ids.into_iter().map(move |id| (id, p)).collect::<Vec<_>>())
+        }))
+        .await;
+        let Ok(lists) = lists.into_iter().collect::<Result<Vec<_>, _>>() else {
+            return wanted;
+        };
+        let mut ids: Vec<(String, usize)> = lists.into_iter().flatten().collect();
+        ids.sort_unstable();
+        let at_boundary = taken.iter().filter(|(at, _)| *at == boundary).count();
+        for p in &tied {
+            wanted[*p] -= taken
+                .iter()
+                .filter(|(at, q)| *at == boundary && q == p)
+                .count();
+        }
+        for (_, p) in ids.iter().take(at_boundary) {
+            wanted[*p] += 1;
+        }
+        wanted
+    }
+
+    /// The head of partition `p`'s queue and the due times (ms) of its first `limit` queued
+    /// events (the head's first), once due events have joined it; `None` when it is empty.
+    async fn peek(&self, p: usize, limit: usize) -> Result<Option<(Head, Vec<i64>)>, StoreError> {
+        let reply: Vec<String> = SCRIPTS
             .peek
             .key(self.layout.prefix(p))
+            .arg(limit)
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(|e| map_redis("claim: read a partition's head", e))?;
-        Ok(head.into_iter().next().map(|(id, at)| Head { at, id }))
+        let mut items = reply.into_iter();
+        let Some(id) = items.next() else {
+            return Ok(None);
+        };
+        let times: Vec<i64> = items.filter_map(|at| at.parse().ok()).collect();
+        let Some(&at) = times.first() else {
+            return Err(StoreError::invalid("claim: a head without its due time"));
+        };
+        Ok(Some((Head { at, id }, times)))
     }
 
     /// Claims up to `limit` events of partition `p`, oldest first, only those before `bound` when
-    /// one is given. Returns them and the partition's new head.
+    /// one is given.
     async fn claim_in(
         &self,
         p: usize,
         limit: usize,
         request: &ClaimRequest,
         bound: Option<&Head>,
-    ) -> Result<(Vec<ClaimedEvent>, Option<Head>), StoreError> {
+    ) -> Result<Vec<ClaimedEvent>, StoreError> {
         let mut invocation = SCRIPTS.claim.key(self.layout.prefix(p));
         invocation
             .arg(limit)
@@ -830,23 +912,16 @@ impl RedisStore {
         // The claim derives each event's token from this one random UUID and the partition (see
         // claim.lua).
         invocation.arg(Uuid::now_v7().to_string()).arg(p);
-        match bound {
-            Some(head) => invocation.arg(head.at).arg(&head.id),
-            None => invocation.arg("").arg(""),
-        };
+        if let Some(head) = bound {
+            invocation.arg(head.at).arg(&head.id);
+        }
         let reply: Vec<Option<String>> = invocation
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(|e| map_redis("claim", e))?;
         let mut items = reply.into_iter();
-        let (Some(locked_until), Some(head_id), Some(head_at)) =
-            (items.next(), items.next(), items.next())
-        else {
-            return Err(StoreError::invalid("claim: short reply"));
-        };
-        let next = match (head_id, head_at.and_then(|at| at.parse::<i64>().ok())) {
-            (Some(id), Some(at)) if !id.is_empty() => Some(Head { at, id }),
-            _ => None,
+        let Some(locked_until) = items.next() else {
+            return Err(StoreError::invalid("claim: empty reply"));
         };
         let mut claimed = Vec::with_capacity(items.len() / (2 + CLAIM_READS));
         while let Some(id) = items.next() {
@@ -868,7 +943,7 @@ impl RedisStore {
                 Err(err) => self.set_aside(p, &id, &token, &err).await?,
             }
         }
-        Ok((claimed, next))
+        Ok(claimed)
     }
 
     /// Renews `leases`, all issued by partition `p`, in one script call.

@@ -1,25 +1,29 @@
--- ARGV: limit, worker id, lease ms, a fresh random UUID, the partition's number, and a bound: a due
--- time and an id ('' and '' = none). The claim's tokens are that UUID with its last 8 hex digits
--- replaced by the partition (4 digits) and the event's position in the claim (4 digits), so a token
--- names the partition that issued it. With a bound, only queued events before it (due time, then
--- id) are claimed: the head of another partition, which must come first.
--- Returns, flat: the leases' expiry, the id and due time of the queue's new head ('' and '' when
--- empty), then per claimed event (in due order) its id, its token and the first CLAIM_READS of
--- FIELDS, in that order (the claimer knows the rest).
+-- ARGV: limit, worker id, lease ms, a fresh random UUID, the partition's number, and an optional
+-- bound: a due time and an id (absent or '' = none). The claim's tokens are that UUID with its
+-- last 8 hex digits replaced by the partition (4 digits) and the event's position in the claim
+-- (4 digits), so a token names the partition that issued it. With a bound, only queued events
+-- before it (due time, then id) are claimed: the head of another partition, which comes first.
+-- Returns, flat: the leases' expiry, then per claimed event (in due order) its id, its token and the
+-- first CLAIM_READS of FIELDS, in that order (the claimer knows the rest).
 local now = now_ms()
 local limit = tonumber(ARGV[1])
 promote_due(now)
-local entries = redis.call('ZRANGE', QUEUE, 0, limit - 1, 'WITHSCORES')
-local bound_at, bound_id = tonumber(ARGV[6]), ARGV[7]
-local ids = {}
-for i = 1, #entries, 2 do
-  local at = tonumber(entries[i + 1])
-  if bound_at and (at > bound_at or (at == bound_at and entries[i] >= bound_id)) then break end
-  ids[#ids + 1] = entries[i]
+local ids
+local bound_at, bound_id = tonumber(ARGV[6] or ''), ARGV[7]
+if bound_at then
+  local entries = redis.call('ZRANGE', QUEUE, 0, limit - 1, 'WITHSCORES')
+  ids = {}
+  for i = 1, #entries, 2 do
+    local at = tonumber(entries[i + 1])
+    if at > bound_at or (at == bound_at and entries[i] >= bound_id) then break end
+    ids[#ids + 1] = entries[i]
+  end
+else
+  ids = redis.call('ZRANGE', QUEUE, 0, limit - 1)
 end
 local locked_until = now + tonumber(ARGV[3])
 local base = string.sub(ARGV[4], 1, 28) .. string.format('%04x', tonumber(ARGV[5]) or 0)
-local out = { tostring(locked_until), '', '' }
+local out = { tostring(locked_until) }
 local woke = false
 -- The claimed events leave the queue for the leases in one call each, after the loop.
 local claimed = {}
@@ -45,11 +49,6 @@ end
 if #claimed > 0 then
   zrem_all(QUEUE, claimed)
   zadd_all(LEASED, locked_until, claimed)
-end
-local head = redis.call('ZRANGE', QUEUE, 0, 0, 'WITHSCORES')
-if head[1] then
-  out[2] = head[1]
-  out[3] = head[2]
 end
 if woke then redis.call('PUBLISH', P .. ':wake', '') end
 return out
