@@ -139,6 +139,10 @@ async fn a_dead_shard_stops_only_its_partitions_and_loses_nothing() {
         dir: tempfile::tempdir().expect("temp dir"),
         children: HashMap::new(),
     };
+    // A node left over by an earlier run that was killed itself would answer in place of ours.
+    for port in PORTS {
+        let _ = redis_cli(port, &["shutdown", "nosave"]);
+    }
     for port in PORTS {
         nodes.start(port);
     }
