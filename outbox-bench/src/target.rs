@@ -22,6 +22,19 @@ pub fn event(n: usize) -> NewEvent {
     NewEvent::new(EVENT_TYPE, payload(n))
 }
 
+/// Enqueues benchmark events `0..n` into `store`, 1,000 per batch.
+pub async fn prefill_store(store: &dyn Store, n: usize) -> Result<(), BenchError> {
+    let mut next = 0;
+    while next < n {
+        let end = (next + 1000).min(n);
+        store
+            .enqueue_batch((next..end).map(event).collect())
+            .await?;
+        next = end;
+    }
+    Ok(())
+}
+
 /// A backend under test.
 #[async_trait]
 pub trait Target: Send + Sync {
@@ -61,16 +74,7 @@ pub trait Bench: Send + Sync {
 
     /// Fills the outbox with `n` pending events for the library's drain.
     async fn prefill(&self, n: usize) -> Result<(), BenchError> {
-        let store = self.store();
-        let mut next = 0;
-        while next < n {
-            let end = (next + 1000).min(n);
-            store
-                .enqueue_batch((next..end).map(event).collect())
-                .await?;
-            next = end;
-        }
-        Ok(())
+        prefill_store(self.store().as_ref(), n).await
     }
 
     /// Fills the raw baseline's structure with `n` pending events (the outbox's own table where the

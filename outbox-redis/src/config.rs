@@ -3,8 +3,7 @@
 use outbox_core::{ConfigError, Limits, StoreError, validate_name};
 
 use crate::connection::RedisConnection;
-use crate::error::map_redis;
-use crate::partition::{Layout, MAX_PARTITIONS};
+use crate::partition::{Layout, MAX_PARTITIONS, recorded_count};
 use crate::store::RedisStore;
 
 /// Builds a [`RedisStore`].
@@ -96,20 +95,11 @@ impl RedisStoreBuilder {
     /// ```
     pub async fn recorded_partitions(&self) -> Result<Option<usize>, StoreError> {
         validate_name("name", &self.name)?;
-        let key = Layout::new(&self.name, 1).layout_key();
-        let recorded: Option<String> = redis::cmd("GET")
-            .arg(&key)
-            .query_async(&mut self.connection.clone())
-            .await
-            .map_err(|e| map_redis("read the partition count", e))?;
-        recorded
-            .map(|n| {
-                n.parse().map_err(|_| StoreError::Corrupt {
-                    id: key.clone(),
-                    message: format!("the partition count {n:?} is not a number"),
-                })
-            })
-            .transpose()
+        recorded_count(
+            &mut self.connection.clone(),
+            &Layout::layout_key_of(&self.name),
+        )
+        .await
     }
 
     /// Validates the name and the partition count and builds the store.

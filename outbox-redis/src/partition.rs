@@ -20,6 +20,9 @@
 use std::sync::LazyLock;
 
 use outbox_core::{NewEvent, StoreError};
+
+use crate::connection::RedisConnection;
+use crate::error::map_redis;
 use redis::cluster_routing::get_slot;
 use uuid::Uuid;
 
@@ -73,6 +76,11 @@ impl Layout {
     /// The key that records how many partitions the outbox was created with.
     pub(crate) fn layout_key(&self) -> String {
         format!("{}:layout", self.base)
+    }
+
+    /// The layout key of outbox `name` (`{outbox:<name>}:layout`), whatever its partitions.
+    pub(crate) fn layout_key_of(name: &str) -> String {
+        format!("{{outbox:{name}}}:layout")
     }
 
     /// The partition of an ordering (or idempotency) key.
@@ -135,24 +143,15 @@ impl Layout {
         Ok(partition)
     }
 
-    /// Splits `events` into per-partition groups for a plain enqueue: events with an ordering or
-    /// idempotency key go to their partition, the others with the batch's first event. Returns
-    /// `(partition, positions in events)` pairs.
-    pub(crate) fn group(&self, events: &[NewEvent]) -> Vec<(usize, Vec<usize>)> {
-        let home = events.first().map_or(0, |e| self.of_event(e));
-        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
-        for (i, event) in events.iter().enumerate() {
-            let p = if Self::is_placed(event) {
-                self.of_event(event)
-            } else {
-                home
-            };
-            match groups.iter_mut().find(|(q, _)| *q == p) {
-                Some((_, members)) => members.push(i),
-                None => groups.push((p, vec![i])),
-            }
+    /// The partition `event` goes to in a plain enqueue beside other events: its own when it has
+    /// an ordering or idempotency key, else `home` (the first event's), so events without keys
+    /// stay in one call.
+    pub(crate) fn of_event_beside(&self, event: &NewEvent, home: usize) -> usize {
+        if Self::is_placed(event) {
+            self.of_event(event)
+        } else {
+            home
         }
-        groups
     }
 
     /// The partition a lease token was issued by, or `None` when no partition of this layout
@@ -167,6 +166,26 @@ impl Layout {
         // `len` is at most MAX_PARTITIONS, so both conversions are exact.
         (hash % self.len() as u64) as usize
     }
+}
+
+/// The partition count recorded at `key` (a layout key), `None` when nothing is recorded yet.
+pub(crate) async fn recorded_count(
+    con: &mut RedisConnection,
+    key: &str,
+) -> Result<Option<usize>, StoreError> {
+    let recorded: Option<String> = redis::cmd("GET")
+        .arg(key)
+        .query_async(con)
+        .await
+        .map_err(|e| map_redis("read the partition count", e))?;
+    recorded
+        .map(|n| {
+            n.parse().map_err(|_| StoreError::Corrupt {
+                id: key.to_owned(),
+                message: format!("the partition count {n:?} is not a number"),
+            })
+        })
+        .transpose()
 }
 
 /// The key prefix of partition `p` of `count`: a tag whose slot lies in the `p`-th `count`-th of
@@ -198,6 +217,10 @@ mod tests {
         let layout = Layout::new("billing", 1);
         assert_eq!(layout.prefixes(), ["{outbox:billing}"]);
         assert_eq!(layout.layout_key(), "{outbox:billing}:layout");
+        assert_eq!(
+            Layout::new("billing", 8).layout_key(),
+            Layout::layout_key_of("billing")
+        );
     }
 
     #[test]

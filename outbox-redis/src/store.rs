@@ -222,6 +222,12 @@ impl RedisStore {
         self.layout.prefixes()
     }
 
+    /// The key that records how many partitions the outbox was created with,
+    /// `{outbox:<name>}:layout` (see [`RedisStoreBuilder::partitions`]).
+    pub fn layout_key(&self) -> String {
+        self.layout.layout_key()
+    }
+
     /// How many partitions the outbox has (1 unless [`RedisStoreBuilder::partitions`] said more).
     pub fn partitions(&self) -> usize {
         self.layout.len()
@@ -330,13 +336,8 @@ impl RedisStore {
                     .query_async(&mut con)
                     .await
                     .map_err(|e| map_redis("check the partition count", e))?;
-                let stored: Option<String> = redis::cmd("GET")
-                    .arg(&key)
-                    .query_async(&mut con)
-                    .await
-                    .map_err(|e| map_redis("check the partition count", e))?;
-                match stored.as_deref().map(str::parse::<usize>) {
-                    Some(Ok(n)) if n == self.layout.len() => Ok(()),
+                match crate::partition::recorded_count(&mut con, &key).await? {
+                    Some(n) if n == self.layout.len() => Ok(()),
                     other => Err(StoreError::from(outbox_core::ConfigError::new(
                         "partitions",
                         format!(
@@ -345,10 +346,8 @@ impl RedisStore {
                              would never be claimed. Use the recorded count, or drain the outbox \
                              and delete `{key}` to change it",
                             self.layout.len(),
-                            match other {
-                                Some(Ok(n)) => n.to_string(),
-                                _ => format!("{stored:?}"),
-                            }
+                            other
+                                .map_or_else(|| "none (it vanished)".to_owned(), |n| n.to_string())
                         ),
                     ))),
                 }
@@ -357,17 +356,8 @@ impl RedisStore {
             .map(|_| ())
     }
 
-    /// The partition holding event `id`, asked of every partition at once (with one partition, 0
-    /// without asking).
+    /// The partition holding event `id`, asked of every partition at once.
     async fn locate(&self, id: &str) -> Result<Option<usize>, StoreError> {
-        if self.layout.len() == 1 {
-            let exists: bool = redis::cmd("EXISTS")
-                .arg(self.key(0, &format!("ev:{id}")))
-                .query_async(&mut self.connection.clone())
-                .await
-                .map_err(|e| map_redis("find event", e))?;
-            return Ok(exists.then_some(0));
-        }
         let found = join_all((0..self.layout.len()).map(|p| async move {
             redis::cmd("EXISTS")
                 .arg(self.key(p, &format!("ev:{id}")))
@@ -467,25 +457,26 @@ impl Store for RedisStore {
             return Ok(Vec::new());
         }
         self.check_layout().await?;
-        let groups = self.layout.group(&events);
-        if let [(p, _)] = groups.as_slice() {
-            return self.enqueue_in(*p, &events).await;
-        }
-        // A batch over several partitions: each partition's events in one atomic call.
-        let written = join_all(groups.iter().map(|(p, members)| {
-            let part: Vec<NewEvent> = members.iter().map(|&i| events[i].clone()).collect();
-            async move { self.enqueue_in(*p, &part).await }
-        }))
-        .await;
-        let mut out: Vec<Option<Enqueued>> = vec![None; events.len()];
-        for ((_, members), result) in groups.iter().zip(written) {
-            for (&i, enqueued) in members.iter().zip(result?) {
-                out[i] = Some(enqueued);
-            }
-        }
-        out.into_iter()
-            .map(|e| e.ok_or_else(|| StoreError::invalid("enqueue: a partition answered short")))
-            .collect()
+        // Each partition's events in one atomic call (a batch over several partitions is several).
+        let home = self.layout.of_event(&events[0]);
+        self.per_partition(
+            events,
+            |event| Some(self.layout.of_event_beside(event, home)),
+            |_| Err(StoreError::invalid("enqueue: an event without a partition")),
+            |p, part| async move {
+                match self.enqueue_in(p, &part).await {
+                    Ok(done) if done.len() == part.len() => done.into_iter().map(Ok).collect(),
+                    Ok(_) => part
+                        .iter()
+                        .map(|_| Err(StoreError::invalid("enqueue: a partition answered short")))
+                        .collect(),
+                    Err(err) => part.iter().map(|_| Err(err.replicate())).collect(),
+                }
+            },
+        )
+        .await
+        .into_iter()
+        .collect()
     }
 
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {

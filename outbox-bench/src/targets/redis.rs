@@ -197,7 +197,6 @@ impl Target for Redis {
         };
         Ok(Box::new(RedisBench {
             raw: format!("{{rawbench:{name}}}"),
-            base: format!("{{outbox:{name}}}"),
             store: Arc::new(store),
             connection: self.connection.clone(),
             shards,
@@ -209,8 +208,6 @@ impl Target for Redis {
 struct RedisBench {
     /// Key prefix of the raw baseline (its own hash tag).
     raw: String,
-    /// The outbox's own prefix (with partitions, only its layout record is there).
-    base: String,
     store: Arc<RedisStore>,
     connection: RedisConnection,
     /// A cluster's shard processes on this machine (port, pid).
@@ -360,14 +357,7 @@ impl Bench for RedisBench {
     }
 
     async fn prefill(&self, n: usize) -> Result<(), BenchError> {
-        let mut next = 0;
-        while next < n {
-            let end = (next + 1000).min(n);
-            self.store
-                .enqueue_batch((next..end).map(crate::target::event).collect())
-                .await?;
-            next = end;
-        }
+        crate::target::prefill_store(self.store.as_ref(), n).await?;
         if !self.shards.is_empty() {
             *self
                 .drain_start
@@ -423,6 +413,9 @@ impl Bench for RedisBench {
         for prefix in self.store.key_prefixes() {
             self.delete_prefix(prefix).await;
         }
-        self.delete_prefix(&self.base).await;
+        let _: Result<(), _> = redis::cmd("DEL")
+            .arg(self.store.layout_key())
+            .query_async(&mut self.connection.clone())
+            .await;
     }
 }

@@ -102,15 +102,9 @@ pub fn delete_keys_under(urls: &[String], prefixes: &[String]) {
 
 /// The patterns of every key of `store`'s outbox: its partitions' and its layout record.
 pub fn key_patterns(store: &RedisStore) -> Vec<String> {
-    let mut prefixes = store.key_prefixes().to_vec();
-    let base = store
-        .key_prefix()
-        .split(':')
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(":");
-    prefixes.push(format!("{}}}", base.trim_end_matches('}')));
-    prefixes
+    let mut patterns = store.key_prefixes().to_vec();
+    patterns.push(store.layout_key());
+    patterns
 }
 
 impl Drop for RedisFactory {
