@@ -43,8 +43,8 @@ const SLOTS: usize = 16_384;
 /// The key prefixes of an outbox's partitions.
 #[derive(Debug)]
 pub(crate) struct Layout {
-    /// `{outbox:<name>}`: the original layout's prefix, also home of the `layout` key.
-    base: String,
+    /// `{outbox:<name>}:layout`, in the original layout's slot whatever the partitions.
+    layout_key: String,
     prefixes: Vec<String>,
 }
 
@@ -52,13 +52,15 @@ impl Layout {
     /// The layout of outbox `name` with `count` partitions (1 ..= [`MAX_PARTITIONS`], checked by
     /// the builder).
     pub(crate) fn new(name: &str, count: usize) -> Self {
-        let base = format!("{{outbox:{name}}}");
         let prefixes = if count <= 1 {
-            vec![base.clone()]
+            vec![format!("{{outbox:{name}}}")]
         } else {
             (0..count).map(|p| spread_tag(name, p, count)).collect()
         };
-        Self { base, prefixes }
+        Self {
+            layout_key: Self::layout_key_of(name),
+            prefixes,
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -75,7 +77,7 @@ impl Layout {
 
     /// The key that records how many partitions the outbox was created with.
     pub(crate) fn layout_key(&self) -> String {
-        format!("{}:layout", self.base)
+        self.layout_key.clone()
     }
 
     /// The layout key of outbox `name` (`{outbox:<name>}:layout`), whatever its partitions.
