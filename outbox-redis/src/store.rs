@@ -24,7 +24,7 @@ use crate::config::RedisStoreBuilder;
 use crate::connection::RedisConnection;
 use crate::error::map_redis;
 use crate::partition::Layout;
-use crate::row::{CLAIM_READS, FIELDS, at, decode, from_millis};
+use crate::row::{CLAIM_READS, FIELDS, at, body_tail, decode, from_millis};
 use crate::scripts::{ENQUEUE_SOURCE, SCRIPTS};
 
 /// Completions per `complete_many` script call.
@@ -421,24 +421,22 @@ impl RedisStore {
     }
 }
 
-/// The enqueue script's arguments: the count, then eight per event.
+/// The enqueue script's arguments: the count, then six per event (see enqueue.lua).
 fn enqueue_args(limits: &Limits, events: &[NewEvent]) -> Result<Vec<String>, StoreError> {
-    let mut args = Vec::with_capacity(1 + events.len() * 8);
+    let mut args = Vec::with_capacity(1 + events.len() * 6);
     args.push(events.len().to_string());
     for event in events {
         let payload = limits.encode(event)?;
         args.extend([
             event.id.to_string(),
             event.event_type.clone(),
-            payload,
-            event.correlation_id.clone().unwrap_or_default(),
+            body_tail(event, &payload)?,
             event.ordering_key.clone().unwrap_or_default(),
             event.idempotency_key.clone().unwrap_or_default(),
             event
                 .available_at
                 .map(|t| t.timestamp_millis().to_string())
                 .unwrap_or_default(),
-            event.traceparent.clone().unwrap_or_default(),
         ]);
     }
     Ok(args)

@@ -241,3 +241,161 @@ async fn an_unreachable_server_fails_with_how_to_start_it() {
     let err = outbox_redis::RedisStore::builder(client).await.unwrap_err();
     assert!(err.is_transient(), "{err:?}");
 }
+
+/// Writes event `id` as outbox wrote it before the `body` layout: one hash field per part (empty
+/// strings for absent ones), queued at `at_ms`, behind its ordering key when it has one.
+async fn write_old_layout(
+    store: &outbox_redis::RedisStore,
+    id: uuid::Uuid,
+    seq: i64,
+    ordering_key: &str,
+    at_ms: i64,
+) {
+    let prefix = store.key_prefix();
+    let mut con = store.connection();
+    let at = at_ms.to_string();
+    let id_text = id.to_string();
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .hset_multiple(
+            format!("{prefix}:ev:{id}"),
+            &[
+                ("id", id_text.as_str()),
+                ("seq", &seq.to_string()),
+                ("event_type", "LegacyEvent"),
+                (
+                    "payload",
+                    r#"{"n":1,"note":"written before the body layout"}"#,
+                ),
+                ("correlation_id", "corr-legacy"),
+                ("ordering_key", ordering_key),
+                ("idempotency_key", ""),
+                ("created_at", &at),
+                ("available_at", &at),
+                ("attempts", "0"),
+                ("backoff_until", ""),
+                ("status", "pending"),
+                ("processed_at", ""),
+                ("handler_results", "{}"),
+                ("locked_by", ""),
+                ("locked_until", ""),
+                ("lease_token", ""),
+                (
+                    "traceparent",
+                    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                ),
+            ],
+        )
+        .ignore()
+        .incr(format!("{prefix}:pending_count"), 1)
+        .ignore()
+        .zadd(format!("{prefix}:queue"), &id_text, at_ms)
+        .ignore();
+    if !ordering_key.is_empty() {
+        pipe.zadd(format!("{prefix}:okey:{ordering_key}"), &id_text, seq)
+            .ignore();
+    }
+    let () = pipe.query_async(&mut con).await.expect("redis command");
+}
+
+/// The upgrade path: events a previous version wrote (one field per part) are read by `get`,
+/// claimed with every field, folded into the new layout by the claim, completed, and keep their
+/// place in their ordering key before events written in the new layout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_written_in_the_old_layout_are_read_claimed_and_completed() {
+    let store = store("r_old_layout").await;
+    let at_ms = chrono::Utc::now().timestamp_millis() - 1_000;
+    let (plain, keyed) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    // The sequence key, as the old enqueue script left it after two events.
+    let _: () = redis::cmd("SET")
+        .arg(format!("{}:seq", store.key_prefix()))
+        .arg(2)
+        .query_async(&mut store.connection())
+        .await
+        .unwrap();
+    write_old_layout(&store, plain, 1, "", at_ms).await;
+    write_old_layout(&store, keyed, 2, "acct-7", at_ms).await;
+    let newer = NewEvent::new("NewEvent", json!({"n": 2})).ordering_key("acct-7");
+    store.enqueue(newer.clone()).await.unwrap();
+
+    let before = store
+        .get(plain)
+        .await
+        .unwrap()
+        .expect("the old event reads");
+    assert_eq!(before.event_type, "LegacyEvent");
+    assert_eq!(before.payload["n"], 1);
+    assert_eq!(before.correlation_id.as_deref(), Some("corr-legacy"));
+    assert_eq!(before.created_at.timestamp_millis(), at_ms);
+    assert_eq!(before.ordering_key, None);
+    assert!(before.traceparent.is_some());
+
+    // Both old events come first (oldest due time); the new one waits behind its key.
+    let claimed = store
+        .claim(&ClaimRequest::new("w", 10, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let ids: Vec<_> = claimed.iter().map(|c| c.record.id).collect();
+    assert_eq!(ids, vec![plain, keyed], "the new event of acct-7 must wait");
+    let record = &claimed[0].record;
+    assert_eq!(
+        (record.event_type.as_str(), record.attempts, &record.payload),
+        ("LegacyEvent", 1, &before.payload)
+    );
+    assert_eq!(record.created_at, before.created_at);
+    assert_eq!(record.correlation_id, before.correlation_id);
+    assert_eq!(record.traceparent, before.traceparent);
+    assert_eq!(claimed[1].record.ordering_key.as_deref(), Some("acct-7"));
+
+    // The claim folded the old parts into the body: `get` reads the same record from it.
+    let fields: Vec<Option<String>> = redis::cmd("HMGET")
+        .arg(format!("{}:ev:{plain}", store.key_prefix()))
+        .arg(&["body", "payload", "created_at"])
+        .query_async(&mut store.connection())
+        .await
+        .unwrap();
+    assert!(fields[0].is_some(), "the claim wrote the body");
+    assert_eq!(
+        (&fields[1], &fields[2]),
+        (&None, &None),
+        "old parts removed"
+    );
+    let after = store.get(plain).await.unwrap().unwrap();
+    assert_eq!(
+        (after.payload, after.created_at, after.traceparent),
+        (
+            before.payload.clone(),
+            before.created_at,
+            before.traceparent
+        )
+    );
+
+    for event in claimed {
+        store
+            .complete(
+                &event.lease,
+                Completion {
+                    status: EventStatus::Processed,
+                    handler_results: Default::default(),
+                    attempts: 1,
+                    retry_delay: None,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.get(keyed).await.unwrap().unwrap().status,
+        EventStatus::Processed
+    );
+    let next = store
+        .claim(&ClaimRequest::new("w", 10, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(
+        next.iter().map(|c| c.record.id).collect::<Vec<_>>(),
+        vec![newer.id],
+        "after the old event of acct-7, the new one"
+    );
+    delete_keys(&store).await;
+}

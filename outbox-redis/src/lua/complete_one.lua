@@ -14,13 +14,13 @@ local function complete_one(now, id, token, status, results, attempts, delay, fi
     -- matches until someone claims it again); never in `sched`.
     if redis.call('ZREM', LEASED, id) == 0 then redis.call('ZREM', QUEUE, id) end
     local backoff = ''
-    if delay ~= '' then backoff = now + tonumber(delay) end
+    if delay ~= '' then backoff = str(now + tonumber(delay)) end
     redis.call('HSET', key, 'status', status, 'handler_results', results, 'attempts', attempts,
       'lease_token', '', 'locked_by', '', 'locked_until', '', 'processed_at', '', 'backoff_until', backoff)
     return 1, schedule(id, now), false
   end
   redis.call('HSET', key, 'status', status, 'handler_results', results, 'attempts', attempts,
-    'processed_at', now)
+    'processed_at', str(now))
   local ids = finished[status]
   if not ids then
     ids = {}

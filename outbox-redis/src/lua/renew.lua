@@ -1,7 +1,7 @@
 -- ARGV: extension ms, then pairs of id, token. Returns per pair the new expiry, or 0 when that
 -- lease is lost (nothing changed for it).
 local now = now_ms()
-local locked_until = now + tonumber(ARGV[1])
+local locked_until = str(now + tonumber(ARGV[1]))
 local out = {}
 for i = 2, #ARGV, 2 do
   local id = ARGV[i]

@@ -5,15 +5,15 @@ local id = ARGV[1]
 local from = ARGV[2]
 local h = redis.call('HMGET', ev(id), 'status', 'seq', 'ordering_key')
 if h[1] ~= from then return 0 end
-redis.call('HSET', ev(id), 'status', 'pending', 'backoff_until', '', 'available_at', now,
+redis.call('HSET', ev(id), 'status', 'pending', 'backoff_until', '', 'available_at', str(now),
   'processed_at', '', 'corrupt_reason', '', 'lease_token', '', 'locked_by', '', 'locked_until', '')
-if from == 'dead' then redis.call('HSET', ev(id), 'attempts', 0) end
+if from == 'dead' then redis.call('HSET', ev(id), 'attempts', '0') end
 if ARGV[3] ~= '' then redis.call('HSET', ev(id), 'handler_results', ARGV[3]) end
 redis.call('ZREM', P .. ':' .. from, id)
 redis.call('INCR', PENDING_COUNT)
 local okey = h[3]
-if okey ~= '' then
-  redis.call('ZADD', P .. ':okey:' .. okey, tonumber(h[2]), id)
+if okey and okey ~= '' then
+  redis.call('ZADD', P .. ':okey:' .. okey, h[2], id)
   if not is_head(id, okey) then return 1 end
   -- It heads its key again: the previous head waits, unless it is already in flight.
   local second = redis.call('ZRANGE', P .. ':okey:' .. okey, 1, 1)[1]
