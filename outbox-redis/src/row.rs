@@ -167,8 +167,20 @@ fn from_body(body: &str) -> Result<Immutable, String> {
     })
 }
 
-/// Decodes an event's fields, in the order of [`FIELDS`] (a missing field is `None`).
-pub(crate) fn decode(values: &[Option<String>]) -> Result<EventRecord, StoreError> {
+/// What a claimer knows of an event it has just leased, instead of reading it back: the event is
+/// pending, not processed, and leased to it until `locked_until` with `token`.
+pub(crate) struct Leased<'a> {
+    pub(crate) worker: &'a str,
+    pub(crate) locked_until: DateTime<Utc>,
+    pub(crate) token: &'a str,
+}
+
+/// Decodes an event's fields, in the order of [`FIELDS`] (a missing field is `None`); with
+/// `leased`, only the first [`CLAIM_READS`] are read and the rest is what the claimer knows.
+pub(crate) fn decode(
+    values: &[Option<String>],
+    leased: Option<&Leased<'_>>,
+) -> Result<EventRecord, StoreError> {
     let text = |i: usize| values.get(i).and_then(Option::as_deref).unwrap_or("");
     let optional = |i: usize| Some(text(i).to_owned()).filter(|s| !s.is_empty());
     let millis = |i: usize| -> Result<Option<DateTime<Utc>>, String> {
@@ -199,8 +211,11 @@ pub(crate) fn decode(values: &[Option<String>]) -> Result<EventRecord, StoreErro
         }
     };
     let mutable = || -> Result<_, String> {
-        let status = EventStatus::parse(text(at::STATUS))
-            .ok_or_else(|| format!("status: {:?}", text(at::STATUS)))?;
+        let status = match leased {
+            Some(_) => EventStatus::Pending,
+            None => EventStatus::parse(text(at::STATUS))
+                .ok_or_else(|| format!("status: {:?}", text(at::STATUS)))?,
+        };
         let handler_results: HandlerResults = serde_json::from_str(text(at::HANDLER_RESULTS))
             .map_err(|e| format!("handler_results: {e}"))?;
         let attempts = text(at::ATTEMPTS)
@@ -226,10 +241,26 @@ pub(crate) fn decode(values: &[Option<String>]) -> Result<EventRecord, StoreErro
     // A finished event keeps the lease fields of its last claim in the hash (completions do not
     // spend writes clearing them): they mean something only while the event is pending.
     let pending = status == EventStatus::Pending;
-    let lease_token = optional(at::LEASE_TOKEN)
-        .filter(|_| pending)
-        .map(|t| Uuid::parse_str(&t).map_err(|e| corrupt(format!("lease_token: {e}"))))
-        .transpose()?;
+    let token = |t: &str| Uuid::parse_str(t).map_err(|e| corrupt(format!("lease_token: {e}")));
+    let (processed_at, locked_by, locked_until, lease_token) = match leased {
+        Some(lease) => (
+            None,
+            Some(lease.worker.to_owned()),
+            Some(lease.locked_until),
+            Some(token(lease.token)?),
+        ),
+        None => (
+            millis(at::PROCESSED_AT).map_err(corrupt)?,
+            optional(at::LOCKED_BY).filter(|_| pending),
+            millis(at::LOCKED_UNTIL)
+                .map_err(corrupt)?
+                .filter(|_| pending),
+            optional(at::LEASE_TOKEN)
+                .filter(|_| pending)
+                .map(|t| token(&t))
+                .transpose()?,
+        ),
+    };
     Ok(EventRecord {
         id: event.id,
         event_type: event.event_type,
@@ -244,12 +275,10 @@ pub(crate) fn decode(values: &[Option<String>]) -> Result<EventRecord, StoreErro
             .map_err(corrupt)?
             .filter(|_| pending),
         status,
-        processed_at: millis(at::PROCESSED_AT).map_err(corrupt)?,
+        processed_at,
         handler_results,
-        locked_by: optional(at::LOCKED_BY).filter(|_| pending),
-        locked_until: millis(at::LOCKED_UNTIL)
-            .map_err(corrupt)?
-            .filter(|_| pending),
+        locked_by,
+        locked_until,
         lease_token,
         traceparent: event.traceparent,
     })

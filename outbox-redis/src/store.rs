@@ -24,7 +24,7 @@ use crate::config::RedisStoreBuilder;
 use crate::connection::RedisConnection;
 use crate::error::map_redis;
 use crate::partition::Layout;
-use crate::row::{CLAIM_READS, FIELDS, at, body_tail, decode, from_millis};
+use crate::row::{CLAIM_READS, FIELDS, Leased, at, body_tail, decode, from_millis};
 use crate::scripts::{ENQUEUE_SOURCE, SCRIPTS};
 
 /// Completions per `complete_many` script call.
@@ -553,7 +553,7 @@ impl Store for RedisStore {
         let rows = self.read_each(&oldest, &FIELDS[..], "dead letters").await?;
         rows.iter()
             .filter(|r| r.iter().any(Option::is_some))
-            .map(|r| decode(r))
+            .map(|r| decode(r, None))
             .collect()
     }
 
@@ -718,7 +718,7 @@ impl RedisStore {
                 ),
             });
         }
-        decode(&fields).map(|record| Some((p, record)))
+        decode(&fields, None).map(|record| Some((p, record)))
     }
 
     /// Enqueues `events` in partition `p`, atomically (one script call).
@@ -909,24 +909,26 @@ impl RedisStore {
             .await
             .map_err(|e| map_redis("claim", e))?;
         let mut items = reply.into_iter();
-        let Some(locked_until) = items.next() else {
-            return Err(StoreError::invalid("claim: empty reply"));
-        };
+        let locked_until = items
+            .next()
+            .flatten()
+            .and_then(|ms| ms.parse().ok())
+            .map(from_millis)
+            .ok_or_else(|| StoreError::invalid("claim: no lease expiry in the reply"))?;
         let mut claimed = Vec::with_capacity(items.len() / (2 + CLAIM_READS));
+        let mut fields: Vec<Option<String>> = Vec::with_capacity(CLAIM_READS);
         while let Some(id) = items.next() {
             let id = id.unwrap_or_default();
             let token = items.next().flatten().unwrap_or_default();
             // The fields the claim did not read are the ones it just wrote (see claim.lua).
-            let mut fields: Vec<Option<String>> = Vec::with_capacity(FIELDS.len());
+            fields.clear();
             fields.extend(items.by_ref().take(CLAIM_READS));
-            fields.extend([
-                Some("pending".to_owned()),
-                None,
-                Some(request.worker_id.clone()),
-                locked_until.clone(),
-                Some(token.clone()),
-            ]);
-            match decode(&fields).and_then(ClaimedEvent::from_record) {
+            let leased = Leased {
+                worker: &request.worker_id,
+                locked_until,
+                token: &token,
+            };
+            match decode(&fields, Some(&leased)).and_then(ClaimedEvent::from_record) {
                 Ok(event) => claimed.push(event),
                 // A poison event is set aside on its own; the rest of the batch goes on (C11).
                 Err(err) => self.set_aside(p, &id, &token, &err).await?,
