@@ -25,7 +25,7 @@ use crate::connection::RedisConnection;
 use crate::error::map_redis;
 use crate::partition::Layout;
 use crate::row::{CLAIM_READS, FIELDS, Leased, at, body_tail, decode, from_millis};
-use crate::scripts::{ENQUEUE_SOURCE, SCRIPTS};
+use crate::scripts::{ENQUEUE_SOURCE, Invocation, SCRIPTS};
 
 /// Completions per `complete_many` script call.
 const COMPLETE_CHUNK: usize = 100;
@@ -419,6 +419,12 @@ impl RedisStore {
         }
         out.into_iter().flatten().collect()
     }
+}
+
+/// Appends `id` as text to a script call, without allocating a string for it.
+fn uuid_arg(invocation: &mut Invocation<'_>, id: Uuid) {
+    let mut text = Uuid::encode_buffer();
+    invocation.arg(&*id.as_hyphenated().encode_lower(&mut text));
 }
 
 /// The enqueue script's arguments: the count, then six per event (see enqueue.lua).
@@ -947,9 +953,8 @@ impl RedisStore {
         let mut invocation = SCRIPTS.renew.key(self.layout.prefix(p));
         invocation.arg(millis(extend));
         for lease in &leases {
-            invocation
-                .arg(lease.event_id.to_string())
-                .arg(lease.token.to_string());
+            uuid_arg(&mut invocation, lease.event_id);
+            uuid_arg(&mut invocation, lease.token);
         }
         let renewed: Result<Vec<i64>, StoreError> = invocation
             .invoke_async(&mut self.connection.clone())
@@ -1009,18 +1014,16 @@ impl RedisStore {
         for (lease, completion) in &items {
             match serde_json::to_string(&completion.handler_results) {
                 Ok(results) => {
+                    uuid_arg(&mut invocation, lease.event_id);
+                    uuid_arg(&mut invocation, lease.token);
                     invocation
-                        .arg(lease.event_id.to_string())
-                        .arg(lease.token.to_string())
                         .arg(completion.status.as_str())
                         .arg(results)
-                        .arg(completion.attempts)
-                        .arg(
-                            completion
-                                .retry_delay
-                                .map(|d| millis(d).to_string())
-                                .unwrap_or_default(),
-                        );
+                        .arg(completion.attempts);
+                    match completion.retry_delay {
+                        Some(delay) => invocation.arg(millis(delay)),
+                        None => invocation.arg(""),
+                    };
                     sent.push(out.len());
                     out.push(None);
                 }
