@@ -4,7 +4,7 @@
 use std::sync::LazyLock;
 
 use redis::aio::ConnectionLike;
-use redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, ToRedisArgs};
+use redis::{Arg, Cmd, ErrorKind, FromRedisValue, RedisResult, ToRedisArgs};
 
 /// A Lua script: its source and the SHA-1 the server knows it by.
 pub(crate) struct Script {
@@ -44,20 +44,24 @@ impl Invocation<'_> {
         self
     }
 
-    /// Runs the call; when the server does not know the script, loads it (`SCRIPT LOAD`, which a
-    /// cluster sends to every primary) and runs the call again.
+    /// Runs the call; when the server does not know the script (restart, `SCRIPT FLUSH`), runs it
+    /// again as `EVAL` with its source, which also caches it there. On a cluster that goes to the
+    /// key's node only (`SCRIPT LOAD` would go to every primary, and fail while one is down).
     pub(crate) async fn invoke_async<T: FromRedisValue>(
         &self,
         con: &mut (impl ConnectionLike + Send),
     ) -> RedisResult<T> {
         match self.cmd.query_async(con).await {
             Err(e) if e.kind() == ErrorKind::NoScriptError => {
-                let _: redis::Value = redis::cmd("SCRIPT")
-                    .arg("LOAD")
-                    .arg(&self.script.source)
-                    .query_async(con)
-                    .await?;
-                self.cmd.query_async(con).await
+                let mut eval = redis::cmd("EVAL");
+                eval.arg(&self.script.source);
+                // Everything after `EVALSHA <hash>`: the key count, the key and the arguments.
+                for arg in self.cmd.args_iter().skip(2) {
+                    if let Arg::Simple(bytes) = arg {
+                        eval.arg(bytes);
+                    }
+                }
+                eval.query_async(con).await
             }
             result => result,
         }
