@@ -14,8 +14,9 @@ pub(crate) fn from_millis(ms: i64) -> DateTime<Utc> {
 /// An event's immutable part — id, type, correlation id, keys, creation time, trace context and
 /// payload — is one field, `body` (see [`body_tail`]): a claim reads five fields and returns seven
 /// values per event instead of thirteen and fifteen, which cut the server's and the client's CPU
-/// per drained event. Events written before that layout keep one field per part (the `LEGACY`
-/// fields); [`decode`] reads both, and a claim moves an old event to the new layout in place.
+/// per drained event. Events written before that layout keep one field per part (the fields after
+/// `lease_token` below); [`decode`] reads both, and a claim moves an old event to the new layout in
+/// place.
 pub(crate) const FIELDS: [&str; 18] = [
     "body",
     "available_at",
