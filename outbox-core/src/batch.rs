@@ -88,6 +88,27 @@ impl CompletionBatch {
     /// One result per item, given the lease tokens the statement applied: the others lost their
     /// lease (C3).
     pub fn results(self, applied_tokens: &HashSet<Uuid>) -> Vec<Result<(), StoreError>> {
+        self.results_where(|token| applied_tokens.contains(token))
+    }
+
+    /// One result per item, given the lease tokens of the rows sent that the statement did *not*
+    /// apply (they lost their lease, C3); the others were applied. For statements that answer
+    /// with the exceptions only (usually none) rather than a row per applied completion.
+    ///
+    /// ```
+    /// use std::collections::HashSet;
+    /// use outbox_core::{Completion, CompletionBatch, EventStatus, HandlerResults, Lease};
+    ///
+    /// let lease = Lease { event_id: uuid::Uuid::now_v7(), token: uuid::Uuid::now_v7() };
+    /// let done = Completion { status: EventStatus::Processed, handler_results: HandlerResults::new(), attempts: 1, retry_delay: None };
+    /// let batch = CompletionBatch::new(vec![(lease, done)]);
+    /// assert!(batch.results_except(&HashSet::new())[0].is_ok());
+    /// ```
+    pub fn results_except(self, lost_tokens: &HashSet<Uuid>) -> Vec<Result<(), StoreError>> {
+        self.results_where(|token| !lost_tokens.contains(token))
+    }
+
+    fn results_where(self, applied: impl Fn(&Uuid) -> bool) -> Vec<Result<(), StoreError>> {
         let Self {
             leases,
             mut rejected,
@@ -99,7 +120,7 @@ impl CompletionBatch {
             .map(|(n, lease)| {
                 if let Some(message) = rejected.remove(&n) {
                     Err(StoreError::invalid(message))
-                } else if applied_tokens.contains(&lease.token) {
+                } else if applied(&lease.token) {
                     Ok(())
                 } else {
                     Err(StoreError::LeaseLost {

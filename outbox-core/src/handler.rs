@@ -65,6 +65,28 @@ impl HandlerContext {
         attempt: u32,
         cancellation: CancellationToken,
     ) -> Self {
+        Self::for_delivery(
+            record,
+            handler,
+            attempt,
+            cancellation,
+            States::default(),
+            LogBuffer::default(),
+            None,
+        )
+    }
+
+    /// A context with everything a processor gives it, built at once (`new` and the `with_`
+    /// methods would allocate the default states and log buffer only to replace them).
+    pub(crate) fn for_delivery(
+        record: &EventRecord,
+        handler: &str,
+        attempt: u32,
+        cancellation: CancellationToken,
+        states: States,
+        logs: LogBuffer,
+        transaction: Option<TransactionScope>,
+    ) -> Self {
         Self {
             event_id: record.id,
             event_type: record.event_type.clone(),
@@ -72,9 +94,9 @@ impl HandlerContext {
             attempt,
             correlation_id: record.correlation_id.clone(),
             cancellation,
-            states: States::default(),
-            logs: LogBuffer::default(),
-            transaction: None,
+            states,
+            logs,
+            transaction,
         }
     }
 

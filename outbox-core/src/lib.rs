@@ -22,6 +22,7 @@ mod store;
 mod targets;
 #[cfg(feature = "metrics")]
 pub mod telemetry;
+mod timestamp;
 mod trace;
 mod transaction;
 mod wait;

@@ -1,14 +1,13 @@
 //! Folding one delivery's handler outcomes into the event's next state (P1–P4). Pure, so every
 //! retry/dead-letter rule is unit-tested without a store.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use crate::error::Retry;
 use crate::processor::Dispatch;
-use crate::record::{EventRecord, EventStatus};
+use crate::record::{EventRecord, EventStatus, HandlerState};
 use crate::retry::RetryPolicy;
 use crate::store::Completion;
 
@@ -185,14 +184,11 @@ pub(crate) fn fold_outcome(
         }
     }
 
-    let names: BTreeSet<&str> = expected_handlers
+    // Pending while an expected handler or a recorded one has not settled.
+    let unsettled = expected_handlers
         .iter()
-        .map(String::as_str)
-        .chain(results.keys().map(String::as_str))
-        .collect();
-    let unsettled = names
-        .iter()
-        .any(|n| !results.get(*n).is_some_and(|s| s.is_settled()));
+        .any(|n| !results.get(n).is_some_and(HandlerState::is_settled))
+        || results.values().any(|s| !s.is_settled());
     let status = if unsettled {
         EventStatus::Pending
     } else if results.values().any(|s| s.gave_up) {

@@ -191,7 +191,7 @@ impl Processor for DispatchProcessor {
         if handlers.is_empty() {
             return Dispatch::NoHandlers;
         }
-        let runs = handlers
+        let mut runs = handlers
             .iter()
             .filter(|h| {
                 !record
@@ -205,15 +205,15 @@ impl Processor for DispatchProcessor {
                     .get(handler.name())
                     .map_or(0, |s| s.attempts)
                     .saturating_add(1);
-                let ctx = HandlerContext::new(
+                let ctx = HandlerContext::for_delivery(
                     record,
                     handler.name(),
                     attempt,
                     delivery.cancellation.clone(),
-                )
-                .with_states(self.states.clone())
-                .with_logs(delivery.logs.clone())
-                .with_transaction(delivery.transaction.clone());
+                    self.states.clone(),
+                    delivery.logs.clone(),
+                    delivery.transaction.clone(),
+                );
                 let timeout = handler.timeout().unwrap_or(delivery.default_timeout);
                 let span = tracing::info_span!(
                     "outbox.handler",
@@ -254,11 +254,18 @@ impl Processor for DispatchProcessor {
                     })
                 }
             });
-        let outcomes = futures::future::join_all(runs)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
+        // One handler (the common case) is awaited as it is; several run concurrently.
+        let outcomes = match (runs.next(), runs.next()) {
+            (None, _) => Vec::new(),
+            (Some(only), None) => only.await.into_iter().collect(),
+            (Some(first), Some(second)) => {
+                futures::future::join_all([first, second].into_iter().chain(runs))
+                    .await
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            }
+        };
         Dispatch::Ran(outcomes)
     }
 

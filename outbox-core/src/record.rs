@@ -70,7 +70,11 @@ impl std::fmt::Display for EventStatus {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HandlerState {
     /// When the handler succeeded; `None` while it has not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::timestamp::serialize_option"
+    )]
     pub succeeded_at: Option<DateTime<Utc>>,
     /// How many times the handler ran for this event.
     #[serde(default)]
@@ -87,7 +91,11 @@ pub struct HandlerState {
     /// Since when workers that claimed the event did not have this handler registered (contract
     /// P4): set by the first such worker, cleared when the handler runs again. After the worker's
     /// `missing_handler_grace` the handler gives up.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::timestamp::serialize_option"
+    )]
     pub missing_since: Option<DateTime<Utc>>,
     /// What the handler logged through its context, over its attempts, oldest first (contract
     /// L1; bounded per event, see [`MAX_LOG_ENTRIES`](crate::MAX_LOG_ENTRIES)).

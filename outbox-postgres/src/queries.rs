@@ -131,8 +131,16 @@ impl Queries {
                  WHERE e.id = u.id AND e.lease_token = u.token AND e.status = 'pending'
                  RETURNING u.token, e.locked_until"
             ),
+            // Answers with the exceptions only: the tokens sent that the function did not apply
+            // (`lost`, usually none) and the handed-off events, rather than a row per applied
+            // completion (decoding those cost the client about 2,800 instructions per event).
             complete: format!(
-                "SELECT applied, handed FROM {}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                "WITH r AS MATERIALIZED (
+                     SELECT applied, handed FROM {}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10))
+                 SELECT s.token AS lost, NULL::text AS handed FROM unnest($2::uuid[]) AS s(token)
+                 WHERE NOT EXISTS (SELECT 1 FROM r WHERE r.applied = s.token)
+                 UNION ALL
+                 SELECT NULL, r.handed FROM r WHERE r.handed IS NOT NULL",
                 f("complete")
             ),
             set_aside: format!("SELECT {}($1, $2, $3)", f("set_aside")),

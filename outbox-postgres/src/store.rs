@@ -717,11 +717,11 @@ impl PgStore {
             Ok(rows) => rows,
             Err(err) => return HandOff::new(batch.failed(&err), Vec::new()),
         };
-        let mut applied = HashSet::with_capacity(rows.len());
+        let mut lost = HashSet::new();
         let mut next_events = Vec::new();
         for row in &rows {
             if let Ok(Some(token)) = row.try_get::<Option<Uuid>, _>(0) {
-                applied.insert(token);
+                lost.insert(token);
                 continue;
             }
             let Ok(Some(record)) = row.try_get::<Option<&str>, _>(1) else {
@@ -738,7 +738,7 @@ impl PgStore {
                 }
             }
         }
-        HandOff::new(batch.results(&applied), next_events)
+        HandOff::new(batch.results_except(&lost), next_events)
     }
 
     /// Sets aside a claimed row that does not decode (C11), fenced by its lease token.
