@@ -15,24 +15,24 @@ use crate::processor::{Delivery, Dispatch, process_catching_panics};
 use crate::record::{EventRecord, EventStatus};
 use crate::store::{ClaimedEvent, Completion, Lease};
 
-/// The task that processes one claimed event, boxed: the event's future is large (its handlers'
-/// futures are part of it), and spawning an unboxed one copies it three times (measured with
-/// callgrind: 3,400 instructions per event, a tenth of the worker's own work).
+/// The task that processes one claimed event. Built in two steps: what needs the record by value
+/// (its handler names brought up to date, its span) happens here, so the task's future holds only
+/// an `Arc` of it (736 bytes instead of 2,288); and the future is boxed, so spawning it does not
+/// copy it (measured with callgrind: spawning the unboxed one cost 3,400 instructions per event).
 pub(super) fn process_event(
     shared: Arc<Shared>,
     claimed: ClaimedEvent,
     permit: OwnedSemaphorePermit,
 ) -> std::pin::Pin<Box<impl std::future::Future<Output = ()> + Send>> {
-    Box::pin(process_event_inner(shared, claimed, permit))
-}
-
-async fn process_event_inner(
-    shared: Arc<Shared>,
-    claimed: ClaimedEvent,
-    permit: OwnedSemaphorePermit,
-) {
-    let record = &claimed.record;
+    let ClaimedEvent {
+        mut record, lease, ..
+    } = claimed;
+    shared
+        .processor
+        .migrate_handler_names(&record.event_type, &mut record.handler_results);
+    // A root span, as in a spawned task (the claim loop's span is not its parent).
     let span = tracing::info_span!(
+        parent: None,
         "outbox.event",
         event_id = %record.id,
         event_type = %record.event_type,
@@ -40,13 +40,15 @@ async fn process_event_inner(
         attempt = record.attempts,
     );
     crate::trace::continue_trace(&span, record.traceparent.as_deref());
-    run(shared, claimed, permit).instrument(span).await;
+    Box::pin(run(shared, Arc::new(record), lease, permit).instrument(span))
 }
 
-async fn run(shared: Arc<Shared>, claimed: ClaimedEvent, permit: OwnedSemaphorePermit) {
-    let ClaimedEvent {
-        mut record, lease, ..
-    } = claimed;
+async fn run(
+    shared: Arc<Shared>,
+    record: Arc<EventRecord>,
+    lease: Lease,
+    permit: OwnedSemaphorePermit,
+) {
     if shared.stop_claiming.is_cancelled() {
         release(&shared, lease, &record, permit);
         return;
@@ -60,10 +62,6 @@ async fn run(shared: Arc<Shared>, claimed: ClaimedEvent, permit: OwnedSemaphoreP
             crate::metrics::start_latency(waited);
         }
     }
-    shared
-        .processor
-        .migrate_handler_names(&record.event_type, &mut record.handler_results);
-    let record = Arc::new(record);
 
     // Fired by the renewer when the lease is lost, and by shutdown (which sweeps every held lease).
     let cancellation = CancellationToken::new();
