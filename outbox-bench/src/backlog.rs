@@ -153,6 +153,7 @@ impl Backlog {
                     event(n).ordering_key(format!("key-{}", n % keys))
                 })
                 .await?;
+                lib.settle().await?;
                 Ok(0)
             }
         }

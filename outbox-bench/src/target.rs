@@ -72,9 +72,17 @@ pub trait Bench: Send + Sync {
         per_transaction: usize,
     ) -> Result<(), BenchError>;
 
-    /// Fills the outbox with `n` pending events for the library's drain.
+    /// Fills the outbox with `n` pending events for the library's drain, then [settles](Self::settle) it.
     async fn prefill(&self, n: usize) -> Result<(), BenchError> {
-        prefill_store(self.store().as_ref(), n).await
+        prefill_store(self.store().as_ref(), n).await?;
+        self.settle().await
+    }
+
+    /// Brings a freshly filled outbox to the state a drain of a long-lived one starts from, the
+    /// way the peer script prepares its own queue (PostgreSQL: `VACUUM ANALYZE`, which sets the
+    /// rows' hint bits and the statistics). Not measured. Nothing on other backends.
+    async fn settle(&self) -> Result<(), BenchError> {
+        Ok(())
     }
 
     /// Fills the raw baseline's structure with `n` pending events (the outbox's own table where the
