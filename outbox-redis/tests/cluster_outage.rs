@@ -291,6 +291,21 @@ async fn a_dead_shard_stops_only_its_partitions_and_loses_nothing() {
         acknowledged.is_subset(&done)
     })
     .await;
+    // A handler may have run while the returning shard still refused writes: its completion is
+    // retried only while the lease holds, then the event is redelivered once the lease expires
+    // (at least once). Keep the worker running until the store records every event processed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let stats = store.stats().await;
+        if matches!(&stats, Ok(s) if s.pending == 0 && s.processed as usize >= acknowledged.len()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for every acknowledged event to be recorded processed: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let report = worker.shutdown().await;
     let runs = count(&handled);
     let stats = store.stats().await.expect("stats");
