@@ -15,27 +15,9 @@ pub(crate) fn lease_of(row: &PgRow) -> Result<(Uuid, Option<Uuid>), StoreError> 
     Ok((row.try_get(0).map_err(get)?, row.try_get(15).map_err(get)?))
 }
 
-/// The id and lease token of an event the completion function handed off as JSON text, readable
-/// even when the rest does not decode (a nil id when even that is unreadable).
-pub(crate) fn lease_of_json(record: &str) -> (Uuid, Option<Uuid>) {
-    let value: serde_json::Value = serde_json::from_str(record).unwrap_or_default();
-    let uuid = |field: &str| {
-        value
-            .get(field)
-            .and_then(serde_json::Value::as_str)
-            .and_then(|s| Uuid::parse_str(s).ok())
-    };
-    (uuid("id").unwrap_or_default(), uuid("lease_token"))
-}
-
-/// Decodes an event the completion function handed off as JSON text (`row_to_json` of a table
-/// row: the record's fields by name; the storage columns are ignored).
-pub(crate) fn decode_json(record: &str) -> Result<EventRecord, StoreError> {
-    serde_json::from_str(record).map_err(|e| StoreError::Corrupt {
-        id: lease_of_json(record).0.to_string(),
-        message: e.to_string(),
-    })
-}
+/// The position of the completion statement's `lost` column, after those of
+/// [`COLUMNS`](crate::queries::COLUMNS): a lease token the statement did not apply.
+pub(crate) const LOST: usize = 17;
 
 /// Decodes a row of [`COLUMNS`](crate::queries::COLUMNS). Columns are read by position without
 /// sqlx's per-column type check: every statement that returns them selects the table's own

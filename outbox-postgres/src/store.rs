@@ -720,20 +720,16 @@ impl PgStore {
         let mut lost = HashSet::new();
         let mut next_events = Vec::new();
         for row in &rows {
-            if let Ok(Some(token)) = row.try_get::<Option<Uuid>, _>(0) {
+            if let Ok(Some(token)) = row.try_get::<Option<Uuid>, _>(crate::row::LOST) {
                 lost.insert(token);
                 continue;
             }
-            let Ok(Some(record)) = row.try_get::<Option<&str>, _>(1) else {
-                continue;
-            };
-            match crate::row::decode_json(record).and_then(ClaimedEvent::from_record) {
+            match decode(row).and_then(ClaimedEvent::from_record) {
                 Ok(event) => next_events.push(event),
                 Err(err) => {
-                    let (id, token) = crate::row::lease_of_json(record);
                     // A poison row is set aside on its own (C11); the completions stand.
-                    if let Err(e) = self.set_aside_lease(id, token, &err).await {
-                        tracing::error!(event_id = %id, error = %e, "setting aside a handed-off event failed; it is redelivered after its lease");
+                    if let Err(e) = self.set_aside(row, &err).await {
+                        tracing::error!(error = %e, "setting aside a handed-off event failed; it is redelivered after its lease");
                     }
                 }
             }
@@ -748,16 +744,6 @@ impl PgStore {
         err: &StoreError,
     ) -> Result<(), StoreError> {
         let (id, token) = lease_of(row)?;
-        self.set_aside_lease(id, token, err).await
-    }
-
-    /// Sets aside the leased event `id` that does not decode (C11), fenced by `token`.
-    async fn set_aside_lease(
-        &self,
-        id: Uuid,
-        token: Option<Uuid>,
-        err: &StoreError,
-    ) -> Result<(), StoreError> {
         let reason = corrupt_reason(err);
         tracing::error!(event_id = %id, reason, "undecodable outbox event set aside with status \"corrupt\"");
         sqlx::query(&self.queries.set_aside)

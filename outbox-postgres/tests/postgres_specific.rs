@@ -490,3 +490,135 @@ async fn a_completion_hands_the_key_to_its_next_event() {
         assert_eq!(status, expected, "{retention:?}");
     }
 }
+
+/// A table of schema 4 (ordering keys in the database's collation, the completion function
+/// `<table>_complete`) is upgraded in place by `migrate`: pending keyed events keep their order
+/// and their hand-off, the key column compares bytes, and the schema-4 completion function is left
+/// for processes of that version still running during the upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_4_table_is_upgraded_in_place() {
+    let (store, pool, schema) = fresh_store("upgrade4").await;
+    let t = format!("\"{schema}\".\"outbox_events\"");
+    for statement in [
+        format!("ALTER TABLE {t} ALTER COLUMN ordering_key TYPE text COLLATE \"default\""),
+        format!("DROP FUNCTION \"{schema}\".\"outbox_events_finish\""),
+        // Stands in for schema 4's completion function (same signature).
+        format!(
+            "CREATE FUNCTION \"{schema}\".\"outbox_events_complete\"(ids uuid[], tokens uuid[],
+                 statuses text[], results text[], attempt_counts int[], delays bigint[],
+                 delete_processed boolean, worker text, lease_ms bigint, hand_max int)
+             RETURNS TABLE(applied uuid, handed text) LANGUAGE sql AS 'SELECT NULL::uuid, NULL::text'"
+        ),
+        format!("UPDATE \"{schema}\".\"outbox_events_schema\" SET version = 4"),
+    ] {
+        sqlx::query(&statement).execute(&pool).await.expect(&statement);
+    }
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let event = NewEvent::new("U", json!({ "n": n })).ordering_key("k");
+        ids.push(store.enqueue(event).await.expect("enqueue").id);
+    }
+    assert!(
+        store.verify().await.is_err(),
+        "schema 4 is reported outdated"
+    );
+
+    store.migrate().await.expect("upgrade");
+    store.verify().await.expect("schema 5 after the upgrade");
+    let collation: String = sqlx::query_scalar(&format!(
+        "SELECT attcollation::regcollation::text FROM pg_attribute
+         WHERE attrelid = '{t}'::regclass AND attname = 'ordering_key'"
+    ))
+    .fetch_one(&pool)
+    .await
+    .expect("collation");
+    assert_eq!(collation, "\"C\"");
+    let old_function: Option<String> = sqlx::query_scalar(&format!(
+        "SELECT to_regproc('\"{schema}\".\"outbox_events_complete\"')::text"
+    ))
+    .fetch_one(&pool)
+    .await
+    .expect("lookup");
+    assert!(
+        old_function.is_some(),
+        "the schema-4 completion function is kept"
+    );
+
+    let claimed = store
+        .claim(&ClaimRequest::new("w", 10, Duration::from_secs(30)))
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1, "one event of the key at a time");
+    assert_eq!(claimed[0].record.id, ids[0]);
+    let done = Completion {
+        status: EventStatus::Processed,
+        handler_results: HandlerResults::new(),
+        attempts: 1,
+        retry_delay: None,
+    };
+    let handed = store
+        .complete_and_hand_off(
+            vec![(claimed[0].lease, done)],
+            &ClaimRequest::new("w", 1, Duration::from_secs(30)),
+        )
+        .await;
+    assert!(handed.results[0].is_ok(), "{:?}", handed.results);
+    let next: Vec<_> = handed.next.iter().map(|e| e.record.id).collect();
+    assert_eq!(next, vec![ids[1]], "the key's next event, handed off");
+}
+
+/// A worker with fewer slots than busy ordering keys does not keep the keys it holds until they
+/// run dry: while due events wait for a slot, some key hand-offs give the key back to the queue,
+/// so every key starts long before the first ones finish (C2: oldest first, not "held first").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_held_by_a_full_worker_are_rotated_while_others_wait() {
+    let (store, _pool, _schema) = fresh_store("rotation").await;
+    let (keys, per_key) = (4, 40);
+    let mut batch = Vec::new();
+    for n in 0..per_key {
+        for key in 0..keys {
+            batch.push(NewEvent::new("R", json!({ "n": n })).ordering_key(format!("key-{key}")));
+        }
+    }
+    store.enqueue_batch(batch).await.expect("enqueue");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = std::sync::Arc::clone(&seen);
+    let handler = Handler::raw("R", "record", move |record, _ctx| {
+        let key = record.ordering_key.clone().unwrap_or_default();
+        recorded.lock().expect("lock").push(key);
+        async { Ok::<_, HandlerError>(()) }
+    });
+    let worker = Worker::builder(store.clone())
+        .registry(
+            Registry::builder()
+                .handler(handler)
+                .build()
+                .expect("registry"),
+        )
+        .config(
+            WorkerConfig::default()
+                .with_batch_size(2)
+                .with_max_in_flight(2),
+        )
+        .build()
+        .expect("worker")
+        .start();
+    let total = keys * per_key;
+    let finished = wait_for(Duration::from_secs(60), async || {
+        seen.lock().expect("lock").len() >= total
+    })
+    .await;
+    worker.shutdown().await;
+    let order = seen.lock().expect("lock").clone();
+    assert!(finished, "processed {} of {total}", order.len());
+    for key in 0..keys {
+        let key = format!("key-{key}");
+        let first = order.iter().position(|k| *k == key).unwrap_or(usize::MAX);
+        // Without rotation the two keys claimed first ran all their 40 events before the others
+        // started (position 80).
+        assert!(
+            first < 60,
+            "{key} started at position {first} of {total}: {order:?}"
+        );
+    }
+}
