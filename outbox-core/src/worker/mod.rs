@@ -7,6 +7,7 @@ mod event_task;
 mod renewer;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -223,6 +224,7 @@ impl WorkerBuilder {
                 completer,
                 held: renewer::HeldLeases::default(),
                 wake: Notify::new(),
+                claims_full: AtomicBool::new(false),
                 unhandled_reported: Mutex::new(HashMap::new()),
             }),
         })
@@ -248,6 +250,10 @@ pub(crate) struct Shared {
     /// wake-up (a commit), and when this worker persisted the end of an event with an ordering
     /// key (the key's next event may be due now; SQLite has no wake-ups to say so).
     pub(crate) wake: Notify,
+    /// The last claim came back full: due events may be waiting for a free slot. While they do,
+    /// the completer gives some ordering keys back to the queue instead of handing them to
+    /// their next events here (see `completer::HAND_OFF_ROTATION`).
+    pub(crate) claims_full: AtomicBool,
     /// When an unhandled event type was last logged, to log each at most once a minute.
     unhandled_reported: Mutex<HashMap<String, Instant>>,
 }
@@ -439,6 +445,7 @@ async fn run(shared: Arc<Shared>) -> ShutdownReport {
             Ok(events) => {
                 fault_backoff = config.store_backoff_initial;
                 let full = events.len() >= limit;
+                shared.claims_full.store(full, Ordering::Relaxed);
                 shared.metrics.claimed(events.len());
                 for event in events {
                     let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
