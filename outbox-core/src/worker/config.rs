@@ -99,7 +99,9 @@ pub struct WorkerConfig {
     pub use_wakeups: bool,
     /// Whether completions take over the next event of each ordering key they finish
     /// ([`Store::complete_and_hand_off`](crate::Store::complete_and_hand_off)): the key's events
-    /// then run one after another on this worker without a claim in between.
+    /// then run one after another on this worker without a claim in between. While due events
+    /// wait for a free slot (the last claim came back full), one hand-off in 16 gives its key
+    /// back to the queue instead, so that keys this worker holds do not keep others waiting.
     pub hand_off_keys: bool,
 }
 
