@@ -56,6 +56,16 @@ fn counting_worker(
         .start()
 }
 
+/// The completion of an event processed at its first attempt.
+fn processed_first_attempt() -> Completion {
+    Completion {
+        status: EventStatus::Processed,
+        handler_results: HandlerResults::new(),
+        attempts: 1,
+        retry_delay: None,
+    }
+}
+
 async fn wait_for(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
     while tokio::time::Instant::now() < deadline {
@@ -455,12 +465,7 @@ async fn a_completion_hands_the_key_to_its_next_event() {
             .unwrap();
         assert_eq!(claimed.len(), 1);
         assert_eq!(claimed[0].record.id, first);
-        let done = Completion {
-            status: EventStatus::Processed,
-            handler_results: HandlerResults::new(),
-            attempts: 1,
-            retry_delay: None,
-        };
+        let done = processed_first_attempt();
         let handed = store
             .complete_and_hand_off(
                 vec![(claimed[0].lease, done.clone())],
@@ -550,12 +555,7 @@ async fn a_schema_4_table_is_upgraded_in_place() {
         .expect("claim");
     assert_eq!(claimed.len(), 1, "one event of the key at a time");
     assert_eq!(claimed[0].record.id, ids[0]);
-    let done = Completion {
-        status: EventStatus::Processed,
-        handler_results: HandlerResults::new(),
-        attempts: 1,
-        retry_delay: None,
-    };
+    let done = processed_first_attempt();
     let handed = store
         .complete_and_hand_off(
             vec![(claimed[0].lease, done)],
