@@ -43,6 +43,15 @@ fn counting_worker(
         seen.lock().expect("lock").push(record.id);
         async { Ok::<_, HandlerError>(()) }
     });
+    start_worker(store, handler, config)
+}
+
+/// Starts a worker on `store` with `handler` as its only handler.
+fn start_worker(
+    store: &PgStore,
+    handler: Handler,
+    config: WorkerConfig,
+) -> outbox_core::WorkerHandle {
     Worker::builder(store.clone())
         .registry(
             Registry::builder()
@@ -588,21 +597,10 @@ async fn keys_held_by_a_full_worker_are_rotated_while_others_wait() {
         recorded.lock().expect("lock").push(key);
         async { Ok::<_, HandlerError>(()) }
     });
-    let worker = Worker::builder(store.clone())
-        .registry(
-            Registry::builder()
-                .handler(handler)
-                .build()
-                .expect("registry"),
-        )
-        .config(
-            WorkerConfig::default()
-                .with_batch_size(2)
-                .with_max_in_flight(2),
-        )
-        .build()
-        .expect("worker")
-        .start();
+    let config = WorkerConfig::default()
+        .with_batch_size(2)
+        .with_max_in_flight(2);
+    let worker = start_worker(&store, handler, config);
     let total = keys * per_key;
     let finished = wait_for(Duration::from_secs(60), async || {
         seen.lock().expect("lock").len() >= total
