@@ -240,7 +240,7 @@ impl<E: Event> HandlerInput for E {
     const EVENT_TYPE: Option<&'static str> = Some(E::EVENT_TYPE);
 
     fn from_record(record: &Arc<EventRecord>) -> Result<Self, HandlerError> {
-        E::deserialize(&record.payload).map_err(|err| {
+        record.payload.decode::<E>().map_err(|err| {
             HandlerError::permanent(format!(
                 "payload of event {} does not deserialize into `{}`: {err}",
                 record.id,

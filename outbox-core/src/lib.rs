@@ -13,6 +13,7 @@ mod logs;
 mod metrics;
 mod naming;
 mod outcome;
+mod payload;
 mod processor;
 mod record;
 mod registry;
@@ -46,6 +47,7 @@ pub use metrics::MetricsSnapshot;
 pub use naming::validate_name;
 pub use outbox_macros::{Event, handler};
 pub use outcome::NoHandlerPolicy;
+pub use payload::Payload;
 pub use processor::{Delivery, Dispatch, DispatchProcessor, HandlerOutcome, Processor};
 pub use record::{
     EventRecord, EventStatus, HandlerResults, HandlerState, NewEvent, rename_handler,

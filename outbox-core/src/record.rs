@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::event::Event;
+use crate::payload::Payload;
 
 /// Where an event is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -164,8 +165,9 @@ pub struct EventRecord {
     pub id: Uuid,
     /// The event type name handlers are registered for.
     pub event_type: String,
-    /// The JSON payload.
-    pub payload: serde_json::Value,
+    /// The JSON payload: dereferences to a `serde_json::Value` (parsed on first use when the
+    /// store returned text); [`decode`](Self::decode) deserializes a typed event from it.
+    pub payload: Payload,
     /// Optional correlation id carried into tracing spans and handler contexts.
     pub correlation_id: Option<String>,
     /// Events sharing a key are delivered one at a time in creation order.
@@ -240,7 +242,7 @@ impl EventRecord {
     /// assert_eq!(event.email, "a@b.c");
     /// ```
     pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E, serde_json::Error> {
-        E::deserialize(&self.payload)
+        self.payload.decode()
     }
 
     /// The first error recorded by a handler that gave up, for dead-letter reports.
@@ -384,7 +386,7 @@ impl NewEvent {
         EventRecord {
             id: self.id,
             event_type: self.event_type,
-            payload: self.payload,
+            payload: self.payload.into(),
             correlation_id: self.correlation_id,
             ordering_key: self.ordering_key,
             idempotency_key: self.idempotency_key,

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use mongodb::bson::{self, Bson, Document, doc};
-use outbox_core::{EventRecord, EventStatus, HandlerResults, NewEvent, StoreError};
+use outbox_core::{EventRecord, EventStatus, HandlerResults, NewEvent, Payload, StoreError};
 use uuid::Uuid;
 
 /// The `locked_until` / `backoff_until` value meaning "none": the epoch, always in the past.
@@ -93,7 +93,7 @@ pub(crate) fn decode(document: &Document) -> Result<EventRecord, StoreError> {
     Ok(EventRecord {
         id: Uuid::parse_str(&raw_id).map_err(|e| corrupt(format!("_id: {e}")))?,
         event_type: text("event_type")?.to_owned(),
-        payload: serde_json::from_str(text("payload")?)
+        payload: Payload::from_json_str(text("payload")?)
             .map_err(|e| corrupt(format!("payload: {e}")))?,
         correlation_id: optional("correlation_id"),
         ordering_key: optional("ordering_key"),

@@ -3,8 +3,10 @@
 
 use chrono::{DateTime, Utc};
 use outbox_core::{EventRecord, EventStatus, HandlerResults, StoreError};
+use serde_json::value::RawValue;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
+use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::error::map_sqlx;
@@ -34,8 +36,7 @@ pub(crate) fn decode(row: &PgRow) -> Result<EventRecord, StoreError> {
     let status: &str = row.try_get_unchecked(10).map_err(get)?;
     let status =
         EventStatus::parse(status).ok_or_else(|| corrupt(format!("status: unknown {status:?}")))?;
-    let results: sqlx::types::Json<&serde_json::value::RawValue> =
-        row.try_get_unchecked(12).map_err(get)?;
+    let results: Json<&RawValue> = row.try_get_unchecked(12).map_err(get)?;
     let handler_results: HandlerResults = serde_json::from_str(results.0.get())
         .map_err(|e| corrupt(format!("handler_results: {e}")))?;
     let attempts: i32 = row.try_get_unchecked(8).map_err(get)?;
@@ -44,7 +45,11 @@ pub(crate) fn decode(row: &PgRow) -> Result<EventRecord, StoreError> {
     Ok(EventRecord {
         id,
         event_type: row.try_get_unchecked(1).map_err(get)?,
-        payload: row.try_get_unchecked(2).map_err(get)?,
+        payload: row
+            .try_get_unchecked::<Json<Box<RawValue>>, _>(2)
+            .map_err(get)?
+            .0
+            .into(),
         correlation_id: row.try_get_unchecked(3).map_err(get)?,
         ordering_key: row.try_get_unchecked(4).map_err(get)?,
         idempotency_key: row.try_get_unchecked(5).map_err(get)?,

@@ -1,7 +1,7 @@
 //! Decoding an event hash into an [`EventRecord`].
 
 use chrono::{DateTime, Utc};
-use outbox_core::{EventRecord, EventStatus, HandlerResults, NewEvent, StoreError};
+use outbox_core::{EventRecord, EventStatus, HandlerResults, NewEvent, Payload, StoreError};
 use uuid::Uuid;
 
 pub(crate) fn from_millis(ms: i64) -> DateTime<Utc> {
@@ -140,7 +140,7 @@ type Header = (
 struct Immutable {
     id: Uuid,
     event_type: String,
-    payload: serde_json::Value,
+    payload: Payload,
     correlation_id: Option<String>,
     ordering_key: Option<String>,
     idempotency_key: Option<String>,
@@ -159,7 +159,7 @@ fn from_body(body: &str) -> Result<Immutable, String> {
     Ok(Immutable {
         id,
         event_type,
-        payload: serde_json::from_str(payload).map_err(|e| format!("payload: {e}"))?,
+        payload: Payload::from_json_str(payload).map_err(|e| format!("payload: {e}"))?,
         correlation_id: given(correlation_id),
         ordering_key: given(ordering_key),
         idempotency_key: given(idempotency_key),
@@ -293,7 +293,7 @@ fn legacy(values: &[Option<String>]) -> Result<Immutable, String> {
     Ok(Immutable {
         id: Uuid::parse_str(text(at::ID)).map_err(|e| format!("id: {e}"))?,
         event_type: text(at::EVENT_TYPE).to_owned(),
-        payload: serde_json::from_str(text(at::PAYLOAD)).map_err(|e| format!("payload: {e}"))?,
+        payload: Payload::from_json_str(text(at::PAYLOAD)).map_err(|e| format!("payload: {e}"))?,
         correlation_id: optional(at::CORRELATION_ID),
         ordering_key: optional(at::ORDERING_KEY),
         idempotency_key: optional(at::IDEMPOTENCY_KEY),

@@ -1,7 +1,7 @@
 //! Decoding rows into [`EventRecord`]s; times are stored as Unix milliseconds.
 
 use chrono::{DateTime, Utc};
-use outbox_core::{EventRecord, EventStatus, HandlerResults, StoreError};
+use outbox_core::{EventRecord, EventStatus, HandlerResults, Payload, StoreError};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 use uuid::Uuid;
@@ -39,7 +39,7 @@ pub(crate) fn decode(row: &SqliteRow) -> Result<EventRecord, StoreError> {
     let status =
         EventStatus::parse(status).ok_or_else(|| corrupt(format!("status: unknown {status:?}")))?;
     let payload: &str = row.try_get(3).map_err(get)?;
-    let payload = serde_json::from_str(payload).map_err(|e| corrupt(format!("payload: {e}")))?;
+    let payload = Payload::from_json_str(payload).map_err(|e| corrupt(format!("payload: {e}")))?;
     let results: &str = row.try_get(13).map_err(get)?;
     let handler_results: HandlerResults =
         serde_json::from_str(results).map_err(|e| corrupt(format!("handler_results: {e}")))?;

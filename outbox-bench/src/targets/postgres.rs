@@ -191,7 +191,9 @@ impl Bench for PgBench {
             );
             tokio::spawn(async move {
                 loop {
-                    let leased: Vec<(Uuid, Uuid, serde_json::Value)> = sqlx::query_as(&claim)
+                    // The payload read as checked JSON text, as the library's claims read it.
+                    type Text = sqlx::types::Json<Box<serde_json::value::RawValue>>;
+                    let leased: Vec<(Uuid, Uuid, Text)> = sqlx::query_as(&claim)
                         .bind(i64::try_from(batch).unwrap_or(100))
                         .bind(format!("raw-{p}"))
                         .fetch_all(&pool)
