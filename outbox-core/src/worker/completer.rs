@@ -218,11 +218,7 @@ async fn write_batch(shared: &Arc<Shared>, batch: Vec<Pending>) {
             }
         }
         for (event, slot) in successors.into_iter().zip(slots) {
-            tokio::spawn(super::event_task::process_event(
-                Arc::clone(shared),
-                event,
-                slot,
-            ));
+            shared.spawn_event_task(event, slot);
         }
     }
     if handed_off {

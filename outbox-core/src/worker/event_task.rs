@@ -49,6 +49,9 @@ async fn run(
     lease: Lease,
     permit: OwnedSemaphorePermit,
 ) {
+    if shared.crashed() {
+        return;
+    }
     if shared.stop_claiming.is_cancelled() {
         release(&shared, lease, &record, permit);
         return;
@@ -180,6 +183,10 @@ fn submit(
     record: &EventRecord,
     permit: impl Into<Option<OwnedSemaphorePermit>>,
 ) {
+    if shared.crashed() {
+        // The worker was dropped without a shutdown: as after a crash, the event stays leased.
+        return;
+    }
     shared.completer.submit(Pending {
         lease,
         completion,

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tokio::sync::{Notify, Semaphore};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use config::WorkerConfig;
 
@@ -225,6 +225,8 @@ impl WorkerBuilder {
                 held: renewer::HeldLeases::default(),
                 wake: Notify::new(),
                 claims_full: AtomicBool::new(false),
+                event_tasks: TaskTracker::new(),
+                crashed: AtomicBool::new(false),
                 unhandled_reported: Mutex::new(HashMap::new()),
             }),
         })
@@ -254,6 +256,11 @@ pub(crate) struct Shared {
     /// the completer gives some ordering keys back to the queue instead of handing them to
     /// their next events here (see `completer::HAND_OFF_ROTATION`).
     pub(crate) claims_full: AtomicBool,
+    /// The event tasks running now (claimed and handed-off events alike): shutdown waits for them.
+    pub(crate) event_tasks: TaskTracker,
+    /// The worker was dropped without a shutdown ([`WorkerHandle::abort`], or its task ended
+    /// otherwise): its event tasks stop their handlers and write nothing, as after a crash.
+    crashed: AtomicBool,
     /// When an unhandled event type was last logged, to log each at most once a minute.
     unhandled_reported: Mutex<HashMap<String, Instant>>,
 }
@@ -262,6 +269,21 @@ pub(crate) struct Shared {
 const UNHANDLED_LOG_EVERY: Duration = Duration::from_secs(60);
 
 impl Shared {
+    /// Whether the worker was dropped without a shutdown: nothing more is written for its events.
+    pub(crate) fn crashed(&self) -> bool {
+        self.crashed.load(Ordering::Acquire)
+    }
+
+    /// Spawns the task that processes a claimed (or handed-off) event.
+    pub(crate) fn spawn_event_task(
+        self: &Arc<Self>,
+        event: crate::store::ClaimedEvent,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        self.event_tasks
+            .spawn(event_task::process_event(Arc::clone(self), event, permit));
+    }
+
     /// Logs an event type without a handler, at most once per type per minute (every occurrence is
     /// counted in the metrics).
     pub(crate) fn report_unhandled(&self, event_type: &str) {
@@ -376,8 +398,10 @@ impl WorkerHandle {
         }
     }
 
-    /// Drops the worker without a graceful shutdown, as a crash would (claimed events stay leased
-    /// until their lease expires). Meant for tests of crash recovery.
+    /// Drops the worker without a graceful shutdown, as a crash would: claimed events stay leased
+    /// until their lease expires, running handlers are aborted (dropped at their next `.await`; a
+    /// custom [`Processor`] that ignores [`Delivery::abort`](crate::Delivery::abort) runs on) and no
+    /// outcome is written for them. Meant for tests of crash recovery.
     pub fn abort(self) {
         self.task.abort();
     }
@@ -395,10 +419,30 @@ pub struct ShutdownReport {
     pub metrics: MetricsSnapshot,
 }
 
+/// Set while the worker's task runs: when that task is dropped before it finished (aborted, as a
+/// crash would end it), the event tasks still running are told so — their handlers are aborted
+/// and they write no outcome — and the renewer (dropped with the task) renews nothing more.
+struct CrashOnDrop<'a> {
+    shared: &'a Shared,
+    finished: bool,
+}
+
+impl Drop for CrashOnDrop<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.shared.crashed.store(true, Ordering::Release);
+            self.shared.held.abort_all();
+        }
+    }
+}
+
 async fn run(shared: Arc<Shared>) -> ShutdownReport {
     let config = &shared.config;
     let permits = Arc::new(Semaphore::new(config.max_in_flight));
-    let mut tasks = JoinSet::new();
+    let mut crash_guard = CrashOnDrop {
+        shared: &shared,
+        finished: false,
+    };
     let _listener = (config.use_wakeups && shared.store.capabilities().wakeups).then(|| {
         let listener = tokio::spawn(listen_for_wakeups(Arc::clone(&shared)));
         crate::processor::AbortOnDrop(listener.abort_handle())
@@ -415,7 +459,6 @@ async fn run(shared: Arc<Shared>) -> ShutdownReport {
     // wait for every slot, so one slow handler would stop it from claiming at all.
     let min_claim = (config.batch_size / 2).min(config.max_in_flight / 2).max(1);
     while !shared.stop_claiming.is_cancelled() {
-        while tasks.try_join_next().is_some() {}
         let free = permits.available_permits();
         if free < min_claim {
             // Slots come back when outcomes are persisted, after their event tasks ended.
@@ -451,11 +494,7 @@ async fn run(shared: Arc<Shared>) -> ShutdownReport {
                     let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
                         break;
                     };
-                    tasks.spawn(event_task::process_event(
-                        Arc::clone(&shared),
-                        event,
-                        permit,
-                    ));
+                    shared.spawn_event_task(event, permit);
                 }
                 if !full {
                     tokio::select! {
@@ -468,23 +507,21 @@ async fn run(shared: Arc<Shared>) -> ShutdownReport {
         }
     }
 
-    while tasks.try_join_next().is_some() {}
-    let in_flight_at_shutdown = tasks.len();
+    let in_flight_at_shutdown = shared.event_tasks.len();
+    shared.event_tasks.close();
     tracing::info!(
         in_flight = in_flight_at_shutdown,
         "outbox worker shutting down"
     );
     shared.held.cancel_all();
-    let drained = tokio::time::timeout(config.shutdown_grace, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await
-    .is_ok();
+    let drained = tokio::time::timeout(config.shutdown_grace, shared.event_tasks.wait())
+        .await
+        .is_ok();
     if !drained {
         tracing::warn!(grace = ?config.shutdown_grace, "grace period over; aborting handlers still running");
         shared.hard_stop.cancel();
         shared.held.abort_all();
-        while tasks.join_next().await.is_some() {}
+        shared.event_tasks.wait().await;
     }
     shared.hard_stop.cancel();
     // Every in-flight slot comes back once its outcome is persisted (or given up on after the
@@ -500,6 +537,7 @@ async fn run(shared: Arc<Shared>) -> ShutdownReport {
             "some outcomes were not persisted before shutdown; their events will be redelivered"
         );
     }
+    crash_guard.finished = true;
     ShutdownReport {
         in_flight_at_shutdown,
         aborted_after_grace: !drained,
