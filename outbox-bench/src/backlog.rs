@@ -200,8 +200,8 @@ async fn back_off_everything(store: &dyn Store, n: usize) -> Result<(), BenchErr
                 };
                 (c.lease, completion)
             })
-            .collect();
-        for result in store.complete_many(items).await {
+            .collect::<Vec<_>>();
+        for result in store.complete_many(&items).await {
             result?;
         }
     }
@@ -228,8 +228,8 @@ async fn claim_time(store: &dyn Store) -> Result<f64, BenchError> {
                 };
                 (c.lease, completion)
             })
-            .collect();
-        for result in store.complete_many(items).await {
+            .collect::<Vec<_>>();
+        for result in store.complete_many(&items).await {
             result?;
         }
     }

@@ -37,7 +37,7 @@ pub struct CompletionRow {
 ///
 /// let lease = Lease { event_id: uuid::Uuid::now_v7(), token: uuid::Uuid::now_v7() };
 /// let done = Completion { status: EventStatus::Processed, handler_results: HandlerResults::new(), attempts: 1, retry_delay: None };
-/// let batch = CompletionBatch::new(vec![(lease, done)]);
+/// let batch = CompletionBatch::new(&[(lease, done)]);
 /// assert_eq!(batch.rows()[0].results_json, "{}");
 /// // The statement applied nothing: the lease was lost.
 /// let results = batch.results(&HashSet::new());
@@ -53,12 +53,12 @@ pub struct CompletionBatch {
 impl CompletionBatch {
     /// Encodes each completion; one whose results do not serialize is left out of the rows and
     /// answered with `InvalidRequest`.
-    pub fn new(items: Vec<(Lease, Completion)>) -> Self {
+    pub fn new(items: &[(Lease, Completion)]) -> Self {
         let mut leases = Vec::with_capacity(items.len());
         let mut rows = Vec::with_capacity(items.len());
         let mut rejected = HashMap::new();
-        for (n, (lease, completion)) in items.into_iter().enumerate() {
-            leases.push(lease);
+        for (n, (lease, completion)) in items.iter().enumerate() {
+            leases.push(*lease);
             match serde_json::to_string(&completion.handler_results) {
                 Ok(results_json) => rows.push(CompletionRow {
                     event_id: lease.event_id,
@@ -101,7 +101,7 @@ impl CompletionBatch {
     ///
     /// let lease = Lease { event_id: uuid::Uuid::now_v7(), token: uuid::Uuid::now_v7() };
     /// let done = Completion { status: EventStatus::Processed, handler_results: HandlerResults::new(), attempts: 1, retry_delay: None };
-    /// let batch = CompletionBatch::new(vec![(lease, done)]);
+    /// let batch = CompletionBatch::new(&[(lease, done)]);
     /// assert!(batch.results_except(&HashSet::new())[0].is_ok());
     /// ```
     pub fn results_except(self, lost_tokens: &HashSet<Uuid>) -> Vec<Result<(), StoreError>> {

@@ -343,18 +343,18 @@ pub type WakeupStream = Pin<Box<dyn Stream<Item = ()> + Send + 'static>>;
 /// ```
 /// use outbox_core::{Completion, Lease, Store, StoreError, complete_each};
 ///
-/// async fn one_by_one(store: &dyn Store, done: Vec<(Lease, Completion)>) -> Vec<Result<(), StoreError>> {
+/// async fn one_by_one(store: &dyn Store, done: &[(Lease, Completion)]) -> Vec<Result<(), StoreError>> {
 ///     complete_each(store, done).await
 /// }
 /// ```
 pub async fn complete_each<S: Store + ?Sized>(
     store: &S,
-    items: Vec<(Lease, Completion)>,
+    items: &[(Lease, Completion)],
 ) -> Vec<Result<(), StoreError>> {
     futures::future::join_all(
         items
-            .into_iter()
-            .map(|(lease, completion)| async move { store.complete(&lease, completion).await }),
+            .iter()
+            .map(|(lease, completion)| store.complete(lease, completion.clone())),
     )
     .await
 }
@@ -463,20 +463,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records many outcomes, each fenced by its own lease token exactly as [`complete`] does; one
     /// result per item, in order (a stale lease fails only its own item with `LeaseLost`). The
-    /// worker sends the completions of events that finish together through this. The default runs
-    /// [`complete`] for each item concurrently; a backend overrides it to use one round trip.
+    /// worker sends the completions of events that finish together through this. The items are
+    /// borrowed: the worker keeps them to retry a transient failure without copying them first.
+    /// The default runs [`complete`] for each item concurrently; a backend overrides it to use
+    /// one round trip.
     ///
     /// [`complete`]: Store::complete
     ///
     /// ```
     /// use outbox_core::{Completion, Lease, Store, StoreError};
     ///
-    /// async fn finish(store: &dyn Store, done: Vec<(Lease, Completion)>) -> usize {
+    /// async fn finish(store: &dyn Store, done: &[(Lease, Completion)]) -> usize {
     ///     let results = store.complete_many(done).await;
     ///     results.iter().filter(|r| matches!(r, Err(StoreError::LeaseLost { .. }))).count()
     /// }
     /// ```
-    async fn complete_many(&self, items: Vec<(Lease, Completion)>) -> Vec<Result<(), StoreError>> {
+    async fn complete_many(&self, items: &[(Lease, Completion)]) -> Vec<Result<(), StoreError>> {
         complete_each(self, items).await
     }
 
@@ -491,7 +493,7 @@ pub trait Store: Send + Sync + 'static {
     /// use outbox_core::{ClaimRequest, Completion, Lease, Store};
     /// # async fn demo(store: &dyn Store, done: Vec<(Lease, Completion)>) {
     /// let next = ClaimRequest::new("worker-1", done.len(), std::time::Duration::from_secs(30));
-    /// let handed = store.complete_and_hand_off(done, &next).await;
+    /// let handed = store.complete_and_hand_off(&done, &next).await;
     /// for event in &handed.next {
     ///     println!("run {} now: it is leased to worker-1", event.record.id);
     /// }
@@ -499,7 +501,7 @@ pub trait Store: Send + Sync + 'static {
     /// ```
     async fn complete_and_hand_off(
         &self,
-        items: Vec<(Lease, Completion)>,
+        items: &[(Lease, Completion)],
         next: &ClaimRequest,
     ) -> HandOff {
         let _ = next;
@@ -678,12 +680,12 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError> {
         (**self).complete(lease, completion).await
     }
-    async fn complete_many(&self, items: Vec<(Lease, Completion)>) -> Vec<Result<(), StoreError>> {
+    async fn complete_many(&self, items: &[(Lease, Completion)]) -> Vec<Result<(), StoreError>> {
         (**self).complete_many(items).await
     }
     async fn complete_and_hand_off(
         &self,
-        items: Vec<(Lease, Completion)>,
+        items: &[(Lease, Completion)],
         next: &ClaimRequest,
     ) -> HandOff {
         (**self).complete_and_hand_off(items, next).await

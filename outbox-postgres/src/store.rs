@@ -485,19 +485,19 @@ impl Store for PgStore {
     }
 
     async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError> {
-        self.complete_many(vec![(*lease, completion)])
+        self.complete_many(&[(*lease, completion)])
             .await
             .pop()
             .unwrap_or_else(|| Err(StoreError::invalid("complete: no result")))
     }
 
-    async fn complete_many(&self, items: Vec<(Lease, Completion)>) -> Vec<Result<(), StoreError>> {
+    async fn complete_many(&self, items: &[(Lease, Completion)]) -> Vec<Result<(), StoreError>> {
         self.complete_rows(items, None).await.results
     }
 
     async fn complete_and_hand_off(
         &self,
-        items: Vec<(Lease, Completion)>,
+        items: &[(Lease, Completion)],
         next: &ClaimRequest,
     ) -> HandOff {
         self.complete_rows(items, Some(next)).await
@@ -682,7 +682,7 @@ impl PgStore {
     /// leases the finished keys' next events to `next.worker_id` (see `schema.rs`).
     async fn complete_rows(
         &self,
-        items: Vec<(Lease, Completion)>,
+        items: &[(Lease, Completion)],
         next: Option<&ClaimRequest>,
     ) -> HandOff {
         if items.is_empty() {

@@ -477,7 +477,7 @@ async fn a_completion_hands_the_key_to_its_next_event() {
         let done = processed_first_attempt();
         let handed = store
             .complete_and_hand_off(
-                vec![(claimed[0].lease, done.clone())],
+                &[(claimed[0].lease, done.clone())],
                 &ClaimRequest::new("w1", 1, Duration::from_secs(30)),
             )
             .await;
@@ -567,7 +567,7 @@ async fn a_schema_4_table_is_upgraded_in_place() {
     let done = processed_first_attempt();
     let handed = store
         .complete_and_hand_off(
-            vec![(claimed[0].lease, done)],
+            &[(claimed[0].lease, done)],
             &ClaimRequest::new("w", 1, Duration::from_secs(30)),
         )
         .await;

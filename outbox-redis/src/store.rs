@@ -530,15 +530,16 @@ impl Store for RedisStore {
                 event_id: lease.event_id,
             });
         };
-        self.complete_in(p, vec![(*lease, completion)])
+        let item = (*lease, completion);
+        self.complete_in(p, vec![&item])
             .await
             .pop()
             .unwrap_or_else(|| Err(StoreError::invalid("complete: no result")))
     }
 
-    async fn complete_many(&self, items: Vec<(Lease, Completion)>) -> Vec<Result<(), StoreError>> {
+    async fn complete_many(&self, items: &[(Lease, Completion)]) -> Vec<Result<(), StoreError>> {
         self.per_partition(
-            items,
+            items.iter().collect(),
             |(lease, _)| self.layout.of_token(&lease.token),
             |(lease, _)| {
                 Err(StoreError::LeaseLost {
@@ -991,7 +992,7 @@ impl RedisStore {
     async fn complete_in(
         &self,
         p: usize,
-        mut items: Vec<(Lease, Completion)>,
+        mut items: Vec<&(Lease, Completion)>,
     ) -> Vec<Result<(), StoreError>> {
         let mut out = Vec::with_capacity(items.len());
         while !items.is_empty() {
@@ -1005,7 +1006,7 @@ impl RedisStore {
     async fn complete_chunk(
         &self,
         p: usize,
-        items: Vec<(Lease, Completion)>,
+        items: Vec<&(Lease, Completion)>,
     ) -> Vec<Result<(), StoreError>> {
         // Items whose results do not serialize fail alone; the rest go in one script call.
         let mut invocation = SCRIPTS.complete_many.key(self.layout.prefix(p));

@@ -453,7 +453,7 @@ impl Store for SqliteStore {
     }
 
     async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError> {
-        self.complete_many(vec![(*lease, completion)])
+        self.complete_many(&[(*lease, completion)])
             .await
             .pop()
             .unwrap_or_else(|| Err(StoreError::invalid("complete: no result")))
@@ -461,7 +461,7 @@ impl Store for SqliteStore {
 
     /// All completions in one `UPDATE … FROM json_each(…)` statement: SQLite has one writer at a
     /// time, so one statement for N completions costs far less than N.
-    async fn complete_many(&self, items: Vec<(Lease, Completion)>) -> Vec<Result<(), StoreError>> {
+    async fn complete_many(&self, items: &[(Lease, Completion)]) -> Vec<Result<(), StoreError>> {
         if items.is_empty() {
             return Vec::new();
         }

@@ -203,12 +203,12 @@ impl<S: InboxStore + Clone> Store for BrokenTransactions<S> {
     async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError> {
         self.inner.complete(lease, completion).await
     }
-    async fn complete_many(&self, items: Vec<(Lease, Completion)>) -> Vec<Result<(), StoreError>> {
+    async fn complete_many(&self, items: &[(Lease, Completion)]) -> Vec<Result<(), StoreError>> {
         self.inner.complete_many(items).await
     }
     async fn complete_and_hand_off(
         &self,
-        items: Vec<(Lease, Completion)>,
+        items: &[(Lease, Completion)],
         next: &ClaimRequest,
     ) -> HandOff {
         self.inner.complete_and_hand_off(items, next).await

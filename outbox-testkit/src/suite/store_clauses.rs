@@ -454,7 +454,7 @@ pub async fn c3_batched_completion<F: StoreFactory>(factory: &F) -> ClauseResult
         (stale[1].lease, processed()),
         (fresh[2].lease, processed()),
     ];
-    let results = store.complete_many(batch).await;
+    let results = store.complete_many(&batch).await;
     ensure!(
         results.len() == 3,
         "complete_many must return one result per item, got {}",
@@ -480,15 +480,13 @@ pub async fn c3_batched_completion<F: StoreFactory>(factory: &F) -> ClauseResult
             "a batched completion was not applied"
         );
     }
-    let last = store
-        .complete_many(vec![(fresh[1].lease, processed())])
-        .await;
+    let last = store.complete_many(&[(fresh[1].lease, processed())]).await;
     ensure!(
         matches!(last.as_slice(), [Ok(())]),
         "a one-item batch must work: {last:?}"
     );
     ensure!(
-        store.complete_many(Vec::new()).await.is_empty(),
+        store.complete_many(&[]).await.is_empty(),
         "an empty batch must return no results"
     );
     Ok(Verdict::Passed)
@@ -953,7 +951,7 @@ pub async fn c5_hand_off_to_the_next_event<F: StoreFactory>(factory: &F) -> Clau
     let next = outbox_core::ClaimRequest::new("c5h-worker", 10, LONG);
     let handed = store
         .complete_and_hand_off(
-            vec![
+            &[
                 (stale, processed()),
                 (lease("a")?, processed()),
                 (lease("s1")?, processed()),
