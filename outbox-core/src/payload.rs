@@ -78,6 +78,11 @@ impl Payload {
 
     /// The payload as a [`serde_json::Value`], parsed from the text on first use.
     ///
+    /// Text checked at the claim always parses, with one exception only a hand-written row can
+    /// hold: a number beyond `f64`'s range (`1e400`), which JSON allows and a `Value` cannot
+    /// hold. Such a payload reads as `Value::Null` here (an error is logged) and fails
+    /// [`decode`](Self::decode) with serde_json's "number out of range".
+    ///
     /// ```
     /// let payload = outbox_core::Payload::from(serde_json::json!([1, 2]));
     /// assert_eq!(payload.as_value()[1], 2);
@@ -85,10 +90,7 @@ impl Payload {
     pub fn as_value(&self) -> &Value {
         match &self.0 {
             Repr::Value(value) => value,
-            Repr::Text { text, value } => value.get_or_init(|| {
-                // The text was checked when the payload was made, so this parse succeeds.
-                serde_json::from_str(text.get()).unwrap_or(Value::Null)
-            }),
+            Repr::Text { text, value } => value.get_or_init(|| parse(text)),
         }
     }
 
@@ -101,9 +103,7 @@ impl Payload {
     pub fn into_value(self) -> Value {
         match self.0 {
             Repr::Value(value) => value,
-            Repr::Text { text, value } => value
-                .into_inner()
-                .unwrap_or_else(|| serde_json::from_str(text.get()).unwrap_or(Value::Null)),
+            Repr::Text { text, value } => value.into_inner().unwrap_or_else(|| parse(&text)),
         }
     }
 
@@ -139,6 +139,14 @@ impl Payload {
             Repr::Text { text, .. } => text.get().to_owned(),
         }
     }
+}
+
+/// Parses checked JSON text into a `Value`; see [`Payload::as_value`] for the one way it fails.
+fn parse(text: &RawValue) -> Value {
+    serde_json::from_str(text.get()).unwrap_or_else(|err| {
+        tracing::error!(error = %err, "a stored payload is JSON that a serde_json::Value cannot hold; reading it as null");
+        Value::Null
+    })
 }
 
 impl From<Value> for Payload {
@@ -251,6 +259,14 @@ mod tests {
         for bad in ["", "{", "[1,]", "nul", "{} {}", "\"unterminated"] {
             assert!(Payload::from_json(bad.to_owned()).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_number_beyond_f64_reads_as_null_and_fails_to_decode() {
+        let huge = Payload::from_json("{\"n\": 1e400}".to_owned()).expect("valid JSON");
+        assert_eq!(*huge, Value::Null);
+        let err = huge.decode::<Value>().expect_err("out of range");
+        assert!(err.to_string().contains("out of range"), "{err}");
     }
 
     #[test]
