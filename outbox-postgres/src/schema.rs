@@ -245,7 +245,9 @@ END $$"
         ),
         // Many completions in one call, each fenced by its own lease token; returns the tokens
         // applied (`applied`). With `delete_processed`, processed events without an idempotency
-        // key are deleted instead of kept (events with one are kept: they hold the key). With a
+        // key are deleted instead of kept (events with one are kept: they hold the key). The
+        // update that follows the delete skips the completions the delete applied before it
+        // looks their rows up (it used to probe every row of the batch a second time). With a
         // `worker`, the next event of each key that finished is leased to it when it is due now
         // (at most `hand_max`), and returned as a row (`handed`): one write instead of an un-park
         // and a claim. Schema 5 replaced `{complete}`, which answered the handed rows as
@@ -279,7 +281,8 @@ BEGIN
             UPDATE {t} e
             SET {set_outcome}
             FROM u
-            WHERE e.id = u.id AND e.lease_token = u.token AND e.status = 'pending'
+            WHERE u.token NOT IN (SELECT d.token FROM deleted d)
+              AND e.id = u.id AND e.lease_token = u.token AND e.status = 'pending'
               AND NOT (u.status = 'processed' AND e.idempotency_key IS NULL)
             RETURNING u.token, e.ordering_key, e.seq, u.status
         ), done AS (

@@ -505,6 +505,84 @@ async fn a_completion_hands_the_key_to_its_next_event() {
     }
 }
 
+/// With `Retention::DeleteProcessed` one completion call mixes every case: a processed event is
+/// deleted, a processed event with an idempotency key is kept (it holds the key), a failed one
+/// goes back to the queue with its delay, and a completion with a stale token applies nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleting_completion_applies_each_case_of_a_mixed_batch() {
+    let (_, pool, schema) = fresh_store("mixeddelete").await;
+    let store = PgStore::builder(pool)
+        .schema(&schema)
+        .retention(Retention::DeleteProcessed)
+        .build()
+        .expect("valid names");
+    let deleted = store
+        .enqueue(NewEvent::new("M", json!({"n": 1})))
+        .await
+        .unwrap()
+        .id;
+    let kept = store
+        .enqueue(NewEvent::new("M", json!({"n": 2})).idempotency_key("mixed-2"))
+        .await
+        .unwrap()
+        .id;
+    let retried = store
+        .enqueue(NewEvent::new("M", json!({"n": 3})))
+        .await
+        .unwrap()
+        .id;
+    let stale = store
+        .enqueue(NewEvent::new("M", json!({"n": 4})))
+        .await
+        .unwrap()
+        .id;
+    let claimed = store
+        .claim(&ClaimRequest::new("w", 10, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let lease = |id| {
+        claimed
+            .iter()
+            .find(|c| c.record.id == id)
+            .map(|c| c.lease)
+            .expect("claimed")
+    };
+    let retry = Completion {
+        status: EventStatus::Pending,
+        handler_results: HandlerResults::new(),
+        attempts: 1,
+        retry_delay: Some(Duration::from_secs(3600)),
+    };
+    let mut stale_lease = lease(stale);
+    stale_lease.token = uuid::Uuid::now_v7();
+    let results = store
+        .complete_many(&[
+            (lease(deleted), processed_first_attempt()),
+            (lease(kept), processed_first_attempt()),
+            (lease(retried), retry),
+            (stale_lease, processed_first_attempt()),
+        ])
+        .await;
+    assert!(results[..3].iter().all(Result::is_ok), "{results:?}");
+    assert!(
+        matches!(results[3], Err(StoreError::LeaseLost { .. })),
+        "{results:?}"
+    );
+    assert!(store.get(deleted).await.unwrap().is_none());
+    let kept = store
+        .get(kept)
+        .await
+        .unwrap()
+        .expect("kept: it holds its key");
+    assert_eq!(kept.status, EventStatus::Processed);
+    let retried = store.get(retried).await.unwrap().expect("retried");
+    assert_eq!(retried.status, EventStatus::Pending);
+    assert!(retried.backoff_until.is_some() && retried.lease_token.is_none());
+    let stale = store.get(stale).await.unwrap().expect("still leased");
+    assert_eq!(stale.status, EventStatus::Pending);
+    assert_eq!(stale.lease_token, Some(lease(stale.id).token));
+}
+
 /// A table of schema 4 (ordering keys in the database's collation, the completion function
 /// `<table>_complete`) is upgraded in place by `migrate`: pending keyed events keep their order
 /// and their hand-off, the key column compares bytes, and the schema-4 completion function is left
