@@ -516,26 +516,14 @@ async fn a_deleting_completion_applies_each_case_of_a_mixed_batch() {
         .retention(Retention::DeleteProcessed)
         .build()
         .expect("valid names");
-    let deleted = store
-        .enqueue(NewEvent::new("M", json!({"n": 1})))
-        .await
-        .unwrap()
-        .id;
-    let kept = store
-        .enqueue(NewEvent::new("M", json!({"n": 2})).idempotency_key("mixed-2"))
-        .await
-        .unwrap()
-        .id;
-    let retried = store
-        .enqueue(NewEvent::new("M", json!({"n": 3})))
-        .await
-        .unwrap()
-        .id;
-    let stale = store
-        .enqueue(NewEvent::new("M", json!({"n": 4})))
-        .await
-        .unwrap()
-        .id;
+    let events = vec![
+        NewEvent::new("M", json!({"n": 1})),
+        NewEvent::new("M", json!({"n": 2})).idempotency_key("mixed-2"),
+        NewEvent::new("M", json!({"n": 3})),
+        NewEvent::new("M", json!({"n": 4})),
+    ];
+    let ids: Vec<_> = store.enqueue_batch(events).await.unwrap();
+    let [deleted, kept, retried, stale] = [ids[0].id, ids[1].id, ids[2].id, ids[3].id];
     let claimed = store
         .claim(&ClaimRequest::new("w", 10, Duration::from_secs(30)))
         .await
