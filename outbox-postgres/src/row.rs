@@ -79,7 +79,7 @@ const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
 /// instructions per timestamp, three per claimed event; callgrind) and panics on `infinity` or a
 /// value beyond chrono's range — here those are errors (the event is set aside as corrupt). The
 /// text format, which claims do not use, goes through sqlx.
-pub(crate) fn timestamp(row: &PgRow, index: usize) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+fn timestamp(row: &PgRow, index: usize) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     let value = row.try_get_raw(index)?;
     if value.is_null() {
         return Ok(None);
