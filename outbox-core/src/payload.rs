@@ -10,9 +10,9 @@ use serde_json::value::RawValue;
 
 /// The JSON payload of an [`EventRecord`](crate::EventRecord).
 ///
-/// A store that reads payloads as JSON text (PostgreSQL, SQLite, Redis) hands them over as that
-/// text, checked to be valid JSON but not parsed: a typed handler deserializes its event straight
-/// from the text ([`decode`](Self::decode)), and an untyped one gets a [`serde_json::Value`]
+/// A store that keeps payloads as JSON text (PostgreSQL, SQLite, Redis, MongoDB) hands them over
+/// as that text, checked to be valid JSON but not parsed: a typed handler deserializes its event
+/// straight from the text ([`decode`](Self::decode)), and an untyped one gets a [`serde_json::Value`]
 /// parsed the first time it looks (the payload dereferences to one). Parsing every payload into a
 /// `Value` at claim time was the largest single cost of a claimed event in the client (about
 /// 5,300 instructions of the 35,000 per event of a PostgreSQL drain, counted with callgrind),
@@ -127,17 +127,15 @@ impl Payload {
         }
     }
 
-    /// The payload as JSON text: the store's text as it was, or the `Value` serialized.
+    /// The payload as JSON text (as `Display` writes it): the store's text as it was, or the
+    /// `Value` serialized.
     ///
     /// ```
     /// let payload = outbox_core::Payload::from(serde_json::json!({"a": 1}));
     /// assert_eq!(payload.to_json(), r#"{"a":1}"#);
     /// ```
     pub fn to_json(&self) -> String {
-        match &self.0 {
-            Repr::Value(value) => value.to_string(),
-            Repr::Text { text, .. } => text.get().to_owned(),
-        }
+        self.to_string()
     }
 }
 
