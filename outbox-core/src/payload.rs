@@ -13,9 +13,9 @@ use serde_json::value::RawValue;
 /// A store that keeps payloads as JSON text (PostgreSQL, SQLite, Redis, MongoDB) hands them over
 /// as that text, checked to be valid JSON but not parsed: a typed handler deserializes its event
 /// straight from the text ([`decode`](Self::decode)), and an untyped one gets a
-/// [`serde_json::Value`] parsed the first time it looks (the payload dereferences to one). Parsing every payload into a
-/// `Value` at claim time was the largest single cost of a claimed event in the client (about
-/// 5,300 instructions of the 35,000 per event of a PostgreSQL drain, counted with callgrind),
+/// [`serde_json::Value`] parsed the first time it looks (the payload dereferences to one).
+/// Parsing every payload into a `Value` at claim time was the largest single cost of a claimed
+/// event in the client (about 5,300 instructions of the 35,000 per event of a PostgreSQL drain, counted with callgrind),
 /// spent again by typed handlers that deserialized their event from that `Value`.
 ///
 /// ```
@@ -142,7 +142,10 @@ impl Payload {
 /// Parses checked JSON text into a `Value`; see [`Payload::as_value`] for the one way it fails.
 fn parse(text: &RawValue) -> Value {
     serde_json::from_str(text.get()).unwrap_or_else(|err| {
-        tracing::error!(error = %err, "a stored payload is JSON that a serde_json::Value cannot hold; reading it as null");
+        tracing::error!(
+            error = %err,
+            "a stored payload is JSON that a serde_json::Value cannot hold; reading it as null"
+        );
         Value::Null
     })
 }
