@@ -15,8 +15,9 @@ use serde_json::value::RawValue;
 /// straight from the text ([`decode`](Self::decode)), and an untyped one gets a
 /// [`serde_json::Value`] parsed the first time it looks (the payload dereferences to one).
 /// Parsing every payload into a `Value` at claim time was the largest single cost of a claimed
-/// event in the client (about 5,300 instructions of the 35,000 per event of a PostgreSQL drain, counted with callgrind),
-/// spent again by typed handlers that deserialized their event from that `Value`.
+/// event in the client (about 5,300 instructions of the 35,000 per event of a PostgreSQL drain,
+/// counted with callgrind), spent again by typed handlers that deserialized their event from that
+/// `Value`.
 ///
 /// ```
 /// use outbox_core::Payload;
