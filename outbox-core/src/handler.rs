@@ -171,16 +171,16 @@ impl HandlerContext {
         let message = message.into();
         match level {
             LogLevel::Debug => {
-                tracing::debug!(handler = %self.handler, attempt = self.attempt, "{message}")
+                tracing::debug!(handler = %self.handler, attempt = self.attempt, "{}", crate::text::untrusted(&message))
             }
             LogLevel::Info => {
-                tracing::info!(handler = %self.handler, attempt = self.attempt, "{message}")
+                tracing::info!(handler = %self.handler, attempt = self.attempt, "{}", crate::text::untrusted(&message))
             }
             LogLevel::Warn => {
-                tracing::warn!(handler = %self.handler, attempt = self.attempt, "{message}")
+                tracing::warn!(handler = %self.handler, attempt = self.attempt, "{}", crate::text::untrusted(&message))
             }
             LogLevel::Error => {
-                tracing::error!(handler = %self.handler, attempt = self.attempt, "{message}")
+                tracing::error!(handler = %self.handler, attempt = self.attempt, "{}", crate::text::untrusted(&message))
             }
         }
         self.logs.push(

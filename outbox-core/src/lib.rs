@@ -19,10 +19,12 @@ mod record;
 mod registry;
 mod retry;
 mod state;
+pub mod storable;
 mod store;
 mod targets;
 #[cfg(feature = "metrics")]
 pub mod telemetry;
+pub mod text;
 mod timestamp;
 mod trace;
 mod transaction;

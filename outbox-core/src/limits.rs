@@ -11,10 +11,17 @@ use crate::record::NewEvent;
 /// | `event_type` | 1–255 bytes |
 /// | `ordering_key`, `idempotency_key`, `correlation_id` | at most 255 bytes (keys: not empty when set) |
 /// | payload, serialized as JSON | at most 1 MiB |
+/// | payload nesting (arrays and objects inside each other) | at most 64 levels ([`MAX_JSON_DEPTH`]) |
 /// | NUL characters (`\0`, JSON `\u0000`) | refused everywhere: in the type, the keys, the correlation id and any string or object key of the payload |
 ///
 /// NUL is refused rather than escaped because PostgreSQL cannot store it in `text` or `jsonb`, and
 /// silently rewriting a payload would hand handlers something other than what was enqueued.
+///
+/// Nesting is limited to 64 levels because every store must read back what it accepted: JSON
+/// readers stop at 128 levels (serde_json's default, which the stores' drivers use) and BSON
+/// documents at 100 (MongoDB, counting the levels around the payload), and a check that walks the
+/// payload before serializing it must not itself recurse without bound. The check uses its own
+/// stack, so a payload nested 100,000 levels is refused with an error, not a stack overflow.
 ///
 /// ```
 /// use outbox_core::{Limits, NewEvent, StoreError};
@@ -35,7 +42,13 @@ pub struct Limits {
     pub max_key_bytes: usize,
     /// Largest payload, serialized as compact JSON, in bytes.
     pub max_payload_bytes: usize,
+    /// Deepest nesting of arrays and objects in a payload (at most [`MAX_JSON_DEPTH`]).
+    pub max_payload_depth: usize,
 }
+
+/// The deepest nesting of JSON arrays and objects any store reads back (a payload's and a
+/// handler output's): `1` is depth 0, `[1]` depth 1, `{"a": [1]}` depth 2.
+pub const MAX_JSON_DEPTH: usize = 64;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -43,6 +56,7 @@ impl Default for Limits {
             max_event_type_bytes: 255,
             max_key_bytes: 255,
             max_payload_bytes: 1024 * 1024,
+            max_payload_depth: MAX_JSON_DEPTH,
         }
     }
 }
@@ -51,6 +65,20 @@ impl Limits {
     /// Sets the largest payload, in bytes of compact JSON.
     pub fn with_max_payload_bytes(mut self, bytes: usize) -> Self {
         self.max_payload_bytes = bytes;
+        self
+    }
+
+    /// Sets the deepest nesting of arrays and objects a payload may have; values above
+    /// [`MAX_JSON_DEPTH`] are lowered to it (deeper payloads would not read back on every store).
+    ///
+    /// ```
+    /// use outbox_core::{Limits, NewEvent};
+    /// let limits = Limits::default().with_max_payload_depth(2);
+    /// assert!(limits.check(&NewEvent::new("T", serde_json::json!({"a": [1]}))).is_ok());
+    /// assert!(limits.check(&NewEvent::new("T", serde_json::json!({"a": [[1]]}))).is_err());
+    /// ```
+    pub fn with_max_payload_depth(mut self, depth: usize) -> Self {
+        self.max_payload_depth = depth.min(MAX_JSON_DEPTH);
         self
     }
 
@@ -75,11 +103,23 @@ impl Limits {
     /// ```
     pub fn encode(&self, event: &NewEvent) -> Result<String, StoreError> {
         self.check_fields(event)?;
-        if has_nul(&event.payload) {
-            return Err(invalid(
-                event,
-                "the payload contains a NUL character (\\u0000), which no store accepts",
-            ));
+        let max_depth = self.max_payload_depth.min(MAX_JSON_DEPTH);
+        match inspect(&event.payload, max_depth) {
+            Shape::TooDeep => {
+                return Err(invalid(
+                    event,
+                    &format!(
+                        "the payload nests arrays and objects more than {max_depth} levels deep"
+                    ),
+                ));
+            }
+            Shape::HasNul => {
+                return Err(invalid(
+                    event,
+                    "the payload contains a NUL character (\\u0000), which no store accepts",
+                ));
+            }
+            Shape::Fine => {}
         }
         let text = serde_json::to_string(&event.payload)
             .map_err(|e| invalid(event, &format!("the payload does not serialize: {e}")))?;
@@ -149,14 +189,46 @@ fn invalid(event: &NewEvent, why: &str) -> StoreError {
     StoreError::invalid(format!("event {} ({}): {why}", event.id, event.event_type))
 }
 
-/// Whether any string or object key in `value` contains NUL.
-fn has_nul(value: &serde_json::Value) -> bool {
-    match value {
-        serde_json::Value::String(s) => s.contains('\0'),
-        serde_json::Value::Array(items) => items.iter().any(has_nul),
-        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
-        _ => false,
+/// What [`inspect`] found in a JSON value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// Within the depth, no NUL character.
+    Fine,
+    /// Arrays and objects nest deeper than allowed (the walk stopped there).
+    TooDeep,
+    /// A string or object key contains NUL.
+    HasNul,
+}
+
+/// Walks `value` with a stack of its own (never recursing, so any depth is safe) and stops at the
+/// first level deeper than `max_depth` or the first NUL character in a string or object key.
+pub(crate) fn inspect(value: &serde_json::Value, max_depth: usize) -> Shape {
+    use serde_json::Value;
+    let mut stack: Vec<(&Value, usize)> = vec![(value, 0)];
+    while let Some((value, depth)) = stack.pop() {
+        match value {
+            Value::String(s) if s.contains('\0') => return Shape::HasNul,
+            Value::Array(items) => {
+                if depth + 1 > max_depth {
+                    return Shape::TooDeep;
+                }
+                stack.extend(items.iter().map(|v| (v, depth + 1)));
+            }
+            Value::Object(map) => {
+                if depth + 1 > max_depth {
+                    return Shape::TooDeep;
+                }
+                for (k, v) in map {
+                    if k.contains('\0') {
+                        return Shape::HasNul;
+                    }
+                    stack.push((v, depth + 1));
+                }
+            }
+            _ => {}
+        }
     }
+    Shape::Fine
 }
 
 #[cfg(test)]
@@ -229,6 +301,58 @@ mod tests {
         let big = NewEvent::new("T", json!("x".repeat(1024 * 1024)));
         let err = limits.check(&big).unwrap_err();
         assert!(err.to_string().contains("more than the limit"), "{err}");
+    }
+
+    /// Builds `[[[…1…]]]` nested `depth` levels without recursion.
+    pub(crate) fn nested(depth: usize) -> serde_json::Value {
+        let mut v = json!(1);
+        for _ in 0..depth {
+            v = serde_json::Value::Array(vec![v]);
+        }
+        v
+    }
+
+    /// Takes a deep value apart without recursion (dropping it whole would recurse).
+    pub(crate) fn dismantle(value: serde_json::Value) {
+        let mut stack = vec![value];
+        while let Some(v) = stack.pop() {
+            match v {
+                serde_json::Value::Array(items) => stack.extend(items),
+                serde_json::Value::Object(map) => stack.extend(map.into_iter().map(|(_, v)| v)),
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_payloads_nested_deeper_than_the_limit_without_recursing() {
+        let limits = Limits::default();
+        assert_eq!(inspect(&nested(64), 64), Shape::Fine);
+        assert!(limits.check(&NewEvent::new("T", nested(64))).is_ok());
+        let err = limits.check(&NewEvent::new("T", nested(65))).unwrap_err();
+        assert!(err.to_string().contains("more than 64 levels"), "{err}");
+        let nested_obj = (0..64).fold(json!("x"), |v, _| json!({ "k": v }));
+        assert!(
+            limits
+                .check(&NewEvent::new("T", nested_obj.clone()))
+                .is_ok()
+        );
+        assert!(
+            limits
+                .check(&NewEvent::new("T", json!({ "k": nested_obj })))
+                .is_err()
+        );
+        // Far deeper than any stack could recurse through: refused, not a crash.
+        let event = NewEvent::new("T", nested(1_000_000));
+        assert!(limits.check(&event).is_err());
+        dismantle(event.payload);
+        // The depth is capped at what every store reads back.
+        assert_eq!(
+            Limits::default()
+                .with_max_payload_depth(500)
+                .max_payload_depth,
+            MAX_JSON_DEPTH
+        );
     }
 
     #[test]

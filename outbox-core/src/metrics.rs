@@ -14,6 +14,7 @@ pub(crate) struct Metrics {
     dead: AtomicU64,
     released: AtomicU64,
     lease_lost: AtomicU64,
+    leases_compromised: AtomicU64,
     store_errors: AtomicU64,
     unhandled: AtomicU64,
     claims: AtomicU64,
@@ -92,6 +93,12 @@ impl Metrics {
         add(&self.lease_lost, 1);
         export!("outbox_leases_lost_total", 1);
     }
+    /// A lease whose renewal could not be confirmed before its expiry (P6): counted in
+    /// `lease_lost` too.
+    pub(crate) fn lease_compromised(&self) {
+        add(&self.leases_compromised, 1);
+        export!("outbox_leases_compromised_total", 1);
+    }
     pub(crate) fn store_error(&self) {
         add(&self.store_errors, 1);
         export!("outbox_store_errors_total", 1);
@@ -121,6 +128,7 @@ impl Metrics {
             dead: get(&self.dead),
             released: get(&self.released),
             lease_lost: get(&self.lease_lost),
+            leases_compromised: get(&self.leases_compromised),
             store_errors: get(&self.store_errors),
             unhandled: get(&self.unhandled),
             claims: get(&self.claims),
@@ -156,6 +164,9 @@ pub struct MetricsSnapshot {
     pub released: u64,
     /// Leases lost while processing (results discarded).
     pub lease_lost: u64,
+    /// Of those, leases the worker gave up on itself because no renewal was confirmed before
+    /// their expiry (the store did not answer in time; contract P6).
+    pub leases_compromised: u64,
     /// Store calls that failed.
     pub store_errors: u64,
     /// Claims of events whose type has no handler in this worker (contract P4).

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::error::Retry;
+use crate::error::{HandlerError, Retry};
 use crate::processor::Dispatch;
 use crate::record::{EventRecord, EventStatus, HandlerState};
 use crate::retry::RetryPolicy;
@@ -136,10 +136,20 @@ pub(crate) fn fold_outcome(
         }
         state.attempts = state.attempts.saturating_add(1);
         state.missing_since = None;
-        match &outcome.result {
-            Ok(output) => {
+        // An output no store could read back is the handler's permanent failure (C11).
+        let mut output = outcome.result.as_ref().ok().cloned().flatten();
+        let refused = crate::storable::check_output(&mut output)
+            .err()
+            .map(HandlerError::permanent);
+        let result = match (&outcome.result, &refused) {
+            (Ok(_), Some(refused)) => Err(refused),
+            (Ok(_), None) => Ok(()),
+            (Err(err), _) => Err(err),
+        };
+        match result {
+            Ok(()) => {
                 state.succeeded_at = Some(now);
-                state.output = output.clone();
+                state.output = output;
                 state.last_error = None;
             }
             Err(err) => {

@@ -142,6 +142,12 @@ impl RetryPolicy {
         if !(0.0..=1.0).contains(&self.jitter) {
             return Err(ConfigError::new("retry.jitter", "must be between 0 and 1"));
         }
+        if self.max_delay > crate::storable::MAX_RETRY_DELAY {
+            return Err(ConfigError::new(
+                "retry.max_delay",
+                "must be at most 365 days (the longest delay a store keeps)",
+            ));
+        }
         if self.initial_delay > self.max_delay {
             return Err(ConfigError::new(
                 "retry.initial_delay",

@@ -15,6 +15,7 @@
 //! | `outbox_events_released_total` | counter | | claims given back at shutdown |
 //! | `outbox_events_unhandled_total` | counter | | claims of types without a handler here |
 //! | `outbox_leases_lost_total` | counter | | leases lost while processing |
+//! | `outbox_leases_compromised_total` | counter | | of those, leases given up because no renewal was confirmed before their expiry |
 //! | `outbox_store_errors_total` | counter | | store calls that failed |
 //! | `outbox_completion_batches_total` | counter | | `complete_many` calls |
 //! | `outbox_handler_duration_seconds` | histogram | `handler` | one handler run |
@@ -73,6 +74,10 @@ pub fn describe() {
         "Claims of event types without a handler"
     );
     describe_counter!("outbox_leases_lost_total", "Leases lost while processing");
+    describe_counter!(
+        "outbox_leases_compromised_total",
+        "Leases given up because no renewal was confirmed before their expiry"
+    );
     describe_counter!("outbox_store_errors_total", "Store calls that failed");
     describe_counter!("outbox_completion_batches_total", "complete_many calls");
     describe_histogram!(

@@ -367,13 +367,17 @@ pub(crate) async fn finish<T: StoreTransaction>(
     (tx, guard): (T, TransactionGuard),
     result: HandlerResult,
 ) -> HandlerResult {
-    let output = match result {
+    let mut output = match result {
         Ok(output) => output,
         Err(err) => {
             drop((tx, guard)); // rolls back the handler's writes
             return Err(err);
         }
     };
+    if let Err(why) = crate::storable::check_output(&mut output) {
+        drop((tx, guard)); // an output no store could read back: the handler's failure
+        return Err(HandlerError::permanent(why));
+    }
     let Some(scope) = ctx.transaction_scope() else {
         return Err(HandlerError::permanent(
             "a transactional handler's delivery lost its transaction scope",

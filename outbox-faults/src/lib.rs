@@ -13,6 +13,9 @@
 #[doc = include_str!("../../README.md")]
 pub struct RootReadme;
 
+mod proxy;
+pub use proxy::StallingProxy;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};

@@ -26,6 +26,8 @@ use uuid::Uuid;
 pub struct Faults {
     everything: AtomicBool,
     renewals: AtomicBool,
+    stalled_renewals: AtomicBool,
+    unstalled: tokio::sync::Notify,
     injected: AtomicU64,
 }
 
@@ -38,6 +40,26 @@ impl Faults {
     /// Makes lease renewals fail with [`StoreError::Unavailable`] (or succeed again).
     pub fn fail_renewals(&self, on: bool) {
         self.renewals.store(on, Ordering::SeqCst);
+    }
+
+    /// Makes lease renewals hang without an answer, as over a stalled connection or a network
+    /// partition (or answer again: the hung calls then go on to the inner store).
+    pub fn stall_renewals(&self, on: bool) {
+        self.stalled_renewals.store(on, Ordering::SeqCst);
+        if !on {
+            self.unstalled.notify_waiters();
+        }
+    }
+
+    /// Waits while renewals are stalled.
+    async fn wait_unstalled(&self) {
+        loop {
+            let unstalled = self.unstalled.notified();
+            if !self.stalled_renewals.load(Ordering::SeqCst) {
+                return;
+            }
+            unstalled.await;
+        }
     }
 
     /// Whether every call fails now.
@@ -112,6 +134,7 @@ impl<S: Store> Store for FaultyStore<S> {
     ) -> Result<DateTime<Utc>, StoreError> {
         self.check("renew_lease")?;
         self.faults.check(&self.faults.renewals, "renew_lease")?;
+        self.faults.wait_unstalled().await;
         self.inner.renew_lease(lease, extend).await
     }
     async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError> {

@@ -43,6 +43,7 @@ macro_rules! conformance_suite {
             p4_missing_handler_no_hot_loop,
             p5_panics_and_timeouts,
             p6_lease_renewal_and_loss,
+            p6_compromised_lease_never_overlaps,
             p7_graceful_shutdown,
             p7_crash_mid_handler_redelivers,
             p8_many_workers_stress,

@@ -171,6 +171,7 @@ async fn write_batch(shared: &Arc<Shared>, mut batch: Vec<Pending>) {
         .iter_mut()
         .map(|p| (p.lease, std::mem::replace(&mut p.completion, lent())))
         .collect();
+    let sent = Instant::now();
     let handed = if hand_offs > 0 && !shared.stop_claiming.is_cancelled() {
         let next = ClaimRequest::new(
             shared.config.worker_id.clone(),
@@ -184,7 +185,9 @@ async fn write_batch(shared: &Arc<Shared>, mut batch: Vec<Pending>) {
     for (pending, (_, completion)) in batch.iter_mut().zip(items) {
         pending.completion = completion;
     }
-    let mut results = handed.results.into_iter();
+    let mut results = handed.results;
+    rewrite_refused(shared, &mut batch, &mut results).await;
+    let mut results = results.into_iter();
     let mut successors = handed.next;
     let mut slots = Vec::with_capacity(successors.len());
     if results.len() != count {
@@ -223,7 +226,7 @@ async fn write_batch(shared: &Arc<Shared>, mut batch: Vec<Pending>) {
             }
         }
         for (event, slot) in successors.into_iter().zip(slots) {
-            shared.spawn_event_task(event, slot);
+            shared.spawn_event_task(event, slot, sent);
         }
     }
     if handed_off {
@@ -231,6 +234,55 @@ async fn write_batch(shared: &Arc<Shared>, mut batch: Vec<Pending>) {
         // (SQLite has no wake-ups to say so) (measured: a keyed drain on SQLite ran at 0.16-0.25 of
         // the plain drain without this, 0.74 with it).
         shared.wake.notify_one();
+    }
+}
+
+/// Whether a completion failed for a reason of its own: not a lost lease (fencing worked) and not
+/// a passing fault (retried as it is).
+fn refused(result: &Result<(), StoreError>) -> bool {
+    matches!(result, Err(err) if !err.is_transient() && !matches!(err, StoreError::LeaseLost { .. }))
+}
+
+/// One item must not take the others' outcomes down with it, nor loop (C11): the items a store
+/// refused for a reason of their own are written again one at a time (a whole batch fails when
+/// one of its items cannot be written), and an item still refused alone is written in its
+/// stripped form (no outputs or logs, short errors), which says why.
+async fn rewrite_refused(
+    shared: &Shared,
+    batch: &mut [Pending],
+    results: &mut [Result<(), StoreError>],
+) {
+    let batched = batch.len() > 1;
+    for (pending, result) in batch.iter_mut().zip(results.iter_mut()) {
+        if !refused(result) {
+            continue;
+        }
+        if batched {
+            *result = shared
+                .store
+                .complete(&pending.lease, pending.completion.clone())
+                .await;
+            if !refused(result) {
+                continue;
+            }
+        }
+        let why = match &*result {
+            Err(err) => err.to_string(),
+            Ok(()) => continue,
+        };
+        tracing::error!(
+            event_id = %pending.lease.event_id,
+            error = %crate::text::untrusted(&why),
+            "the store refused this outcome; writing it without outputs and logs"
+        );
+        let stripped = crate::storable::stripped(&pending.completion, &why);
+        *result = shared
+            .store
+            .complete(&pending.lease, stripped.clone())
+            .await;
+        if result.is_ok() {
+            pending.completion = stripped;
+        }
     }
 }
 
@@ -279,7 +331,7 @@ fn settle(shared: &Arc<Shared>, mut pending: Pending, result: Result<(), StoreEr
         }
         Err(err) if err.is_transient() && Instant::now() + pending.pause < pending.deadline => {
             shared.metrics.store_error();
-            tracing::warn!(%event_id, error = %err, retry_in = ?pending.pause, "completion failed; retrying");
+            tracing::warn!(%event_id, error = %crate::text::untrusted(&err.to_string()), retry_in = ?pending.pause, "completion failed; retrying");
             let shared = Arc::clone(shared);
             tokio::spawn(async move {
                 tokio::time::sleep(pending.pause).await;
@@ -289,7 +341,7 @@ fn settle(shared: &Arc<Shared>, mut pending: Pending, result: Result<(), StoreEr
         }
         Err(err) => {
             shared.metrics.store_error();
-            tracing::error!(%event_id, error = %err, "completion failed; the event will be redelivered after its lease");
+            tracing::error!(%event_id, error = %crate::text::untrusted(&err.to_string()), "completion failed; the event will be redelivered after its lease");
         }
     }
 }

@@ -128,6 +128,13 @@ impl Default for WorkerConfig {
     }
 }
 
+/// The longest lease a worker takes (a lease is how long a crashed worker's events wait).
+const MAX_LEASE: Duration = Duration::from_secs(24 * 3600);
+/// The longest any other duration setting may be: every timer and clock can add it.
+const MAX_SETTING: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The most events one worker runs at once (its slots are a semaphore of this many permits).
+const MAX_IN_FLIGHT: usize = 1 << 20;
+
 fn default_worker_id() -> String {
     let unique = uuid::Uuid::now_v7().simple().to_string();
     format!(
@@ -188,6 +195,31 @@ impl WorkerConfig {
         self.renew_interval.unwrap_or(self.lease / 3)
     }
 
+    /// The safety margin of a lease: a tenth of it. A lease the store has not confirmed for
+    /// `lease - 2 × margin` (from when the confirming claim or renewal was sent) is compromised
+    /// (contract P6): its handlers' cancellation fires and their outcome will be discarded; at
+    /// `lease - margin` they are aborted, before the store's lease can expire, whether or not the
+    /// store ever answers. So no handler of the event still runs in this worker once another
+    /// worker can claim it. (A handler that blocks its thread cannot be aborted: keep blocking
+    /// work in `spawn_blocking`.)
+    ///
+    /// ```
+    /// use outbox_core::WorkerConfig;
+    /// use std::time::Duration;
+    /// let config = WorkerConfig::default().with_lease(Duration::from_secs(30));
+    /// assert_eq!(config.lease_margin(), Duration::from_secs(3));
+    /// ```
+    pub fn lease_margin(&self) -> Duration {
+        self.lease / 10
+    }
+
+    /// Until when a lease confirmed by a claim or renewal *sent* at `sent` can be trusted: the
+    /// store counts the lease from its own now, which is no earlier than `sent`, so this holds
+    /// whatever the store's clock says.
+    pub(crate) fn lease_trusted_until(&self, sent: tokio::time::Instant) -> tokio::time::Instant {
+        sent + (self.lease - self.lease_margin())
+    }
+
     /// Checks every setting, naming the first invalid one.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let positive = |field: &str, d: Duration| {
@@ -209,15 +241,38 @@ impl WorkerConfig {
         if self.lease < Duration::from_millis(50) {
             return Err(ConfigError::new("lease", "must be at least 50 ms"));
         }
+        if self.lease > MAX_LEASE {
+            return Err(ConfigError::new("lease", "must be at most 24 hours"));
+        }
+        for (field, value) in [
+            ("poll_interval", self.poll_interval),
+            ("handler_timeout", self.handler_timeout),
+            ("shutdown_grace", self.shutdown_grace),
+            ("store_backoff_initial", self.store_backoff_initial),
+            ("store_backoff_max", self.store_backoff_max),
+            ("missing_handler_grace", self.missing_handler_grace),
+            ("renew_interval", self.renew_every()),
+        ] {
+            if value > MAX_SETTING {
+                return Err(ConfigError::new(field, "must be at most 365 days"));
+            }
+        }
+        if self.max_in_flight > MAX_IN_FLIGHT {
+            return Err(ConfigError::new(
+                "max_in_flight",
+                format!("must be at most {MAX_IN_FLIGHT}"),
+            ));
+        }
         positive("poll_interval", self.poll_interval)?;
         positive("handler_timeout", self.handler_timeout)?;
         positive("store_backoff_initial", self.store_backoff_initial)?;
         positive("missing_handler_grace", self.missing_handler_grace)?;
         positive("renew_interval", self.renew_every())?;
-        if self.renew_every() >= self.lease {
+        if self.renew_every() >= self.lease - 2 * self.lease_margin() {
             return Err(ConfigError::new(
                 "renew_interval",
-                "must be shorter than the lease",
+                "must be shorter than four fifths of the lease (a lease not renewed by then is \
+                 compromised and its handlers are cancelled)",
             ));
         }
         if self.store_backoff_max < self.store_backoff_initial {

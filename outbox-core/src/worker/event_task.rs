@@ -23,6 +23,7 @@ pub(super) fn process_event(
     shared: Arc<Shared>,
     claimed: ClaimedEvent,
     permit: OwnedSemaphorePermit,
+    trusted_until: tokio::time::Instant,
 ) -> std::pin::Pin<Box<impl std::future::Future<Output = ()> + Send>> {
     let ClaimedEvent {
         mut record, lease, ..
@@ -35,12 +36,12 @@ pub(super) fn process_event(
         parent: None,
         "outbox.event",
         event_id = %record.id,
-        event_type = %record.event_type,
+        event_type = %crate::text::untrusted(&record.event_type),
         correlation_id = record.correlation_id.as_deref().unwrap_or(""),
         attempt = record.attempts,
     );
     crate::trace::continue_trace(&span, record.traceparent.as_deref());
-    Box::pin(run(shared, Arc::new(record), lease, permit).instrument(span))
+    Box::pin(run(shared, Arc::new(record), lease, permit, trusted_until).instrument(span))
 }
 
 async fn run(
@@ -48,6 +49,7 @@ async fn run(
     record: Arc<EventRecord>,
     lease: Lease,
     permit: OwnedSemaphorePermit,
+    trusted_until: tokio::time::Instant,
 ) {
     if shared.crashed() {
         return;
@@ -69,7 +71,9 @@ async fn run(
     // Fired by the renewer when the lease is lost, and by shutdown (which sweeps every held lease).
     let cancellation = CancellationToken::new();
     let abort = CancellationToken::new();
-    let held = shared.held.hold(lease, cancellation.clone(), abort.clone());
+    let held = shared
+        .held
+        .hold(lease, trusted_until, cancellation.clone(), abort.clone());
     if shared.stop_claiming.is_cancelled() {
         cancellation.cancel();
     }
@@ -116,7 +120,7 @@ async fn run(
                     Ok(_) => shared.metrics.handler_succeeded(&outcome.handler),
                     Err(err) => {
                         shared.metrics.handler_failed(&outcome.handler);
-                        tracing::warn!(handler = %outcome.handler, error = %err, permanent = err.is_permanent(), "handler failed");
+                        tracing::warn!(handler = %outcome.handler, error = %crate::text::untrusted(err.message()), permanent = err.is_permanent(), "handler failed");
                     }
                 }
             }
@@ -142,6 +146,7 @@ async fn run(
     let expected = shared.processor.handler_names(&record.event_type);
     let mut completion = fold_outcome(&record, &dispatch, expected, &rules, Utc::now());
     crate::logs::merge_logs(&mut completion.handler_results, logs.take());
+    crate::storable::make_storable(&mut completion);
     submit(&shared, lease, completion, Kind::Outcome, &record, permit);
 }
 

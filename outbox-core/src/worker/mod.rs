@@ -25,6 +25,7 @@ use crate::processor::{DispatchProcessor, Processor};
 use crate::registry::Registry;
 use crate::state::States;
 use crate::store::{ClaimRequest, Store};
+use crate::text::untrusted;
 
 /// Why a worker could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -274,14 +275,22 @@ impl Shared {
         self.crashed.load(Ordering::Acquire)
     }
 
-    /// Spawns the task that processes a claimed (or handed-off) event.
+    /// Spawns the task that processes a claimed (or handed-off) event; `leased_at` is when the
+    /// call that leased it was sent (its lease is trusted from then, see
+    /// [`WorkerConfig::lease_margin`]).
     pub(crate) fn spawn_event_task(
         self: &Arc<Self>,
         event: crate::store::ClaimedEvent,
         permit: tokio::sync::OwnedSemaphorePermit,
+        leased_at: tokio::time::Instant,
     ) {
-        self.event_tasks
-            .spawn(event_task::process_event(Arc::clone(self), event, permit));
+        let trusted_until = self.config.lease_trusted_until(leased_at);
+        self.event_tasks.spawn(event_task::process_event(
+            Arc::clone(self),
+            event,
+            permit,
+            trusted_until,
+        ));
     }
 
     /// Logs an event type without a handler, at most once per type per minute (every occurrence is
@@ -382,7 +391,11 @@ impl WorkerHandle {
     }
 
     /// Stops claiming, fires in-flight handlers' cancellation tokens, waits up to the grace period,
-    /// aborts what still runs, persists every outcome it has, and returns.
+    /// aborts what still runs, persists every outcome it has, and returns (P7).
+    ///
+    /// It returns within `shutdown_grace` + [`ShutdownReport::ABORT_WAIT`] + the time the store takes to accept
+    /// the outcomes (at most the lease, while the store fails), even when a handler blocks its
+    /// thread: such a handler is abandoned and counted in [`ShutdownReport::abandoned`].
     pub async fn shutdown(self) -> ShutdownReport {
         self.shared.stop_claiming.cancel();
         match self.task.await {
@@ -392,6 +405,7 @@ impl WorkerHandle {
                 ShutdownReport {
                     in_flight_at_shutdown: 0,
                     aborted_after_grace: false,
+                    abandoned: 0,
                     metrics: self.shared.metrics.snapshot(),
                 }
             }
@@ -415,6 +429,9 @@ pub struct ShutdownReport {
     pub in_flight_at_shutdown: usize,
     /// Whether the grace period ran out and handlers were aborted.
     pub aborted_after_grace: bool,
+    /// Events whose handlers did not stop within [`ShutdownReport::ABORT_WAIT`] of being aborted (they block their
+    /// thread): shutdown returned without them; they are redelivered after their lease.
+    pub abandoned: usize,
     /// Final counters.
     pub metrics: MetricsSnapshot,
 }
@@ -450,6 +467,8 @@ async fn run(shared: Arc<Shared>) -> ShutdownReport {
     // Renews held leases until every in-flight event has finished (it stops with this function).
     let renewer = tokio::spawn(renewer::renew_held_leases(Arc::clone(&shared)));
     let _renewer = crate::processor::AbortOnDrop(renewer.abort_handle());
+    let watchdog = tokio::spawn(renewer::expire_unconfirmed_leases(Arc::clone(&shared)));
+    let _watchdog = crate::processor::AbortOnDrop(watchdog.abort_handle());
     let mut fault_backoff = config.store_backoff_initial;
     tracing::info!(worker_id = %config.worker_id, "outbox worker started");
 
@@ -471,6 +490,7 @@ async fn run(shared: Arc<Shared>) -> ShutdownReport {
         }
         let limit = free.min(config.batch_size);
         let request = ClaimRequest::new(config.worker_id.clone(), limit, config.lease);
+        let sent = tokio::time::Instant::now();
         let claimed = tokio::select! {
             claimed = shared.store.claim(&request) => claimed,
             () = shared.stop_claiming.cancelled() => break,
@@ -478,7 +498,7 @@ async fn run(shared: Arc<Shared>) -> ShutdownReport {
         match claimed {
             Err(err) => {
                 shared.metrics.store_error();
-                tracing::warn!(error = %err, retry_in = ?fault_backoff, "claim failed; backing off");
+                tracing::warn!(error = %untrusted(&err.to_string()), retry_in = ?fault_backoff, "claim failed; backing off");
                 tokio::select! {
                     () = tokio::time::sleep(fault_backoff) => {}
                     () = shared.stop_claiming.cancelled() => break,
@@ -494,7 +514,7 @@ async fn run(shared: Arc<Shared>) -> ShutdownReport {
                     let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
                         break;
                     };
-                    shared.spawn_event_task(event, permit);
+                    shared.spawn_event_task(event, permit, sent);
                 }
                 if !full {
                     tokio::select! {
@@ -517,21 +537,37 @@ async fn run(shared: Arc<Shared>) -> ShutdownReport {
     let drained = tokio::time::timeout(config.shutdown_grace, shared.event_tasks.wait())
         .await
         .is_ok();
+    let mut abandoned = 0;
     if !drained {
         tracing::warn!(grace = ?config.shutdown_grace, "grace period over; aborting handlers still running");
         shared.hard_stop.cancel();
         shared.held.abort_all();
-        shared.event_tasks.wait().await;
+        // An aborted handler stops at its next `.await`; one that blocks its thread cannot be
+        // stopped, so it is abandoned (its event is redelivered after its lease).
+        if tokio::time::timeout(ShutdownReport::ABORT_WAIT, shared.event_tasks.wait())
+            .await
+            .is_err()
+        {
+            abandoned = shared.event_tasks.len();
+            tracing::error!(
+                abandoned,
+                "handlers did not stop when aborted (blocking their thread?); abandoning them"
+            );
+        }
     }
     shared.hard_stop.cancel();
     // Every in-flight slot comes back once its outcome is persisted (or given up on after the
-    // lease): wait for them, so the outcomes are written when shutdown returns.
-    let slots = u32::try_from(config.max_in_flight).unwrap_or(u32::MAX);
-    let persisted = tokio::time::timeout(
-        config.lease + config.shutdown_grace,
-        permits.acquire_many(slots),
-    )
-    .await;
+    // lease): wait for them, so the outcomes are written when shutdown returns. Abandoned events
+    // keep their slots.
+    let slots = config.max_in_flight.saturating_sub(abandoned);
+    let slots = u32::try_from(slots).unwrap_or(u32::MAX);
+    let persisted = if slots == 0 {
+        Ok(Ok(()))
+    } else {
+        tokio::time::timeout(config.lease, permits.acquire_many(slots))
+            .await
+            .map(|acquired| acquired.map(drop))
+    };
     if !matches!(persisted, Ok(Ok(_))) {
         tracing::warn!(
             "some outcomes were not persisted before shutdown; their events will be redelivered"
@@ -541,8 +577,15 @@ async fn run(shared: Arc<Shared>) -> ShutdownReport {
     ShutdownReport {
         in_flight_at_shutdown,
         aborted_after_grace: !drained,
+        abandoned,
         metrics: shared.metrics.snapshot(),
     }
+}
+
+impl ShutdownReport {
+    /// How long shutdown waits, after the grace period, for aborted handlers to stop before it
+    /// abandons those that block their thread (P7's documented bound): one second.
+    pub const ABORT_WAIT: Duration = Duration::from_secs(1);
 }
 
 /// Forwards the store's wake-ups; resubscribes (then polls once) when the stream ends or fails.
@@ -566,7 +609,7 @@ async fn listen_for_wakeups(shared: Arc<Shared>) {
             }
             Ok(None) => return,
             Err(err) => {
-                tracing::warn!(error = %err, "wake-up subscription failed; polling meanwhile");
+                tracing::warn!(error = %untrusted(&err.to_string()), "wake-up subscription failed; polling meanwhile");
             }
         }
         tokio::select! {

@@ -15,9 +15,9 @@ pub use poison_and_limits::{c11_input_limits, c11_poison_rows};
 pub use processor_clauses::{
     b1_batch_handlers, h5_hand_built_registry, l1_per_event_logs, p1_fan_out_per_handler_results,
     p2_retries_then_dead, p3_permanent_errors, p4_missing_handler_no_hot_loop,
-    p4_unhandled_event_types, p5_panics_and_timeouts, p6_lease_renewal_and_loss,
-    p7_crash_mid_handler_redelivers, p7_graceful_shutdown, p9_store_faults, w1_wait_for_outcomes,
-    w2_outcome_targets,
+    p4_unhandled_event_types, p5_panics_and_timeouts, p6_compromised_lease_never_overlaps,
+    p6_lease_renewal_and_loss, p7_crash_mid_handler_redelivers, p7_graceful_shutdown,
+    p9_store_faults, w1_wait_for_outcomes, w2_outcome_targets,
 };
 pub use store_clauses::{
     c1_transactional_enqueue, c2_claim_oldest_first, c2_claim_returns_every_field,
@@ -62,6 +62,7 @@ pub const CLAUSES: &[&str] = &[
     "p4_missing_handler_no_hot_loop",
     "p5_panics_and_timeouts",
     "p6_lease_renewal_and_loss",
+    "p6_compromised_lease_never_overlaps",
     "p7_graceful_shutdown",
     "p7_crash_mid_handler_redelivers",
     "p8_many_workers_stress",

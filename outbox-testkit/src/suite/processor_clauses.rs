@@ -494,6 +494,98 @@ pub async fn p6_lease_renewal_and_loss<F: StoreFactory>(factory: &F) -> ClauseRe
     Ok(Verdict::Passed)
 }
 
+/// P6, compromised leases: when the store stops answering renewals (they hang, as over a stalled
+/// connection), the worker gives the lease up by itself before it can expire — its handler is
+/// aborted even though it ignores its cancellation token — so a second claimer that takes the
+/// event after the expiry never runs it while the first run still goes on.
+pub async fn p6_compromised_lease_never_overlaps<F: StoreFactory>(factory: &F) -> ClauseResult {
+    use std::sync::Mutex;
+    use tokio::time::Instant;
+    let base = factory.create(&namespace("p6c")).await?;
+    let store = crate::FaultyStore::new(base.clone());
+    let faults = store.faults();
+    let started = Arc::new(tokio::sync::Notify::new());
+    let ended: Arc<Mutex<Option<Instant>>> = Arc::default();
+    /// Records when the handler's run ended, however it ended (dropped when aborted).
+    struct RunEnd(Arc<Mutex<Option<Instant>>>);
+    impl Drop for RunEnd {
+        fn drop(&mut self) {
+            *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+        }
+    }
+    let stubborn = {
+        let (started, ended) = (Arc::clone(&started), Arc::clone(&ended));
+        Handler::raw("p6c.Long", "stubborn", move |_record, _ctx| {
+            let _end = RunEnd(Arc::clone(&ended));
+            let started = Arc::clone(&started);
+            async move {
+                let _end = _end;
+                started.notify_one();
+                // Ignores its cancellation token: only an abort stops it.
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Ok::<_, HandlerError>(())
+            }
+        })
+    };
+    let lease = Duration::from_millis(600);
+    let config = fast_config()
+        .with_lease(lease)
+        .with_renew_interval(Duration::from_millis(150));
+    let worker = start(&store, registry(vec![stubborn])?, config)?;
+    let id = put(&base, "p6c.Long", json!({})).await?;
+    tokio::time::timeout(WAIT, started.notified())
+        .await
+        .map_err(|_| Failure::new("handler never started"))?;
+    faults.stall_renewals(true);
+    let stalled_at = Instant::now();
+    // The second claimer takes the event as soon as the store lets it.
+    let thief = loop {
+        let mut got = base.claim(&claim(1, Duration::from_secs(30))).await?;
+        if let Some(c) = got.pop() {
+            break c;
+        }
+        ensure!(
+            stalled_at.elapsed() < Duration::from_secs(10),
+            "the unrenewed lease never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let claimed_at = Instant::now();
+    let run_ended = *ended
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    faults.stall_renewals(false);
+    ensure!(
+        thief.lease.event_id == id,
+        "the second claim returned another event"
+    );
+    let Some(run_ended) = run_ended else {
+        return Err(Failure::new(format!(
+            "the first worker's handler still ran when a second claimer took the event {:?} after renewals stalled (the lease is {lease:?}): two runs of one event overlapped",
+            claimed_at - stalled_at
+        )));
+    };
+    ensure!(
+        run_ended <= claimed_at,
+        "the first run ended after the second claim"
+    );
+    let metrics = worker.shutdown().await.metrics;
+    ensure!(
+        metrics.leases_compromised >= 1 && metrics.lease_lost >= 1,
+        "the worker did not count the compromised lease: {metrics:?}"
+    );
+    let record = fetch(&base, id).await?;
+    ensure!(
+        record.handler_results.is_empty() && record.status == EventStatus::Pending,
+        "the compromised run's outcome was written: {:?}",
+        record.handler_results
+    );
+    Ok(Verdict::Passed)
+}
+
 /// P7: shutdown stops claiming, fires handlers' cancellation tokens, lets them finish within the
 /// grace period and persists their outcomes; handlers still running after it are aborted and their
 /// events released, not left leased.
