@@ -382,14 +382,14 @@ impl NewEvent {
 
     /// The record a store creates from this event at time `now` (used by stores that build records
     /// in process; SQL stores use their own defaults).
-    pub fn into_record(self, now: DateTime<Utc>) -> EventRecord {
+    pub fn into_record(mut self, now: DateTime<Utc>) -> EventRecord {
         EventRecord {
             id: self.id,
-            event_type: self.event_type,
-            payload: self.payload.into(),
-            correlation_id: self.correlation_id,
-            ordering_key: self.ordering_key,
-            idempotency_key: self.idempotency_key,
+            event_type: std::mem::take(&mut self.event_type),
+            payload: std::mem::take(&mut self.payload).into(),
+            correlation_id: self.correlation_id.take(),
+            ordering_key: self.ordering_key.take(),
+            idempotency_key: self.idempotency_key.take(),
             created_at: now,
             available_at: self.available_at.unwrap_or(now),
             attempts: 0,
@@ -400,7 +400,34 @@ impl NewEvent {
             locked_by: None,
             locked_until: None,
             lease_token: None,
-            traceparent: self.traceparent,
+            traceparent: self.traceparent.take(),
+        }
+    }
+}
+
+/// A payload is taken apart with a stack of its own when the event is dropped: `serde_json`
+/// drops nested values recursively, so an event whose payload nests tens of thousands of levels
+/// (refused by [`Limits`](crate::Limits), but dropped by whoever refused it) would otherwise
+/// overflow the stack and abort the process.
+impl Drop for NewEvent {
+    fn drop(&mut self) {
+        if matches!(
+            self.payload,
+            serde_json::Value::Array(_) | serde_json::Value::Object(_)
+        ) {
+            dismantle(std::mem::take(&mut self.payload));
+        }
+    }
+}
+
+/// Drops `value` without recursion.
+pub(crate) fn dismantle(value: serde_json::Value) {
+    let mut stack = vec![value];
+    while let Some(value) = stack.pop() {
+        match value {
+            serde_json::Value::Array(items) => stack.extend(items),
+            serde_json::Value::Object(map) => stack.extend(map.into_iter().map(|(_, v)| v)),
+            _ => {}
         }
     }
 }

@@ -36,6 +36,7 @@ macro_rules! conformance_suite {
             c10_schema_and_names,
             c11_poison_rows,
             c11_input_limits,
+            c11_unstorable_outcomes,
             p1_fan_out_per_handler_results,
             p2_retries_then_dead,
             p3_permanent_errors,

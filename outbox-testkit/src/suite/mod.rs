@@ -11,7 +11,7 @@ mod stress;
 mod support;
 mod transactional;
 
-pub use poison_and_limits::{c11_input_limits, c11_poison_rows};
+pub use poison_and_limits::{c11_input_limits, c11_poison_rows, c11_unstorable_outcomes};
 pub use processor_clauses::{
     b1_batch_handlers, h5_hand_built_registry, l1_per_event_logs, p1_fan_out_per_handler_results,
     p2_retries_then_dead, p3_permanent_errors, p4_missing_handler_no_hot_loop,
@@ -55,6 +55,7 @@ pub const CLAUSES: &[&str] = &[
     "c10_schema_and_names",
     "c11_poison_rows",
     "c11_input_limits",
+    "c11_unstorable_outcomes",
     "p1_fan_out_per_handler_results",
     "p2_retries_then_dead",
     "p3_permanent_errors",

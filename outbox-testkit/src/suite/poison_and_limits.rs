@@ -165,6 +165,7 @@ pub async fn c11_input_limits<F: StoreFactory>(factory: &F) -> ClauseResult {
         ("NUL in the ordering key", ok().ordering_key("k\0")),
         ("NUL in the idempotency key", ok().idempotency_key("k\0")),
         ("NUL in the correlation id", ok().correlation_id("c\0")),
+        ("an empty correlation id", ok().correlation_id("")),
         (
             "an event type of 10,000 characters",
             NewEvent::new("T".repeat(10_000), json!({})),
@@ -204,6 +205,47 @@ pub async fn c11_input_limits<F: StoreFactory>(factory: &F) -> ClauseResult {
             );
         }
     }
+    // Nesting: one level past the limit is refused everywhere; far deeper is refused without
+    // crashing (the check must not recurse); the deepest accepted payload reads back identical.
+    // Built by moving each level into the next (`json!` would serialize the inner value again).
+    let nested = |depth: usize| {
+        (0..depth).fold(json!("leaf"), |v, n| {
+            if n % 2 == 0 {
+                serde_json::Value::Array(vec![v])
+            } else {
+                serde_json::Value::Object([("k".to_owned(), v)].into_iter().collect())
+            }
+        })
+    };
+    for depth in [outbox_core::storable::MAX_JSON_DEPTH + 1, 10_000] {
+        let verdict = store
+            .enqueue(NewEvent::new("c11.Limits", nested(depth)))
+            .await;
+        ensure!(
+            matches!(verdict, Err(StoreError::InvalidRequest { .. })),
+            "a payload nested {depth} levels must be refused with InvalidRequest, got {verdict:?}"
+        );
+        if let Some(mut tx) = factory.begin(&store).await? {
+            let verdict = tx.enqueue(NewEvent::new("c11.Limits", nested(depth))).await;
+            tx.rollback().await?;
+            ensure!(
+                matches!(verdict, Err(StoreError::InvalidRequest { .. })),
+                "a payload nested {depth} levels must be refused inside a transaction too, got \
+                 {verdict:?}"
+            );
+        }
+    }
+    let deepest = nested(outbox_core::storable::MAX_JSON_DEPTH);
+    let stored = store
+        .enqueue(NewEvent::new("c11.Deep", deepest.clone()))
+        .await?;
+    let record = fetch(&store, stored.id).await?;
+    ensure!(
+        *record.payload == deepest,
+        "a payload nested {} levels (the limit) did not read back identical: {}",
+        outbox_core::storable::MAX_JSON_DEPTH,
+        record.payload
+    );
     // The largest accepted values are accepted everywhere.
     let largest = NewEvent::new("T".repeat(255), json!({"blob": "x".repeat(1_000_000)}))
         .ordering_key("k".repeat(255))
@@ -231,8 +273,177 @@ pub async fn c11_input_limits<F: StoreFactory>(factory: &F) -> ClauseResult {
         "a refused batch stored part of its events"
     );
     ensure!(
-        store.stats().await?.pending == 1,
+        store.stats().await?.pending == 2,
         "refused events were stored"
     );
+    Ok(Verdict::Passed)
+}
+
+/// C11, outcomes: whatever a handler returns is made storable by core before the store sees it —
+/// NUL characters, a 20 MB error, a retry delay of `Duration::MAX`, an output nested 200 levels
+/// or of 20 MB, NUL in an output and in a log line — on every store alike. Each such event ends
+/// recorded (processed, dead or backing off) within its attempts, and 40 healthy events completed
+/// in the same batches each run exactly once.
+pub async fn c11_unstorable_outcomes<F: StoreFactory>(factory: &F) -> ClauseResult {
+    use outbox_core::storable::{CUT_MARK, MAX_RETRY_DELAY};
+    let store = factory.create(&namespace("c11out")).await?;
+    let calls = Calls::default();
+    let deep = || (0..200).fold(json!(1), |v, _| serde_json::Value::Array(vec![v]));
+    let twenty_mb = || "x".repeat(20 << 20);
+    let bad = |kind: &'static str| {
+        let calls = calls.clone();
+        Handler::raw(format!("c11out.{kind}"), kind, move |record, ctx| {
+            calls.record(record.id, kind);
+            async move {
+                match kind {
+                    "nul_error" => Err(HandlerError::retry("bad\0error")),
+                    "huge_error" => Err(HandlerError::permanent(twenty_mb())),
+                    "forever" => Err(HandlerError::retry_after("later", Duration::MAX)),
+                    "deep_output" => Ok(Some(deep())),
+                    "big_output" => Ok(Some(json!(twenty_mb()))),
+                    "nul_output" => Ok(Some(json!({"id\u{0}": "a\u{0}b"}))),
+                    _ => {
+                        ctx.info("line with \0 NUL");
+                        Ok(None)
+                    }
+                }
+            }
+        })
+    };
+    let kinds = [
+        "nul_error",
+        "huge_error",
+        "forever",
+        "deep_output",
+        "big_output",
+        "nul_output",
+        "nul_log",
+    ];
+    let healthy = {
+        let calls = calls.clone();
+        Handler::raw("c11out.Healthy", "healthy", move |record, _ctx| {
+            calls.record(record.id, "healthy");
+            async { Ok::<_, HandlerError>(json!({"ok": true})) }
+        })
+    };
+    let mut handlers: Vec<Handler> = kinds.iter().map(|k| bad(k)).collect();
+    handlers.push(healthy);
+    let registry = handlers
+        .into_iter()
+        .fold(Registry::builder(), outbox_core::RegistryBuilder::handler)
+        .build()
+        .map_err(|e| Failure::new(format!("registry: {e}")))?;
+
+    let mut events: Vec<NewEvent> = (0..40)
+        .map(|n| NewEvent::new("c11out.Healthy", json!({ "n": n })))
+        .collect();
+    events.extend(
+        kinds
+            .iter()
+            .map(|k| NewEvent::new(format!("c11out.{k}"), json!({}))),
+    );
+    let ids: Vec<_> = store
+        .enqueue_batch(events)
+        .await?
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    let (healthy_ids, bad_ids) = ids.split_at(40);
+    let max_attempts = 2;
+    let worker = Worker::builder(store.clone())
+        .registry(registry)
+        .config(
+            fast_config()
+                .with_batch_size(64)
+                .with_max_in_flight(64)
+                .with_retry(
+                    outbox_core::RetryPolicy::default()
+                        .with_max_attempts(max_attempts)
+                        .with_initial_delay(Duration::from_millis(30))
+                        .with_max_delay(Duration::from_millis(100))
+                        .with_jitter(0.0),
+                ),
+        )
+        .build()
+        .map_err(|e| Failure::new(format!("worker: {e}")))?
+        .start();
+    for id in healthy_ids {
+        wait_status(&store, *id, EventStatus::Processed, WAIT).await?;
+    }
+    let expect = [
+        EventStatus::Dead,
+        EventStatus::Dead,
+        EventStatus::Pending,
+        EventStatus::Dead,
+        EventStatus::Dead,
+        EventStatus::Processed,
+        EventStatus::Processed,
+    ];
+    for ((kind, id), status) in kinds.iter().zip(bad_ids).zip(expect) {
+        if status == EventStatus::Pending {
+            wait_until(WAIT, "the retry_after(MAX) outcome is recorded", || async {
+                Ok(fetch(&store, *id)
+                    .await?
+                    .handler_results
+                    .contains_key(*kind))
+            })
+            .await?;
+        } else {
+            wait_status(&store, *id, status, WAIT)
+                .await
+                .map_err(|e| Failure::new(format!("{kind}: {e}")))?;
+        }
+    }
+    // Long enough for any looping outcome to show (retries wait 30-100 ms).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    worker.shutdown().await;
+
+    for id in healthy_ids {
+        let runs = calls.get(*id, "healthy");
+        ensure!(
+            runs == 1,
+            "a healthy event beside unstorable outcomes ran {runs} times"
+        );
+        let record = fetch(&store, *id).await?;
+        ensure!(
+            record.handler_results["healthy"].output == Some(json!({"ok": true})),
+            "a healthy event's output was lost: {:?}",
+            record.handler_results
+        );
+    }
+    for (kind, id) in kinds.iter().zip(bad_ids) {
+        let runs = calls.get(*id, kind);
+        ensure!(
+            runs >= 1 && runs <= max_attempts,
+            "{kind}: the handler ran {runs} times (max_attempts {max_attempts})"
+        );
+        let record = fetch(&store, *id).await?;
+        let state = record
+            .handler_results
+            .get(*kind)
+            .ok_or_else(|| Failure::new(format!("{kind}: no result recorded")))?;
+        let error = state.last_error.as_deref().unwrap_or("");
+        let fine = match *kind {
+            "nul_error" => error == "bad\u{FFFD}error" && state.gave_up,
+            "huge_error" => error.contains(CUT_MARK) && error.len() < 16 * 1024 && state.gave_up,
+            "forever" => {
+                let until = record.backoff_until.unwrap_or(record.created_at);
+                let limit = chrono::Utc::now()
+                    + chrono::Duration::from_std(MAX_RETRY_DELAY).unwrap_or_default()
+                    + chrono::Duration::hours(1);
+                record.status == EventStatus::Pending
+                    && until > chrono::Utc::now() + chrono::Duration::days(300)
+                    && until < limit
+            }
+            "deep_output" => error.contains("levels") && state.output.is_none(),
+            "big_output" => error.contains("bytes of JSON") && state.output.is_none(),
+            "nul_output" => state.output == Some(json!({"id\u{FFFD}": "a\u{FFFD}b"})),
+            _ => state
+                .logs
+                .first()
+                .is_some_and(|l| l.message == "line with \u{FFFD} NUL"),
+        };
+        ensure!(fine, "{kind}: recorded as {:?} / {state:?}", record.status);
+    }
     Ok(Verdict::Passed)
 }
