@@ -71,3 +71,40 @@ pub fn corrupt_reason(err: &StoreError) -> String {
         other => other.to_string(),
     }
 }
+
+/// The records of a listing (dead letters, a page of events) that decode; each one that does not
+/// is logged with its reason and left out, so one bad row never hides the others (C11). A claim
+/// sets such a row aside; a listing only reads.
+///
+/// ```
+/// use outbox_core::{EventRecord, NewEvent, StoreError, decodable};
+/// let good = NewEvent::new("T", serde_json::json!({})).into_record(chrono::Utc::now());
+/// let bad: Result<EventRecord, StoreError> =
+///     Err(StoreError::Corrupt { id: "x".into(), message: "payload: not JSON".into() });
+/// let listed = decodable("dead letters", [Ok(good.clone()), bad]);
+/// assert_eq!(listed.len(), 1);
+/// assert_eq!(listed[0].id, good.id);
+/// ```
+pub fn decodable(
+    listing: &str,
+    rows: impl IntoIterator<Item = Result<crate::EventRecord, StoreError>>,
+) -> Vec<crate::EventRecord> {
+    rows.into_iter()
+        .filter_map(|row| match row {
+            Ok(record) => Some(record),
+            Err(err) => {
+                let id = match &err {
+                    StoreError::Corrupt { id, .. } => id.clone(),
+                    _ => String::new(),
+                };
+                tracing::error!(
+                    listing,
+                    event_id = %crate::text::untrusted(&id),
+                    reason = %crate::text::untrusted(&corrupt_reason(&err)),
+                    "a stored event does not decode; left out of the listing (a claim sets it aside)"
+                );
+                None
+            }
+        })
+        .collect()
+}

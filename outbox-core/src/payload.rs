@@ -8,6 +8,57 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+/// Checks what `RawValue` does not: that JSON text nests at most
+/// [`MAX_JSON_DEPTH`](crate::storable::MAX_JSON_DEPTH) levels and escapes no lone UTF-16 surrogate,
+/// so that a `Value` can always be parsed from a payload a claim accepted (C11). One pass over the
+/// bytes, no recursion; syntax is left to the JSON parser that runs next.
+fn check_readable(text: &str) -> Result<(), serde_json::Error> {
+    use serde::de::Error as _;
+    let bytes = text.as_bytes();
+    // The UTF-16 unit of a `\uXXXX` escape starting at `at`, if one does.
+    let unit_at = |at: usize| -> Option<u16> {
+        if bytes.get(at) != Some(&b'\\') || bytes.get(at + 1) != Some(&b'u') {
+            return None;
+        }
+        text.get(at + 2..at + 6)
+            .and_then(|hex| u16::from_str_radix(hex, 16).ok())
+    };
+    let lone_surrogate =
+        || serde_json::Error::custom("the payload escapes a lone UTF-16 surrogate");
+    let (mut depth, mut in_string, mut i) = (0_usize, false, 0);
+    while i < bytes.len() {
+        match (in_string, bytes[i]) {
+            (true, b'"') => in_string = false,
+            (true, b'\\') => {
+                match unit_at(i) {
+                    Some(0xD800..=0xDBFF) => match unit_at(i + 6) {
+                        Some(0xDC00..=0xDFFF) => i += 12,
+                        _ => return Err(lone_surrogate()),
+                    },
+                    Some(0xDC00..=0xDFFF) => return Err(lone_surrogate()),
+                    Some(_) => i += 6,
+                    None => i += 2,
+                }
+                continue;
+            }
+            (false, b'"') => in_string = true,
+            (false, b'[' | b'{') => {
+                depth += 1;
+                if depth > crate::storable::MAX_JSON_DEPTH {
+                    return Err(serde_json::Error::custom(format!(
+                        "the payload nests arrays and objects more than {} levels deep",
+                        crate::storable::MAX_JSON_DEPTH
+                    )));
+                }
+            }
+            (false, b']' | b'}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
 /// The JSON payload of an [`EventRecord`](crate::EventRecord).
 ///
 /// A store that keeps payloads as JSON text (PostgreSQL, SQLite, Redis, MongoDB) hands them over
@@ -54,12 +105,22 @@ enum Repr {
 }
 
 impl Payload {
-    /// A payload from JSON text, checked to be valid JSON (without building a `Value`).
+    /// A payload from JSON text, checked to be valid JSON that a `Value` can hold (without
+    /// building one): nested at most [`MAX_JSON_DEPTH`](crate::storable::MAX_JSON_DEPTH) levels,
+    /// every `\u` escape a whole character (no lone UTF-16 surrogate).
     ///
     /// # Errors
     ///
-    /// The text is not one valid JSON value.
+    /// The text is not one valid JSON value, nests deeper, or escapes a lone surrogate.
+    ///
+    /// ```
+    /// use outbox_core::Payload;
+    /// assert!(Payload::from_json(r#"["\ud83d\ude00"]"#.to_owned()).is_ok());
+    /// assert!(Payload::from_json(r#"["\ud800"]"#.to_owned()).is_err());
+    /// assert!(Payload::from_json("[".repeat(65) + &"]".repeat(65)).is_err());
+    /// ```
     pub fn from_json(text: String) -> Result<Self, serde_json::Error> {
+        check_readable(&text)?;
         RawValue::from_string(text).map(Self::from)
     }
 
@@ -74,7 +135,24 @@ impl Payload {
     /// assert_eq!(payload["a"], 1);
     /// ```
     pub fn from_json_str(text: &str) -> Result<Self, serde_json::Error> {
+        check_readable(text)?;
         serde_json::from_str::<Box<RawValue>>(text).map(Self::from)
+    }
+
+    /// A payload from JSON text a driver already parsed as a `RawValue`, checked like
+    /// [`from_json`](Self::from_json) for what a `RawValue` lets through (depth, lone surrogates).
+    ///
+    /// # Errors
+    ///
+    /// The text nests deeper than a `Value` may, or escapes a lone surrogate.
+    ///
+    /// ```
+    /// let raw = serde_json::value::RawValue::from_string("[1]".to_owned()).unwrap();
+    /// assert_eq!(outbox_core::Payload::from_raw(raw).unwrap()[0], 1);
+    /// ```
+    pub fn from_raw(text: Box<RawValue>) -> Result<Self, serde_json::Error> {
+        check_readable(text.get())?;
+        Ok(Self::from(text))
     }
 
     /// The payload as a [`serde_json::Value`], parsed from the text on first use.

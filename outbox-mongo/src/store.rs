@@ -515,7 +515,10 @@ impl Store for MongoStore {
             .try_collect()
             .await
             .map_err(|e| map_mongo("dead letters", e))?;
-        documents.iter().map(decode).collect()
+        Ok(outbox_core::decodable(
+            "dead letters",
+            documents.iter().map(decode),
+        ))
     }
 
     async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {

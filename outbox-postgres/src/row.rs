@@ -2,7 +2,7 @@
 //! [`EventRecord`]s.
 
 use chrono::{DateTime, Utc};
-use outbox_core::{EventRecord, EventStatus, HandlerResults, StoreError};
+use outbox_core::{EventRecord, EventStatus, HandlerResults, Payload, StoreError};
 use serde_json::value::RawValue;
 use sqlx::postgres::{PgRow, PgValueFormat};
 use sqlx::types::Json;
@@ -45,11 +45,12 @@ pub(crate) fn decode(row: &PgRow) -> Result<EventRecord, StoreError> {
     Ok(EventRecord {
         id,
         event_type: row.try_get_unchecked(1).map_err(get)?,
-        payload: row
-            .try_get_unchecked::<Json<Box<RawValue>>, _>(2)
-            .map_err(get)?
-            .0
-            .into(),
+        payload: Payload::from_raw(
+            row.try_get_unchecked::<Json<Box<RawValue>>, _>(2)
+                .map_err(get)?
+                .0,
+        )
+        .map_err(|e| corrupt(format!("payload: {e}")))?,
         correlation_id: row.try_get_unchecked(3).map_err(get)?,
         ordering_key: row.try_get_unchecked(4).map_err(get)?,
         idempotency_key: row.try_get_unchecked(5).map_err(get)?,

@@ -22,7 +22,7 @@
 //!   way.
 
 /// The version of the schema this crate writes and expects, recorded in `<table>_schema`.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 /// What `migrate()` creates beside the table, by suffix of the table's name (`<table>_<suffix>`):
 /// what [`PgStore::verify`](crate::PgStore::verify) looks for.
@@ -229,7 +229,7 @@ BEGIN
             -- In no particular order: the client sorts the batch (ordering it here cost 10-15 %
             -- of the claim).
             RETURN QUERY UPDATE {t} e
-                SET attempts = e.attempts + 1, lease_token = gen_random_uuid(), locked_by = worker,
+                SET attempts = LEAST(e.attempts, 2147483646) + 1, lease_token = gen_random_uuid(), locked_by = worker,
                     locked_until = now() + lease, due_at = now() + lease
                 WHERE e.id = ANY(ids)
                 RETURNING e.*;
@@ -332,7 +332,7 @@ BEGIN
         IF hand_ids IS NOT NULL THEN
             RETURN QUERY
             UPDATE {t} e
-            SET attempts = e.attempts + 1, lease_token = gen_random_uuid(), locked_by = worker,
+            SET attempts = LEAST(e.attempts, 2147483646) + 1, lease_token = gen_random_uuid(), locked_by = worker,
                 locked_until = now() + lease, due_at = now() + lease
             WHERE e.id = ANY(hand_ids) AND e.due_at = 'infinity'
             RETURNING NULL::uuid, e;

@@ -558,10 +558,11 @@ impl Store for RedisStore {
     async fn dead_letters(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
         let oldest = self.oldest_in("dead", limit).await?;
         let rows = self.read_each(&oldest, &FIELDS[..], "dead letters").await?;
-        rows.iter()
-            .filter(|r| r.iter().any(Option::is_some))
-            .map(|r| decode(r, None))
-            .collect()
+        let rows = rows.iter().filter(|r| r.iter().any(Option::is_some));
+        Ok(outbox_core::decodable(
+            "dead letters",
+            rows.map(|r| decode(r, None)),
+        ))
     }
 
     async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {

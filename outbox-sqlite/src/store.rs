@@ -530,14 +530,15 @@ impl Store for SqliteStore {
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
-        sqlx::query(&self.queries.dead_letters)
+        let rows = sqlx::query(&self.queries.dead_letters)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await
-            .map_err(|e| map_sqlx("dead letters", e))?
-            .iter()
-            .map(decode)
-            .collect()
+            .map_err(|e| map_sqlx("dead letters", e))?;
+        Ok(outbox_core::decodable(
+            "dead letters",
+            rows.iter().map(decode),
+        ))
     }
 
     async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {

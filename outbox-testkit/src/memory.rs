@@ -389,13 +389,20 @@ impl Store for MemoryStore {
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
         let state = self.state();
-        Ok(state
+        // A damaged row reads as a database row that does not decode would.
+        let rows = state
             .events
-            .values()
-            .filter(|r| r.status == EventStatus::Dead)
+            .iter()
+            .filter(|(_, r)| r.status == EventStatus::Dead)
             .take(limit)
-            .cloned()
-            .collect())
+            .map(|(seq, r)| match state.damaged.get(seq) {
+                Some(reason) => Err(StoreError::Corrupt {
+                    id: r.id.to_string(),
+                    message: reason.clone(),
+                }),
+                None => Ok(r.clone()),
+            });
+        Ok(outbox_core::decodable("dead letters", rows))
     }
 
     async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {

@@ -141,6 +141,53 @@ pub async fn c11_poison_rows<F: StoreFactory>(factory: &F) -> ClauseResult {
         store.corrupt_events(10).await?.is_empty() && store.stats().await?.corrupt == 0,
         "a re-queued, processed event is still listed as corrupt"
     );
+
+    // One dead letter that does not decode never hides the others from `dead_letters`.
+    let mut dead = Vec::new();
+    for n in 0..3 {
+        dead.push(
+            store
+                .enqueue(NewEvent::new("c11.Dead", json!({ "n": n })))
+                .await?
+                .id,
+        );
+    }
+    let claimed = store
+        .claim(&super::support::claim(3, Duration::from_secs(30)))
+        .await?;
+    ensure!(claimed.len() == 3, "claimed {} of 3 events", claimed.len());
+    for c in &claimed {
+        store
+            .complete(
+                &c.lease,
+                outbox_core::Completion {
+                    status: EventStatus::Dead,
+                    handler_results: outbox_core::HandlerResults::new(),
+                    attempts: c.record.attempts,
+                    retry_delay: None,
+                },
+            )
+            .await?;
+    }
+    ensure!(
+        factory.damage(&store, dead[1]).await?,
+        "the factory could not damage a dead letter"
+    );
+    let listed: Vec<_> = store
+        .dead_letters(10)
+        .await
+        .map_err(|e| {
+            Failure::new(format!(
+                "one undecodable dead letter failed the listing: {e}"
+            ))
+        })?
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    ensure!(
+        listed.contains(&dead[0]) && listed.contains(&dead[2]) && !listed.contains(&dead[1]),
+        "dead_letters must list the decodable dead letters beside a damaged one: {listed:?}"
+    );
     Ok(Verdict::Passed)
 }
 
