@@ -3,6 +3,10 @@
 use mongodb::Client;
 use outbox_core::{ConfigError, Limits, validate_name};
 
+/// MongoDB's own databases: `local` refuses retryable writes and transactions, `admin` and
+/// `config` belong to the server.
+const RESERVED_DATABASES: [&str; 3] = ["admin", "local", "config"];
+
 use crate::store::MongoStore;
 
 /// Builds a [`MongoStore`].
@@ -55,6 +59,17 @@ impl MongoStoreBuilder {
     /// [`MongoStore::migrate`] to create the indexes.
     pub fn build(self) -> Result<MongoStore, ConfigError> {
         validate_name("database", &self.database)?;
+        if RESERVED_DATABASES.contains(&self.database.to_ascii_lowercase().as_str()) {
+            return Err(ConfigError::new(
+                "database",
+                format!(
+                    "`{}` is one of MongoDB's own databases (admin, local, config), which refuse \
+                     the transactions and retryable writes the outbox needs; use a database of \
+                     your own",
+                    self.database
+                ),
+            ));
+        }
         validate_name("collection", &self.collection)?;
         let collection = self
             .client

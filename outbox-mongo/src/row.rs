@@ -100,7 +100,8 @@ pub(crate) fn decode(document: &Document) -> Result<EventRecord, StoreError> {
         idempotency_key: optional("idempotency_key"),
         created_at: from_bson_time(time("created_at")?),
         available_at: from_bson_time(time("available_at")?),
-        attempts: u32::try_from(attempts).unwrap_or(0),
+        attempts: u32::try_from(attempts)
+            .map_err(|_| corrupt(format!("attempts: {attempts} is out of range")))?,
         backoff_until: set_time("backoff_until")?,
         status,
         processed_at: set_time("processed_at")?,

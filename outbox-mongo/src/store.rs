@@ -54,6 +54,18 @@ pub struct MongoStore {
     client: Client,
     events: Collection<Document>,
     limits: Limits,
+    /// When claims last looked for pending documents without a due time (ms since the epoch),
+    /// shared by the clones of this handle.
+    last_sweep: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+/// How often claims that come back short look for pending documents without a due time.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// A document the server refused to lease, and why.
+struct LeaseRefused {
+    id: String,
+    err: StoreError,
 }
 
 impl std::fmt::Debug for MongoStore {
@@ -82,6 +94,7 @@ impl MongoStore {
             client,
             events,
             limits,
+            last_sweep: std::sync::Arc::default(),
         }
     }
 
@@ -402,8 +415,22 @@ impl Store for MongoStore {
                 .collect()
                 .await;
             for outcome in leased {
-                let Some((id, token, document)) = outcome? else {
-                    continue;
+                let (id, token, document) = match outcome {
+                    Ok(Some(leased)) => leased,
+                    Ok(None) => continue,
+                    // The server refused to lease this document for a reason of its own (an
+                    // `attempts` that `$inc` cannot add to): set it aside, the claim goes on (C11).
+                    Err(LeaseRefused { id, err }) if !err.is_transient() => {
+                        let err = StoreError::Corrupt {
+                            id: id.clone(),
+                            message: format!(
+                                "attempts or a lease field cannot be updated (written by hand?): {err}"
+                            ),
+                        };
+                        self.set_aside_unleased(&id, &err).await?;
+                        continue;
+                    }
+                    Err(LeaseRefused { err, .. }) => return Err(err),
                 };
                 match decode(&document) {
                     Ok(record) => claimed.push(ClaimedEvent {
@@ -418,6 +445,9 @@ impl Store for MongoStore {
                     Err(err) => self.set_aside(&id, token, &err).await?,
                 }
             }
+        }
+        if claimed.len() < request.limit {
+            self.sweep_undue().await?;
         }
         Ok(claimed)
     }
@@ -829,7 +859,7 @@ impl MongoStore {
         now: DateTime<Utc>,
         locked_until: DateTime<Utc>,
         worker_id: &str,
-    ) -> Result<Option<(String, Uuid, Document)>, StoreError> {
+    ) -> Result<Option<(String, Uuid, Document)>, LeaseRefused> {
         let token = Uuid::now_v7();
         let mut filter = due_filter(now);
         filter.insert("_id", &id);
@@ -848,15 +878,83 @@ impl MongoStore {
                 },
             )
             .return_document(ReturnDocument::After)
+            .await;
+        match leased {
+            Ok(leased) => Ok(leased.map(|document| (id, token, document))),
+            Err(e) => Err(LeaseRefused {
+                id,
+                err: map_mongo("claim: lease", e),
+            }),
+        }
+    }
+
+    /// Sets aside a pending document the claim could not lease (see [`set_aside`]).
+    ///
+    /// [`set_aside`]: Self::set_aside
+    async fn set_aside_unleased(&self, id: &str, err: &StoreError) -> Result<(), StoreError> {
+        self.set_aside_matching(doc! { "_id": id, "status": "pending" }, id, err)
             .await
-            .map_err(|e| map_mongo("claim: lease", e))?;
-        Ok(leased.map(|document| (id, token, document)))
+    }
+
+    /// Pending documents without a due time are out of every claim's reach (claims walk the due
+    /// index): each is set aside with the reason, so none stays pending forever unseen. Run by
+    /// claims that came back short, at most once per [`SWEEP_EVERY`] per store handle.
+    async fn sweep_undue(&self) -> Result<(), StoreError> {
+        let now = Utc::now().timestamp_millis();
+        let last = self.last_sweep.load(std::sync::atomic::Ordering::Relaxed);
+        if now - last < i64::try_from(SWEEP_EVERY.as_millis()).unwrap_or(i64::MAX)
+            || self
+                .last_sweep
+                .compare_exchange(
+                    last,
+                    now,
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                )
+                .is_err()
+        {
+            return Ok(());
+        }
+        let stranded: Vec<Document> = self
+            .events
+            .find(doc! { "status": "pending", "due_at": { "$not": { "$type": "date" } } })
+            .projection(doc! { "_id": 1 })
+            .limit(100)
+            .await
+            .map_err(|e| map_mongo("claim: sweep", e))?
+            .try_collect()
+            .await
+            .map_err(|e| map_mongo("claim: sweep", e))?;
+        for document in stranded {
+            if let Ok(id) = document.get_str("_id") {
+                let err = StoreError::Corrupt {
+                    id: id.to_owned(),
+                    message: "due_at: missing or not a date".to_owned(),
+                };
+                self.set_aside_unleased(id, &err).await?;
+            }
+        }
+        Ok(())
     }
 
     /// A leased document that does not decode (written by hand or by another program) would fail
     /// every claim that reaches it. It is set aside with status `corrupt` and the reason, kept for
     /// inspection ([`Store::corrupt_events`]), and no longer blocks its ordering key (C11).
     async fn set_aside(&self, id: &str, token: Uuid, err: &StoreError) -> Result<(), StoreError> {
+        self.set_aside_matching(
+            doc! { "_id": id, "lease_token": token.to_string() },
+            id,
+            err,
+        )
+        .await
+    }
+
+    async fn set_aside_matching(
+        &self,
+        filter: Document,
+        id: &str,
+        err: &StoreError,
+    ) -> Result<(), StoreError> {
         let reason = corrupt_reason(err);
         tracing::error!(
             event_id = id,
@@ -866,7 +964,7 @@ impl MongoStore {
         let before = self
             .events
             .find_one_and_update(
-                doc! { "_id": id, "lease_token": token.to_string() },
+                filter,
                 doc! {
                     "$set": { "status": CORRUPT, "corrupt_reason": &reason, "processed_at": to_bson_time(Utc::now()), "locked_until": never() },
                     "$unset": { "lease_token": "", "locked_by": "" },

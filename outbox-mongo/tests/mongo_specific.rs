@@ -332,6 +332,14 @@ async fn invalid_names_are_refused_before_any_round_trip() {
             .unwrap_err();
         assert!(!err.to_string().is_empty());
     }
+    // MongoDB's own databases accept the name and then refuse every claim: refused up front.
+    for database in ["admin", "local", "config", "Local"] {
+        let err = MongoStore::builder(client.clone())
+            .database(database)
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("MongoDB's own databases"), "{err}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -487,5 +495,64 @@ async fn two_transactional_handlers_of_one_event_take_turns() {
         .expect("count");
     assert_eq!(rows, 2);
     worker.shutdown().await;
+    cleanup(&store).await;
+}
+
+/// Hand-damaged fields that the claim's own update meets (C11): an `attempts` that is not a number
+/// or that `$inc` cannot add to, an `attempts` beyond what a record counts, and a pending document
+/// without a due time. Each is set aside on its own with its reason; the other events are claimed,
+/// and no claim fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_fields_are_set_aside_without_failing_claims() {
+    let store = store("m_fields").await;
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        ids.push(
+            store
+                .enqueue(NewEvent::new("Damaged", json!({ "n": n })))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let damage = [
+        doc! { "$set": { "attempts": "abc" } },
+        doc! { "$set": { "attempts": i64::MAX } },
+        doc! { "$set": { "attempts": i64::from(u32::MAX) } },
+        doc! { "$unset": { "due_at": "" } },
+    ];
+    for (id, update) in ids.iter().zip(damage) {
+        store
+            .collection()
+            .update_one(doc! { "_id": id.to_string() }, update)
+            .await
+            .unwrap();
+    }
+    let claimed = store
+        .claim(&ClaimRequest::new("w", 10, Duration::from_secs(30)))
+        .await
+        .expect("no claim fails because of a damaged document");
+    let got: Vec<_> = claimed.iter().map(|c| c.record.id).collect();
+    assert_eq!(
+        got,
+        ids[4..].to_vec(),
+        "only the healthy events are claimed"
+    );
+    let corrupt = store.corrupt_events(10).await.unwrap();
+    let mut reasons: Vec<_> = corrupt
+        .iter()
+        .map(|c| (c.id.clone(), c.reason.clone()))
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    for (id, reason) in &reasons {
+        let n = ids
+            .iter()
+            .position(|i| i.to_string() == *id)
+            .expect("a damaged id");
+        let expected = ["attempts", "attempts", "attempts", "due_at"][n];
+        assert!(reason.contains(expected), "{id}: {reason}");
+    }
+    assert_eq!(store.stats().await.unwrap().pending, 2);
     cleanup(&store).await;
 }

@@ -686,3 +686,39 @@ async fn keys_held_by_a_full_worker_are_rotated_while_others_wait() {
         );
     }
 }
+
+/// A row whose `attempts` stands at the integer maximum (written by hand) is claimed with its
+/// count saturated, beside the others: it does not make every claim fail with "integer out of
+/// range" (C11).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maximal_attempt_count_saturates_instead_of_failing_claims() {
+    let (store, pool, schema) = fresh_store("pg_maxattempts").await;
+    let maximal = store
+        .enqueue(NewEvent::new("T", json!({})))
+        .await
+        .unwrap()
+        .id;
+    let other = store
+        .enqueue(NewEvent::new("T", json!({})))
+        .await
+        .unwrap()
+        .id;
+    sqlx::query(&format!(
+        "UPDATE \"{schema}\".outbox_events SET attempts = 2147483647 WHERE id = $1"
+    ))
+    .bind(maximal)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mut claimed: Vec<_> = store
+        .claim(&ClaimRequest::new("w", 10, Duration::from_secs(30)))
+        .await
+        .expect("the claim does not fail")
+        .iter()
+        .map(|c| (c.record.id, c.record.attempts))
+        .collect();
+    claimed.sort();
+    let mut want = vec![(maximal, 2_147_483_647), (other, 1)];
+    want.sort();
+    assert_eq!(claimed, want);
+}

@@ -399,3 +399,64 @@ async fn events_written_in_the_old_layout_are_read_claimed_and_completed() {
     );
     delete_keys(&store).await;
 }
+
+/// Hand-damaged fields (C11): a queued event whose status is not `pending` is set aside instead of
+/// being redelivered after every lease; an `attempts` at the integer maximum saturates (as on
+/// PostgreSQL) instead of counting past what a record holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_status_and_maximal_attempts() {
+    let store = store("r_fields").await;
+    let bogus = store
+        .enqueue(NewEvent::new("Damaged", json!({})))
+        .await
+        .unwrap()
+        .id;
+    let maximal = store
+        .enqueue(NewEvent::new("Damaged", json!({})))
+        .await
+        .unwrap()
+        .id;
+    let healthy = store
+        .enqueue(NewEvent::new("Damaged", json!({})))
+        .await
+        .unwrap()
+        .id;
+    let mut con = store.connection();
+    let bogus_key = store.event_key(&bogus.to_string()).await.unwrap().unwrap();
+    let maximal_key = store
+        .event_key(&maximal.to_string())
+        .await
+        .unwrap()
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(bogus_key)
+        .arg("status")
+        .arg("bogus")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(maximal_key)
+        .arg("attempts")
+        .arg("2147483647")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let claimed = store
+        .claim(&ClaimRequest::new("w", 10, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let mut got: Vec<_> = claimed
+        .iter()
+        .map(|c| (c.record.id, c.record.attempts))
+        .collect();
+    got.sort();
+    let mut want = vec![(maximal, 2_147_483_647), (healthy, 1)];
+    want.sort();
+    assert_eq!(got, want);
+    let corrupt = store.corrupt_events(10).await.unwrap();
+    assert_eq!(corrupt.len(), 1, "{corrupt:?}");
+    assert_eq!(corrupt[0].id, bogus.to_string());
+    assert!(corrupt[0].reason.contains("status"), "{corrupt:?}");
+    delete_keys(&store).await;
+}

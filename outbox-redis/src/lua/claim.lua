@@ -50,15 +50,22 @@ local count = 0
 for i, id in ipairs(ids) do
   local token = base .. string.format('%04x', i)
   local key = EV .. id
-  local fields = redis.call('HMGET', key, unpack(FIELDS, 1, CLAIM_READS))
+  -- The status too (returned to no one): a queued event whose status is not 'pending' was
+  -- damaged by hand, and completing it would fail its fence after every lease.
+  local fields = redis.call('HMGET', key, unpack(FIELDS, 1, CLAIM_READS + 1))
   local attempts = tonumber(fields[AT.attempts])
+  local status = fields[AT.status]
   if attempts and not fields[AT.body] then fields[AT.body] = fold_into_body(key) end
   if not attempts then
     -- A hand-written attempts field that is not a number: the event is set aside instead of
     -- failing the whole claim (contract C11).
     woke = set_aside(id, 'attempts: not an integer', now) or woke
+  elseif status ~= 'pending' then
+    woke = set_aside(id, 'status: ' .. (status and cjson.encode(status) or 'missing') ..
+      ' is not a status of a queued event', now) or woke
   else
-    local attempt = str(attempts + 1)
+    -- Saturates at PostgreSQL's integer maximum, as its claim does.
+    local attempt = str(math.min(attempts, 2147483646) + 1)
     redis.call('HSET', key, 'attempts', attempt, 'lease_token', token,
       'locked_by', ARGV[2], 'locked_until', until_text)
     count = count + 1
