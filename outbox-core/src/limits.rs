@@ -46,6 +46,12 @@ pub struct Limits {
     pub max_payload_depth: usize,
 }
 
+/// The largest payload limit a store accepts (8 MiB).
+pub const MAX_PAYLOAD_BYTES: usize = 8 * 1024 * 1024;
+
+/// The largest event type and key limit a store accepts (1,024 bytes).
+pub const MAX_KEY_BYTES: usize = 1024;
+
 /// The deepest nesting of JSON arrays and objects any store reads back (a payload's and a
 /// handler output's): `1` is depth 0, `[1]` depth 1, `{"a": [1]}` depth 2.
 pub const MAX_JSON_DEPTH: usize = 64;
@@ -92,6 +98,46 @@ impl Limits {
     pub fn with_max_key_bytes(mut self, bytes: usize) -> Self {
         self.max_key_bytes = bytes;
         self
+    }
+
+    /// Checks the limits themselves (every store's `build()` calls this): each at least 1 and at
+    /// most what every store can hold — payloads [`MAX_PAYLOAD_BYTES`](crate::storable::MAX_PAYLOAD_BYTES) (a MongoDB document holds
+    /// 16 MiB with everything else), event types and keys [`MAX_KEY_BYTES`](crate::storable::MAX_KEY_BYTES) (PostgreSQL indexes
+    /// keys, and an index entry holds at most about 2,700 bytes).
+    ///
+    /// ```
+    /// use outbox_core::Limits;
+    /// assert!(Limits::default().validate().is_ok());
+    /// assert!(Limits::default().with_max_payload_bytes(0).validate().is_err());
+    /// assert!(Limits::default().with_max_key_bytes(1 << 20).validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<(), crate::ConfigError> {
+        for (field, value, max) in [
+            (
+                "limits.max_event_type_bytes",
+                self.max_event_type_bytes,
+                MAX_KEY_BYTES,
+            ),
+            ("limits.max_key_bytes", self.max_key_bytes, MAX_KEY_BYTES),
+            (
+                "limits.max_payload_bytes",
+                self.max_payload_bytes,
+                MAX_PAYLOAD_BYTES,
+            ),
+            (
+                "limits.max_payload_depth",
+                self.max_payload_depth,
+                MAX_JSON_DEPTH,
+            ),
+        ] {
+            if !(1..=max).contains(&value) {
+                return Err(crate::ConfigError::new(
+                    field,
+                    format!("must be between 1 and {max}, not {value}"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Checks `event` and returns its payload serialized as compact JSON, ready to store (stores

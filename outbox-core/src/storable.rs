@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-pub use crate::limits::MAX_JSON_DEPTH;
+pub use crate::limits::{MAX_JSON_DEPTH, MAX_KEY_BYTES, MAX_PAYLOAD_BYTES};
 use crate::limits::{Shape, inspect};
 use crate::record::HandlerState;
 use crate::store::Completion;

@@ -128,6 +128,44 @@ fn invalid_settings_name_the_setting() {
                 .with_retry(outbox_core::RetryPolicy::default().with_jitter(2.0)),
             "retry.jitter",
         ),
+        // Huge values that would overflow a timer or a clock.
+        (WorkerConfig::default().with_lease(Duration::MAX), "lease"),
+        (
+            WorkerConfig::default().with_poll_interval(Duration::MAX),
+            "poll_interval",
+        ),
+        (
+            WorkerConfig::default().with_handler_timeout(Duration::MAX),
+            "handler_timeout",
+        ),
+        (
+            WorkerConfig::default().with_shutdown_grace(Duration::MAX),
+            "shutdown_grace",
+        ),
+        (
+            WorkerConfig::default().with_store_backoff_max(Duration::MAX),
+            "store_backoff_max",
+        ),
+        (
+            WorkerConfig::default().with_missing_handler_grace(Duration::MAX),
+            "missing_handler_grace",
+        ),
+        (
+            WorkerConfig::default().with_max_in_flight(usize::MAX),
+            "max_in_flight",
+        ),
+        (
+            WorkerConfig::default()
+                .with_retry(outbox_core::RetryPolicy::default().with_max_delay(Duration::MAX)),
+            "retry.max_delay",
+        ),
+        // Inconsistent: a renewal no sooner than the lease would be compromised.
+        (
+            WorkerConfig::default()
+                .with_lease(Duration::from_secs(10))
+                .with_renew_interval(Duration::from_secs(9)),
+            "renew_interval",
+        ),
     ];
     for (config, field) in cases {
         let err = Worker::builder(NoStore)

@@ -71,6 +71,7 @@ impl MongoStoreBuilder {
             ));
         }
         validate_name("collection", &self.collection)?;
+        self.limits.validate()?;
         let collection = self
             .client
             .database(&self.database)

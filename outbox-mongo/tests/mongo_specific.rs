@@ -340,6 +340,18 @@ async fn invalid_names_are_refused_before_any_round_trip() {
             .unwrap_err();
         assert!(err.to_string().contains("MongoDB's own databases"), "{err}");
     }
+    // Limits no store could hold are refused too.
+    for limits in [
+        outbox_core::Limits::default().with_max_payload_bytes(0),
+        outbox_core::Limits::default().with_max_payload_bytes(64 << 20),
+        outbox_core::Limits::default().with_max_key_bytes(10_000),
+    ] {
+        let err = MongoStore::builder(client.clone())
+            .limits(limits)
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("limits."), "{err}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -95,6 +95,7 @@ impl PgStoreBuilder {
     pub fn build(self) -> Result<PgStore, ConfigError> {
         validate_name("schema", &self.schema)?;
         validate_name("table", &self.table)?;
+        self.limits.validate()?;
         Ok(PgStore::from_parts(
             self.pool,
             Arc::new(Queries::new(&self.schema, &self.table)),

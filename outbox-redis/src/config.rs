@@ -105,6 +105,7 @@ impl RedisStoreBuilder {
     /// Validates the name and the partition count and builds the store.
     pub fn build(self) -> Result<RedisStore, ConfigError> {
         validate_name("name", &self.name)?;
+        self.limits.validate()?;
         if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
             return Err(ConfigError::new(
                 "partitions",

@@ -53,6 +53,7 @@ impl SqliteStoreBuilder {
     /// Validates the name and builds the store; call [`SqliteStore::migrate`] to create the table.
     pub fn build(self) -> Result<SqliteStore, ConfigError> {
         validate_name("table", &self.table)?;
+        self.limits.validate()?;
         Ok(SqliteStore::from_parts(
             self.pool,
             Arc::new(Queries::new(&self.table)),
