@@ -14,6 +14,7 @@
 
 mod backlog;
 mod gauges;
+mod held_xmin;
 mod partitions;
 mod peer;
 pub mod report;
@@ -95,6 +96,10 @@ pub struct Sizes {
     pub soak_rate: u32,
     /// Duration of the soak, seconds (it runs only when asked for with `--scenarios soak`).
     pub soak_seconds: f64,
+    /// Producer rate of the held-xmin scenario, events per second.
+    pub held_xmin_rate: u32,
+    /// How long the held-xmin scenario produces (and holds its snapshot), seconds.
+    pub held_xmin_seconds: f64,
     /// Processed events kept while the gauges are timed (scenario 8, only with `--scenarios
     /// gauges`).
     pub gauge_processed: usize,
@@ -128,6 +133,8 @@ impl Sizes {
             peer: false,
             soak_rate: 2_000,
             soak_seconds: 600.0,
+            held_xmin_rate: 800,
+            held_xmin_seconds: 600.0,
             gauge_processed: 1_000_000,
             timeout: Duration::from_secs(1_800),
         }
@@ -153,6 +160,8 @@ impl Sizes {
             peer: false,
             soak_rate: 500,
             soak_seconds: 3.0,
+            held_xmin_rate: 200,
+            held_xmin_seconds: 2.0,
             gauge_processed: 2_000,
             timeout: Duration::from_secs(120),
         }
@@ -170,12 +179,13 @@ pub const SCENARIOS: &[&str] = &[
     "soak",
     "gauges",
     "partitions",
+    "held-xmin",
 ];
 
 fn default_scenarios() -> Vec<String> {
     SCENARIOS
         .iter()
-        .filter(|s| !matches!(**s, "soak" | "gauges" | "partitions"))
+        .filter(|s| !matches!(**s, "soak" | "gauges" | "partitions" | "held-xmin"))
         .map(|s| (*s).to_owned())
         .collect()
 }
@@ -225,6 +235,9 @@ pub async fn run(backend: &str, sizes: &Sizes) -> Result<Report, BenchError> {
     }
     if wanted("gauges") {
         gauges::gauges(t, sizes, &mut rows, &mut checks).await?;
+    }
+    if wanted("held-xmin") {
+        held_xmin::held_xmin(t, sizes, &mut rows, &mut checks).await?;
     }
     if wanted("partitions") {
         if backend != "redis-cluster" {

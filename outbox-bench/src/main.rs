@@ -9,13 +9,15 @@ const USAGE: &str = "usage: outbox-bench <postgres|redis|redis-cluster|mongo|sql
 [--fanout-events N] [--enqueue N] [--rate N] [--seconds S] [--processors 1,2,4] [--batch N] [--json PATH]
   [--scenarios enqueue,drain,latency,fanout,backlog] [--backlog-due N] [--backlog-scheduled N]
   [--backlog-backoff N] [--keyed-events N] [--keys N] [--soak-rate N] [--soak-seconds S]
-  [--gauge-processed N] [--peer]
+  [--gauge-processed N] [--held-xmin-rate N] [--held-xmin-seconds S] [--peer]
 
 Scenarios: enqueue, drain, latency, fanout, backlog (all by default); soak (only when named:
 a producer at --soak-rate for --soak-seconds, 2,000/s for 600 s by default, with a purger); gauges
 (only when named: lag() and stats() timed with --gauge-processed processed events kept, 1,000,000
 by default); partitions (redis-cluster, and its default: the drain on a Redis Cluster with the
-outbox in 1 and in 8 partitions, each beside the raw baseline).
+outbox in 1 and in 8 partitions, each beside the raw baseline); held-xmin (postgres, only when
+named: the latency workload at --held-xmin-rate for --held-xmin-seconds, 800/s for 600 s by
+default, while another connection holds one snapshot open; keeping and deleting processed events).
 
 --peer (postgres) also drains the same number of events with graphile-worker on the same server
 (scripts/peer-graphile.sh installs it with npm) and prints it beside outbox's drain.
@@ -53,6 +55,14 @@ fn parse(args: &[String]) -> Result<(String, Sizes, String), String> {
             "--keys" => sizes.keys = number()?,
             "--soak-rate" => {
                 sizes.soak_rate = u32::try_from(number()?).map_err(|e| e.to_string())?;
+            }
+            "--held-xmin-rate" => {
+                sizes.held_xmin_rate = u32::try_from(number()?).map_err(|e| e.to_string())?;
+            }
+            "--held-xmin-seconds" => {
+                sizes.held_xmin_seconds = value
+                    .parse()
+                    .map_err(|e| format!("--held-xmin-seconds {value}: {e}"))?;
             }
             "--soak-seconds" => {
                 sizes.soak_seconds = value

@@ -9,6 +9,11 @@ use serde_json::json;
 
 use crate::BenchError;
 
+use std::time::Duration;
+
+/// Keeps a snapshot open while alive (see [`Bench::hold_snapshot`]).
+pub type SnapshotHold = Box<dyn std::any::Any + Send>;
+
 /// The event type every benchmark event has.
 pub const EVENT_TYPE: &str = "BenchEvent";
 
@@ -108,6 +113,24 @@ pub trait Bench: Send + Sync {
 
     /// The outbox's size on the server (table and indexes, file, server memory), when known.
     async fn size_bytes(&self) -> Option<u64> {
+        None
+    }
+
+    /// Opens a `REPEATABLE READ` transaction on a connection of its own and keeps its snapshot
+    /// until the returned guard is dropped, as a long report, `pg_dump` or an idle-in-transaction
+    /// session would (PostgreSQL; `None` elsewhere).
+    async fn hold_snapshot(&self) -> Result<Option<SnapshotHold>, BenchError> {
+        Ok(None)
+    }
+
+    /// One walk of the whole due index as a claim without a window makes it, when nothing is
+    /// due: how long it took and how many buffers it read (PostgreSQL).
+    async fn full_walk(&self) -> Option<(Duration, u64)> {
+        None
+    }
+
+    /// Runs the server's cleanup now (PostgreSQL: `VACUUM`), as a maintenance cycle would.
+    async fn vacuum_now(&self) -> Option<String> {
         None
     }
 

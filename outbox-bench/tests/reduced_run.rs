@@ -83,3 +83,17 @@ async fn an_unknown_backend_is_a_clear_error() {
         "{err}"
     );
 }
+
+/// The held-xmin scenario at a reduced size: every event delivered while a snapshot is held, for
+/// outbox keeping and deleting processed events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_held_xmin_reduced_run_ends_in_a_correct_state() {
+    let mut sizes = outbox_bench::Sizes::reduced();
+    sizes.scenarios = vec!["held-xmin".to_owned()];
+    let report = outbox_bench::run("postgres", &sizes)
+        .await
+        .unwrap_or_else(|e| panic!("postgres benchmark failed: {e}"));
+    println!("{}", report.table());
+    assert!(report.all_checks_passed(), "{}", report.table());
+    assert_eq!(report.rows.len(), 2, "{}", report.table());
+}

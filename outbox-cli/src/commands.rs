@@ -56,6 +56,34 @@ pub(crate) async fn stats(backend: &Backend, out: Output) -> Result<(), CliError
         vec!["lag".to_owned(), human(s.oldest_due_age)],
     ];
     out.table(&["status", "events"], &rows, &json!(null));
+    if let Some(held) = s.held_back {
+        println!();
+        let rows = vec![
+            vec![
+                "oldest open snapshot".to_owned(),
+                human(held.oldest_snapshot_age),
+            ],
+            vec!["dead row versions".to_owned(), held.dead_rows.to_string()],
+            vec![
+                "claims".to_owned(),
+                if held.windowed_claims {
+                    "windowed (full walks are slow)"
+                } else {
+                    "full walks"
+                }
+                .to_owned(),
+            ],
+        ];
+        out.table(&["cleanup", ""], &rows, &json!(null));
+        if held.is_holding_back() {
+            println!(
+                "\nwarning: a snapshot open for {} holds back the cleanup of the outbox's table \
+                 (a long transaction, pg_dump, an idle-in-transaction session or a replica with \
+                 hot_standby_feedback); see outbox-postgres's README, \"Long transactions\"",
+                human(held.oldest_snapshot_age)
+            );
+        }
+    }
     println!();
     let rows: Vec<Vec<String>> = by_type
         .iter()

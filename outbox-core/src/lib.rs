@@ -59,8 +59,9 @@ pub use registry::{Coverage, Registry, RegistryBuilder};
 pub use retry::{JitterSource, RetryPolicy};
 pub use state::{HandlerArg, State, StateRequirement, States};
 pub use store::{
-    ClaimRequest, ClaimedEvent, Completion, Enqueued, HandOff, Lease, Store, StoreCapabilities,
-    StoreExt, StoreStats, TypeStats, WakeupStream, complete_each, renew_each, sort_in_due_order,
+    ClaimRequest, ClaimedEvent, Completion, Enqueued, HandOff, HeldBack, Lease, Store,
+    StoreCapabilities, StoreExt, StoreStats, TypeStats, WakeupStream, complete_each, renew_each,
+    sort_in_due_order,
 };
 pub use targets::{
     Notification, Notifiers, NotifyFuture, TARGET_EVENT_TYPE, target_event, with_target,

@@ -209,6 +209,61 @@ pub struct StoreStats {
     pub corrupt: u64,
     /// How long the oldest due, unleased event has been due (zero when none).
     pub oldest_due_age: Duration,
+    /// What in the database holds the outbox's cleanup back, on stores where that can happen
+    /// (PostgreSQL); `None` elsewhere.
+    pub held_back: Option<HeldBack>,
+}
+
+/// What holds a store's cleanup back: on PostgreSQL the oldest open snapshot in the database (a
+/// long transaction, `pg_dump`, an idle-in-transaction session, a replica with
+/// `hot_standby_feedback`, a replication slot) keeps every row version the outbox deleted or
+/// updated since it began, and claims walk them.
+///
+/// ```
+/// use outbox_core::{HeldBack, StoreStats};
+/// use std::time::Duration;
+/// let stats = StoreStats::default().with_held_back(HeldBack::new(Duration::from_secs(600), 250_000));
+/// assert_eq!(stats.to_json()["held_back"]["oldest_snapshot_age_ms"], 600_000);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct HeldBack {
+    /// How long the oldest snapshot any session of the database holds has been open.
+    pub oldest_snapshot_age: Duration,
+    /// Dead row versions in the outbox's table that cleanup has not removed.
+    pub dead_rows: u64,
+    /// Claims walk only a window of recent due times because full walks became slow.
+    pub windowed_claims: bool,
+}
+
+impl HeldBack {
+    /// The age of the oldest snapshot and the dead rows.
+    pub fn new(oldest_snapshot_age: Duration, dead_rows: u64) -> Self {
+        Self {
+            oldest_snapshot_age,
+            dead_rows,
+            windowed_claims: false,
+        }
+    }
+
+    /// Says whether claims walk only a window of recent due times.
+    pub fn with_windowed_claims(mut self, yes: bool) -> Self {
+        self.windowed_claims = yes;
+        self
+    }
+
+    /// Whether an operator should look: a snapshot open for more than a minute, or claims that
+    /// had to switch to a window.
+    ///
+    /// ```
+    /// use outbox_core::HeldBack;
+    /// use std::time::Duration;
+    /// assert!(!HeldBack::new(Duration::from_secs(2), 10).is_holding_back());
+    /// assert!(HeldBack::new(Duration::from_secs(300), 10).is_holding_back());
+    /// ```
+    pub fn is_holding_back(&self) -> bool {
+        self.oldest_snapshot_age > Duration::from_secs(60) || self.windowed_claims
+    }
 }
 
 impl StoreStats {
@@ -229,7 +284,14 @@ impl StoreStats {
             dead,
             corrupt: 0,
             oldest_due_age,
+            held_back: None,
         }
+    }
+
+    /// Adds what holds the store's cleanup back.
+    pub fn with_held_back(mut self, held_back: HeldBack) -> Self {
+        self.held_back = Some(held_back);
+        self
     }
 
     /// The counts as the JSON object operators' tools print: `pending`, `due`, `leased`,
@@ -248,6 +310,11 @@ impl StoreStats {
             "dead": self.dead,
             "corrupt": self.corrupt,
             "lag_ms": millis(self.oldest_due_age),
+            "held_back": self.held_back.map(|h| serde_json::json!({
+                "oldest_snapshot_age_ms": millis(h.oldest_snapshot_age),
+                "dead_rows": h.dead_rows,
+                "windowed_claims": h.windowed_claims,
+            })),
         })
     }
 

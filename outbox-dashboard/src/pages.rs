@@ -140,7 +140,27 @@ pub(crate) async fn overview(State(state): Shared, headers: HeaderMap) -> Respon
                     duration(stats.oldest_due_age)
                 ),
             ],
-        ],
+        ]
+        .into_iter()
+        .chain(stats.held_back.map(|held| {
+            vec![
+                td(if held.is_holding_back() {
+                    "oldest open snapshot (holding cleanup back!)"
+                } else {
+                    "oldest open snapshot"
+                }),
+                format!(
+                    "<td class=\"n\" id=\"oldest-snapshot\">{}</td>",
+                    duration(held.oldest_snapshot_age)
+                ),
+            ]
+        }))
+        .chain(
+            stats
+                .held_back
+                .map(|held| vec![td("dead row versions"), td_num("dead-rows", held.dead_rows)]),
+        )
+        .collect::<Vec<_>>(),
     );
     let rows: Vec<Vec<String>> = by_type
         .iter()

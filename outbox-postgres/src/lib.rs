@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod claim_window;
 mod config;
 mod error;
 mod queries;

@@ -70,6 +70,13 @@ impl Queries {
                        WHERE d.status = 'pending' AND d.due_at <= now()
                        ORDER BY d.due_at, d.seq LIMIT 1), 0)"
         );
+        // How long the oldest snapshot another session holds has been open: while it is, no row
+        // version deleted or updated since can be cleaned up (see claim_window.rs). Sessions of
+        // other roles show their snapshot only to roles with `pg_read_all_stats`.
+        let oldest_snapshot =
+            "COALESCE((SELECT EXTRACT(EPOCH FROM now() - min(a.xact_start))::float8
+                       FROM pg_stat_activity a
+                       WHERE a.backend_xmin IS NOT NULL AND a.pid <> pg_backend_pid()), 0)";
         // A re-queued event goes to the back of its key's line (see schema.rs).
         let next_seq = format!("nextval(pg_get_serial_sequence('{t}', 'seq'))");
         Self {
@@ -121,7 +128,7 @@ impl Queries {
             existing_keys: format!("SELECT idempotency_key, id FROM {t} WHERE idempotency_key = ANY($1)"),
             // Lease a batch in one call, through the function `<table>_claim` that `migrate`
             // creates (see schema.rs).
-            claim: format!("SELECT {COLUMNS} FROM {}($1, $2, $3)", f("claim")),
+            claim: format!("SELECT {COLUMNS} FROM {}($1, $2, $3, $4)", f("claim")),
             // Many renewals in one statement, each fenced by its own token.
             renew: format!(
                 "UPDATE {t} e
@@ -181,7 +188,10 @@ impl Queries {
                     count(*) FILTER (WHERE e.status = 'processed'),
                     count(*) FILTER (WHERE e.status = 'dead'),
                     count(*) FILTER (WHERE e.status = 'corrupt'),
-                    ({oldest_due_age})
+                    ({oldest_due_age}),
+                    ({oldest_snapshot}),
+                    (SELECT COALESCE(max(n_dead_tup), 0) FROM pg_stat_user_tables
+                     WHERE relid = '{t}'::regclass)
                  FROM {t} e"
             ),
             lag: format!("SELECT {oldest_due_age}"),

@@ -195,7 +195,8 @@ END $$"
         // sort every pending row at each claim (measured: 27 ms instead of 1 ms per claim of 100
         // with 50,000 pending).
         format!(
-            "CREATE OR REPLACE FUNCTION {claim}(batch bigint, worker text, lease_ms bigint)
+            "CREATE OR REPLACE FUNCTION {claim}(batch bigint, worker text, lease_ms bigint,
+    window_ms bigint)
 RETURNS SETOF {t} LANGUAGE plpgsql VOLATILE
 SET enable_bitmapscan = off SET enable_sort = off
 AS $$
@@ -204,12 +205,16 @@ DECLARE
     ids uuid[];
     parked bigint;
     lease interval := lease_ms * interval '1 millisecond';
+    -- Where the walk of the due index starts: its beginning, or (window_ms given) the due times
+    -- of the last window_ms only (see the store's claim_window module).
+    since timestamptz := CASE WHEN window_ms IS NULL THEN '-infinity'::timestamptz
+                              ELSE now() - window_ms * interval '1 millisecond' END;
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
     LOOP
         WITH candidates AS (
             SELECT e.id, e.seq, e.due_at, e.ordering_key FROM {t} e
-            WHERE e.status = 'pending' AND e.due_at <= now()
+            WHERE e.status = 'pending' AND e.due_at <= now() AND e.due_at >= since
             ORDER BY e.due_at, e.seq
             LIMIT batch - got
             FOR UPDATE OF e SKIP LOCKED

@@ -8,12 +8,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use outbox_core::{
     ClaimRequest, ClaimedEvent, Completion, CompletionBatch, CorruptEvent, Enqueued, EventRecord,
-    EventStatus, HandOff, Lease, Limits, NewEvent, Store, StoreCapabilities, StoreError,
+    EventStatus, HandOff, HeldBack, Lease, Limits, NewEvent, Store, StoreCapabilities, StoreError,
     StoreStats, TypeStats, WakeupStream, corrupt_reason, renewal_results,
 };
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
+use crate::claim_window::ClaimWindow;
 use crate::config::{PgStoreBuilder, Retention};
 use crate::error::map_sqlx;
 use crate::queries::Queries;
@@ -43,6 +44,8 @@ pub struct PgStore {
     queries: Arc<Queries>,
     limits: Limits,
     retention: Retention,
+    /// Whether claims walk the whole due index or a window of it (shared by clones).
+    claim_window: Arc<ClaimWindow>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -88,6 +91,7 @@ impl PgStore {
             queries,
             limits,
             retention,
+            claim_window: Arc::default(),
         }
     }
 
@@ -431,13 +435,23 @@ impl Store for PgStore {
         // A prepared statement (one round trip per claim, not two): it only calls the claim
         // function, whose own statements PL/pgSQL plans (with custom plans while a generic one
         // would cost more), so a plan cached here cannot go stale as the table grows.
+        let began = tokio::time::Instant::now();
+        let walk = self.claim_window.next(began);
         let rows = sqlx::query(&self.queries.claim)
             .bind(i64::try_from(request.limit).unwrap_or(i64::MAX))
             .bind(&request.worker_id)
             .bind(millis(request.lease))
+            .bind(walk.window_ms())
             .fetch_all(&self.pool)
             .await
             .map_err(|e| map_sqlx("claim", e))?;
+        self.claim_window.record(
+            walk,
+            began,
+            began.elapsed(),
+            rows.len(),
+            rows.len() >= request.limit,
+        );
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
             match decode(row).and_then(ClaimedEvent::from_record) {
@@ -600,6 +614,9 @@ impl Store for PgStore {
             Ok(u64::try_from(n).unwrap_or(0))
         };
         let lag: f64 = row.try_get(6).map_err(|e| map_sqlx("stats: decode", e))?;
+        let snapshot: f64 = row.try_get(7).map_err(|e| map_sqlx("stats: decode", e))?;
+        let held_back = HeldBack::new(seconds(snapshot), count(8)?)
+            .with_windowed_claims(self.claim_window.is_windowed());
         Ok(StoreStats::new(
             count(0)?,
             count(1)?,
@@ -608,7 +625,8 @@ impl Store for PgStore {
             count(4)?,
             seconds(lag),
         )
-        .with_corrupt(count(5)?))
+        .with_corrupt(count(5)?)
+        .with_held_back(held_back))
     }
 
     async fn stats_by_type(&self) -> Result<Vec<TypeStats>, StoreError> {

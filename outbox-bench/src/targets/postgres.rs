@@ -279,6 +279,61 @@ impl Bench for PgBench {
         .and_then(|n| u64::try_from(n).ok())
     }
 
+    async fn hold_snapshot(&self) -> Result<Option<crate::target::SnapshotHold>, BenchError> {
+        let url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/outbox_test".to_owned());
+        let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+            .await
+            .map_err(db)?;
+        // A snapshot taken by the first statement of a REPEATABLE READ transaction is kept until
+        // it ends; it reads nothing of the outbox (as a report on other tables would not).
+        sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            .execute(&mut connection)
+            .await
+            .map_err(db)?;
+        sqlx::query("SELECT count(*) FROM pg_class")
+            .execute(&mut connection)
+            .await
+            .map_err(db)?;
+        Ok(Some(Box::new(connection)))
+    }
+
+    async fn full_walk(&self) -> Option<(std::time::Duration, u64)> {
+        let mut tx = self.pool.begin().await.ok()?;
+        sqlx::query("SET LOCAL enable_bitmapscan = off")
+            .execute(&mut *tx)
+            .await
+            .ok()?;
+        sqlx::query("SET LOCAL enable_sort = off")
+            .execute(&mut *tx)
+            .await
+            .ok()?;
+        let plan: serde_json::Value = sqlx::query_scalar(&format!(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT e.id FROM {} e
+             WHERE e.status = 'pending' AND e.due_at <= now()
+             ORDER BY e.due_at, e.seq LIMIT 1",
+            self.table
+        ))
+        .fetch_one(&mut *tx)
+        .await
+        .ok()?;
+        let top = &plan[0];
+        let took = top["Execution Time"].as_f64()?;
+        let buffers = top["Plan"]["Shared Hit Blocks"].as_u64().unwrap_or(0)
+            + top["Plan"]["Shared Read Blocks"].as_u64().unwrap_or(0);
+        Some((std::time::Duration::from_secs_f64(took / 1000.0), buffers))
+    }
+
+    async fn vacuum_now(&self) -> Option<String> {
+        match sqlx::query(&format!("VACUUM {}", self.table))
+            .execute(&self.pool)
+            .await
+        {
+            Ok(_) => Some("VACUUM".to_owned()),
+            Err(e) => Some(format!("VACUUM failed: {e}")),
+        }
+    }
+
     async fn cleanup(&self) {
         let _ = sqlx::query(&format!("DROP SCHEMA \"{}\" CASCADE", self.schema))
             .execute(&self.pool)
