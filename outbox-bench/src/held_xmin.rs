@@ -43,7 +43,76 @@ pub(crate) async fn held_xmin(
     if let Some(delete) = target.fresh_deleting("xmin_delete").await? {
         run_one(delete, "delete processed", sizes, rows, checks).await?;
     }
+    if sizes.peer {
+        rows.push(graphile(sizes)?);
+    }
     Ok(())
+}
+
+/// graphile-worker's run of the same workload on the same server (`scripts/peer-graphile-latency.sh`).
+fn graphile(sizes: &Sizes) -> Result<Row, BenchError> {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/peer-graphile-latency.sh"
+    );
+    let output = std::process::Command::new(script)
+        .arg(sizes.held_xmin_rate.to_string())
+        .arg(sizes.held_xmin_seconds.to_string())
+        .output()
+        .map_err(|e| BenchError::Setup(format!("cannot run {script}: {e}")))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    let peer: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+        BenchError::Setup(format!(
+            "graphile-worker run failed ({e}): {line}{}",
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    })?;
+    let f = |k: &str| peer[k].as_f64().unwrap_or(f64::NAN);
+    let windows: Vec<String> = peer["windows"]
+        .as_array()
+        .map(|w| {
+            w.iter()
+                .map(|w| {
+                    format!(
+                        "{}s: p50 {:.1} p99 {:.1} max {:.0}",
+                        w["from_s"],
+                        w["p50"].as_f64().unwrap_or(f64::NAN),
+                        w["p99"].as_f64().unwrap_or(f64::NAN),
+                        w["max"].as_f64().unwrap_or(f64::NAN)
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let trend: Vec<String> = peer["trend"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut row = Row::empty(
+        "held-xmin",
+        "graphile-worker 0.17 (1 process, concurrency 24)",
+        peer["jobs"].as_u64().unwrap_or(0),
+    );
+    row.outbox_per_s = Some(f("per_s"));
+    row.latency_ms = Some([f("p50"), f("p99"), f("max")]);
+    row.notes = format!(
+        "the same workload (add_job, one job per transaction) on the same server, snapshot held; \
+         worst 10-s window p99 {:.1} ms; windows: [{}]; trend: [{}]; at the end, snapshot held: \
+         table+indexes {:.1} MB, dead tuples {}; after VACUUM: {:.1} MB, dead tuples {}",
+        f("worst_window_p99"),
+        windows.join("; "),
+        trend.join("; "),
+        f("held_mb"),
+        peer["held_dead"],
+        f("vacuumed_mb"),
+        peer["vacuumed_dead"],
+    );
+    Ok(row)
 }
 
 async fn run_one(

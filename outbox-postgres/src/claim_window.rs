@@ -9,8 +9,8 @@
 //! for an empty claim after 100,000 events with a snapshot held, against 130 buffers and 2.5 ms
 //! without. The cost grows with every event since the snapshot began, until claims cannot keep up.
 //!
-//! So the store times its claims. While a claim that found no backlog (it came back short) is
-//! slow, the next claims walk only the window of due times `[now - window, now]` — the events that
+//! So the store times its claims. While claims that found no backlog (they came back short) are
+//! slow (three in a row), the next claims walk only the window of due times `[now - window, now]` — the events that
 //! became due lately, which in a queue without backlog is every due event — and one claim in a
 //! while (every [`SWEEP_EVERY`], or twenty times as long as the last full walk took, whichever is
 //! longer) still walks the whole index, so that an event whose due time is older than the window
@@ -24,9 +24,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// A claim that came back short and took longer than this walked dead index entries: use the
-/// window.
-pub(crate) const SLOW_CLAIM: Duration = Duration::from_millis(5);
+/// A claim that came back short and took longer than this (beyond its own work) walked dead index
+/// entries. Well above an ordinary claim (0.1–1 ms) and above what a loaded machine adds to one.
+pub(crate) const SLOW_CLAIM: Duration = Duration::from_millis(20);
+
+/// How many slow full walks in a row switch claims to the window: one slow claim can be a busy
+/// machine; dead entries that cannot be cleaned up make every walk slow.
+pub(crate) const SLOW_WALKS: u32 = 3;
 
 /// The window of due times a windowed claim walks: events whose due time is older than this when
 /// they commit wait for the next sweep.
@@ -45,6 +49,8 @@ pub(crate) struct ClaimWindow {
 struct State {
     /// Claims walk only the window (full walks are slow and there is no backlog).
     windowed: bool,
+    /// Slow full walks in a row, while not windowed.
+    slow_walks: u32,
     /// When the last full walk began while windowed, and how long it took.
     last_sweep: Option<(Instant, Duration)>,
 }
@@ -115,6 +121,10 @@ impl ClaimWindow {
             let work = Duration::from_micros(50)
                 .saturating_mul(u32::try_from(returned).unwrap_or(u32::MAX));
             let slow = took > SLOW_CLAIM + work;
+            state.slow_walks = if slow { state.slow_walks + 1 } else { 0 };
+            if !state.windowed && state.slow_walks < SLOW_WALKS {
+                return;
+            }
             if slow && !state.windowed {
                 tracing::warn!(
                     took = ?took,
@@ -154,6 +164,14 @@ mod tests {
             "time spent on the events claimed is not walking"
         );
         w.record(Walk::Full, t0, Duration::from_millis(80), 0, false);
+        w.record(Walk::Full, t0, Duration::from_millis(1), 0, false);
+        w.record(Walk::Full, t0, Duration::from_millis(80), 0, false);
+        w.record(Walk::Full, t0, Duration::from_millis(80), 0, false);
+        assert!(
+            !w.is_windowed(),
+            "one slow walk, or two, can be a busy machine"
+        );
+        w.record(Walk::Full, t0, Duration::from_millis(80), 0, false);
         assert!(w.is_windowed());
         // The sweep that was slow counts from its start: the next one is due after 20 × 80 ms.
         assert_eq!(w.next(t0 + Duration::from_millis(10)), Walk::Window);
@@ -165,7 +183,10 @@ mod tests {
         w.record(Walk::Window, sweep_at, Duration::from_millis(2), 32, true);
         assert_eq!(w.next(sweep_at), Walk::Full);
         // A fast full walk drops the window.
-        w.record(Walk::Full, t0, Duration::from_millis(80), 0, false);
+        for _ in 0..SLOW_WALKS {
+            w.record(Walk::Full, t0, Duration::from_millis(80), 0, false);
+        }
+        assert!(w.is_windowed());
         w.record(Walk::Full, t0, Duration::from_millis(1), 0, false);
         assert!(!w.is_windowed());
     }

@@ -722,3 +722,120 @@ async fn a_maximal_attempt_count_saturates_instead_of_failing_claims() {
     want.sort();
     assert_eq!(claimed, want);
 }
+
+/// While a snapshot held by another session keeps the dead row versions of 60,000 consumed events,
+/// claims switch to a window of recent due times (full walks of the due index became slow); an
+/// event whose due time is older than the window (a long transaction committing late) is still
+/// claimed, by a sweep; once the snapshot is gone and the table vacuumed, claims walk the whole
+/// index again. Stats report the snapshot, the dead rows and the mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_use_a_window_while_a_snapshot_holds_back_vacuum() {
+    use sqlx::Connection;
+    let (store, pool, schema) = fresh_store("pg_window").await;
+    let mut holder = sqlx::PgConnection::connect(&support::database_url())
+        .await
+        .unwrap();
+    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    sqlx::query("SELECT count(*) FROM pg_class")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let request = |n| ClaimRequest::new("w", n, Duration::from_secs(1));
+    for _ in 0..60 {
+        let batch = (0..1000)
+            .map(|n| NewEvent::new("W", json!({ "n": n })))
+            .collect();
+        store.enqueue_batch(batch).await.unwrap();
+        let claimed = store.claim(&request(1000)).await.unwrap();
+        let done: Vec<_> = claimed
+            .iter()
+            .map(|c| {
+                (
+                    c.lease,
+                    Completion {
+                        status: EventStatus::Processed,
+                        handler_results: HandlerResults::new(),
+                        attempts: c.record.attempts,
+                        retry_delay: None,
+                    },
+                )
+            })
+            .collect();
+        assert!(store.complete_many(&done).await.iter().all(Result::is_ok));
+    }
+    // Empty claims walk every dead entry: slow, three times in a row, so the window is used.
+    let mut windowed = false;
+    for _ in 0..10 {
+        assert!(store.claim(&request(10)).await.unwrap().is_empty());
+        let held = store
+            .stats()
+            .await
+            .unwrap()
+            .held_back
+            .expect("PostgreSQL reports it");
+        if held.windowed_claims {
+            windowed = true;
+            assert!(held.oldest_snapshot_age > Duration::ZERO, "{held:?}");
+            assert!(held.is_holding_back());
+            break;
+        }
+    }
+    assert!(windowed, "claims never switched to the window");
+
+    // A fresh event is claimed at once; one due an hour ago (as a long transaction committing
+    // late would be) waits for the next sweep, and is claimed then.
+    let fresh = store
+        .enqueue(NewEvent::new("W", json!({})))
+        .await
+        .unwrap()
+        .id;
+    let late = store
+        .enqueue(
+            NewEvent::new("W", json!({}))
+                .deliver_at(chrono::Utc::now() - chrono::Duration::hours(1)),
+        )
+        .await
+        .unwrap()
+        .id;
+    let first = store.claim(&request(10)).await.unwrap();
+    let ids: Vec<_> = first.iter().map(|c| c.record.id).collect();
+    assert!(ids.contains(&fresh), "{ids:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut found = ids.contains(&late);
+    while !found {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the late event was never swept up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        found = store
+            .claim(&request(10))
+            .await
+            .unwrap()
+            .iter()
+            .any(|c| c.record.id == late);
+    }
+
+    // The snapshot ends, the table is vacuumed: a fast full walk drops the window.
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    sqlx::query(&format!("VACUUM \"{schema}\".outbox_events"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        store.claim(&request(10)).await.unwrap();
+        let held = store.stats().await.unwrap().held_back.unwrap();
+        if !held.windowed_claims {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "claims stayed windowed: {held:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
