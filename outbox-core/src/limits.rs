@@ -52,9 +52,7 @@ pub const MAX_PAYLOAD_BYTES: usize = 8 * 1024 * 1024;
 /// The largest event type and key limit a store accepts (1,024 bytes).
 pub const MAX_KEY_BYTES: usize = 1024;
 
-/// The deepest nesting of JSON arrays and objects any store reads back (a payload's and a
-/// handler output's): `1` is depth 0, `[1]` depth 1, `{"a": [1]}` depth 2.
-pub const MAX_JSON_DEPTH: usize = 64;
+pub use crate::payload::MAX_JSON_DEPTH;
 
 impl Default for Limits {
     fn default() -> Self {

@@ -8,6 +8,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+/// The deepest nesting of JSON arrays and objects any store reads back (a payload's and a
+/// handler output's): `1` is depth 0, `[1]` depth 1, `{"a": [1]}` depth 2.
+pub const MAX_JSON_DEPTH: usize = 64;
+
 /// Checks what `RawValue` does not: that JSON text nests at most
 /// [`MAX_JSON_DEPTH`](crate::storable::MAX_JSON_DEPTH) levels and escapes no lone UTF-16 surrogate,
 /// so that a `Value` can always be parsed from a payload a claim accepted (C11). One pass over the
@@ -44,10 +48,10 @@ fn check_readable(text: &str) -> Result<(), serde_json::Error> {
             (false, b'"') => in_string = true,
             (false, b'[' | b'{') => {
                 depth += 1;
-                if depth > crate::storable::MAX_JSON_DEPTH {
+                if depth > MAX_JSON_DEPTH {
                     return Err(serde_json::Error::custom(format!(
                         "the payload nests arrays and objects more than {} levels deep",
-                        crate::storable::MAX_JSON_DEPTH
+                        MAX_JSON_DEPTH
                     )));
                 }
             }

@@ -232,7 +232,8 @@ pub struct HeldBack {
     pub oldest_snapshot_age: Duration,
     /// Dead row versions in the outbox's table that cleanup has not removed.
     pub dead_rows: u64,
-    /// Claims walk only a window of recent due times because full walks became slow.
+    /// Claims start just below what was last taken instead of walking the whole due index, because
+    /// full walks became slow.
     pub windowed_claims: bool,
 }
 
@@ -246,7 +247,7 @@ impl HeldBack {
         }
     }
 
-    /// Says whether claims walk only a window of recent due times.
+    /// Says whether claims start just below what was last taken.
     pub fn with_windowed_claims(mut self, yes: bool) -> Self {
         self.windowed_claims = yes;
         self

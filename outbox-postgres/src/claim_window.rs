@@ -9,34 +9,37 @@
 //! for an empty claim after 100,000 events with a snapshot held, against 130 buffers and 2.5 ms
 //! without. The cost grows with every event since the snapshot began, until claims cannot keep up.
 //!
-//! So the store times its claims. While claims that found no backlog (they came back short) are
-//! slow (three in a row), the next claims walk only the window of due times `[now - window, now]` — the events that
-//! became due lately, which in a queue without backlog is every due event — and one claim in a
-//! while (every [`SWEEP_EVERY`], or twenty times as long as the last full walk took, whichever is
-//! longer) still walks the whole index, so that an event whose due time is older than the window
-//! when it commits (its transaction ran longer than the window) is claimed too, a sweep later. A
-//! claim that comes back full means a backlog may be waiting beyond the window: the next claims
-//! walk the whole index again until one comes back short. When a full walk is fast again, the
-//! window is dropped.
+//! So the store times its claims' walks. After [`SLOW_WALKS`] slow full walks in a row, claims start
+//! at a *floor* instead of the index's beginning: [`MARGIN`] before the earliest due time among the
+//! events the previous claim took (every entry before that was dead or being claimed by someone
+//! else when it walked there), or [`MARGIN`] before now when it took none. Claims therefore walk
+//! only past what was already consumed — the recent events without a backlog, the backlog's head
+//! with one. An event that becomes pending with a due time below the floor — a transaction that
+//! ran longer than [`MARGIN`] before it committed, a claim that was rolled back — is found by a
+//! full walk ("sweep") that one claim in a while still makes: every [`SWEEP_EVERY`], or twenty
+//! times as long as the last full walk took, whichever is longer. A fast sweep ends the mode.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
-/// A claim that came back short and took longer than this (beyond its own work) walked dead index
-/// entries. Well above an ordinary claim (0.1–1 ms) and above what a loaded machine adds to one.
-pub(crate) const SLOW_CLAIM: Duration = Duration::from_millis(20);
+/// A full walk that took longer than this (beyond the claim's own work) walked dead index
+/// entries: an ordinary claim takes 0.1–1 ms; 120,000 dead entries cost about 10 ms. A busy
+/// machine can make one claim this slow, hardly three in a row ([`SLOW_WALKS`]); and a mistaken
+/// switch costs little (events below the floor wait for the next sweep, whose speed ends the mode).
+pub(crate) const SLOW_WALK: Duration = Duration::from_millis(5);
 
-/// How many slow full walks in a row switch claims to the window: one slow claim can be a busy
+/// How many slow full walks in a row switch claims to a floor: one slow claim can be a busy
 /// machine; dead entries that cannot be cleaned up make every walk slow.
 pub(crate) const SLOW_WALKS: u32 = 3;
 
-/// The window of due times a windowed claim walks: events whose due time is older than this when
-/// they commit wait for the next sweep.
-pub(crate) const WINDOW: Duration = Duration::from_millis(1000);
+/// How far below the due time of what the last claim took (or below now) the next claim starts:
+/// events whose due time is older than this when they commit wait for the next sweep.
+pub(crate) const MARGIN: Duration = Duration::from_millis(1000);
 
-/// The least time between two full walks while windowed.
+/// The least time between two sweeps.
 pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// The claim mode a store handle (and its clones) share.
@@ -47,31 +50,37 @@ pub(crate) struct ClaimWindow {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Claims walk only the window (full walks are slow and there is no backlog).
+    /// Claims start at a floor (full walks are slow).
     windowed: bool,
     /// Slow full walks in a row, while not windowed.
     slow_walks: u32,
-    /// When the last full walk began while windowed, and how long it took.
+    /// When the last sweep began and how long it took.
     last_sweep: Option<(Instant, Duration)>,
+    /// The earliest due time among the events the last claim took.
+    last_taken: Option<DateTime<Utc>>,
 }
 
-/// What one claim walks.
+/// Where one claim starts walking the due index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Walk {
-    /// The whole due index.
+    /// At its beginning.
     Full,
-    /// Due times in `[now - WINDOW, now]`.
-    Window,
+    /// At this due time.
+    From(DateTime<Utc>),
 }
 
 impl Walk {
-    /// The claim function's `window_ms` argument (`NULL` for a full walk).
-    pub(crate) fn window_ms(self) -> Option<i64> {
+    /// The claim function's `since` argument (`NULL` for a full walk).
+    pub(crate) fn since(self) -> Option<DateTime<Utc>> {
         match self {
             Self::Full => None,
-            Self::Window => Some(i64::try_from(WINDOW.as_millis()).unwrap_or(i64::MAX)),
+            Self::From(at) => Some(at),
         }
     }
+}
+
+fn below(at: DateTime<Utc>) -> DateTime<Utc> {
+    at - chrono::Duration::from_std(MARGIN).unwrap_or_default()
 }
 
 impl ClaimWindow {
@@ -81,9 +90,9 @@ impl ClaimWindow {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// What the next claim walks. A sweep due now is taken by this claim only (the others keep to
-    /// the window meanwhile).
-    pub(crate) fn next(&self, now: Instant) -> Walk {
+    /// Where the next claim starts. A sweep due now is taken by this claim only (the others keep
+    /// to the floor meanwhile).
+    pub(crate) fn next(&self, now: Instant, wall: DateTime<Utc>) -> Walk {
         let mut state = self.state();
         if !state.windowed {
             return Walk::Full;
@@ -93,55 +102,53 @@ impl ClaimWindow {
         });
         if due {
             state.last_sweep = Some((now, Duration::ZERO));
-            Walk::Full
-        } else {
-            Walk::Window
+            return Walk::Full;
         }
+        Walk::From(below(state.last_taken.unwrap_or(wall).min(wall)))
     }
 
     /// Records a claim that walked `walk`, began at `began`, took `took` and returned `returned`
-    /// events, `full` when as many as asked for. Leasing and returning events takes time of its
-    /// own (counted as 50 µs each); what is left over [`SLOW_CLAIM`] was walking.
+    /// events, the earliest of which was due at `earliest`. Leasing and returning events takes
+    /// time of its own (counted as 50 µs each); what is left over [`SLOW_WALK`] was walking.
     pub(crate) fn record(
         &self,
         walk: Walk,
         began: Instant,
         took: Duration,
         returned: usize,
-        full: bool,
+        earliest: Option<DateTime<Utc>>,
     ) {
         let mut state = self.state();
-        if full {
-            // A backlog may wait beyond the window.
-            state.windowed = false;
-            state.last_sweep = None;
+        if earliest.is_some() {
+            state.last_taken = earliest;
+        }
+        if walk != Walk::Full {
             return;
         }
-        if walk == Walk::Full {
-            let work = Duration::from_micros(50)
-                .saturating_mul(u32::try_from(returned).unwrap_or(u32::MAX));
-            let slow = took > SLOW_CLAIM + work;
-            state.slow_walks = if slow { state.slow_walks + 1 } else { 0 };
-            if !state.windowed && state.slow_walks < SLOW_WALKS {
-                return;
-            }
-            if slow && !state.windowed {
-                tracing::warn!(
-                    took = ?took,
-                    window = ?WINDOW,
-                    "outbox claims walk many dead index entries (a long transaction holds back \
-                     vacuum?); claiming from a window of recent due times, with a full sweep now \
-                     and then"
-                );
-            } else if !slow && state.windowed {
+        let work =
+            Duration::from_micros(50).saturating_mul(u32::try_from(returned).unwrap_or(u32::MAX));
+        let slow = took > SLOW_WALK + work;
+        state.slow_walks = if slow { state.slow_walks + 1 } else { 0 };
+        if state.windowed {
+            if slow {
+                state.last_sweep = Some((began, took));
+            } else {
                 tracing::info!(took = ?took, "outbox claims are fast again; claiming from the whole due index");
+                state.windowed = false;
+                state.last_sweep = None;
             }
-            state.windowed = slow;
-            state.last_sweep = slow.then_some((began, took));
+        } else if state.slow_walks >= SLOW_WALKS {
+            tracing::warn!(
+                took = ?took,
+                "outbox claims walk many dead index entries (a long transaction holds back vacuum?); \
+                 claiming from just below what was last taken, with a full sweep now and then"
+            );
+            state.windowed = true;
+            state.last_sweep = Some((began, took));
         }
     }
 
-    /// Whether claims walk only the window now.
+    /// Whether claims start at a floor now.
     pub(crate) fn is_windowed(&self) -> bool {
         self.state().windowed
     }
@@ -152,42 +159,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slow_short_claims_switch_to_the_window_with_sweeps() {
+    fn slow_full_walks_switch_to_a_floor_with_sweeps() {
         let w = ClaimWindow::default();
         let t0 = Instant::now();
-        assert_eq!(w.next(t0), Walk::Full);
-        w.record(Walk::Full, t0, Duration::from_millis(1), 0, false);
-        assert_eq!(w.next(t0), Walk::Full, "fast full walks stay full");
-        w.record(Walk::Full, t0, Duration::from_millis(8), 100, false);
-        assert!(
-            !w.is_windowed(),
-            "time spent on the events claimed is not walking"
-        );
-        w.record(Walk::Full, t0, Duration::from_millis(80), 0, false);
-        w.record(Walk::Full, t0, Duration::from_millis(1), 0, false);
-        w.record(Walk::Full, t0, Duration::from_millis(80), 0, false);
-        w.record(Walk::Full, t0, Duration::from_millis(80), 0, false);
-        assert!(
-            !w.is_windowed(),
-            "one slow walk, or two, can be a busy machine"
-        );
-        w.record(Walk::Full, t0, Duration::from_millis(80), 0, false);
+        let wall = Utc::now();
+        let ms = Duration::from_millis;
+        assert_eq!(w.next(t0, wall), Walk::Full);
+        w.record(Walk::Full, t0, ms(1), 0, None);
+        assert_eq!(w.next(t0, wall), Walk::Full, "fast full walks stay full");
+        w.record(Walk::Full, t0, ms(8), 100, None);
+        w.record(Walk::Full, t0, ms(80), 0, None);
+        w.record(Walk::Full, t0, ms(80), 0, None);
+        w.record(Walk::Full, t0, ms(1), 0, None);
+        w.record(Walk::Full, t0, ms(80), 0, None);
+        assert!(!w.is_windowed(), "slow walks must come in a row");
+        w.record(Walk::Full, t0, ms(80), 0, None);
+        w.record(Walk::Full, t0, ms(80), 0, None);
         assert!(w.is_windowed());
-        // The sweep that was slow counts from its start: the next one is due after 20 × 80 ms.
-        assert_eq!(w.next(t0 + Duration::from_millis(10)), Walk::Window);
-        assert_eq!(w.next(t0 + Duration::from_millis(1_500)), Walk::Window);
-        let sweep_at = t0 + Duration::from_millis(1_600);
-        assert_eq!(w.next(sweep_at), Walk::Full);
-        assert_eq!(w.next(sweep_at), Walk::Window, "one sweep at a time");
-        // A full window claim means a backlog: back to full walks.
-        w.record(Walk::Window, sweep_at, Duration::from_millis(2), 32, true);
-        assert_eq!(w.next(sweep_at), Walk::Full);
-        // A fast full walk drops the window.
-        for _ in 0..SLOW_WALKS {
-            w.record(Walk::Full, t0, Duration::from_millis(80), 0, false);
-        }
-        assert!(w.is_windowed());
-        w.record(Walk::Full, t0, Duration::from_millis(1), 0, false);
+        // Nothing taken yet: the floor is the margin below now.
+        assert_eq!(w.next(t0 + ms(10), wall), Walk::From(below(wall)));
+        // A claim took events: the next starts the margin below the earliest of them, backlog or
+        // not (a full claim does not end the mode).
+        let taken = wall - chrono::Duration::seconds(30);
+        w.record(Walk::From(below(wall)), t0, ms(2), 100, Some(taken));
+        assert_eq!(w.next(t0 + ms(20), wall), Walk::From(below(taken)));
+        // The sweep is due 20 × 80 ms after the slow one began; one claim takes it.
+        let sweep_at = t0 + ms(1_600);
+        assert_eq!(w.next(sweep_at, wall), Walk::Full);
+        assert_eq!(w.next(sweep_at, wall), Walk::From(below(taken)));
+        // A fast sweep ends the mode.
+        w.record(Walk::Full, sweep_at, ms(1), 0, None);
         assert!(!w.is_windowed());
+        assert_eq!(w.next(sweep_at, wall), Walk::Full);
     }
 }

@@ -196,7 +196,7 @@ END $$"
         // with 50,000 pending).
         format!(
             "CREATE OR REPLACE FUNCTION {claim}(batch bigint, worker text, lease_ms bigint,
-    window_ms bigint)
+    walk_from timestamptz)
 RETURNS SETOF {t} LANGUAGE plpgsql VOLATILE
 SET enable_bitmapscan = off SET enable_sort = off
 AS $$
@@ -205,10 +205,9 @@ DECLARE
     ids uuid[];
     parked bigint;
     lease interval := lease_ms * interval '1 millisecond';
-    -- Where the walk of the due index starts: its beginning, or (window_ms given) the due times
-    -- of the last window_ms only (see the store's claim_window module).
-    since timestamptz := CASE WHEN window_ms IS NULL THEN '-infinity'::timestamptz
-                              ELSE now() - window_ms * interval '1 millisecond' END;
+    -- Where the walk of the due index starts: its beginning, or walk_from (see the store's
+    -- claim_window module: past the dead entries a long transaction keeps).
+    since timestamptz := COALESCE(walk_from, '-infinity'::timestamptz);
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
     LOOP

@@ -436,22 +436,16 @@ impl Store for PgStore {
         // function, whose own statements PL/pgSQL plans (with custom plans while a generic one
         // would cost more), so a plan cached here cannot go stale as the table grows.
         let began = tokio::time::Instant::now();
-        let walk = self.claim_window.next(began);
+        let walk = self.claim_window.next(began, Utc::now());
         let rows = sqlx::query(&self.queries.claim)
             .bind(i64::try_from(request.limit).unwrap_or(i64::MAX))
             .bind(&request.worker_id)
             .bind(millis(request.lease))
-            .bind(walk.window_ms())
+            .bind(walk.since())
             .fetch_all(&self.pool)
             .await
             .map_err(|e| map_sqlx("claim", e))?;
-        self.claim_window.record(
-            walk,
-            began,
-            began.elapsed(),
-            rows.len(),
-            rows.len() >= request.limit,
-        );
+        let took = began.elapsed();
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
             match decode(row).and_then(ClaimedEvent::from_record) {
@@ -461,6 +455,18 @@ impl Store for PgStore {
             }
         }
         outbox_core::sort_in_due_order(&mut claimed);
+        // The earliest due time taken (a lease-expired event's was later than this: a lower
+        // floor walks more, never less).
+        let earliest = claimed
+            .iter()
+            .map(|c| {
+                let r = &c.record;
+                r.backoff_until
+                    .map_or(r.available_at, |b| b.max(r.available_at))
+            })
+            .min();
+        self.claim_window
+            .record(walk, began, took, rows.len(), earliest);
         Ok(claimed)
     }
 
