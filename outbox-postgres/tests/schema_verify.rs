@@ -34,7 +34,7 @@ async fn a_migrated_schema_verifies_and_a_damaged_one_names_what_is_missing() {
 
     sqlx::raw_sql(&format!(
         "DROP INDEX \"{schema}\".outbox_events_due;
-         DROP FUNCTION \"{schema}\".outbox_events_claim(bigint, text, bigint);
+         DROP FUNCTION \"{schema}\".outbox_events_claim(bigint, text, bigint, timestamptz);
          ALTER TABLE \"{schema}\".outbox_events DROP COLUMN corrupt_reason"
     ))
     .execute(&pool)
