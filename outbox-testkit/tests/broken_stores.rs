@@ -471,3 +471,8 @@ fn a_store_without_per_type_counts_is_caught() {
         Flaw::DoubleClaim,
     );
 }
+
+#[test]
+fn the_suite_catches_every_broken_rule_on_the_memory_store() {
+    outbox_testkit::broken::assert_suite_catches_every_break(MemoryFactory::default);
+}

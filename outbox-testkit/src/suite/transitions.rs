@@ -1,0 +1,948 @@
+//! Clauses that walk events through every transition at every entry point — single and batch
+//! forms, first and later attempts, tied timestamps — and compare *every field* of every record
+//! each read path returns (claim, `get`, dead letters) with what the contract says it must be
+//! ([`Expected`]). They catch rule-level mistakes that the clauses about one field let through.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use outbox_core::{
+    ClaimRequest, ClaimedEvent, Completion, EventStatus, HandlerResults, HandlerState, Lease,
+    LogEntry, LogLevel, NewEvent, Store, StoreError, StoreExt,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::expect::Expected;
+use super::support::{fetch, wait_until};
+use crate::ensure;
+use crate::harness::{ClauseResult, Failure, StoreFactory, Verdict, namespace};
+
+const LONG: Duration = Duration::from_secs(30);
+const WORKER: &str = "conformance";
+
+/// Runs `call`, returning its result and the instants just before and after it.
+async fn timed<T, Fut: Future<Output = T>>(call: Fut) -> (T, (DateTime<Utc>, DateTime<Utc>)) {
+    let before = Utc::now();
+    let out = call.await;
+    (out, (before, Utc::now()))
+}
+
+/// Claims up to `limit` events and checks each against its expectation (which it updates).
+async fn claim_checked<S: Store>(
+    store: &S,
+    limit: usize,
+    model: &mut HashMap<Uuid, Expected>,
+) -> Result<Vec<ClaimedEvent>, Failure> {
+    let (claimed, at) = timed(store.claim(&ClaimRequest::new(WORKER, limit, LONG))).await;
+    let claimed = claimed?;
+    ensure!(
+        claimed.len() <= limit,
+        "claim({limit}) returned {} events, more than its limit",
+        claimed.len()
+    );
+    for c in &claimed {
+        let expected = model
+            .get_mut(&c.record.id)
+            .ok_or_else(|| Failure::new(format!("claimed an unknown event {}", c.record.id)))?;
+        expected.claimed(WORKER, LONG, c, at)?;
+    }
+    Ok(claimed)
+}
+
+/// Checks what `get` reads back for every modelled event.
+async fn check_all<S: Store>(store: &S, model: &HashMap<Uuid, Expected>) -> Result<(), Failure> {
+    for expected in model.values() {
+        expected.check(&fetch(store, expected.id()).await?, "get")?;
+    }
+    Ok(())
+}
+
+/// Enqueues one event, modelling it.
+async fn enqueue_one<S: Store>(
+    store: &S,
+    event: NewEvent,
+    model: &mut HashMap<Uuid, Expected>,
+) -> Result<Uuid, Failure> {
+    let copy = event.clone();
+    let (done, (before, after)) = timed(store.enqueue(event)).await;
+    let done = done?;
+    ensure!(
+        !done.duplicate && done.id == copy.id,
+        "enqueue must store a new event under its own id {}, got {done:?}",
+        copy.id
+    );
+    model.insert(copy.id, Expected::enqueued(&copy, before, after));
+    Ok(copy.id)
+}
+
+fn ids(claimed: &[ClaimedEvent]) -> Vec<Uuid> {
+    claimed.iter().map(|c| c.record.id).collect()
+}
+
+/// C2, C6 and the record for `enqueue_batch`: one result per item in order, each new item stored
+/// under its own id and reading back exactly as sent (payload integers beyond 2^53 included), a
+/// key already stored — or repeated inside the batch — reported as a duplicate with the first
+/// event's id, keys compared exactly, schedules inside a batch kept, and the batch's events
+/// (created at one instant) claimed in enqueue order, never more than each claim's limit.
+pub async fn c2_enqueue_batch_reads_back<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("c2batch")).await?;
+    let mut model = HashMap::new();
+    let first = enqueue_one(
+        &store,
+        NewEvent::new("c2b.Stored", json!({"n": "stored"})).idempotency_key("Batch-Key"),
+        &mut model,
+    )
+    .await?;
+    let big = json!({
+        "above_2_53": 9_007_199_254_740_993_u64,
+        "u64_max": u64::MAX,
+        "i64_min": i64::MIN,
+        "fraction": 0.1,
+        "nested": [1, {"deep": -9_007_199_254_740_993_i64}],
+    });
+    let batch = vec![
+        NewEvent::new("c2b.Big", big).correlation_id("corr-big"),
+        // The stored key, exactly: a duplicate of `first`.
+        NewEvent::new("c2b.Dup", json!({"n": "dup"})).idempotency_key("Batch-Key"),
+        // Another case of it: a different key.
+        NewEvent::new("c2b.Case", json!({"n": "case"})).idempotency_key("batch-key"),
+        NewEvent::new("c2b.Later", json!({"n": "later"}))
+            .ordering_key("c2b-later")
+            .deliver_after(Duration::from_secs(3600)),
+        NewEvent::new("c2b.Once", json!({"n": "once"})).idempotency_key("in-batch"),
+        NewEvent::new("c2b.Once", json!({"n": "again"})).idempotency_key("in-batch"),
+        NewEvent::new("c2b.Keyed", json!({"n": "keyed"}))
+            .ordering_key("c2b-k")
+            .correlation_id("corr-k"),
+        NewEvent::new("c2b.Tie", json!({"n": 7})),
+        NewEvent::new("c2b.Tie", json!({"n": 8})),
+        NewEvent::new("c2b.Tie", json!({"n": 9})),
+    ];
+    let sent = batch.clone();
+    let (results, (before, after)) = timed(store.enqueue_batch(batch)).await;
+    let results = results?;
+    ensure!(
+        results.len() == sent.len(),
+        "enqueue_batch must return one result per item ({}), got {}",
+        sent.len(),
+        results.len()
+    );
+    let duplicate_of: HashMap<usize, Uuid> = HashMap::from([(1, first), (5, sent[4].id)]);
+    for (n, (event, result)) in sent.iter().zip(&results).enumerate() {
+        match duplicate_of.get(&n) {
+            Some(original) => ensure!(
+                result.duplicate && result.id == *original,
+                "batch item {n} repeats the idempotency key {:?} of event {original}: it must be \
+                 reported as a duplicate with that id, got {result:?}",
+                event.idempotency_key
+            ),
+            None => {
+                ensure!(
+                    !result.duplicate && result.id == event.id,
+                    "batch item {n} ({}, key {:?}) must be stored under its own id {}, got \
+                     {result:?} (idempotency keys are compared exactly)",
+                    event.event_type,
+                    event.idempotency_key,
+                    event.id
+                );
+                model.insert(event.id, Expected::enqueued(event, before, after));
+            }
+        }
+    }
+    ensure!(
+        store.get(sent[1].id).await?.is_none() && store.get(sent[5].id).await?.is_none(),
+        "a duplicate item of a batch was stored"
+    );
+    check_all(&store, &model).await?;
+
+    // Claims of every size, in due order then enqueue order; the scheduled one never. A store
+    // that cannot write a batch at one instant (a partitioned one stamps each partition's part
+    // with its own clock) is held to the instants it stored.
+    let enqueue_order = [
+        first, sent[0].id, sent[2].id, sent[4].id, sent[6].id, sent[7].id, sent[8].id, sent[9].id,
+    ];
+    let mut due_order = Vec::new();
+    for (n, id) in enqueue_order.iter().enumerate() {
+        due_order.push((fetch(&store, *id).await?.available_at, n, *id));
+    }
+    due_order.sort_unstable();
+    let due_order: Vec<Uuid> = due_order.into_iter().map(|(_, _, id)| id).collect();
+    let mut got = Vec::new();
+    for limit in [1, 2, 3, 100] {
+        let claimed = claim_checked(&store, limit, &mut model).await?;
+        let expected_len = limit.min(due_order.len() - got.len());
+        ensure!(
+            claimed.len() == expected_len,
+            "claim({limit}) must return {expected_len} of the due events, got {}",
+            claimed.len()
+        );
+        got.extend(ids(&claimed));
+    }
+    ensure!(
+        got == due_order,
+        "claims must return the due events in enqueue order (the batch's events share one \
+         instant; ties go in enqueue order): expected {due_order:?}, got {got:?}"
+    );
+    ensure!(
+        store
+            .claim(&ClaimRequest::new(WORKER, 10, LONG))
+            .await?
+            .is_empty(),
+        "a scheduled event of a batch was claimable before its time"
+    );
+    check_all(&store, &model).await?;
+    Ok(Verdict::Passed)
+}
+
+/// How a clause hands completions to the store.
+#[derive(Debug, Clone, Copy)]
+enum EntryPoint {
+    /// `complete`, one call per item.
+    Single,
+    /// `complete_many`.
+    Many,
+    /// `complete_and_hand_off`.
+    HandOff,
+}
+
+impl EntryPoint {
+    async fn complete<S: Store>(
+        self,
+        store: &S,
+        items: &[(Lease, Completion)],
+    ) -> Result<Vec<Result<(), StoreError>>, Failure> {
+        Ok(match self {
+            Self::Single => {
+                let mut out = Vec::new();
+                for (lease, completion) in items {
+                    out.push(store.complete(lease, completion.clone()).await);
+                }
+                out
+            }
+            Self::Many => store.complete_many(items).await,
+            Self::HandOff => {
+                let handed = store
+                    .complete_and_hand_off(items, &ClaimRequest::new(WORKER, 10, LONG))
+                    .await;
+                // Nothing here has a successor under its key to hand off.
+                ensure!(
+                    handed.next.is_empty(),
+                    "complete_and_hand_off handed off {:?}, though no completed event's ordering \
+                     key has another event",
+                    ids(&handed.next)
+                );
+                handed.results
+            }
+        })
+    }
+}
+
+fn state(attempts: u32) -> HandlerState {
+    HandlerState {
+        attempts,
+        ..HandlerState::default()
+    }
+}
+
+fn log(attempt: u32, message: &str) -> LogEntry {
+    LogEntry {
+        at: Utc::now(),
+        level: LogLevel::Warn,
+        attempt,
+        message: message.to_owned(),
+    }
+}
+
+/// C3, C7 and the record, for `complete`, `complete_many` and `complete_and_hand_off` alike: every
+/// item of a completion is fenced by its own token (a stale one first or last fails alone and
+/// changes nothing), carries its own status, attempts as sent, retry delay and handler results
+/// (errors, outputs, logs), and one result per item comes back in order. After each transition —
+/// first attempt, retry, release, dead, second attempt — every field of every read path (claim,
+/// `get`, dead letters) is what the contract says.
+pub async fn c3_every_transition_reads_back<F: StoreFactory>(factory: &F) -> ClauseResult {
+    for entry in [EntryPoint::Single, EntryPoint::Many, EntryPoint::HandOff] {
+        transitions_through(factory, entry)
+            .await
+            .map_err(|f| Failure::new(format!("through {entry:?} completions: {}", f.message)))?;
+    }
+    Ok(Verdict::Passed)
+}
+
+async fn transitions_through<F: StoreFactory>(factory: &F, entry: EntryPoint) -> ClauseResult {
+    let store = factory.create(&namespace("c3trans")).await?;
+    let mut model = HashMap::new();
+    let mut events = Vec::new();
+    // The fifth stays leased through the first batch, which holds a stale lease of it.
+    for (n, key) in [
+        (0, None),
+        (1, Some("c3t-one")),
+        (2, Some("c3t-dead")),
+        (3, None),
+        (4, None),
+    ] {
+        let mut event =
+            NewEvent::new("c3t.Event", json!({ "n": n })).correlation_id(format!("corr-{n}"));
+        if let Some(key) = key {
+            event = event.ordering_key(key);
+        }
+        events.push(enqueue_one(&store, event, &mut model).await?);
+    }
+    let claimed = claim_checked(&store, 10, &mut model).await?;
+    ensure!(
+        ids(&claimed) == events,
+        "the five due events must be claimed in creation order, got {:?}",
+        ids(&claimed)
+    );
+    let lease = |n: usize| claimed[n].lease;
+
+    let mut retry_results = HandlerResults::new();
+    retry_results.insert(
+        "mailer".into(),
+        HandlerState {
+            last_error: Some("mailbox busy".into()),
+            logs: vec![log(1, "retrying soon")],
+            ..state(1)
+        },
+    );
+    retry_results.insert(
+        "audit".into(),
+        HandlerState {
+            succeeded_at: Some(Utc::now()),
+            output: Some(json!({"receipt": 41})),
+            ..state(1)
+        },
+    );
+    let retry = Completion {
+        status: EventStatus::Pending,
+        handler_results: retry_results,
+        attempts: 1,
+        retry_delay: Some(Duration::from_millis(500)),
+    };
+    let mut done_results = HandlerResults::new();
+    done_results.insert(
+        "mailer".into(),
+        HandlerState {
+            succeeded_at: Some(Utc::now()),
+            output: Some(json!({"message_id": "m-1", "big": 9_007_199_254_740_993_u64})),
+            ..state(1)
+        },
+    );
+    let processed = Completion {
+        status: EventStatus::Processed,
+        handler_results: done_results,
+        attempts: 1,
+        retry_delay: None,
+    };
+    let mut dead_results = HandlerResults::new();
+    dead_results.insert(
+        "mailer".into(),
+        HandlerState {
+            last_error: Some("no such mailbox".into()),
+            gave_up: true,
+            logs: vec![log(1, "giving up")],
+            ..state(1)
+        },
+    );
+    let dead = Completion {
+        status: EventStatus::Dead,
+        handler_results: dead_results,
+        attempts: 1,
+        retry_delay: None,
+    };
+    // Given back unattempted: the attempt is returned, due again at once.
+    let release = Completion {
+        status: EventStatus::Pending,
+        handler_results: HandlerResults::new(),
+        attempts: 0,
+        retry_delay: None,
+    };
+    let stale = |n: usize| Lease {
+        event_id: events[n],
+        token: Uuid::now_v7(),
+    };
+    // A stale lease first (its event's real completion follows) and last (of an event another
+    // worker holds).
+    let items = vec![
+        (stale(3), processed.clone()),
+        (lease(0), retry.clone()),
+        (lease(1), processed.clone()),
+        (lease(2), dead.clone()),
+        (lease(3), release.clone()),
+        (stale(4), dead.clone()),
+    ];
+    let (results, at) = timed(entry.complete(&store, &items)).await;
+    let results = results?;
+    ensure!(
+        results.len() == items.len(),
+        "one result per item ({}) in order, got {}: {results:?}",
+        items.len(),
+        results.len()
+    );
+    for (n, result) in results.iter().enumerate() {
+        let stale_item = n == 0 || n == items.len() - 1;
+        ensure!(
+            if stale_item {
+                matches!(result, Err(StoreError::LeaseLost { .. }))
+            } else {
+                result.is_ok()
+            },
+            "item {n}: {} lease must {}, got {result:?} (results: {results:?})",
+            if stale_item { "a stale" } else { "a live" },
+            if stale_item {
+                "fail alone with LeaseLost"
+            } else {
+                "be applied"
+            }
+        );
+    }
+    for (n, (_, completion)) in items.iter().enumerate().take(5).skip(1) {
+        model
+            .get_mut(&events[n - 1])
+            .ok_or_else(|| Failure::new("unmodelled event"))?
+            .completed(completion, at);
+    }
+    check_all(&store, &model).await?;
+    let letters = store.dead_letters(10).await?;
+    ensure!(
+        ids_of(&letters) == [events[2]],
+        "dead_letters must list exactly the dead event, got {:?}",
+        ids_of(&letters)
+    );
+    model[&events[2]].check(&letters[0], "dead_letters")?;
+
+    // Second attempt of the retried event; the released one is due first (it became due first).
+    wait_until(
+        Duration::from_secs(5),
+        "the retried event's back-off ends",
+        || async {
+            Ok(fetch(&store, events[0])
+                .await?
+                .backoff_until
+                .is_none_or(|t| t <= Utc::now()))
+        },
+    )
+    .await?;
+    let again = claim_checked(&store, 10, &mut model).await?;
+    ensure!(
+        ids(&again) == [events[3], events[0]],
+        "after the back-off, the released event (due since its release) and the retried one must \
+         be claimed in due order, got {:?}",
+        ids(&again)
+    );
+    let mut second_results = retry.handler_results.clone();
+    second_results.insert(
+        "mailer".into(),
+        HandlerState {
+            succeeded_at: Some(Utc::now()),
+            logs: vec![log(1, "retrying soon"), log(2, "sent")],
+            ..state(2)
+        },
+    );
+    let second = Completion {
+        status: EventStatus::Processed,
+        handler_results: second_results,
+        attempts: 2,
+        retry_delay: None,
+    };
+    let items = vec![
+        (again[0].lease, processed.clone()),
+        (again[1].lease, second),
+        (lease(4), processed.clone()),
+    ];
+    let (results, at) = timed(entry.complete(&store, &items)).await;
+    let results = results?;
+    ensure!(
+        results.len() == 3 && results.iter().all(Result::is_ok),
+        "second attempts must complete, one result each: {results:?}"
+    );
+    for (lease, completion) in &items {
+        model
+            .get_mut(&lease.event_id)
+            .ok_or_else(|| Failure::new("unmodelled event"))?
+            .completed(completion, at);
+    }
+    check_all(&store, &model).await?;
+    Ok(Verdict::Passed)
+}
+
+fn ids_of(records: &[outbox_core::EventRecord]) -> Vec<Uuid> {
+    records.iter().map(|r| r.id).collect()
+}
+
+/// C2/C3 lease tokens: every claim sets a fresh token — never one derived from the event and its
+/// attempt number, never one an earlier claim of the same event had (after a release that returned
+/// the attempt, after a dead letter was re-queued) — and every earlier lease is refused.
+pub async fn c3_lease_tokens_are_fresh<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("c3tok")).await?;
+    let mut model = HashMap::new();
+    let id = enqueue_one(&store, NewEvent::new("c3tok.E", json!({})), &mut model).await?;
+    let other = enqueue_one(&store, NewEvent::new("c3tok.E", json!({})), &mut model).await?;
+    let mut seen: Vec<Lease> = Vec::new();
+    let release = Completion {
+        status: EventStatus::Pending,
+        handler_results: HandlerResults::new(),
+        attempts: 0,
+        retry_delay: None,
+    };
+    // Claimed and released three times: each claim is attempt 1.
+    for round in 0..3 {
+        let claimed = claim_checked(&store, 10, &mut model).await?;
+        ensure!(
+            ids(&claimed) == [id, other],
+            "round {round}: both events must be claimable again after a release, got {:?}",
+            ids(&claimed)
+        );
+        for c in &claimed {
+            ensure!(
+                c.record.attempts == 1,
+                "round {round}: a claim after a release that returned the attempt is attempt 1, \
+                 got {}",
+                c.record.attempts
+            );
+            ensure!(
+                seen.iter().all(|l| l.token != c.lease.token),
+                "round {round}: event {} got a lease token an earlier claim had: tokens must be \
+                 fresh on every claim",
+                c.record.id
+            );
+        }
+        for old in &seen {
+            let before = fetch(&store, old.event_id).await?;
+            let late = store.complete(old, release.clone()).await;
+            ensure!(
+                matches!(late, Err(StoreError::LeaseLost { .. })),
+                "round {round}: a lease from an earlier claim of {} was accepted: {late:?}",
+                old.event_id
+            );
+            ensure!(
+                fetch(&store, old.event_id).await? == before,
+                "round {round}: a refused completion changed its event"
+            );
+        }
+        seen.extend(claimed.iter().map(|c| c.lease));
+        let (results, at) = timed(
+            store.complete_many(
+                &claimed
+                    .iter()
+                    .map(|c| (c.lease, release.clone()))
+                    .collect::<Vec<_>>(),
+            ),
+        )
+        .await;
+        ensure!(
+            results.iter().all(Result::is_ok),
+            "round {round}: releases failed: {results:?}"
+        );
+        for c in &claimed {
+            model
+                .get_mut(&c.record.id)
+                .ok_or_else(|| Failure::new("unmodelled event"))?
+                .completed(&release, at);
+        }
+    }
+    // Dead, re-queued, claimed again: attempt 1 once more, with a fresh token.
+    let claimed = store.claim(&ClaimRequest::new(WORKER, 10, LONG)).await?;
+    let first_life = claimed
+        .iter()
+        .find(|c| c.record.id == id)
+        .ok_or_else(|| Failure::new("the first event must be claimable"))?;
+    let dead = Completion {
+        status: EventStatus::Dead,
+        handler_results: HandlerResults::new(),
+        attempts: 1,
+        retry_delay: None,
+    };
+    store.complete(&first_life.lease, dead).await?;
+    seen.extend(claimed.iter().map(|c| c.lease));
+    ensure!(
+        store.requeue_dead(id).await?,
+        "requeue_dead refused a dead event"
+    );
+    // `other` stays leased: only the re-queued event is due.
+    let again = store.claim(&ClaimRequest::new(WORKER, 10, LONG)).await?;
+    ensure!(ids(&again) == [id], "a re-queued event must be claimable");
+    ensure!(
+        again[0].record.attempts == 1,
+        "a re-queued event's next claim is attempt 1, got {}",
+        again[0].record.attempts
+    );
+    ensure!(
+        seen.iter().all(|l| l.token != again[0].lease.token),
+        "a re-queued event's claim reused a lease token of its first life"
+    );
+    seen.retain(|l| l.event_id != other || claimed.iter().all(|c| c.lease != *l));
+    let tokens: HashSet<Uuid> = seen.iter().map(|l| l.token).collect();
+    ensure!(
+        tokens.len() == seen.len(),
+        "two claims got the same lease token"
+    );
+    for old in &seen {
+        let late = store.renew_lease(old, LONG).await;
+        ensure!(
+            matches!(late, Err(StoreError::LeaseLost { .. })),
+            "renewing a lease from an earlier claim of {} must report LeaseLost: {late:?}",
+            old.event_id
+        );
+    }
+    Ok(Verdict::Passed)
+}
+
+/// C4 at every position of a batch and through both forms: a renewal extends the lease to the
+/// store's now plus the extension, the record reads back the reported expiry, and a lost lease —
+/// first, in the middle or last — fails alone, in its own position, changing nothing.
+pub async fn c4_renewal_reads_back<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("c4back")).await?;
+    let mut model = HashMap::new();
+    let mut events = Vec::new();
+    for n in 0..4 {
+        events.push(
+            enqueue_one(
+                &store,
+                NewEvent::new("c4b.E", json!({ "n": n })),
+                &mut model,
+            )
+            .await?,
+        );
+    }
+    let held = claim_checked(&store, 10, &mut model).await?;
+    ensure!(held.len() == 4, "expected 4 claimable events");
+    let extend = Duration::from_secs(60);
+    // Single form.
+    let (until, at) = timed(store.renew_lease(&held[0].lease, extend)).await;
+    let until = until?;
+    let window = super::expect::Window::between(at.0, at.1).plus(extend);
+    ensure!(
+        window.contains(until),
+        "renew_lease must extend to the store's now plus the extension ({window}), got {until}"
+    );
+    if let Some(e) = model.get_mut(&events[0]) {
+        e.renewed(until);
+    }
+    check_all(&store, &model).await?;
+    // Batch form: a lost lease first, in the middle, last.
+    let lost = |n: usize| Lease {
+        event_id: events[n],
+        token: Uuid::now_v7(),
+    };
+    for (label, batch, lost_at) in [
+        ("first", vec![lost(0), held[1].lease, held[2].lease], 0usize),
+        ("middle", vec![held[1].lease, lost(2), held[3].lease], 1),
+        ("last", vec![held[0].lease, held[3].lease, lost(1)], 2),
+    ] {
+        let (results, at) = timed(store.renew_many(batch.clone(), extend)).await;
+        ensure!(
+            results.len() == batch.len(),
+            "renew_many ({label} lost) must return one result per lease, got {}",
+            results.len()
+        );
+        let window = super::expect::Window::between(at.0, at.1).plus(extend);
+        for (n, (lease, result)) in batch.iter().zip(&results).enumerate() {
+            if n == lost_at {
+                ensure!(
+                    matches!(result, Err(StoreError::LeaseLost { .. })),
+                    "renew_many: the lost lease ({label}) must fail alone with LeaseLost, got \
+                     {result:?} (results {results:?})"
+                );
+                continue;
+            }
+            match result {
+                Ok(until) => {
+                    ensure!(
+                        window.contains(*until),
+                        "renew_many ({label} lost), item {n}: the lease must extend to the \
+                         store's now plus the extension ({window}), got {until}"
+                    );
+                    if let Some(e) = model.get_mut(&lease.event_id) {
+                        e.renewed(*until);
+                    }
+                }
+                Err(err) => {
+                    return Err(Failure::new(format!(
+                        "renew_many ({label} lost), item {n}: a held lease was not renewed: {err}"
+                    )));
+                }
+            }
+        }
+        check_all(&store, &model).await?;
+    }
+    Ok(Verdict::Passed)
+}
+
+/// C9 for every state: pending, due, leased, processed and dead are each counted; an event whose
+/// lease expired is due (not leased), one backing off or scheduled is pending but not due; the lag
+/// is measured from when the oldest due event became due — its schedule — not from its creation.
+pub async fn c9_counts_every_state<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("c9every")).await?;
+    // Due in 1.5 s; by then it was created 1.5 s ago but due for almost nothing.
+    store
+        .enqueue(NewEvent::new("c9e.Sched", json!({})).deliver_after(Duration::from_millis(1500)))
+        .await?;
+    for n in 0..5 {
+        store
+            .enqueue(NewEvent::new("c9e.E", json!({ "n": n })))
+            .await?;
+    }
+    let claimed = store
+        .claim(&ClaimRequest::new(WORKER, 5, Duration::from_millis(400)))
+        .await?;
+    ensure!(claimed.len() == 5, "expected the 5 due events claimed");
+    let with = |status, retry_delay| Completion {
+        status,
+        handler_results: HandlerResults::new(),
+        attempts: 1,
+        retry_delay,
+    };
+    store
+        .complete(&claimed[0].lease, with(EventStatus::Processed, None))
+        .await?;
+    store
+        .complete(&claimed[1].lease, with(EventStatus::Dead, None))
+        .await?;
+    store
+        .complete(
+            &claimed[2].lease,
+            with(EventStatus::Pending, Some(Duration::from_secs(3600))),
+        )
+        .await?;
+    // claimed[3] is renewed for a minute; claimed[4]'s lease runs out.
+    store
+        .renew_lease(&claimed[3].lease, Duration::from_secs(60))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let s = store.stats().await?;
+    ensure!(
+        (s.pending, s.due, s.leased, s.processed, s.dead) == (4, 1, 1, 1, 1),
+        "expected pending 4 (the scheduled one, the one backing off, the leased one, the one whose \
+         lease expired), due 1 (the expired lease), leased 1, processed 1, dead 1: {s:?}"
+    );
+    // The expired lease became due when it expired, ~300 ms ago.
+    ensure!(
+        s.oldest_due_age >= Duration::from_millis(100) && s.oldest_due_age < Duration::from_secs(5),
+        "lag must count from when the expired lease ended: {s:?}"
+    );
+    let stale = store.claim(&ClaimRequest::new(WORKER, 1, LONG)).await?;
+    ensure!(
+        ids(&stale) == [claimed[4].record.id],
+        "the event whose lease expired must be the one claimable"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Now only the scheduled event is due: for ~300 ms, though created ~1.8 s ago.
+    let lag = store.lag().await?;
+    let s = store.stats().await?;
+    ensure!(
+        s.due == 1 && s.leased == 2,
+        "the scheduled event must be due and two leases held: {s:?}"
+    );
+    for (what, lag) in [("lag()", lag), ("stats().oldest_due_age", s.oldest_due_age)] {
+        ensure!(
+            lag >= Duration::from_millis(50) && lag < Duration::from_millis(1300),
+            "{what} must measure from when the scheduled event became due (~300 ms ago), not from \
+             its creation (~1.8 s ago): {lag:?}"
+        );
+    }
+    Ok(Verdict::Passed)
+}
+
+/// C6 exactly: keys are compared byte for byte (case matters), a key stays taken while its event
+/// is stored — pending, processed or dead — through both `enqueue` and `enqueue_batch`, and a
+/// duplicate always reports the first event's id.
+pub async fn c6_idempotency_keys_are_exact_and_kept<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("c6exact")).await?;
+    let mut first = HashMap::new();
+    for key in ["Key-A", "key-a", "KEY-A", "key-a ", "ключ", "kéy"] {
+        let done = store
+            .enqueue(NewEvent::new("c6e.E", json!({ "key": key })).idempotency_key(key))
+            .await?;
+        ensure!(
+            !done.duplicate,
+            "idempotency key {key:?} differs from every earlier key but was reported as a \
+             duplicate of {}: keys are compared exactly",
+            done.id
+        );
+        first.insert(key, done.id);
+    }
+    let claimed = store.claim(&ClaimRequest::new(WORKER, 10, LONG)).await?;
+    ensure!(claimed.len() == 6, "expected 6 claimable events");
+    let finish = |status| Completion {
+        status,
+        handler_results: HandlerResults::new(),
+        attempts: 1,
+        retry_delay: None,
+    };
+    let processed_id = first["Key-A"];
+    let dead_id = first["key-a"];
+    for c in &claimed {
+        let status = if c.record.id == processed_id {
+            EventStatus::Processed
+        } else if c.record.id == dead_id {
+            EventStatus::Dead
+        } else {
+            continue;
+        };
+        store.complete(&c.lease, finish(status)).await?;
+    }
+    for (key, id) in &first {
+        if store.get(*id).await?.is_none() {
+            // A store that deletes processed events frees their keys with them.
+            ensure!(
+                *id == processed_id,
+                "event {id} (key {key:?}) vanished though it was not processed"
+            );
+            continue;
+        }
+        let single = store
+            .enqueue(NewEvent::new("c6e.E", json!({"again": true})).idempotency_key(*key))
+            .await?;
+        ensure!(
+            single.duplicate && single.id == *id,
+            "enqueue: key {key:?} is taken by event {id} (pending, processed or dead, still \
+             stored) — got {single:?}"
+        );
+        let batch = store
+            .enqueue_batch(vec![
+                NewEvent::new("c6e.Fresh", json!({})),
+                NewEvent::new("c6e.E", json!({"again": true})).idempotency_key(*key),
+            ])
+            .await?;
+        ensure!(
+            batch.len() == 2 && !batch[0].duplicate && batch[1].duplicate && batch[1].id == *id,
+            "enqueue_batch: key {key:?} is taken by event {id} — got {batch:?}"
+        );
+    }
+    let s = store.stats().await?;
+    ensure!(
+        s.dead == 1 && s.processed <= 1 && s.pending == 4 + first.len() as u64,
+        "duplicates must store nothing: {s:?}"
+    );
+    Ok(Verdict::Passed)
+}
+
+/// C7 exactly: dead letters list oldest first and honour the limit, reading back every field;
+/// a re-queue resets status, attempts and every failed handler (attempts, gave-up) while keeping
+/// successes whole, and the event is claimable at once; purges select processed and dead events
+/// by when they finished (`processed_at`), not by when they were created.
+pub async fn c7_repair_reads_back<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("c7back")).await?;
+    let mut model = HashMap::new();
+    let mut events = Vec::new();
+    for n in 0..3 {
+        let event = NewEvent::new("c7b.E", json!({ "n": n }))
+            .correlation_id(format!("corr-{n}"))
+            .ordering_key(format!("c7b-{n}"));
+        events.push(enqueue_one(&store, event, &mut model).await?);
+    }
+    let created = Utc::now();
+    // Finished well after creation, so a purge by creation time would select them.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let claimed = claim_checked(&store, 10, &mut model).await?;
+    ensure!(claimed.len() == 3, "expected 3 claimable events");
+    let mut failed = HandlerResults::new();
+    failed.insert(
+        "mailer".into(),
+        HandlerState {
+            last_error: Some("gave up".into()),
+            gave_up: true,
+            ..state(4)
+        },
+    );
+    failed.insert(
+        "pager".into(),
+        HandlerState {
+            last_error: Some("timed out".into()),
+            ..state(2)
+        },
+    );
+    failed.insert(
+        "audit".into(),
+        HandlerState {
+            succeeded_at: Some(Utc::now()),
+            output: Some(json!({"kept": true})),
+            logs: vec![log(1, "audited")],
+            ..state(1)
+        },
+    );
+    let dead = Completion {
+        status: EventStatus::Dead,
+        handler_results: failed,
+        attempts: 4,
+        retry_delay: None,
+    };
+    let processed = Completion {
+        status: EventStatus::Processed,
+        handler_results: HandlerResults::new(),
+        attempts: 1,
+        retry_delay: None,
+    };
+    // They die in creation order: oldest first is the same whichever instant a store sorts by.
+    for (n, completion) in [(0, &dead), (1, &dead), (2, &processed)] {
+        let (done, at) = timed(store.complete(&claimed[n].lease, completion.clone())).await;
+        done?;
+        model
+            .get_mut(&events[n])
+            .ok_or_else(|| Failure::new("unmodelled event"))?
+            .completed(completion, at);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let letters = store.dead_letters(10).await?;
+    ensure!(
+        ids_of(&letters) == events[..2],
+        "dead_letters must list both dead events oldest first: expected {:?}, got {:?}",
+        &events[..2],
+        ids_of(&letters)
+    );
+    for letter in &letters {
+        model[&letter.id].check(letter, "dead_letters")?;
+    }
+    let one = store.dead_letters(1).await?;
+    ensure!(
+        ids_of(&one) == events[..1],
+        "dead_letters(1) must list only the oldest dead event, got {:?}",
+        ids_of(&one)
+    );
+
+    // Purges by finishing time: nothing finished before `created` + 200 ms.
+    let cut = created + chrono::Duration::milliseconds(200);
+    ensure!(
+        store.purge_processed(cut).await? == 0,
+        "purge_processed removed an event processed after the cut-off (it was created before it: \
+         purges select by processed_at)"
+    );
+    ensure!(
+        store.purge_dead(cut).await? == 0,
+        "purge_dead removed an event that died after the cut-off (it was created before it)"
+    );
+    check_all(&store, &model).await?;
+
+    let (requeued, at) = timed(store.requeue_dead(events[0])).await;
+    ensure!(requeued?, "requeue_dead refused a dead event");
+    model
+        .get_mut(&events[0])
+        .ok_or_else(|| Failure::new("unmodelled event"))?
+        .requeued(at);
+    check_all(&store, &model).await?;
+    ensure!(
+        ids_of(&store.dead_letters(10).await?) == events[1..2],
+        "a re-queued event must leave the dead letters"
+    );
+    let again = claim_checked(&store, 10, &mut model).await?;
+    ensure!(
+        ids(&again) == events[..1],
+        "the re-queued event must be claimable at once, and only it: {:?}",
+        ids(&again)
+    );
+    let soon = Utc::now() + chrono::Duration::seconds(1);
+    ensure!(
+        store.purge_dead(soon).await? == 1 && store.purge_processed(soon).await? == 1,
+        "purges must remove the one dead and the one processed event"
+    );
+    ensure!(
+        store.get(events[1]).await?.is_none() && store.get(events[2]).await?.is_none(),
+        "a purged event still exists"
+    );
+    model.retain(|id, _| *id == events[0]);
+    check_all(&store, &model).await?;
+    Ok(Verdict::Passed)
+}
