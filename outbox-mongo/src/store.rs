@@ -23,6 +23,13 @@ use crate::row::{decode, encode_new, never, parked, to_bson_time};
 /// The status of documents set aside because they do not decode (see [`MongoStore::set_aside`]).
 pub(crate) const CORRUPT: &str = outbox_core::CORRUPT_STATUS;
 
+/// Documents set aside (status `corrupt`) or of a status the store never writes (written by hand
+/// or another program, not swept yet): what `corrupt_events`, `stats` and `requeue_corrupt` see
+/// as set aside, through the status index's bounds.
+fn set_aside() -> Document {
+    doc! { "status": { "$nin": ["pending", "processed", "dead"] } }
+}
+
 /// How many leases one claim sends at once.
 const CLAIM_CONCURRENCY: usize = 16;
 
@@ -584,10 +591,12 @@ impl Store for MongoStore {
     async fn corrupt_events(&self, limit: usize) -> Result<Vec<CorruptEvent>, StoreError> {
         let documents: Vec<Document> = self
             .events
-            .find(doc! { "status": CORRUPT })
+            .find(set_aside())
             .sort(doc! { "processed_at": 1, "_id": 1 })
             .limit(i64::try_from(limit).unwrap_or(i64::MAX))
-            .projection(doc! { "_id": 1, "event_type": 1, "corrupt_reason": 1, "processed_at": 1 })
+            .projection(
+                doc! { "_id": 1, "event_type": 1, "corrupt_reason": 1, "processed_at": 1, "status": 1 },
+            )
             .await
             .map_err(|e| map_mongo("corrupt events", e))?
             .try_collect()
@@ -601,7 +610,15 @@ impl Store for MongoStore {
                     Some(other) => other.to_string(),
                     None => String::new(),
                 };
-                CorruptEvent::new(id, d.get_str("corrupt_reason").unwrap_or_default())
+                let reason = match d.get_str("corrupt_reason") {
+                    Ok(reason) => reason.to_owned(),
+                    // Not set aside yet (the next sweep will): a status the store never writes.
+                    Err(_) => format!(
+                        "status: unknown status {}",
+                        d.get("status").cloned().unwrap_or(Bson::Null)
+                    ),
+                };
+                CorruptEvent::new(id, reason)
                     .with_event_type(d.get_str("event_type").ok().map(str::to_owned))
                     .with_set_aside_at(d.get_datetime("processed_at").ok().map(|t| {
                         DateTime::<Utc>::from_timestamp_millis(t.timestamp_millis())
@@ -616,7 +633,7 @@ impl Store for MongoStore {
         let done = self
             .events
             .update_one(
-                doc! { "_id": id, "status": CORRUPT },
+                doc! { "_id": id, "status": set_aside().remove("status").unwrap_or_default() },
                 doc! {
                     "$set": {
                         "status": "pending", "backoff_until": never(), "available_at": now,
@@ -652,7 +669,7 @@ impl Store for MongoStore {
         let leased = count(doc! { "status": "pending", "locked_until": { "$gt": bnow } }).await?;
         let processed = count(doc! { "status": "processed" }).await?;
         let dead = count(doc! { "status": "dead" }).await?;
-        let corrupt = count(doc! { "status": CORRUPT }).await?;
+        let corrupt = count(set_aside()).await?;
         let lag = self.oldest_due_age(now).await?;
         Ok(StoreStats::new(pending, due, leased, processed, dead, lag).with_corrupt(corrupt))
     }
@@ -897,7 +914,8 @@ impl MongoStore {
     }
 
     /// Pending documents without a due time are out of every claim's reach (claims walk the due
-    /// index): each is set aside with the reason, so none stays pending forever unseen. Run by
+    /// index), and so are documents whose status is none the store writes: each is set aside with
+    /// the reason, so none stays forever unseen. Run by
     /// claims that came back short, at most once per [`SWEEP_EVERY`] per store handle.
     async fn sweep_undue(&self) -> Result<(), StoreError> {
         let now = Utc::now().timestamp_millis();
@@ -932,6 +950,29 @@ impl MongoStore {
                     message: "due_at: missing or not a date".to_owned(),
                 };
                 self.set_aside_unleased(id, &err).await?;
+            }
+        }
+        // A status no claim or listing reads (written by hand, by another program) would strand
+        // its document: set aside too, through the status index's bounds.
+        let unknown: Vec<Document> = self
+            .events
+            .find(doc! { "status": { "$nin": ["pending", "processed", "dead", CORRUPT] } })
+            .projection(doc! { "_id": 1, "status": 1 })
+            .limit(100)
+            .await
+            .map_err(|e| map_mongo("claim: sweep", e))?
+            .try_collect()
+            .await
+            .map_err(|e| map_mongo("claim: sweep", e))?;
+        for document in unknown {
+            if let Ok(id) = document.get_str("_id") {
+                let status = document.get("status").cloned().unwrap_or(Bson::Null);
+                let err = StoreError::Corrupt {
+                    id: id.to_owned(),
+                    message: format!("status: unknown status {status}"),
+                };
+                self.set_aside_matching(doc! { "_id": id, "status": status }, id, &err)
+                    .await?;
             }
         }
         Ok(())

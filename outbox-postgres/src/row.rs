@@ -27,11 +27,26 @@ pub(crate) const LOST: usize = 17;
 /// for them); the check cost about 1,700 instructions per claimed event (callgrind). A value that
 /// does not decode still fails here, and the event is set aside as corrupt.
 pub(crate) fn decode(row: &PgRow) -> Result<EventRecord, StoreError> {
-    let get = |e: sqlx::Error| map_sqlx("decode event", e);
-    let id: Uuid = row.try_get_unchecked(0).map_err(get)?;
+    let id: Uuid = row
+        .try_get_unchecked(0)
+        .map_err(|e| map_sqlx("decode event", e))?;
     let corrupt = |message: String| StoreError::Corrupt {
         id: id.to_string(),
         message,
+    };
+    // A value of the column's type that no event can hold (a timestamp of `infinity`) is the
+    // row's damage, named by its column: the event is set aside, not the table called broken.
+    let get = |e: sqlx::Error| match e {
+        sqlx::Error::ColumnDecode { index, source } => {
+            let column = index
+                .trim_matches('"')
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| crate::queries::COLUMNS.split(',').nth(i))
+                .map_or(index.clone(), |name| name.trim().to_owned());
+            corrupt(format!("{column}: {source}"))
+        }
+        other => map_sqlx("decode event", other),
     };
     let status: &str = row.try_get_unchecked(10).map_err(get)?;
     let status =
@@ -97,10 +112,9 @@ fn timestamp(row: &PgRow, index: usize) -> Result<Option<DateTime<Utc>>, sqlx::E
         .and_then(|micros| micros.checked_add(POSTGRES_EPOCH_MICROS))
         .and_then(DateTime::from_timestamp_micros)
         .map(Some)
-        .ok_or_else(|| {
-            sqlx::Error::Decode(
-                format!("column {index}: not a timestamp within chrono's range (infinity?)").into(),
-            )
+        .ok_or_else(|| sqlx::Error::ColumnDecode {
+            index: index.to_string(),
+            source: "not a timestamp within chrono's range (infinity?)".into(),
         })
 }
 

@@ -235,7 +235,7 @@ BEGIN
             -- In no particular order: the client sorts the batch (ordering it here cost 10-15 %
             -- of the claim).
             RETURN QUERY UPDATE {t} e
-                SET attempts = LEAST(e.attempts, 2147483646) + 1, lease_token = gen_random_uuid(), locked_by = worker,
+                SET attempts = CASE WHEN e.attempts < 0 THEN e.attempts ELSE LEAST(e.attempts, 2147483646) + 1 END, lease_token = gen_random_uuid(), locked_by = worker,
                     locked_until = now() + lease, due_at = now() + lease
                 WHERE e.id = ANY(ids)
                 RETURNING e.*;
@@ -344,7 +344,7 @@ BEGIN
         IF hand_ids IS NOT NULL THEN
             RETURN QUERY
             UPDATE {t} e
-            SET attempts = LEAST(e.attempts, 2147483646) + 1, lease_token = gen_random_uuid(), locked_by = worker,
+            SET attempts = CASE WHEN e.attempts < 0 THEN e.attempts ELSE LEAST(e.attempts, 2147483646) + 1 END, lease_token = gen_random_uuid(), locked_by = worker,
                 locked_until = now() + lease, due_at = now() + lease
             WHERE e.id = ANY(hand_ids) AND e.due_at = 'infinity'
             RETURNING NULL::uuid, e;

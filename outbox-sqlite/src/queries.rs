@@ -76,7 +76,10 @@ impl Queries {
             // ordering-key check is needed: with one writer at a time, the enqueue parks exactly
             // the events behind an older one of their key, so those are never due.
             claim: format!(
-                "UPDATE {t} SET attempts = attempts + 1,
+                // A count that is not a non-negative integer (written by hand) is left as it is,
+                // so the decode sets the event aside instead of SQLite's arithmetic making one up.
+                "UPDATE {t} SET attempts = CASE WHEN typeof(attempts) = 'integer' AND attempts >= 0
+                                                THEN attempts + 1 ELSE attempts END,
                      lease_token = lower(hex(randomblob(16))),
                      locked_by = ?3,
                      locked_until = ?1 + ?4,

@@ -28,11 +28,24 @@ pub(crate) fn lease_of(row: &SqliteRow) -> Result<(i64, Option<String>), StoreEr
 
 /// Decodes a row whose columns are [`COLUMNS`](crate::queries::COLUMNS), in that order.
 pub(crate) fn decode(row: &SqliteRow) -> Result<EventRecord, StoreError> {
-    let get = |e: sqlx::Error| map_sqlx("decode event", e);
-    let raw_id: &str = row.try_get(1).map_err(get)?;
+    let raw_id: &str = row.try_get(1).map_err(|e| map_sqlx("decode event", e))?;
     let corrupt = |message: String| StoreError::Corrupt {
         id: raw_id.to_owned(),
         message,
+    };
+    // SQLite keeps whatever a hand-written UPDATE put in a column (text in an INTEGER column): a
+    // value of the wrong type is the row's damage, named by its column, not a database error.
+    let get = |e: sqlx::Error| match e {
+        sqlx::Error::ColumnDecode { index, source } => {
+            let column = index
+                .trim_matches('"')
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| crate::queries::COLUMNS.split(',').nth(i))
+                .map_or(index.clone(), |name| name.trim().to_owned());
+            corrupt(format!("{column}: {source}"))
+        }
+        other => map_sqlx("decode event", other),
     };
     let id = Uuid::parse_str(raw_id).map_err(|e| corrupt(format!("id: {e}")))?;
     let status: &str = row.try_get(11).map_err(get)?;

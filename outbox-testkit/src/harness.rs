@@ -56,11 +56,61 @@ pub trait StoreFactory: Send + Sync + 'static {
         Ok(false)
     }
 
+    /// Damages one part of the stored event `id` — `what` — as a row written by hand, by another
+    /// program or by an older version could be (C11: the quarantine covers every field). Returns
+    /// `false` when the backend's schema cannot hold such a row (a `NOT NULL` or `CHECK`
+    /// constraint refuses it) or the factory does not damage that part; clause
+    /// `c11_every_field_is_quarantined` then skips that part.
+    async fn damage_field(
+        &self,
+        store: &Self::Store,
+        id: Uuid,
+        what: Damage,
+    ) -> Result<bool, StoreError> {
+        let _ = (store, id, what);
+        Ok(false)
+    }
+
     /// Undoes [`damage`](StoreFactory::damage), as an operator fixing the data by hand would.
     async fn repair(&self, store: &Self::Store, id: Uuid) -> Result<bool, StoreError> {
         let _ = (store, id);
         Ok(false)
     }
+}
+
+/// The part of a stored event [`StoreFactory::damage_field`] damages.
+///
+/// ```
+/// use outbox_testkit::Damage;
+/// assert!(Damage::ALL.contains(&Damage::Timestamp));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Damage {
+    /// The payload is not JSON (or not stored as the type the store keeps it as).
+    Payload,
+    /// The handler results are not a map of handler states.
+    HandlerResults,
+    /// The attempt count is negative or not a number.
+    Attempts,
+    /// The status is none of the statuses the store writes.
+    Status,
+    /// `available_at` cannot be read as an instant (not a time, or out of range).
+    Timestamp,
+    /// A required field (`event_type`) is missing.
+    Missing,
+}
+
+impl Damage {
+    /// Every part, in the order the clause damages them.
+    pub const ALL: &'static [Damage] = &[
+        Self::Payload,
+        Self::HandlerResults,
+        Self::Attempts,
+        Self::Status,
+        Self::Timestamp,
+        Self::Missing,
+    ];
 }
 
 /// A caller's transaction, seen through the backend's own transaction type (C1).

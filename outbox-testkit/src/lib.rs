@@ -10,7 +10,7 @@ pub mod suite;
 
 pub use faulty::{Faults, FaultyStore};
 pub use harness::{
-    ClauseResult, Failure, StoreFactory, TestTransaction, Verdict, namespace, run_clause,
+    ClauseResult, Damage, Failure, StoreFactory, TestTransaction, Verdict, namespace, run_clause,
 };
 pub use memory::{MemoryStore, MemoryTransaction};
 pub use memory_factory::MemoryFactory;

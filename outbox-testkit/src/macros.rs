@@ -36,6 +36,7 @@ macro_rules! __with_clauses {
             c9_stats_by_type_and_key_head,
             c10_schema_and_names,
             c11_poison_rows,
+            c11_every_field_is_quarantined,
             c11_input_limits,
             c11_unstorable_outcomes,
             p1_fan_out_per_handler_results,

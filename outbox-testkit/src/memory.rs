@@ -122,14 +122,29 @@ impl MemoryStore {
     /// in a database: its next claim must set it aside (C11) instead of failing. For the
     /// conformance suite's poison-row clause. Returns `false` when the event does not exist.
     pub fn damage(&self, id: Uuid) -> bool {
+        self.damage_because(
+            id,
+            "handler_results: invalid type: sequence, expected a map",
+        )
+    }
+
+    /// [`damage`](Self::damage) with the decode error the row would give, `<field>: <error>`.
+    ///
+    /// ```
+    /// use outbox_core::{NewEvent, StoreExt};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = outbox_testkit::MemoryStore::new();
+    /// let id = store.enqueue(NewEvent::new("T", serde_json::json!({}))).await.unwrap().id;
+    /// assert!(store.damage_because(id, "attempts: invalid digit"));
+    /// assert!(store.get(id).await.is_err());
+    /// # });
+    /// ```
+    pub fn damage_because(&self, id: Uuid, reason: &str) -> bool {
         let mut state = self.state();
         let Some(seq) = state.seq_by_id.get(&id).copied() else {
             return false;
         };
-        state.damaged.insert(
-            seq,
-            "handler_results: invalid type: sequence, expected a map".to_owned(),
-        );
+        state.damaged.insert(seq, reason.to_owned());
         true
     }
 

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use outbox_core::{Enqueued, NewEvent, StoreError};
 use uuid::Uuid;
 
-use crate::harness::{StoreFactory, TestTransaction};
+use crate::harness::{Damage, StoreFactory, TestTransaction};
 use crate::memory::{MemoryStore, MemoryTransaction};
 
 /// Creates [`MemoryStore`]s by namespace: a second `create` with one namespace returns the same data,
@@ -40,6 +40,24 @@ impl StoreFactory for MemoryFactory {
 
     async fn damage(&self, store: &MemoryStore, id: Uuid) -> Result<bool, StoreError> {
         Ok(store.damage(id))
+    }
+
+    async fn damage_field(
+        &self,
+        store: &MemoryStore,
+        id: Uuid,
+        what: Damage,
+    ) -> Result<bool, StoreError> {
+        // The decode error a database row damaged this way would give.
+        let reason = match what {
+            Damage::Payload => "payload: expected value at line 1 column 1",
+            Damage::HandlerResults => "handler_results: invalid type: sequence, expected a map",
+            Damage::Attempts => "attempts: -1 is not an attempt count",
+            Damage::Status => "status: unknown status \"bogus\"",
+            Damage::Timestamp => "available_at: out of range",
+            Damage::Missing => "event_type: missing",
+        };
+        Ok(store.damage_because(id, reason))
     }
 
     async fn repair(&self, store: &MemoryStore, id: Uuid) -> Result<bool, StoreError> {

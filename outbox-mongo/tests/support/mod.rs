@@ -9,7 +9,7 @@ use mongodb::options::ClientOptions;
 use mongodb::{Client, ClientSession};
 use outbox_core::{Enqueued, NewEvent, StoreError};
 use outbox_mongo::MongoStore;
-use outbox_testkit::{StoreFactory, TestTransaction};
+use outbox_testkit::{Damage, StoreFactory, TestTransaction};
 use tokio::sync::OnceCell;
 
 pub const DEFAULT_URI: &str = "mongodb://127.0.0.1:27017/?directConnection=true";
@@ -88,6 +88,30 @@ impl StoreFactory for MongoFactory {
             mongodb::bson::doc! { "payload": 42_i32, "handler_results": "[1]" },
         )
         .await
+    }
+
+    async fn damage_field(
+        &self,
+        store: &MongoStore,
+        id: uuid::Uuid,
+        what: Damage,
+    ) -> Result<bool, StoreError> {
+        use mongodb::bson::doc;
+        let update = match what {
+            Damage::Payload => doc! { "$set": { "payload": 42_i32 } },
+            Damage::HandlerResults => doc! { "$set": { "handler_results": "[1]" } },
+            Damage::Attempts => doc! { "$set": { "attempts": "many" } },
+            Damage::Status => doc! { "$set": { "status": "bogus" } },
+            Damage::Timestamp => doc! { "$set": { "available_at": "soon" } },
+            Damage::Missing => doc! { "$unset": { "event_type": "" } },
+            _ => return Ok(false),
+        };
+        let done = store
+            .collection()
+            .update_one(doc! { "_id": id.to_string() }, update)
+            .await
+            .map_err(|e| StoreError::unavailable(format!("damage {what:?}: {e}")))?;
+        Ok(done.matched_count == 1)
     }
 
     async fn repair(&self, store: &MongoStore, id: uuid::Uuid) -> Result<bool, StoreError> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use outbox_core::{Enqueued, NewEvent, StoreError};
 use outbox_postgres::PgStore;
-use outbox_testkit::{StoreFactory, TestTransaction};
+use outbox_testkit::{Damage, StoreFactory, TestTransaction};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres, Transaction};
 
@@ -104,6 +104,30 @@ impl StoreFactory for PgFactory {
         .execute(store.pool())
         .await
         .map_err(|e| StoreError::unavailable(format!("damage: {e}")))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn damage_field(
+        &self,
+        store: &PgStore,
+        id: uuid::Uuid,
+        what: Damage,
+    ) -> Result<bool, StoreError> {
+        // The schema's NOT NULL and CHECK constraints keep a missing field or an unknown status
+        // out of the table.
+        let set = match what {
+            Damage::Payload => "payload = (repeat('[', 200) || repeat(']', 200))::jsonb",
+            Damage::HandlerResults => "handler_results = '[1,2,3]'",
+            Damage::Attempts => "attempts = -1",
+            Damage::Timestamp => "available_at = 'infinity'",
+            _ => return Ok(false),
+        };
+        let table = table_of(store);
+        let done = sqlx::query(&format!("UPDATE {table} SET {set} WHERE id = $1"))
+            .bind(id)
+            .execute(store.pool())
+            .await
+            .map_err(|e| StoreError::unavailable(format!("damage {what:?}: {e}")))?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use outbox_core::{Enqueued, NewEvent, StoreError};
 use outbox_redis::RedisStore;
-use outbox_testkit::{StoreFactory, TestTransaction};
+use outbox_testkit::{Damage, StoreFactory, TestTransaction};
 
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
@@ -156,9 +156,61 @@ impl StoreFactory for RedisFactory {
         set_fields(store, id, &[("handler_results", "[1]"), ("attempts", "-x")]).await
     }
 
+    async fn damage_field(
+        &self,
+        store: &RedisStore,
+        id: uuid::Uuid,
+        what: Damage,
+    ) -> Result<bool, StoreError> {
+        match what {
+            // `body` is the header (a JSON array: created_at, id, type, …), a newline, the payload.
+            Damage::Payload => {
+                rewrite_body(store, id, |header, _| format!("{header}\nnot json")).await
+            }
+            Damage::Missing => {
+                rewrite_body(store, id, |header, payload| {
+                    let mut parts: Vec<serde_json::Value> =
+                        serde_json::from_str(header).unwrap_or_default();
+                    if let Some(event_type) = parts.get_mut(2) {
+                        *event_type = serde_json::Value::Null;
+                    }
+                    format!("{}\n{payload}", serde_json::Value::from(parts))
+                })
+                .await
+            }
+            Damage::HandlerResults => set_fields(store, id, &[("handler_results", "[1]")]).await,
+            Damage::Attempts => set_fields(store, id, &[("attempts", "-x")]).await,
+            Damage::Status => set_fields(store, id, &[("status", "bogus")]).await,
+            Damage::Timestamp => set_fields(store, id, &[("available_at", "soon")]).await,
+            _ => Ok(false),
+        }
+    }
+
     async fn repair(&self, store: &RedisStore, id: uuid::Uuid) -> Result<bool, StoreError> {
         set_fields(store, id, &[("handler_results", "{}"), ("attempts", "0")]).await
     }
+}
+
+/// Rewrites an event's `body` from its header and payload.
+async fn rewrite_body(
+    store: &RedisStore,
+    id: uuid::Uuid,
+    rewrite: impl FnOnce(&str, &str) -> String,
+) -> Result<bool, StoreError> {
+    let Some(key) = store.event_key(&id.to_string()).await? else {
+        return Ok(false);
+    };
+    let body: Option<String> = redis::cmd("HGET")
+        .arg(&key)
+        .arg("body")
+        .query_async(&mut store.connection())
+        .await
+        .map_err(|e| StoreError::unavailable(format!("HGET: {e}")))?;
+    let Some((header, payload)) = body.as_deref().and_then(|b| b.split_once('\n')) else {
+        return Ok(false);
+    };
+    let body = rewrite(header, payload);
+    set_fields(store, id, &[("body", &body)]).await
 }
 
 async fn set_fields(

@@ -4,7 +4,7 @@
 
 use outbox_core::{Enqueued, NewEvent, StoreError};
 use outbox_sqlite::SqliteStore;
-use outbox_testkit::{StoreFactory, TestTransaction};
+use outbox_testkit::{Damage, StoreFactory, TestTransaction};
 use sqlx::{Sqlite, Transaction};
 
 /// Keeps its temporary directory (and so every database file) alive while tests use it.
@@ -55,6 +55,29 @@ impl StoreFactory for SqliteFactory {
         .execute(store.pool())
         .await
         .map_err(|e| StoreError::unavailable(format!("damage: {e}")))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn damage_field(
+        &self,
+        store: &SqliteStore,
+        id: uuid::Uuid,
+        what: Damage,
+    ) -> Result<bool, StoreError> {
+        // The schema's NOT NULL and CHECK constraints keep a missing field or an unknown status
+        // out of the table.
+        let set = match what {
+            Damage::Payload => "payload = 'not json'",
+            Damage::HandlerResults => "handler_results = '[1,2]'",
+            Damage::Attempts => "attempts = 'many'",
+            Damage::Timestamp => "available_at = 'yesterday'",
+            _ => return Ok(false),
+        };
+        let done = sqlx::query(&format!("UPDATE outbox_events SET {set} WHERE id = ?1"))
+            .bind(id.to_string())
+            .execute(store.pool())
+            .await
+            .map_err(|e| StoreError::unavailable(format!("damage {what:?}: {e}")))?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -32,6 +32,8 @@ pub enum Break {
     BatchDropsSchedule,
     /// `enqueue_batch` trims whitespace from idempotency keys.
     BatchKeysTrimmed,
+    /// `enqueue_batch` drops each item's trace context.
+    BatchDropsTraceparent,
     /// `complete_many` applies its last item whatever the item's lease token.
     BatchCompletionUnfencedLast,
     /// `complete_many` applies the first item's retry delay to every item.
@@ -75,6 +77,8 @@ pub enum Break {
     BackoffCountedDue,
     /// The lag is measured from the oldest due event's creation, not from when it became due.
     LagFromCreation,
+    /// `stats_by_type` does not count dead events.
+    TypeStatsDeadUncounted,
     // Repair operations.
     /// `requeue_dead` leaves failed handlers' attempt counts as they were.
     RequeueKeepsFailedAttempts,
@@ -82,6 +86,8 @@ pub enum Break {
     PurgeProcessedByCreation,
     /// `purge_dead` selects by creation time instead of when the event died.
     PurgeDeadByCreation,
+    /// `requeue_dead` reports success for an event that is not dead.
+    RequeueAcceptsAnyStatus,
     // Idempotency keys.
     /// `enqueue` compares idempotency keys without regard to case.
     KeysCaseInsensitive,
@@ -104,6 +110,7 @@ impl Break {
         Self::BatchDuplicateReportsOwnId,
         Self::BatchDropsSchedule,
         Self::BatchKeysTrimmed,
+        Self::BatchDropsTraceparent,
         Self::BatchCompletionUnfencedLast,
         Self::BatchCompletionFirstRetryDelay,
         Self::BatchCompletionSharesResults,
@@ -124,9 +131,11 @@ impl Break {
         Self::ExpiredLeasesCountedLeased,
         Self::BackoffCountedDue,
         Self::LagFromCreation,
+        Self::TypeStatsDeadUncounted,
         Self::RequeueKeepsFailedAttempts,
         Self::PurgeProcessedByCreation,
         Self::PurgeDeadByCreation,
+        Self::RequeueAcceptsAnyStatus,
         Self::KeysCaseInsensitive,
         Self::KeyFreedWhenFinished,
         Self::TokenFromAttempt,
@@ -144,6 +153,7 @@ impl Break {
     pub fn rule(self) -> &'static str {
         match self {
             Self::BatchDropsSchedule
+            | Self::BatchDropsTraceparent
             | Self::GetDropsCorrelation
             | Self::LargeIntegersAsFloats
             | Self::TiesReversed
@@ -170,11 +180,13 @@ impl Break {
             | Self::DeadLettersIgnoreLimit
             | Self::RequeueKeepsFailedAttempts
             | Self::PurgeProcessedByCreation
-            | Self::PurgeDeadByCreation => "C7",
+            | Self::PurgeDeadByCreation
+            | Self::RequeueAcceptsAnyStatus => "C7",
             Self::DeadNotCounted
             | Self::ExpiredLeasesCountedLeased
             | Self::BackoffCountedDue
-            | Self::LagFromCreation => "C9",
+            | Self::LagFromCreation
+            | Self::TypeStatsDeadUncounted => "C9",
         }
     }
 
@@ -185,6 +197,7 @@ impl Break {
             | Self::BatchDuplicateReportsOwnId
             | Self::BatchDropsSchedule
             | Self::BatchKeysTrimmed
+            | Self::BatchDropsTraceparent
             | Self::BatchCompletionUnfencedLast
             | Self::BatchCompletionFirstRetryDelay
             | Self::BatchCompletionSharesResults
@@ -204,10 +217,12 @@ impl Break {
             Self::DeadNotCounted
             | Self::ExpiredLeasesCountedLeased
             | Self::BackoffCountedDue
-            | Self::LagFromCreation => "counters and lag",
+            | Self::LagFromCreation
+            | Self::TypeStatsDeadUncounted => "counters and lag",
             Self::RequeueKeepsFailedAttempts
             | Self::PurgeProcessedByCreation
-            | Self::PurgeDeadByCreation => "repair operations",
+            | Self::PurgeDeadByCreation
+            | Self::RequeueAcceptsAnyStatus => "repair operations",
             Self::KeysCaseInsensitive | Self::KeyFreedWhenFinished => "idempotency keys",
             Self::TokenFromAttempt | Self::TokenKeptAcrossClaims | Self::TokenIsEventId => {
                 "lease tokens"
@@ -430,6 +445,7 @@ impl<S: Store + Clone> Store for Breaking<S> {
                     event.idempotency_key = None;
                 }
                 Break::BatchDropsSchedule if batch => event.available_at = None,
+                Break::BatchDropsTraceparent if batch => event.traceparent = None,
                 Break::LargeIntegersAsFloats => through_float(&mut event.payload),
                 Break::KeyFreedWhenFinished => {
                     let holder = key.and_then(|k| self.memo().keys.get(&k).copied());
@@ -612,7 +628,8 @@ impl<S: Store + Clone> Store for Breaking<S> {
                 self.memo().requeued.insert(id, record.handler_results);
             }
         }
-        self.inner.requeue_dead(id).await
+        let requeued = self.inner.requeue_dead(id).await?;
+        Ok(requeued || self.flaw == Break::RequeueAcceptsAnyStatus)
     }
 
     async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
@@ -689,7 +706,13 @@ impl<S: Store + Clone> Store for Breaking<S> {
     }
 
     async fn stats_by_type(&self) -> Result<Vec<TypeStats>, StoreError> {
-        self.inner.stats_by_type().await
+        let mut rows = self.inner.stats_by_type().await?;
+        if self.flaw == Break::TypeStatsDeadUncounted {
+            for row in &mut rows {
+                row.dead = 0;
+            }
+        }
+        Ok(rows)
     }
 
     async fn key_head(&self, key: &str) -> Result<Option<EventRecord>, StoreError> {

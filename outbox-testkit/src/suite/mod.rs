@@ -9,6 +9,7 @@ use crate::harness::{ClauseResult, StoreFactory};
 mod expect;
 mod poison_and_limits;
 mod processor_clauses;
+mod quarantine;
 mod store_clauses;
 mod stress;
 mod support;
@@ -23,6 +24,7 @@ pub use processor_clauses::{
     p6_lease_renewal_and_loss, p7_crash_mid_handler_redelivers, p7_graceful_shutdown,
     p9_store_faults, w1_wait_for_outcomes, w2_outcome_targets,
 };
+pub use quarantine::c11_every_field_is_quarantined;
 pub use store_clauses::{
     c1_transactional_enqueue, c2_claim_oldest_first, c2_claim_returns_every_field,
     c2_concurrent_claims_are_exclusive, c2_due_order, c2_scheduled_and_backoff,

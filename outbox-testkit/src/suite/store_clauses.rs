@@ -578,6 +578,29 @@ pub async fn c5_ordering_key<F: StoreFactory>(factory: &F) -> ClauseResult {
         last.len() == 1 && last[0].record.id == k1[2],
         "the third event of the key must follow the second"
     );
+
+    // Events of one key enqueued in one batch share an instant: still one at a time, in enqueue
+    // order.
+    let batch: Vec<NewEvent> = (0..3)
+        .map(|n| NewEvent::new("c5.Batched", json!({ "n": n })).ordering_key("kb"))
+        .collect();
+    let order: Vec<Uuid> = batch.iter().map(|e| e.id).collect();
+    store.enqueue_batch(batch).await?;
+    for (n, id) in order.iter().enumerate() {
+        let got: Vec<_> = store
+            .claim(&claim(10, LONG))
+            .await?
+            .into_iter()
+            .filter(|c| c.record.ordering_key.as_deref() == Some("kb"))
+            .collect();
+        let ids: Vec<Uuid> = got.iter().map(|c| c.record.id).collect();
+        ensure!(
+            ids == [*id],
+            "events of one key enqueued in one batch must be claimed one at a time in enqueue \
+             order: claim {n} expected [{id}], got {ids:?}"
+        );
+        store.complete(&got[0].lease, processed()).await?;
+    }
     Ok(Verdict::Passed)
 }
 

@@ -104,7 +104,9 @@ pub async fn c2_enqueue_batch_reads_back<F: StoreFactory>(factory: &F) -> Clause
         "nested": [1, {"deep": -9_007_199_254_740_993_i64}],
     });
     let batch = vec![
-        NewEvent::new("c2b.Big", big).correlation_id("corr-big"),
+        NewEvent::new("c2b.Big", big)
+            .correlation_id("corr-big")
+            .traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
         // The stored key, exactly: a duplicate of `first`.
         NewEvent::new("c2b.Dup", json!({"n": "dup"})).idempotency_key("Batch-Key"),
         // Another case of it: a different key.
@@ -157,6 +159,10 @@ pub async fn c2_enqueue_batch_reads_back<F: StoreFactory>(factory: &F) -> Clause
         "a duplicate item of a batch was stored"
     );
     check_all(&store, &model).await?;
+    ensure!(
+        store.get(Uuid::now_v7()).await?.is_none(),
+        "get of an id never enqueued must return None"
+    );
 
     // Claims of every size, in due order then enqueue order; the scheduled one never. A store
     // that cannot write a batch at one instant (a partitioned one stamps each partition's part
@@ -297,6 +303,11 @@ async fn transitions_through<F: StoreFactory>(factory: &F, entry: EntryPoint) ->
         ids(&claimed)
     );
     let lease = |n: usize| claimed[n].lease;
+    let head = store
+        .key_head("c3t-one")
+        .await?
+        .ok_or_else(|| Failure::new("key_head: a key whose event is leased has no head"))?;
+    model[&events[1]].check(&head, "key_head")?;
 
     let mut retry_results = HandlerResults::new();
     retry_results.insert(
@@ -718,6 +729,25 @@ pub async fn c9_counts_every_state<F: StoreFactory>(factory: &F) -> ClauseResult
         "expected pending 4 (the scheduled one, the one backing off, the leased one, the one whose \
          lease expired), due 1 (the expired lease), leased 1, processed 1, dead 1: {s:?}"
     );
+    let types = store.stats_by_type().await?;
+    let row = |t: &str| types.iter().find(|r| r.event_type == t).cloned();
+    let e = row("c9e.E").unwrap_or_default();
+    ensure!(
+        (e.pending, e.due, e.leased, e.dead) == (3, 1, 1, 1),
+        "stats_by_type for c9e.E: expected pending 3 (backing off, leased, lease expired), due 1, \
+         leased 1, dead 1: {e:?}"
+    );
+    let sched = row("c9e.Sched").unwrap_or_default();
+    ensure!(
+        (
+            sched.pending,
+            sched.due,
+            sched.leased,
+            sched.dead,
+            sched.oldest_due_age
+        ) == (1, 0, 0, 0, Duration::ZERO),
+        "stats_by_type for c9e.Sched: one pending event, not yet due, no lag: {sched:?}"
+    );
     // The expired lease became due when it expired, ~300 ms ago.
     ensure!(
         s.oldest_due_age >= Duration::from_millis(100) && s.oldest_due_age < Duration::from_secs(5),
@@ -736,7 +766,21 @@ pub async fn c9_counts_every_state<F: StoreFactory>(factory: &F) -> ClauseResult
         s.due == 1 && s.leased == 2,
         "the scheduled event must be due and two leases held: {s:?}"
     );
-    for (what, lag) in [("lag()", lag), ("stats().oldest_due_age", s.oldest_due_age)] {
+    let sched = store
+        .stats_by_type()
+        .await?
+        .into_iter()
+        .find(|r| r.event_type == "c9e.Sched")
+        .unwrap_or_default();
+    ensure!(
+        sched.due == 1,
+        "stats_by_type: the scheduled event must be due now: {sched:?}"
+    );
+    for (what, lag) in [
+        ("lag()", lag),
+        ("stats().oldest_due_age", s.oldest_due_age),
+        ("stats_by_type().oldest_due_age", sched.oldest_due_age),
+    ] {
         ensure!(
             lag >= Duration::from_millis(50) && lag < Duration::from_millis(1300),
             "{what} must measure from when the scheduled event became due (~300 ms ago), not from \
@@ -876,15 +920,23 @@ pub async fn c7_repair_reads_back<F: StoreFactory>(factory: &F) -> ClauseResult 
         attempts: 1,
         retry_delay: None,
     };
-    // They die in creation order: oldest first is the same whichever instant a store sorts by.
-    for (n, completion) in [(0, &dead), (1, &dead), (2, &processed)] {
-        let (done, at) = timed(store.complete(&claimed[n].lease, completion.clone())).await;
-        done?;
+    // Both die in one batch (at one instant: oldest first is creation order), the third is
+    // processed.
+    let items = vec![
+        (claimed[0].lease, dead.clone()),
+        (claimed[1].lease, dead.clone()),
+        (claimed[2].lease, processed.clone()),
+    ];
+    let (results, at) = timed(store.complete_many(&items)).await;
+    ensure!(
+        results.len() == 3 && results.iter().all(Result::is_ok),
+        "completions failed: {results:?}"
+    );
+    for (lease, completion) in &items {
         model
-            .get_mut(&events[n])
+            .get_mut(&lease.event_id)
             .ok_or_else(|| Failure::new("unmodelled event"))?
             .completed(completion, at);
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let letters = store.dead_letters(10).await?;
     ensure!(
@@ -895,6 +947,19 @@ pub async fn c7_repair_reads_back<F: StoreFactory>(factory: &F) -> ClauseResult 
     );
     for letter in &letters {
         model[&letter.id].check(letter, "dead_letters")?;
+    }
+    ensure!(
+        store.dead_letters(0).await?.is_empty(),
+        "dead_letters(0) must list nothing"
+    );
+    for (what, id) in [
+        ("a processed event", events[2]),
+        ("an unknown id", Uuid::now_v7()),
+    ] {
+        ensure!(
+            !store.requeue_dead(id).await?,
+            "requeue_dead must refuse {what}"
+        );
     }
     let one = store.dead_letters(1).await?;
     ensure!(
@@ -927,6 +992,11 @@ pub async fn c7_repair_reads_back<F: StoreFactory>(factory: &F) -> ClauseResult 
         ids_of(&store.dead_letters(10).await?) == events[1..2],
         "a re-queued event must leave the dead letters"
     );
+    ensure!(
+        !store.requeue_dead(events[0]).await?,
+        "requeue_dead must refuse an event that is pending again"
+    );
+    check_all(&store, &model).await?;
     let again = claim_checked(&store, 10, &mut model).await?;
     ensure!(
         ids(&again) == events[..1],
