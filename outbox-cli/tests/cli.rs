@@ -301,3 +301,106 @@ fn an_unknown_url_is_a_clear_error() {
 fn outbox_testkit_namespace(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
 }
+
+/// Runs `outbox --url <url> <args…> --json`: exit success, stdout and stderr.
+fn outbox_raw(url: &str, extra: &[&str], args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_outbox"))
+        .arg("--url")
+        .arg(url)
+        .args(extra)
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("run the outbox binary");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// C11 in the tool: a row damaged by hand among good ones (PostgreSQL, where a hand-written
+/// `UPDATE` is how it happens). Every command still answers for the good rows and names the bad
+/// one as such: `dead list` lists the good dead letter and says on stderr that one was left out,
+/// `show` and `explain` of the bad one fail with a message saying it does not decode, `stats`
+/// counts, and once a claim set a damaged pending event aside `corrupt list` shows it with its
+/// reason.
+#[tokio::test]
+async fn postgres_a_bad_row_among_good_ones() {
+    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL (./scripts/test.sh sets it)");
+    let schema = outbox_testkit_namespace("clibad");
+    let pool = outbox_postgres::sqlx::PgPool::connect(&url).await.unwrap();
+    let store = outbox_postgres::PgStore::builder(pool.clone())
+        .schema(&schema)
+        .build()
+        .unwrap();
+    store.migrate().await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(store);
+    let extra = ["--schema", schema.as_str()];
+    let good_dead = fill(&store).await;
+    let bad_dead = fill(&store).await;
+    let damage = |id: String| {
+        let pool = pool.clone();
+        let schema = schema.clone();
+        async move {
+            outbox_postgres::sqlx::query(&format!(
+                "UPDATE \"{schema}\".outbox_events SET handler_results = '[1,2]' WHERE id = $1::uuid"
+            ))
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    damage(bad_dead.clone()).await;
+
+    let (ok, out, err) = outbox_raw(&url, &extra, &["dead", "list"]);
+    assert!(ok, "{err}");
+    let listed: Value = serde_json::from_str(out.trim()).unwrap();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert_eq!(ids, [good_dead.as_str()], "{listed}");
+    assert!(
+        err.contains(&bad_dead) && err.contains("does not decode"),
+        "stderr must name the dead letter left out: {err}"
+    );
+    for command in ["show", "explain"] {
+        let err = outbox(&url, &extra, &[command, &bad_dead]).expect_err("the command must fail");
+        assert!(
+            err.contains("handler_results") && err.contains(&bad_dead),
+            "{command}: {err}"
+        );
+    }
+    let shown = outbox(&url, &extra, &["show", &good_dead]).expect("store or command");
+    assert_eq!(shown["status"], "dead", "{shown}");
+    let stats = outbox(&url, &extra, &["stats"]).expect("store or command");
+    assert_eq!(stats["dead"].as_u64(), Some(2), "{stats}");
+
+    // A damaged pending event: the next claim sets it aside, the tool lists it.
+    let pending = store
+        .enqueue(NewEvent::new("cli.Bad", json!({})))
+        .await
+        .unwrap()
+        .id;
+    damage(pending.to_string()).await;
+    let claimed = store
+        .claim(&ClaimRequest::new("cli-test", 10, Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert!(claimed.iter().all(|c| c.record.id != pending));
+    let corrupt = outbox(&url, &extra, &["corrupt", "list"]).expect("store or command");
+    assert_eq!(corrupt[0]["id"], json!(pending.to_string()), "{corrupt}");
+    assert!(
+        corrupt[0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("handler_results"),
+        "{corrupt}"
+    );
+    let stats = outbox(&url, &extra, &["stats"]).expect("store or command");
+    assert_eq!(stats["corrupt"].as_u64(), Some(1), "{stats}");
+}

@@ -40,7 +40,7 @@ pub(crate) fn duration(d: std::time::Duration) -> String {
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}\
 header{background:#1d2330;color:#fff;padding:.7rem 1.5rem;display:flex;gap:1.5rem;align-items:center}\
 header a{color:#cfd8ff;text-decoration:none}header strong{font-size:1.1rem}\
-main{padding:1rem 1.5rem;max-width:1100px}\
+main{padding:1rem 1.5rem;max-width:1100px}.warn{color:#a33a00;font-weight:600}\
 table{border-collapse:collapse;background:#fff;margin:.5rem 0 1.5rem;min-width:320px}\
 th,td{border:1px solid #dde1e8;padding:.35rem .7rem;text-align:left;font-size:.92rem;vertical-align:top}\
 th{background:#eef1f6}td.n{text-align:right;font-variant-numeric:tabular-nums}\
@@ -62,7 +62,7 @@ pub(crate) fn page(base: &str, title: &str, read_only: bool, body: &str, script:
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
          <title>{title} · outbox</title><style>{STYLE}</style></head><body>\
          <header><strong>outbox</strong><a href=\"{home}\">Overview</a>\
-         <a href=\"{base}/dead\">Dead letters</a>{badge}</header>\
+         <a href=\"{base}/dead\">Dead letters</a><a href=\"{base}/corrupt\">Set aside</a>{badge}</header>\
          <main><h1>{title}</h1>{body}</main>{script}</body></html>",
         title = esc(title),
         home = esc(home),

@@ -121,6 +121,7 @@ impl Dashboard {
             .route("/", get(pages::overview))
             .route("/api/stats", get(pages::api_stats))
             .route("/dead", get(pages::dead_letters))
+            .route("/corrupt", get(pages::corrupt))
             .route("/events/{id}", get(pages::event))
             .route("/dead/requeue", post(pages::requeue))
             .route("/dead/requeue-all", post(pages::requeue_all))

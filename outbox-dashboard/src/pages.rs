@@ -60,6 +60,62 @@ fn token(state: &AppState, headers: &HeaderMap) -> (String, Option<String>) {
     }
 }
 
+/// An event whose stored data does not decode (C11): what is wrong with it and what happens to it,
+/// instead of an error page.
+fn undecodable(state: &AppState, id: Uuid, reason: &str) -> Response {
+    let body = format!(
+        "<p class=\"why\" id=\"why\">This event's stored data does not decode: <code>{}</code></p>\
+         <p>It is not delivered: the next claim that reaches it sets it aside, and it is then \
+         listed under <a href=\"{}/corrupt\">Set aside</a>. Fix the stored data, then re-queue it \
+         (<code>outbox corrupt requeue {}</code>).</p>",
+        esc(reason),
+        esc(&state.base),
+        esc(&id.to_string()),
+    );
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Html(page(
+            &state.base,
+            "Event does not decode",
+            state.read_only,
+            &body,
+            "",
+        )),
+    )
+        .into_response()
+}
+
+/// Events set aside because they do not decode (C11), oldest first, with their reasons.
+pub(crate) async fn corrupt(State(state): Shared) -> Response {
+    let set_aside = match state.store.corrupt_events(DEAD_PAGE).await {
+        Ok(set_aside) => set_aside,
+        Err(err) => return failure(&state, &err),
+    };
+    let rows: Vec<Vec<String>> = set_aside
+        .iter()
+        .map(|c| {
+            vec![
+                td(&c.id),
+                td(c.event_type.as_deref().unwrap_or("")),
+                td(&c.reason),
+                td(&time(c.set_aside_at)),
+            ]
+        })
+        .collect();
+    let mut body = format!(
+        "<p id=\"corrupt-count\">{} event(s) set aside because they do not decode (at most \
+         {DEAD_PAGE} shown). Fix the stored data, then re-queue them with \
+         <code>outbox corrupt requeue &lt;id&gt;</code>.</p>",
+        set_aside.len()
+    );
+    body.push_str(&table(
+        "corrupt",
+        &["id", "type", "reason", "set aside at"],
+        &rows,
+    ));
+    Html(page(&state.base, "Set aside", state.read_only, &body, "")).into_response()
+}
+
 /// A store failure as a page.
 fn failure(state: &AppState, err: &StoreError) -> Response {
     let body = format!(
@@ -255,6 +311,19 @@ pub(crate) async fn dead_letters(State(state): Shared, headers: HeaderMap) -> Re
         "<p id=\"dead-count\">{} dead letter(s) shown (at most {DEAD_PAGE}).</p>",
         dead.len()
     );
+    // A dead letter that does not decode is left out of the listing (C11): say so.
+    if dead.len() < DEAD_PAGE {
+        if let Ok(stats) = state.store.stats().await {
+            let missing = stats.dead.saturating_sub(dead.len() as u64);
+            if missing > 0 {
+                let _ = write!(
+                    body,
+                    "<p class=\"warn\" id=\"dead-undecodable\">{missing} dead letter(s) do not \
+                     decode and are not listed; the store's log names them.</p>"
+                );
+            }
+        }
+    }
     if !state.read_only && !dead.is_empty() {
         body.push_str(&action_form(
             &state,
@@ -292,6 +361,7 @@ pub(crate) async fn event(
     let record = match state.store.get(id).await {
         Ok(Some(record)) => record,
         Ok(None) => return not_found(&state, "No event with that id."),
+        Err(StoreError::Corrupt { message, .. }) => return undecodable(&state, id, &message),
         Err(err) => return failure(&state, &err),
     };
     let head = state.store.key_head_of(&record).await.ok().flatten();

@@ -6,5 +6,5 @@ mod support;
 
 #[test]
 fn the_suite_catches_every_broken_rule() {
-    outbox_testkit::broken::assert_suite_catches_every_break(|| support::SqliteFactory::new());
+    outbox_testkit::broken::assert_suite_catches_every_break(support::SqliteFactory::new);
 }
