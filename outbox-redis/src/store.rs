@@ -462,6 +462,13 @@ impl Store for RedisStore {
         }
         self.check_layout().await?;
         // Each partition's events in one atomic call (a batch over several partitions is several).
+        // Input is checked for the whole batch first: one refused event stores none (C11), even
+        // when the others go to partitions of their own.
+        if self.layout.len() > 1 {
+            for event in &events {
+                self.limits.check(event)?;
+            }
+        }
         let home = self.layout.of_event(&events[0]);
         self.per_partition(
             events,

@@ -306,6 +306,104 @@ pub async fn c11_input_limits<F: StoreFactory>(factory: &F) -> ClauseResult {
             && record.idempotency_key == largest.idempotency_key,
         "the largest accepted event did not round-trip"
     );
+    // Every limit at its boundary, counted in bytes (multi-byte characters included): the longest
+    // value is accepted and reads back identical, one byte more is refused — the same verdict
+    // on every store, through `enqueue` and `enqueue_batch`.
+    let limits = outbox_core::Limits::default();
+    let text = |bytes: usize| format!("{}{}", "é".repeat(bytes / 2), "x".repeat(bytes % 2));
+    type Set = fn(NewEvent, String) -> NewEvent;
+    let fields: [(&str, usize, Set); 5] = [
+        ("event_type", limits.max_event_type_bytes, |e, v| {
+            let mut e = e;
+            e.event_type = v;
+            e
+        }),
+        ("ordering_key", limits.max_key_bytes, |e, v| {
+            e.ordering_key(v)
+        }),
+        ("idempotency_key", limits.max_key_bytes, |e, v| {
+            e.idempotency_key(v)
+        }),
+        ("correlation_id", limits.max_key_bytes, |e, v| {
+            e.correlation_id(v)
+        }),
+        ("traceparent", limits.max_key_bytes, |e, v| e.traceparent(v)),
+    ];
+    for (field, max, set) in fields {
+        let longest = set(NewEvent::new("c11.Edge", json!({})), text(max));
+        let stored = store.enqueue(longest.clone()).await.map_err(|e| {
+            Failure::new(format!(
+                "a {field} of exactly {max} bytes must be accepted: {e}"
+            ))
+        })?;
+        let back = fetch(&store, stored.id).await?;
+        ensure!(
+            back.event_type == longest.event_type
+                && back.ordering_key == longest.ordering_key
+                && back.idempotency_key == longest.idempotency_key
+                && back.correlation_id == longest.correlation_id
+                && back.traceparent == longest.traceparent,
+            "a {field} of {max} bytes did not read back identical: {back:?}"
+        );
+        for (what, value) in [
+            (format!("{} bytes", max + 1), text(max + 1)),
+            ("empty".to_owned(), String::new()),
+        ] {
+            let event = set(NewEvent::new("c11.Edge", json!({})), value);
+            let valid = ok();
+            for (form, verdict) in [
+                ("enqueue", store.enqueue(event.clone()).await.map(drop)),
+                (
+                    "enqueue_batch",
+                    store
+                        .enqueue_batch(vec![valid.clone(), event])
+                        .await
+                        .map(drop),
+                ),
+            ] {
+                ensure!(
+                    matches!(verdict, Err(StoreError::InvalidRequest { .. })),
+                    "{form}: a {field} of {what} must be refused with InvalidRequest, got \
+                     {verdict:?}"
+                );
+            }
+            ensure!(
+                store.get(valid.id).await?.is_none(),
+                "a batch refused for a {field} of {what} stored its valid event"
+            );
+        }
+    }
+    let blank = store.enqueue(NewEvent::new("  ", json!({}))).await;
+    ensure!(
+        matches!(blank, Err(StoreError::InvalidRequest { .. })),
+        "a blank event type must be refused with InvalidRequest, got {blank:?}"
+    );
+    // The payload: exactly the limit of compact JSON is accepted, one byte more refused.
+    let sized = |bytes: usize| json!({ "blob": "x".repeat(bytes - r#"{"blob":""}"#.len()) });
+    let exact = sized(limits.max_payload_bytes);
+    let stored = store
+        .enqueue(NewEvent::new("c11.Edge", exact.clone()))
+        .await
+        .map_err(|e| {
+            Failure::new(format!(
+                "a payload of exactly {} bytes must be accepted: {e}",
+                limits.max_payload_bytes
+            ))
+        })?;
+    ensure!(
+        fetch(&store, stored.id).await?.payload == exact,
+        "a payload of the largest size did not read back identical"
+    );
+    let over = store
+        .enqueue(NewEvent::new(
+            "c11.Edge",
+            sized(limits.max_payload_bytes + 1),
+        ))
+        .await;
+    ensure!(
+        matches!(over, Err(StoreError::InvalidRequest { .. })),
+        "a payload one byte over the limit must be refused with InvalidRequest, got {over:?}"
+    );
     // A batch with one refused event stores none of them.
     let valid = ok();
     let batch = store
@@ -319,9 +417,11 @@ pub async fn c11_input_limits<F: StoreFactory>(factory: &F) -> ClauseResult {
         store.get(valid.id).await?.is_none(),
         "a refused batch stored part of its events"
     );
+    // Stored: the deepest payload, the largest event, the five longest fields, the largest payload.
+    let pending = store.stats().await?.pending;
     ensure!(
-        store.stats().await?.pending == 2,
-        "refused events were stored"
+        pending == 2 + 5 + 1,
+        "refused events were stored: {pending} pending, 8 accepted"
     );
     Ok(Verdict::Passed)
 }
