@@ -1,5 +1,5 @@
-//! One public async function per contract clause. Each takes a [`StoreFactory`](crate::StoreFactory),
-//! creates its own namespace, and returns a [`ClauseResult`](crate::ClauseResult).
+//! One public async function per contract clause. Each takes a [`StoreFactory`],
+//! creates its own namespace, and returns a [`ClauseResult`].
 //!
 //! Call them all with [`conformance_suite!`](crate::conformance_suite), or one by one from your own
 //! tests.

@@ -149,6 +149,13 @@ async fn quarantines<F: StoreFactory>(factory: &F, what: Damage) -> Result<bool,
         "corrupt_events must list the damaged event with a reason (it must not be stranded): \
          {corrupt:?}"
     );
+    let types = store.stats_by_type().await?;
+    let row = types.iter().find(|r| r.event_type == "c11f.E");
+    ensure!(
+        row.is_some_and(|r| (r.pending, r.leased, r.due) == (4, 4, 0)),
+        "stats_by_type must count the four good events (leased) and not the one set aside: \
+         {types:?}"
+    );
     let stats = store.stats().await?;
     ensure!(
         stats.corrupt >= 1 && stats.leased == 4,

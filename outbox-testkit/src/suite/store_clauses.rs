@@ -33,6 +33,13 @@ fn processed() -> Completion {
 pub async fn c1_transactional_enqueue<F: StoreFactory>(factory: &F) -> ClauseResult {
     let store = factory.create(&namespace("c1")).await?;
     if !store.capabilities().transactional_enqueue {
+        if let Some(tx) = factory.begin(&store).await? {
+            tx.rollback().await?;
+            return Err(Failure::new(
+                "the factory begins transactions, yet the store does not declare \
+                 transactional_enqueue: declare it (StoreCapabilities::transactional_enqueue)",
+            ));
+        }
         return Ok(Verdict::NotApplicable(
             "store does not declare transactional_enqueue".into(),
         ));
@@ -63,6 +70,65 @@ pub async fn c1_transactional_enqueue<F: StoreFactory>(factory: &F) -> ClauseRes
         claimed.len()
     );
 
+    // Through the transaction, every field is stored as through `enqueue`, and an idempotency key
+    // already stored is a duplicate there too.
+    let stored = store
+        .enqueue(NewEvent::new("c1.Keyed", json!({})).idempotency_key("c1-key"))
+        .await?;
+    let Some(mut tx) = factory.begin(&store).await? else {
+        return Err(Failure::new("begin() returned None"));
+    };
+    let full = NewEvent::new("c1.Full", json!({"n": 9_007_199_254_740_993_u64}))
+        .correlation_id("c1-corr")
+        .ordering_key("c1-order")
+        .idempotency_key("c1-other")
+        .traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .deliver_after(Duration::from_secs(3600));
+    let in_tx = tx.enqueue(full.clone()).await?;
+    tx.commit().await?;
+    // A transaction of its own: on a partitioned store, one transaction holds one partition.
+    let Some(mut tx) = factory.begin(&store).await? else {
+        return Err(Failure::new("begin() returned None"));
+    };
+    let again = tx
+        .enqueue(NewEvent::new("c1.Keyed", json!({"again": true})).idempotency_key("c1-key"))
+        .await;
+    tx.commit().await?;
+    // A store may know the duplicate at once (then it reports the first id) or only at commit
+    // (a pipeline); either way nothing new is stored.
+    match again? {
+        e if e.duplicate => ensure!(
+            e.id == stored.id,
+            "a duplicate inside a transaction must report the first event's id {}, got {}",
+            stored.id,
+            e.id
+        ),
+        e => ensure!(
+            store.get(e.id).await?.is_none(),
+            "an idempotency key already stored was stored again through a transaction: {}",
+            e.id
+        ),
+    }
+    ensure!(
+        in_tx.id == full.id && !in_tx.duplicate,
+        "a transactional enqueue must store the event under its own id, got {in_tx:?}"
+    );
+    let back = fetch(&store, full.id).await?;
+    ensure!(
+        back.payload == full.payload
+            && back.correlation_id == full.correlation_id
+            && back.ordering_key == full.ordering_key
+            && back.idempotency_key == full.idempotency_key
+            && back.traceparent == full.traceparent
+            && full
+                .available_at
+                .is_some_and(|at| (back.available_at - at).num_milliseconds().abs() <= 2)
+            && back.status == EventStatus::Pending
+            && back.attempts == 0,
+        "an event enqueued in a transaction must read back as enqueued: sent {full:?}, read \
+         {back:?}"
+    );
+
     let Some(mut tx) = factory.begin(&store).await? else {
         return Err(Failure::new("begin() returned None the second time"));
     };
@@ -74,8 +140,17 @@ pub async fn c1_transactional_enqueue<F: StoreFactory>(factory: &F) -> ClauseRes
         store.get(rolled_back.id).await?.is_none(),
         "a rolled-back event exists"
     );
-    let claimed = store.claim(&claim(10, LONG)).await?;
-    ensure!(claimed.is_empty(), "a rolled-back event was claimable");
+    let claimed: Vec<Uuid> = store
+        .claim(&claim(10, LONG))
+        .await?
+        .iter()
+        .map(|c| c.record.id)
+        .collect();
+    ensure!(
+        claimed == [stored.id],
+        "only the committed keyed event may be claimable (the rolled-back one never existed, the \
+         other is scheduled): got {claimed:?}"
+    );
     Ok(Verdict::Passed)
 }
 
@@ -842,6 +917,11 @@ pub async fn c7_dead_letters_and_purge<F: StoreFactory>(factory: &F) -> ClauseRe
 pub async fn c8_wakeups<F: StoreFactory>(factory: &F) -> ClauseResult {
     let store = factory.create(&namespace("c8")).await?;
     if !store.capabilities().wakeups {
+        ensure!(
+            store.subscribe().await?.is_none(),
+            "the store does not declare wake-ups, yet subscribe() returned a stream: declare \
+             StoreCapabilities::wakeups (or the worker never listens)"
+        );
         return Ok(Verdict::NotApplicable(
             "store does not declare wake-ups; workers poll".into(),
         ));
@@ -998,6 +1078,19 @@ pub async fn c5_hand_off_to_the_next_event<F: StoreFactory>(factory: &F) -> Clau
         "the live completions must apply: {:?}",
         handed.results
     );
+    for c in &handed.next {
+        let stored = fetch(&store, c.record.id).await?;
+        ensure!(
+            stored.lease_token == Some(c.lease.token)
+                && stored.locked_until.is_some_and(|t| t > Utc::now())
+                && stored.attempts == c.record.attempts
+                && c.record.payload == stored.payload
+                && c.record.ordering_key == stored.ordering_key,
+            "a handed-off event must read back as handed (leased with its token, its fields): \
+             handed {:?}, stored {stored:?}",
+            c.record
+        );
+    }
     let handed_ids: Vec<Uuid> = handed.next.iter().map(|c| c.record.id).collect();
     ensure!(
         handed_ids.is_empty() || handed_ids == [ids["b"]],
