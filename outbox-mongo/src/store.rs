@@ -542,6 +542,10 @@ impl Store for MongoStore {
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        // MongoDB reads a limit of 0 as "no limit".
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let documents: Vec<Document> = self
             .events
             .find(doc! { "status": "dead" })
@@ -589,6 +593,10 @@ impl Store for MongoStore {
     }
 
     async fn corrupt_events(&self, limit: usize) -> Result<Vec<CorruptEvent>, StoreError> {
+        // MongoDB reads a limit of 0 as "no limit".
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let documents: Vec<Document> = self
             .events
             .find(set_aside())

@@ -45,6 +45,18 @@ pub async fn c11_poison_rows<F: StoreFactory>(factory: &F) -> ClauseResult {
         );
     }
     if !factory.damage(&store, poison).await? {
+        // A factory that damages single fields can damage events: then this clause applies.
+        let probe = store
+            .enqueue(NewEvent::new("c11.Probe", json!({})))
+            .await?
+            .id;
+        for &what in crate::harness::Damage::ALL {
+            ensure!(
+                !factory.damage_field(&store, probe, what).await?,
+                "the factory damages an event's {what:?} (damage_field) but damage() returned \
+                 false: implement damage() too, or this clause does not run"
+            );
+        }
         return Ok(Verdict::NotApplicable(
             "the factory cannot damage stored events".into(),
         ));

@@ -142,6 +142,10 @@ async fn quarantines<F: StoreFactory>(factory: &F, what: Damage) -> Result<bool,
         "the damaged event was delivered: {:?}",
         again.iter().map(|c| c.record.id).collect::<Vec<_>>()
     );
+    ensure!(
+        store.corrupt_events(0).await?.is_empty(),
+        "corrupt_events(0) must list nothing"
+    );
     let corrupt = store.corrupt_events(10).await?;
     let entry = corrupt.iter().find(|c| c.id == bad.to_string());
     ensure!(
