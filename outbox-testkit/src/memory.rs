@@ -131,7 +131,7 @@ impl MemoryStore {
     /// [`damage`](Self::damage) with the decode error the row would give, `<field>: <error>`.
     ///
     /// ```
-    /// use outbox_core::{NewEvent, StoreExt};
+    /// use outbox_core::{NewEvent, Store, StoreExt};
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// let store = outbox_testkit::MemoryStore::new();
     /// let id = store.enqueue(NewEvent::new("T", serde_json::json!({}))).await.unwrap().id;
