@@ -12,18 +12,10 @@ use serde_json::{Value, json};
 
 /// Runs `outbox --url <url> <args…> --json`; the parsed output, or the error text on failure.
 fn outbox(url: &str, extra: &[&str], args: &[&str]) -> Result<Value, String> {
-    let output = Command::new(env!("CARGO_BIN_EXE_outbox"))
-        .arg("--url")
-        .arg(url)
-        .args(extra)
-        .args(args)
-        .arg("--json")
-        .output()
-        .expect("run the outbox binary");
-    if !output.status.success() {
-        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    let (ok, text, err) = outbox_raw(url, extra, args);
+    if !ok {
+        return Err(err);
     }
-    let text = String::from_utf8_lossy(&output.stdout);
     serde_json::from_str(text.trim()).map_err(|e| format!("not JSON ({e}): {text}"))
 }
 

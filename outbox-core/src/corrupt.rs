@@ -72,6 +72,34 @@ pub fn corrupt_reason(err: &StoreError) -> String {
     }
 }
 
+/// A column of a stored row that holds a value no event can have (text in an integer column, a
+/// timestamp of `infinity`), as the row's damage: [`StoreError::Corrupt`] naming the column, so the
+/// event is set aside (C11) instead of the store being called broken. `index` is the column's
+/// position in `columns` (a comma-separated list, as a `SELECT` names them), as a driver reports it.
+///
+/// ```
+/// use outbox_core::{StoreError, column_damage};
+/// let err = column_damage("0190…", "id, event_type, attempts", "2", "mismatched types");
+/// assert!(matches!(&err, StoreError::Corrupt { message, .. } if message == "attempts: mismatched types"));
+/// ```
+pub fn column_damage(
+    id: &str,
+    columns: &str,
+    index: &str,
+    source: impl std::fmt::Display,
+) -> StoreError {
+    let column = index
+        .trim_matches('"')
+        .parse::<usize>()
+        .ok()
+        .and_then(|i| columns.split(',').nth(i))
+        .map_or_else(|| index.to_owned(), |name| name.trim().to_owned());
+    StoreError::Corrupt {
+        id: id.to_owned(),
+        message: format!("{column}: {source}"),
+    }
+}
+
 /// The records of a listing (dead letters, a page of events) that decode; each one that does not
 /// is logged with its reason and left out, so one bad row never hides the others (C11). A claim
 /// sets such a row aside; a listing only reads.

@@ -34,7 +34,7 @@ mod worker;
 pub use async_trait::async_trait;
 pub use batch::{CompletionBatch, CompletionRow, renewal_results};
 pub use batch_handler::{BatchFuture, BatchItem};
-pub use corrupt::{CORRUPT_STATUS, CorruptEvent, corrupt_reason, decodable};
+pub use corrupt::{CORRUPT_STATUS, CorruptEvent, column_damage, corrupt_reason, decodable};
 pub use error::{BoxError, ConfigError, HandlerError, RegistryError, Retry, StoreError};
 pub use event::{Event, EventDeclaration, declared_event_types};
 pub use explain::{Blocker, Explanation, explain};

@@ -941,30 +941,31 @@ impl MongoStore {
         {
             return Ok(());
         }
-        let stranded: Vec<Document> = self
-            .events
-            .find(doc! { "status": "pending", "due_at": { "$not": { "$type": "date" } } })
-            .projection(doc! { "_id": 1 })
-            .limit(100)
-            .await
-            .map_err(|e| map_mongo("claim: sweep", e))?
-            .try_collect()
-            .await
-            .map_err(|e| map_mongo("claim: sweep", e))?;
-        for document in stranded {
-            if let Ok(id) = document.get_str("_id") {
-                let err = StoreError::Corrupt {
-                    id: id.to_owned(),
-                    message: "due_at: missing or not a date".to_owned(),
-                };
-                self.set_aside_unleased(id, &err).await?;
-            }
-        }
+        self.set_aside_found(
+            doc! { "status": "pending", "due_at": { "$not": { "$type": "date" } } },
+            |_| "due_at: missing or not a date".to_owned(),
+        )
+        .await?;
         // A status no claim or listing reads (written by hand, by another program) would strand
         // its document: set aside too, through the status index's bounds.
-        let unknown: Vec<Document> = self
+        self.set_aside_found(
+            doc! { "status": { "$nin": ["pending", "processed", "dead", CORRUPT] } },
+            |status| format!("status: unknown status {status}"),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Sets aside up to 100 documents matching `filter` (a sweep's), each with the reason `why`
+    /// gives for its status, provided its status did not change in between.
+    async fn set_aside_found(
+        &self,
+        filter: Document,
+        why: impl Fn(&Bson) -> String,
+    ) -> Result<(), StoreError> {
+        let found: Vec<Document> = self
             .events
-            .find(doc! { "status": { "$nin": ["pending", "processed", "dead", CORRUPT] } })
+            .find(filter)
             .projection(doc! { "_id": 1, "status": 1 })
             .limit(100)
             .await
@@ -972,12 +973,12 @@ impl MongoStore {
             .try_collect()
             .await
             .map_err(|e| map_mongo("claim: sweep", e))?;
-        for document in unknown {
+        for document in found {
             if let Ok(id) = document.get_str("_id") {
                 let status = document.get("status").cloned().unwrap_or(Bson::Null);
                 let err = StoreError::Corrupt {
                     id: id.to_owned(),
-                    message: format!("status: unknown status {status}"),
+                    message: why(&status),
                 };
                 self.set_aside_matching(doc! { "_id": id, "status": status }, id, &err)
                     .await?;

@@ -38,13 +38,7 @@ pub(crate) fn decode(row: &PgRow) -> Result<EventRecord, StoreError> {
     // row's damage, named by its column: the event is set aside, not the table called broken.
     let get = |e: sqlx::Error| match e {
         sqlx::Error::ColumnDecode { index, source } => {
-            let column = index
-                .trim_matches('"')
-                .parse::<usize>()
-                .ok()
-                .and_then(|i| crate::queries::COLUMNS.split(',').nth(i))
-                .map_or(index.clone(), |name| name.trim().to_owned());
-            corrupt(format!("{column}: {source}"))
+            outbox_core::column_damage(&id.to_string(), crate::queries::COLUMNS, &index, source)
         }
         other => map_sqlx("decode event", other),
     };

@@ -37,13 +37,7 @@ pub(crate) fn decode(row: &SqliteRow) -> Result<EventRecord, StoreError> {
     // value of the wrong type is the row's damage, named by its column, not a database error.
     let get = |e: sqlx::Error| match e {
         sqlx::Error::ColumnDecode { index, source } => {
-            let column = index
-                .trim_matches('"')
-                .parse::<usize>()
-                .ok()
-                .and_then(|i| crate::queries::COLUMNS.split(',').nth(i))
-                .map_or(index.clone(), |name| name.trim().to_owned());
-            corrupt(format!("{column}: {source}"))
+            outbox_core::column_damage(raw_id, crate::queries::COLUMNS, &index, source)
         }
         other => map_sqlx("decode event", other),
     };
