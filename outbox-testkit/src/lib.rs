@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
 pub mod broken;
+#[doc = include_str!("../CONTRACT.md")]
+pub mod contract {}
 mod faulty;
 mod harness;
 mod macros;
