@@ -35,7 +35,7 @@ esac
 
 out="target/mutants-$target"
 mkdir -p "$out"
-cargo mutants "${files[@]}" --test-package outbox-testkit --jobs 2 --timeout 60 \
+cargo mutants "${files[@]}" --cargo-test-arg=--package=outbox-testkit --jobs 2 --timeout 60 \
   --output "$out" "$@" -- --test memory_conformance || true
 
 dir="$out/mutants.out"
