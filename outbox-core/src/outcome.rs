@@ -50,12 +50,13 @@ pub enum NoHandlerPolicy {
     MarkProcessed,
 }
 
+/// The default policy's first wait and its cap.
+const NO_HANDLER_BACKOFF: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(600));
+
 impl Default for NoHandlerPolicy {
     fn default() -> Self {
-        Self::Backoff {
-            initial: Duration::from_secs(5),
-            max: Duration::from_secs(600),
-        }
+        let (initial, max) = NO_HANDLER_BACKOFF;
+        Self::Backoff { initial, max }
     }
 }
 
@@ -65,10 +66,7 @@ impl NoHandlerPolicy {
         let (initial, max) = match self {
             Self::Backoff { initial, max } => (initial, max),
             Self::LeavePending(delay) => return delay,
-            Self::MarkProcessed => match Self::default() {
-                Self::Backoff { initial, max } => (initial, max),
-                _ => (Duration::from_secs(5), Duration::from_secs(600)),
-            },
+            Self::MarkProcessed => NO_HANDLER_BACKOFF,
         };
         let doublings = attempts.saturating_sub(1).min(30);
         initial.saturating_mul(1 << doublings).min(max)
