@@ -592,6 +592,37 @@ pub async fn c3_lease_tokens_are_fresh<F: StoreFactory>(factory: &F) -> ClauseRe
         "a re-queued event's claim reused a lease token of its first life"
     );
     seen.retain(|l| l.event_id != other || claimed.iter().all(|c| c.lease != *l));
+    // A lease left to expire: the next claim (another worker) reads the event back with one
+    // more attempt, its own worker name, token and expiry.
+    let short = Duration::from_millis(300);
+    let expiring = enqueue_one(
+        &store,
+        NewEvent::new("c3tok.Expiring", json!({})),
+        &mut model,
+    )
+    .await?;
+    let (first, at) = timed(store.claim(&ClaimRequest::new("first-worker", 10, short))).await;
+    let first = first?;
+    ensure!(
+        ids(&first) == [expiring],
+        "only the new event is due, got {:?}",
+        ids(&first)
+    );
+    let expected = model
+        .get_mut(&expiring)
+        .ok_or_else(|| Failure::new("unmodelled event"))?;
+    expected.claimed("first-worker", short, &first[0], at)?;
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let (second, at) = timed(store.claim(&ClaimRequest::new("second-worker", 10, LONG))).await;
+    let second = second?;
+    ensure!(
+        ids(&second) == [expiring],
+        "an event whose lease expired must be claimable again, got {:?}",
+        ids(&second)
+    );
+    expected.claimed("second-worker", LONG, &second[0], at)?;
+    expected.check(&fetch(&store, expiring).await?, "get after a re-claim")?;
+    seen.push(first[0].lease);
     let tokens: HashSet<Uuid> = seen.iter().map(|l| l.token).collect();
     ensure!(
         tokens.len() == seen.len(),
