@@ -41,6 +41,7 @@ macro_rules! __with_clauses {
             c11_unstorable_outcomes,
             p1_fan_out_per_handler_results,
             p2_retries_then_dead,
+            p2_backoff_schedule,
             p3_permanent_errors,
             p4_unhandled_event_types,
             p4_missing_handler_no_hot_loop,

@@ -1,0 +1,79 @@
+//! P2 precisely: the back-off a failed handler waits is the retry policy's — exponential, capped,
+//! with its jitter — measured from what the store records after each failure.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use outbox_core::{EventStatus, Handler, HandlerError, RetryPolicy};
+use serde_json::json;
+
+use super::support::{fast_config, put, registry, start, wait_status};
+use crate::ensure;
+use crate::harness::{ClauseResult, StoreFactory, Verdict, namespace};
+
+/// How much later than the policy's delay a store may record the back-off: the completion is
+/// written after the handler returns (batched, on a busy machine).
+const LATE: Duration = Duration::from_millis(250);
+
+/// P2: after failure `n` the event backs off for the policy's `delay_after(n)` — here 400 ms × 3ⁿ⁻¹
+/// capped at 2 s, with jitter 0.5 and a random source fixed at 0, so exactly half: 200 ms, 600 ms,
+/// 1 s — as the claimed record's `backoff_until` shows, measured from the end of the failed run;
+/// after `max_attempts` (4) the event is dead.
+pub async fn p2_backoff_schedule<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("p2sched")).await?;
+    let policy = RetryPolicy::default()
+        .with_initial_delay(Duration::from_millis(400))
+        .with_multiplier(3.0)
+        .with_max_delay(Duration::from_secs(2))
+        .with_jitter(0.5)
+        .with_random(Arc::new(|| 0.0));
+    // Per run: the back-off the claimed record carried in, and when the run ended.
+    let runs: Arc<Mutex<Vec<(Option<DateTime<Utc>>, DateTime<Utc>)>>> = Arc::default();
+    let handler = {
+        let runs = Arc::clone(&runs);
+        Handler::raw("p2s.Flaky", "flaky", move |record, _ctx| {
+            let runs = Arc::clone(&runs);
+            async move {
+                runs.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push((record.backoff_until, Utc::now()));
+                Err::<(), _>(HandlerError::retry("still failing"))
+            }
+        })
+        .with_max_attempts(4)
+    };
+    let id = put(&store, "p2s.Flaky", json!({})).await?;
+    let worker = start(
+        &store,
+        registry(vec![handler])?,
+        fast_config().with_retry(policy.clone()),
+    )?;
+    let record = wait_status(&store, id, EventStatus::Dead, Duration::from_secs(30)).await;
+    worker.shutdown().await;
+    let record = record?;
+    let runs = runs.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    ensure!(
+        runs.len() == 4 && record.handler_results["flaky"].attempts == 4,
+        "the handler must run max_attempts (4) times, ran {} (record: {:?})",
+        runs.len(),
+        record.handler_results
+    );
+    for failure in 1..4 {
+        let expected = policy.delay_after(failure as u32);
+        let ended = runs[failure - 1].1;
+        let Some(until) = runs[failure].0 else {
+            return Err(crate::Failure::new(format!(
+                "the claim after failure {failure} carried no backoff_until"
+            )));
+        };
+        let waited = (until - ended).to_std().unwrap_or_default();
+        ensure!(
+            waited + Duration::from_millis(20) >= expected && waited <= expected + LATE,
+            "after failure {failure} the back-off must be the policy's {expected:?} (400 ms × 3^{} \
+             capped at 2 s, halved by the jitter), measured from the end of the run: got {waited:?}",
+            failure - 1
+        );
+    }
+    Ok(Verdict::Passed)
+}
