@@ -45,6 +45,7 @@ macro_rules! __with_clauses {
             p3_permanent_errors,
             p4_unhandled_event_types,
             p4_missing_handler_no_hot_loop,
+            p4_settled_handlers_are_not_awaited,
             p5_panics_and_timeouts,
             p6_lease_renewal_and_loss,
             p6_compromised_lease_never_overlaps,

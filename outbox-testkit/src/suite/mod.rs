@@ -9,8 +9,8 @@ use crate::harness::{ClauseResult, StoreFactory};
 mod expect;
 mod poison_and_limits;
 mod processor_clauses;
+mod processor_precisely;
 mod quarantine;
-mod retry_schedule;
 mod store_clauses;
 mod stress;
 mod support;
@@ -25,8 +25,8 @@ pub use processor_clauses::{
     p6_lease_renewal_and_loss, p7_crash_mid_handler_redelivers, p7_graceful_shutdown,
     p9_store_faults, w1_wait_for_outcomes, w2_outcome_targets,
 };
+pub use processor_precisely::{p2_backoff_schedule, p4_settled_handlers_are_not_awaited};
 pub use quarantine::c11_every_field_is_quarantined;
-pub use retry_schedule::p2_backoff_schedule;
 pub use store_clauses::{
     c1_transactional_enqueue, c2_claim_oldest_first, c2_claim_returns_every_field,
     c2_concurrent_claims_are_exclusive, c2_due_order, c2_scheduled_and_backoff,

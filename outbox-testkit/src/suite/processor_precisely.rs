@@ -1,16 +1,20 @@
-//! P2 precisely: the back-off a failed handler waits is the retry policy's — exponential, capped,
-//! with its jitter — measured from what the store records after each failure.
+//! P2 and P4 precisely: the back-off a failed handler waits is the retry policy's — exponential,
+//! capped, with its jitter — measured from what the store records after each failure; a handler
+//! that already succeeded is never waited for, registered or not.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use outbox_core::{EventStatus, Handler, HandlerError, RetryPolicy};
+use outbox_core::{
+    ClaimRequest, Completion, EventStatus, Handler, HandlerError, HandlerResults, HandlerState,
+    RetryPolicy, Store,
+};
 use serde_json::json;
 
 use super::support::{fast_config, put, registry, start, wait_status};
 use crate::ensure;
-use crate::harness::{ClauseResult, StoreFactory, Verdict, namespace};
+use crate::harness::{ClauseResult, Failure, StoreFactory, Verdict, namespace};
 
 /// How much later than the policy's delay a store may record the back-off: the completion is
 /// written after the handler returns (batched, on a busy machine).
@@ -63,7 +67,7 @@ pub async fn p2_backoff_schedule<F: StoreFactory>(factory: &F) -> ClauseResult {
         let expected = policy.delay_after(failure as u32);
         let ended = runs[failure - 1].1;
         let Some(until) = runs[failure].0 else {
-            return Err(crate::Failure::new(format!(
+            return Err(Failure::new(format!(
                 "the claim after failure {failure} carried no backoff_until"
             )));
         };
@@ -75,5 +79,71 @@ pub async fn p2_backoff_schedule<F: StoreFactory>(factory: &F) -> ClauseResult {
             failure - 1
         );
     }
+    Ok(Verdict::Passed)
+}
+
+/// P4: a handler recorded as succeeded that this worker does not have (renamed or removed since)
+/// is settled: the event is not held back waiting for a worker that has it. Here the other,
+/// registered handler failed once; on its retry the event is processed at once (not after the
+/// missing-handler back-off of 5 s), and the retired handler's success stays recorded untouched.
+pub async fn p4_settled_handlers_are_not_awaited<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("p4settled")).await?;
+    let id = put(&store, "p4s.E", json!({})).await?;
+    let claimed = store
+        .claim(&ClaimRequest::new(
+            "previous-version",
+            1,
+            Duration::from_secs(30),
+        ))
+        .await?;
+    ensure!(claimed.len() == 1, "event not claimable");
+    let retired = HandlerState {
+        succeeded_at: Some(Utc::now()),
+        attempts: 1,
+        ..HandlerState::default()
+    };
+    let mut results = HandlerResults::new();
+    results.insert("retired".into(), retired.clone());
+    results.insert(
+        "current".into(),
+        HandlerState {
+            attempts: 1,
+            last_error: Some("first try failed".into()),
+            ..HandlerState::default()
+        },
+    );
+    store
+        .complete(
+            &claimed[0].lease,
+            Completion {
+                status: EventStatus::Pending,
+                handler_results: results,
+                attempts: 1,
+                retry_delay: None,
+            },
+        )
+        .await?;
+    let current = Handler::raw("p4s.E", "current", |_record, _ctx| async {
+        Ok::<_, HandlerError>(())
+    });
+    let worker = start(&store, registry(vec![current])?, fast_config())?;
+    let record = wait_status(&store, id, EventStatus::Processed, Duration::from_secs(3)).await;
+    worker.shutdown().await;
+    let record = record.map_err(|f| {
+        Failure::new(format!(
+            "an event whose unregistered handler had already succeeded was held back: {}",
+            f.message
+        ))
+    })?;
+    let kept = &record.handler_results["retired"];
+    ensure!(
+        kept.succeeded_at.is_some() && kept.missing_since.is_none() && !kept.gave_up,
+        "the retired handler's success must stay as recorded: {kept:?}"
+    );
+    ensure!(
+        record.handler_results["current"].succeeded_at.is_some(),
+        "the registered handler must have succeeded: {:?}",
+        record.handler_results
+    );
     Ok(Verdict::Passed)
 }
