@@ -462,14 +462,18 @@ impl Store for RedisStore {
         }
         self.check_layout().await?;
         // Each partition's events in one atomic call (a batch over several partitions is several).
-        // Input is checked for the whole batch first: one refused event stores none (C11), even
-        // when the others go to partitions of their own.
-        if self.layout.len() > 1 {
+        // A batch over several partitions is checked whole first: one refused event stores none
+        // (C11), even when the others go to partitions of their own. (A batch in one partition
+        // is checked by its one script call.)
+        let home = self.layout.of_event(&events[0]);
+        if events
+            .iter()
+            .any(|event| self.layout.of_event_beside(event, home) != home)
+        {
             for event in &events {
                 self.limits.check(event)?;
             }
         }
-        let home = self.layout.of_event(&events[0]);
         self.per_partition(
             events,
             |event| Some(self.layout.of_event_beside(event, home)),
