@@ -186,6 +186,30 @@ mod tests {
         }
     }
 
+    /// The boundaries of every check: the largest and equal values pass, one beyond fails.
+    #[test]
+    fn validation_boundaries() {
+        let ok = |p: RetryPolicy| p.validate().is_ok();
+        assert!(!ok(RetryPolicy::default().with_multiplier(f64::INFINITY)));
+        assert!(!ok(RetryPolicy::default().with_multiplier(f64::NAN)));
+        assert!(!ok(RetryPolicy::default().with_multiplier(0.99)));
+        assert!(ok(RetryPolicy::default().with_multiplier(1.0)));
+        let max = crate::storable::MAX_RETRY_DELAY;
+        assert!(ok(RetryPolicy::default().with_max_delay(max)));
+        assert!(!ok(
+            RetryPolicy::default().with_max_delay(max + Duration::from_millis(1))
+        ));
+        let at = Duration::from_secs(7);
+        assert!(ok(RetryPolicy::default()
+            .with_initial_delay(at)
+            .with_max_delay(at)));
+        assert!(!ok(RetryPolicy::default()
+            .with_initial_delay(at + Duration::from_millis(1))
+            .with_max_delay(at)));
+        assert!(!ok(RetryPolicy::default().with_jitter(1.01)));
+        assert!(ok(RetryPolicy::default().with_jitter(1.0)));
+    }
+
     #[test]
     fn huge_attempt_counts_do_not_overflow() {
         let policy = RetryPolicy::default().with_jitter(0.0);

@@ -295,3 +295,70 @@ fn a_transactional_handler_needs_a_store_with_its_transactions() {
         "{message}"
     );
 }
+
+/// A handler that needs shared state (`requires_state`) the worker was not given is a startup
+/// error naming the handler and the type; given the state, the worker builds.
+#[test]
+fn a_handler_needs_the_state_it_requires() {
+    struct Mailer;
+    let registry = || {
+        Registry::builder()
+            .handler(
+                Handler::raw("Invited", "send", |_record, _ctx| async {
+                    Ok::<_, HandlerError>(())
+                })
+                .requires_state::<Mailer>(),
+            )
+            .build()
+            .expect("a registry")
+    };
+    let Err(err) = Worker::builder(NoStore).registry(registry()).build() else {
+        panic!("a missing state is refused");
+    };
+    let message = err.to_string();
+    assert!(matches!(err, BuildError::MissingState { .. }), "{message}");
+    assert!(
+        message.contains("`send`") && message.contains("Mailer"),
+        "{message}"
+    );
+    Worker::builder(NoStore)
+        .registry(registry())
+        .state(Mailer)
+        .build()
+        .expect("with its state the worker builds");
+}
+
+#[derive(serde::Serialize, serde::Deserialize, outbox_core::Event)]
+#[outbox(name = "worker_build.Declared")]
+struct Declared {}
+
+/// With `strict_coverage`, an event type declared through `Event` that has no handler refuses the
+/// build, naming it (H6); without it, the worker builds (and warns).
+#[test]
+fn strict_coverage_refuses_a_declared_type_without_a_handler() {
+    let registry = || {
+        Registry::builder()
+            .handler(Handler::raw("Other", "other", |_record, _ctx| async {
+                Ok::<_, HandlerError>(())
+            }))
+            .build()
+            .expect("a registry")
+    };
+    let Err(err) = Worker::builder(NoStore)
+        .registry(registry())
+        .config(WorkerConfig::default().with_strict_coverage(true))
+        .build()
+    else {
+        panic!("strict coverage refuses a declared type without a handler");
+    };
+    let message = err.to_string();
+    assert!(
+        matches!(err, BuildError::UnhandledEventTypes { .. })
+            && message.contains("worker_build.Declared"),
+        "{message}"
+    );
+    Worker::builder(NoStore)
+        .registry(registry())
+        .build()
+        .expect("without strict coverage the worker builds");
+}
