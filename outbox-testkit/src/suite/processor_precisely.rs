@@ -20,6 +20,9 @@ use crate::harness::{ClauseResult, Failure, StoreFactory, Verdict, namespace};
 /// written after the handler returns (batched, on a busy machine).
 const LATE: Duration = Duration::from_millis(250);
 
+/// One run of a handler: the back-off its claimed record carried in, and when the run ended.
+type Run = (Option<DateTime<Utc>>, DateTime<Utc>);
+
 /// P2: after failure `n` the event backs off for the policy's `delay_after(n)` — here 400 ms × 3ⁿ⁻¹
 /// capped at 2 s, with jitter 0.5 and a random source fixed at 0, so exactly half: 200 ms, 600 ms,
 /// 1 s — as the claimed record's `backoff_until` shows, measured from the end of the failed run;
@@ -33,7 +36,7 @@ pub async fn p2_backoff_schedule<F: StoreFactory>(factory: &F) -> ClauseResult {
         .with_jitter(0.5)
         .with_random(Arc::new(|| 0.0));
     // Per run: the back-off the claimed record carried in, and when the run ended.
-    let runs: Arc<Mutex<Vec<(Option<DateTime<Utc>>, DateTime<Utc>)>>> = Arc::default();
+    let runs: Arc<Mutex<Vec<Run>>> = Arc::default();
     let handler = {
         let runs = Arc::clone(&runs);
         Handler::raw("p2s.Flaky", "flaky", move |record, _ctx| {
