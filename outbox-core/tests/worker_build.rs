@@ -328,8 +328,10 @@ fn a_handler_needs_the_state_it_requires() {
         .expect("with its state the worker builds");
 }
 
+/// Declared (and so known to startup) but handled by no handler here: only its declaration matters.
 #[derive(serde::Serialize, serde::Deserialize, outbox_core::Event)]
 #[outbox(name = "worker_build.Declared")]
+#[expect(dead_code, reason = "declared for the coverage check, never built")]
 struct Declared {}
 
 /// With `strict_coverage`, an event type declared through `Event` that has no handler refuses the
