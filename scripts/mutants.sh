@@ -20,12 +20,17 @@ if ! command -v cargo-mutants >/dev/null 2>&1; then
   cargo install --locked cargo-mutants
 fi
 
+# The test command: the conformance suite on the memory store; for the runtime also outbox-core's
+# unit tests and its builder tests (configuration checks the suite, building valid workers, never
+# reaches).
 case "$target" in
   memory)
     files=(--file outbox-testkit/src/memory.rs)
+    tests=(--test memory_conformance)
     ;;
   runtime)
     files=(--file 'outbox-core/src/worker/*.rs' --file outbox-core/src/outcome.rs --file outbox-core/src/retry.rs)
+    tests=(--lib --test memory_conformance --test worker_build)
     ;;
   *)
     echo "usage: $0 [memory|runtime] [cargo-mutants arguments…]" >&2
@@ -36,7 +41,7 @@ esac
 out="target/mutants-$target"
 mkdir -p "$out"
 cargo mutants "${files[@]}" --cargo-test-arg=--package=outbox-testkit --jobs 2 --timeout 60 \
-  --output "$out" "$@" -- --test memory_conformance || true
+  --output "$out" "$@" -- "${tests[@]}" || true
 
 dir="$out/mutants.out"
 count() { [ -f "$dir/$1" ] && grep -c . "$dir/$1" || echo 0; }
