@@ -668,16 +668,24 @@ pub async fn p7_crash_mid_handler_redelivers<F: StoreFactory>(factory: &F) -> Cl
     let store = factory.create(&namespace("crash")).await?;
     let calls = Calls::default();
     let started = Arc::new(tokio::sync::Notify::new());
+    // Set when the first run gets past its pause: a crashed worker's handler never does (it
+    // stops with its process), so its outcome is never written.
+    let outlived = Arc::new(AtomicBool::new(false));
     let handler = {
         let calls = calls.clone();
         let started = Arc::clone(&started);
+        let outlived = Arc::clone(&outlived);
         Handler::raw("crash.Ev", "stuck_once", move |record, _ctx| {
             let n = calls.record(record.id, "stuck_once");
             let started = Arc::clone(&started);
+            let outlived = Arc::clone(&outlived);
             async move {
                 if n == 1 {
                     started.notify_one();
-                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    // Shorter than the lease: a handler that outlived the crash would finish
+                    // while its lease still holds.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    outlived.store(true, Ordering::SeqCst);
                 }
                 Ok::<_, HandlerError>(())
             }
@@ -701,6 +709,11 @@ pub async fn p7_crash_mid_handler_redelivers<F: StoreFactory>(factory: &F) -> Cl
     let survivor = start(&store, reg, config)?;
     let record = wait_status(&store, id, EventStatus::Processed, WAIT).await?;
     survivor.shutdown().await;
+    ensure!(
+        !outlived.load(Ordering::SeqCst),
+        "the aborted worker's handler ran on after the crash (WorkerHandle::abort must stop its \
+         handlers as a crash would)"
+    );
     ensure!(
         calls.get(id, "stuck_once") == 2,
         "expected one crashed and one successful delivery, got {}",
