@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use outbox_core::{
-    ClaimRequest, EventRecord, EventStatus, Handler, NewEvent, Registry, RetryPolicy, Store,
-    StoreExt, Worker, WorkerConfig,
+    ClaimRequest, Completion, EventRecord, EventStatus, Handler, HandlerResults, NewEvent,
+    Registry, RetryPolicy, Store, StoreExt, Worker, WorkerConfig,
 };
 use uuid::Uuid;
 
@@ -156,4 +156,37 @@ impl Calls {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
+}
+
+/// Plays a worker of another version: claims the one due event and gives it back pending, due
+/// at once, with `results` recorded (one attempt).
+pub(crate) async fn ran_elsewhere<S: Store>(
+    store: &S,
+    results: HandlerResults,
+) -> Result<(), Failure> {
+    let claimed = store
+        .claim(&ClaimRequest::new(
+            "previous-version",
+            1,
+            Duration::from_secs(30),
+        ))
+        .await?;
+    let [claimed] = claimed.as_slice() else {
+        return Err(Failure::new(format!(
+            "expected one claimable event, got {}",
+            claimed.len()
+        )));
+    };
+    store
+        .complete(
+            &claimed.lease,
+            Completion {
+                status: EventStatus::Pending,
+                handler_results: results,
+                attempts: 1,
+                retry_delay: None,
+            },
+        )
+        .await?;
+    Ok(())
 }
