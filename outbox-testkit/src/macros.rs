@@ -31,6 +31,7 @@ macro_rules! __with_clauses {
             c7_dead_letters_and_purge,
             c7_repair_reads_back,
             c8_wakeups,
+            c8_worker_wakes_on_commit,
             c9_stats_and_lag,
             c9_counts_every_state,
             c9_stats_by_type_and_key_head,

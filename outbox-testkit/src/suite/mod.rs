@@ -25,7 +25,9 @@ pub use processor_clauses::{
     p6_lease_renewal_and_loss, p7_crash_mid_handler_redelivers, p7_graceful_shutdown,
     p9_store_faults, w1_wait_for_outcomes, w2_outcome_targets,
 };
-pub use processor_precisely::{p2_backoff_schedule, p4_settled_handlers_are_not_awaited};
+pub use processor_precisely::{
+    c8_worker_wakes_on_commit, p2_backoff_schedule, p4_settled_handlers_are_not_awaited,
+};
 pub use quarantine::c11_every_field_is_quarantined;
 pub use store_clauses::{
     c1_transactional_enqueue, c2_claim_oldest_first, c2_claim_returns_every_field,

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use outbox_core::{EventStatus, Handler, HandlerError, HandlerResults, HandlerState, RetryPolicy};
+use outbox_core::{
+    EventStatus, Handler, HandlerError, HandlerResults, HandlerState, RetryPolicy, Store,
+};
 use serde_json::json;
 
 use super::support::{fast_config, put, ran_elsewhere, registry, start, wait_status};
@@ -134,4 +136,42 @@ pub async fn p4_settled_handlers_are_not_awaited<F: StoreFactory>(factory: &F) -
         record.handler_results
     );
     Ok(Verdict::Passed)
+}
+
+/// C8 through the worker: a worker on a store with wake-ups handles a new event long before its
+/// next poll (here 60 s away), because it listens; and one committed while it was busy is not
+/// missed either.
+pub async fn c8_worker_wakes_on_commit<F: StoreFactory>(factory: &F) -> ClauseResult {
+    let store = factory.create(&namespace("c8worker")).await?;
+    if !store.capabilities().wakeups {
+        return Ok(Verdict::NotApplicable(
+            "store does not declare wake-ups; workers poll".into(),
+        ));
+    }
+    let handler = Handler::raw("c8w.E", "quick", |_record, _ctx| async {
+        Ok::<_, HandlerError>(())
+    });
+    let worker = start(
+        &store,
+        registry(vec![handler])?,
+        fast_config().with_poll_interval(Duration::from_secs(60)),
+    )?;
+    // Let the worker make its first (empty) claim and subscribe.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut outcome = Ok(());
+    for n in 0..2 {
+        let id = put(&store, "c8w.E", json!({ "n": n })).await?;
+        if let Err(f) =
+            wait_status(&store, id, EventStatus::Processed, Duration::from_secs(10)).await
+        {
+            outcome = Err(Failure::new(format!(
+                "event {n} committed while the worker waited was not handled within 10 s (its \
+                 poll is 60 s away): the worker must wake on the store's announcement — {}",
+                f.message
+            )));
+            break;
+        }
+    }
+    worker.shutdown().await;
+    outcome.map(|()| Verdict::Passed)
 }
