@@ -27,7 +27,12 @@ pub(crate) const CORRUPT: &str = outbox_core::CORRUPT_STATUS;
 /// or another program, not swept yet): what `corrupt_events`, `stats` and `requeue_corrupt` see
 /// as set aside, through the status index's bounds.
 fn set_aside() -> Document {
-    doc! { "status": { "$nin": ["pending", "processed", "dead"] } }
+    doc! { "status": not_live() }
+}
+
+/// Any status but the three a live event has.
+fn not_live() -> Document {
+    doc! { "$nin": ["pending", "processed", "dead"] }
 }
 
 /// How many leases one claim sends at once.
@@ -641,7 +646,7 @@ impl Store for MongoStore {
         let done = self
             .events
             .update_one(
-                doc! { "_id": id, "status": set_aside().remove("status").unwrap_or_default() },
+                doc! { "_id": id, "status": not_live() },
                 doc! {
                     "$set": {
                         "status": "pending", "backoff_until": never(), "available_at": now,
