@@ -6,7 +6,8 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use outbox_core::{ClaimRequest, Completion, EventStatus, NewEvent, Store};
+use outbox_core::store::{ClaimRequest, Completion};
+use outbox_core::{EventStatus, NewEvent, Store};
 
 use crate::report::{Check, Measured, Row};
 use crate::scenario::{drain_with_workers, noop_registry, worker_config};

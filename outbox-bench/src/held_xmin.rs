@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use outbox_core::{Handler, HandlerError, Registry, StoreExt};
+use outbox_core::handlers::Registry;
+use outbox_core::{Handler, HandlerError, StoreExt};
 use uuid::Uuid;
 
 use crate::report::{Check, Row};

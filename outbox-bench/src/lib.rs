@@ -43,7 +43,7 @@ pub enum BenchError {
     Worker(#[from] outbox_core::BuildError),
     /// A registry could not be built.
     #[error("registry: {0}")]
-    Registry(#[from] outbox_core::RegistryError),
+    Registry(#[from] outbox_core::model::RegistryError),
     /// Invalid configuration or setup.
     #[error("setup: {0}")]
     Setup(String),

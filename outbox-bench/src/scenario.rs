@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use outbox_core::handlers::Registry;
 use outbox_core::{
-    Handler, HandlerError, Registry, RetryPolicy, Store, StoreExt, Worker, WorkerConfig,
-    WorkerHandle,
+    Handler, HandlerError, RetryPolicy, Store, StoreExt, Worker, WorkerConfig, WorkerHandle,
 };
 use uuid::Uuid;
 

@@ -41,7 +41,7 @@ pub(crate) async fn stats(backend: &Backend, out: Output) -> Result<(), CliError
         let mut json = s.to_json();
         json["by_type"] = by_type
             .iter()
-            .map(outbox_core::TypeStats::to_json)
+            .map(outbox_core::store::TypeStats::to_json)
             .collect();
         println!("{json}");
         return Ok(());
@@ -120,7 +120,7 @@ pub(crate) async fn explain(backend: &Backend, id: &str, out: Output) -> Result<
         return Err(CliError::Usage(format!("no event with id {id}")));
     };
     let head = store.key_head_of(&record).await?;
-    let why = outbox_core::explain(&record, head.as_ref(), Utc::now());
+    let why = outbox_core::ops::explain(&record, head.as_ref(), Utc::now());
     if out.json {
         let json = json!({
             "id": id,
@@ -198,7 +198,7 @@ pub(crate) async fn show(backend: &Backend, id: &str, out: Output) -> Result<(),
         &handlers,
         &json!(null),
     );
-    let mut logs: Vec<(&str, &outbox_core::LogEntry)> = record
+    let mut logs: Vec<(&str, &outbox_core::model::LogEntry)> = record
         .handler_results
         .iter()
         .flat_map(|(name, state)| state.logs.iter().map(move |e| (name.as_str(), e)))

@@ -5,9 +5,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use outbox_core::{
-    ClaimRequest, Completion, EventStatus, HandlerResults, HandlerState, NewEvent, Store, StoreExt,
-};
+use outbox_core::model::{HandlerResults, HandlerState};
+use outbox_core::prelude::*;
+use outbox_core::store::{ClaimRequest, Completion};
+use outbox_core::{EventStatus, NewEvent, Store, StoreExt};
 use serde_json::{Value, json};
 
 /// Runs `outbox --url <url> <args…> --json`; the parsed output, or the error text on failure.

@@ -2,91 +2,149 @@
 
 use std::time::Duration;
 
-use outbox_core::{
-    BuildError, Handler, HandlerError, Registry, RegistryError, Store, Worker, WorkerConfig,
-};
+use outbox_core::handlers::Registry;
+use outbox_core::model::RegistryError;
+use outbox_core::store::{ClaimStore, EnqueueStore, InspectStore, RepairStore};
+use outbox_core::{BuildError, Handler, HandlerError, Worker, WorkerConfig};
 
 #[derive(Clone)]
 struct NoStore;
 
-#[outbox_core::async_trait]
-impl Store for NoStore {
-    fn capabilities(&self) -> outbox_core::StoreCapabilities {
-        outbox_core::StoreCapabilities::default()
+#[outbox_core::kit::async_trait]
+impl ClaimStore for NoStore {
+    fn capabilities(&self) -> outbox_core::store::StoreCapabilities {
+        outbox_core::store::StoreCapabilities::default()
     }
+
+    async fn claim(
+        &self,
+        _: &outbox_core::store::ClaimRequest,
+    ) -> Result<Vec<outbox_core::store::ClaimedEvent>, outbox_core::StoreError> {
+        Err(outbox_core::StoreError::unavailable("not a real store"))
+    }
+
+    async fn subscribe(
+        &self,
+    ) -> Result<Option<outbox_core::store::WakeupStream>, outbox_core::StoreError> {
+        Ok(None)
+    }
+
+    async fn renew_many(
+        &self,
+        leases: Vec<outbox_core::store::Lease>,
+        extend: Duration,
+    ) -> Vec<Result<chrono::DateTime<chrono::Utc>, outbox_core::StoreError>> {
+        outbox_core::kit::each_concurrently(&leases, |lease| self.renew_one(lease, extend)).await
+    }
+
+    async fn complete_many(
+        &self,
+        items: &[(outbox_core::store::Lease, outbox_core::store::Completion)],
+    ) -> Vec<Result<(), outbox_core::StoreError>> {
+        outbox_core::kit::each_concurrently(items, |(lease, completion)| {
+            self.complete_one(lease, completion.clone())
+        })
+        .await
+    }
+}
+
+#[outbox_core::kit::async_trait]
+impl EnqueueStore for NoStore {
     async fn enqueue_batch(
         &self,
         _: Vec<outbox_core::NewEvent>,
     ) -> Result<Vec<outbox_core::Enqueued>, outbox_core::StoreError> {
         Err(outbox_core::StoreError::unavailable("not a real store"))
     }
-    async fn claim(
-        &self,
-        _: &outbox_core::ClaimRequest,
-    ) -> Result<Vec<outbox_core::ClaimedEvent>, outbox_core::StoreError> {
-        Err(outbox_core::StoreError::unavailable("not a real store"))
-    }
-    async fn renew_lease(
-        &self,
-        lease: &outbox_core::Lease,
-        _: Duration,
-    ) -> Result<chrono::DateTime<chrono::Utc>, outbox_core::StoreError> {
-        Err(outbox_core::StoreError::LeaseLost {
-            event_id: lease.event_id,
-        })
-    }
-    async fn complete(
-        &self,
-        lease: &outbox_core::Lease,
-        _: outbox_core::Completion,
-    ) -> Result<(), outbox_core::StoreError> {
-        Err(outbox_core::StoreError::LeaseLost {
-            event_id: lease.event_id,
-        })
-    }
+}
+
+#[outbox_core::kit::async_trait]
+impl InspectStore for NoStore {
     async fn get(
         &self,
         _: uuid::Uuid,
     ) -> Result<Option<outbox_core::EventRecord>, outbox_core::StoreError> {
         Ok(None)
     }
+
     async fn dead_letters(
         &self,
         _: usize,
     ) -> Result<Vec<outbox_core::EventRecord>, outbox_core::StoreError> {
         Ok(Vec::new())
     }
+
+    async fn corrupt_events(
+        &self,
+        _: usize,
+    ) -> Result<Vec<outbox_core::model::CorruptEvent>, outbox_core::StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn stats(&self) -> Result<outbox_core::store::StoreStats, outbox_core::StoreError> {
+        Ok(outbox_core::store::StoreStats::default())
+    }
+
+    async fn stats_by_type(
+        &self,
+    ) -> Result<Vec<outbox_core::store::TypeStats>, outbox_core::StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn key_head(
+        &self,
+        _: &str,
+    ) -> Result<Option<outbox_core::EventRecord>, outbox_core::StoreError> {
+        Ok(None)
+    }
+}
+
+#[outbox_core::kit::async_trait]
+impl RepairStore for NoStore {
     async fn requeue_dead(&self, _: uuid::Uuid) -> Result<bool, outbox_core::StoreError> {
         Ok(false)
     }
+
     async fn purge_dead(
         &self,
         _: chrono::DateTime<chrono::Utc>,
     ) -> Result<u64, outbox_core::StoreError> {
         Ok(0)
     }
+
     async fn purge_processed(
         &self,
         _: chrono::DateTime<chrono::Utc>,
     ) -> Result<u64, outbox_core::StoreError> {
         Ok(0)
     }
-    async fn corrupt_events(
-        &self,
-        _: usize,
-    ) -> Result<Vec<outbox_core::CorruptEvent>, outbox_core::StoreError> {
-        Ok(Vec::new())
-    }
+
     async fn requeue_corrupt(&self, _: &str) -> Result<bool, outbox_core::StoreError> {
         Ok(false)
     }
-    async fn stats(&self) -> Result<outbox_core::StoreStats, outbox_core::StoreError> {
-        Ok(outbox_core::StoreStats::default())
-    }
-    async fn subscribe(
+}
+
+impl NoStore {
+    /// Renews one lease (C4): an item of `renew_many`.
+    async fn renew_one(
         &self,
-    ) -> Result<Option<outbox_core::WakeupStream>, outbox_core::StoreError> {
-        Ok(None)
+        lease: &outbox_core::store::Lease,
+        _: Duration,
+    ) -> Result<chrono::DateTime<chrono::Utc>, outbox_core::StoreError> {
+        Err(outbox_core::StoreError::LeaseLost {
+            event_id: lease.event_id,
+        })
+    }
+
+    /// Completes one lease (C3): an item of `complete_many`.
+    async fn complete_one(
+        &self,
+        lease: &outbox_core::store::Lease,
+        _: outbox_core::store::Completion,
+    ) -> Result<(), outbox_core::StoreError> {
+        Err(outbox_core::StoreError::LeaseLost {
+            event_id: lease.event_id,
+        })
     }
 }
 
@@ -206,20 +264,20 @@ fn duplicate_handler_names_are_a_startup_error_naming_both() {
 fn call_mismatched(
     _record: std::sync::Arc<outbox_core::EventRecord>,
     _ctx: outbox_core::HandlerContext,
-) -> outbox_core::HandlerFuture {
+) -> outbox_core::handlers::HandlerFuture {
     Box::pin(async { Ok(None) })
 }
 fn declared_mismatched() -> Option<&'static str> {
     Some("Declared")
 }
-fn no_state() -> Vec<outbox_core::StateRequirement> {
+fn no_state() -> Vec<outbox_core::handlers::StateRequirement> {
     Vec::new()
 }
-fn no_transaction() -> Option<outbox_core::TransactionType> {
+fn no_transaction() -> Option<outbox_core::store::TransactionType> {
     None
 }
 outbox_core::__private::inventory::submit! {
-    outbox_core::HandlerRegistration {
+    outbox_core::__private::HandlerRegistration {
         event_type: "SomethingElse",
         name: "mismatched",
         max_attempts: None,
@@ -269,7 +327,7 @@ async fn a_worker_on_an_unreachable_store_keeps_running_and_stops_on_request() {
 
 /// A transaction type no store here gives.
 struct OtherTx;
-impl outbox_core::StoreTransaction for OtherTx {}
+impl outbox_core::store::StoreTransaction for OtherTx {}
 
 #[test]
 fn a_transactional_handler_needs_a_store_with_its_transactions() {

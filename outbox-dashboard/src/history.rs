@@ -1,4 +1,4 @@
-//! Throughput over the last minutes: a sampler reads [`Store::stats`](outbox_core::Store::stats)
+//! Throughput over the last minutes: a sampler reads [`InspectStore::stats`](outbox_core::store::InspectStore::stats)
 //! at an interval and keeps the last samples.
 
 use std::collections::VecDeque;

@@ -4,7 +4,7 @@
 //!   per second) over the last minutes as a chart; the counts refresh every few seconds.
 //! - **Dead letters**, with re-queue (one, or all) and purge buttons.
 //! - **Event detail**: the record, every handler's state, and why it is not running now
-//!   ([`outbox_core::explain`]).
+//!   ([`outbox_core::ops::explain`]).
 //!
 //! Server-rendered HTML with a little JavaScript; no build step. Mutating actions are `POST`s
 //! carrying a CSRF token (double-submit: a `SameSite=Strict` cookie and a form field that must
@@ -97,7 +97,7 @@ impl Dashboard {
         self
     }
 
-    /// How often the throughput chart samples [`Store::stats`] (default 10 s; at least 100 ms).
+    /// How often the throughput chart samples [`InspectStore::stats`](outbox_core::store::InspectStore::stats) (default 10 s; at least 100 ms).
     /// Each sample costs one `stats()` call, which on a table keeping many processed events is a
     /// scan: keep this in seconds.
     #[must_use]

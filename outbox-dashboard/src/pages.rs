@@ -367,7 +367,7 @@ pub(crate) async fn event(
         Err(err) => return failure(&state, &err),
     };
     let head = state.store.key_head_of(&record).await.ok().flatten();
-    let why = outbox_core::explain(&record, head.as_ref(), Utc::now());
+    let why = outbox_core::ops::explain(&record, head.as_ref(), Utc::now());
     let (token, new_cookie) = token(&state, &headers);
     let mut body = format!("<p class=\"why\" id=\"why\">{}</p><ul>", esc(&why.summary));
     for line in &why.details {
@@ -412,7 +412,7 @@ pub(crate) async fn event(
         ],
         &results,
     ));
-    let mut logs: Vec<(&str, &outbox_core::LogEntry)> = record
+    let mut logs: Vec<(&str, &outbox_core::model::LogEntry)> = record
         .handler_results
         .iter()
         .flat_map(|(name, state)| state.logs.iter().map(move |e| (name.as_str(), e)))

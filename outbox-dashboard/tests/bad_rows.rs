@@ -9,9 +9,10 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use outbox_core::{
-    ClaimRequest, Completion, EventStatus, HandlerResults, NewEvent, Store, StoreExt,
-};
+use outbox_core::model::HandlerResults;
+use outbox_core::prelude::*;
+use outbox_core::store::{ClaimRequest, Completion};
+use outbox_core::{EventStatus, NewEvent, StoreExt};
 use outbox_dashboard::Dashboard;
 use outbox_sqlite::SqliteStore;
 use tower::ServiceExt;

@@ -9,8 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use outbox_core::handlers::Registry;
+use outbox_core::prelude::*;
 use outbox_core::{
-    EventStatus, Handler, HandlerError, NewEvent, Registry, Store, StoreExt, Worker, WorkerConfig,
+    EventStatus, Handler, HandlerError, NewEvent, Store, StoreExt, Worker, WorkerConfig,
 };
 use outbox_dashboard::Dashboard;
 use outbox_sqlite::SqliteStore;

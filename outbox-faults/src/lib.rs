@@ -228,8 +228,8 @@ pub fn scripts_dir() -> std::path::PathBuf {
 
 /// The handlers of the in-process fault tests: each records its successes in `ledger` and fails
 /// its first attempt on about one event in ten.
-pub fn registry(ledger: &Ledger) -> outbox_core::Registry {
-    let mut builder = outbox_core::Registry::builder();
+pub fn registry(ledger: &Ledger) -> outbox_core::handlers::Registry {
+    let mut builder = outbox_core::handlers::Registry::builder();
     for handler in HANDLERS {
         let ledger = ledger.clone();
         builder = builder.handler(outbox_core::Handler::raw(

@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use outbox_core::{EventStatus, Handler, HandlerError, NewEvent, Registry, Store, Worker};
+use outbox_core::handlers::Registry;
+use outbox_core::{EventStatus, Handler, HandlerError, NewEvent, Store, Worker};
 use outbox_faults::StallingProxy;
 use serde_json::json;
 use uuid::Uuid;

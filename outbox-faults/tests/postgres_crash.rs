@@ -5,6 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use outbox_core::prelude::*;
 use outbox_core::{NewEvent, Worker};
 use outbox_faults::{
     EVENT_TYPE, Ledger, free_port, registry, scripts_dir, wait_for, worker_config,

@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use outbox_core::NewEvent;
+use outbox_core::prelude::*;
 use outbox_faults::{EVENT_TYPE, HANDLERS, TRANSACTIONAL_HANDLER};
 use outbox_postgres::PgStore;
 use tokio::io::AsyncBufReadExt;

@@ -52,7 +52,7 @@ fn expand(input: TokenStream) -> syn::Result<TokenStream> {
         }
         const _: () = {
             #krate::__private::inventory::submit! {
-                #krate::EventDeclaration {
+                #krate::__private::EventDeclaration {
                     event_type: #name,
                     rust_type: ::core::concat!(::core::module_path!(), "::", #ident_str),
                 }

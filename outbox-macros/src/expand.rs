@@ -103,7 +103,7 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
                     quote_spanned! {lit.span()=>
                         const _: () = ::core::assert!(
                             #krate::__private::event_type_agrees(
-                                <#event_ty as #krate::HandlerInput>::EVENT_TYPE,
+                                <#event_ty as #krate::__private::HandlerInput>::EVENT_TYPE,
                                 #lit,
                             ),
                             "`event = \"…\"` differs from the `Event` type of the handler's event parameter: remove `event` or make them agree",
@@ -113,12 +113,12 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
                 None => (
                     quote! {
                         #krate::__private::event_type_of(
-                            <#event_ty as #krate::HandlerInput>::EVENT_TYPE
+                            <#event_ty as #krate::__private::HandlerInput>::EVENT_TYPE
                         )
                     },
                     quote_spanned! {event_ty.span()=>
                         const _: () = ::core::assert!(
-                            <#event_ty as #krate::HandlerInput>::EVENT_TYPE.is_some(),
+                            <#event_ty as #krate::__private::HandlerInput>::EVENT_TYPE.is_some(),
                             "this handler's event parameter is a raw record, which names no event type: add `event = \"EventType\"` to #[handler]",
                         );
                     },
@@ -180,7 +180,7 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
                 .filter(|(ty, _)| transaction_param(ty).is_none())
                 .map(|(ty, name)| {
                     quote_spanned! {ty.span()=>
-                        let #name = <#ty as #krate::HandlerArg>::from_context(&__outbox_ctx)?;
+                        let #name = <#ty as #krate::__private::HandlerArg>::from_context(&__outbox_ctx)?;
                     }
                 });
             let state_params: Vec<_> = shape
@@ -189,7 +189,7 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
                 .filter(|ty| transaction_param(ty).is_none())
                 .collect();
             let arg_requirements = state_params.iter().map(|ty| {
-                quote_spanned! {ty.span()=> <#ty as #krate::HandlerArg>::required_state() }
+                quote_spanned! {ty.span()=> <#ty as #krate::__private::HandlerArg>::required_state() }
             });
             let n_extra = state_params.len();
             // Spanned on the declared return type, so a wrong one is reported there.
@@ -220,13 +220,13 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
                     };
                     quote! {
                         #check_return
-                        fn #batch_fn(items: ::std::vec::Vec<#krate::BatchItem>) -> #krate::BatchFuture {
+                        fn #batch_fn(items: ::std::vec::Vec<#krate::__private::BatchItem>) -> #krate::__private::BatchFuture {
                             ::std::boxed::Box::pin(#krate::__private::run_batch::<#event_ty, _, _>(items, #ident))
                         }
                         fn #call(
                             __outbox_record: #krate::__private::Arc<#krate::EventRecord>,
                             __outbox_ctx: #krate::HandlerContext,
-                        ) -> #krate::HandlerFuture {
+                        ) -> #krate::__private::HandlerFuture {
                             static BATCHER: #krate::__private::BatchCell = #krate::__private::BatchCell::new();
                             BATCHER.call(#max, #linger_ms, #batch_fn, __outbox_record, __outbox_ctx)
                         }
@@ -250,9 +250,9 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
                         fn #call(
                             __outbox_record: #krate::__private::Arc<#krate::EventRecord>,
                             __outbox_ctx: #krate::HandlerContext,
-                        ) -> #krate::HandlerFuture {
+                        ) -> #krate::__private::HandlerFuture {
                             ::std::boxed::Box::pin(async move {
-                                let __outbox_event = <#event_ty as #krate::HandlerInput>::from_record(&__outbox_record)?;
+                                let __outbox_event = <#event_ty as #krate::__private::HandlerInput>::from_record(&__outbox_record)?;
                                 #(#arg_lets)*
                                 #begin
                                 let __outbox_returned = #ident(__outbox_event #(, #arg_exprs)*).await;
@@ -280,17 +280,17 @@ pub(crate) fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
                     #event_check
                     #call_fn
                     fn #declared() -> ::core::option::Option<&'static str> {
-                        <#event_ty as #krate::HandlerInput>::declared_event_type()
+                        <#event_ty as #krate::__private::HandlerInput>::declared_event_type()
                     }
-                    fn #required() -> ::std::vec::Vec<#krate::StateRequirement> {
-                        let all: [::core::option::Option<#krate::StateRequirement>; #n_extra] = [#(#arg_requirements),*];
+                    fn #required() -> ::std::vec::Vec<#krate::__private::StateRequirement> {
+                        let all: [::core::option::Option<#krate::__private::StateRequirement>; #n_extra] = [#(#arg_requirements),*];
                         all.into_iter().flatten().collect()
                     }
-                    fn #transaction_fn() -> ::core::option::Option<#krate::TransactionType> {
+                    fn #transaction_fn() -> ::core::option::Option<#krate::__private::TransactionType> {
                         #transaction
                     }
                     #krate::__private::inventory::submit! {
-                        #krate::HandlerRegistration {
+                        #krate::__private::HandlerRegistration {
                             event_type: #event,
                             name: #name,
                             max_attempts: #max_attempts,

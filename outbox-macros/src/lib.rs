@@ -35,7 +35,7 @@ mod handler_attr;
 ///     Ok(serde_json::json!({ "audited": record.id }))
 /// }
 ///
-/// let registry = outbox_core::Registry::global().unwrap();
+/// let registry = outbox_core::handlers::Registry::global().unwrap();
 /// let names: Vec<&str> = registry.handlers_for("UserInvited").iter().map(|h| h.name()).collect();
 /// assert_eq!(names, ["audit", "send_welcome_email"]);
 /// ```

@@ -1,7 +1,8 @@
 //! [`MongoStoreBuilder`]: database and collection names, validated.
 
 use mongodb::Client;
-use outbox_core::{ConfigError, Limits, validate_name};
+use outbox_core::kit::validate_name;
+use outbox_core::{ConfigError, Limits};
 
 /// MongoDB's own databases: `local` refuses retryable writes and transactions, `admin` and
 /// `config` belong to the server.

@@ -11,5 +11,5 @@ pub use store::MongoStore;
 pub use transaction::MongoTx;
 
 /// The MongoDB driver this store is built on, so an application names the same version (for the
-/// sessions `enqueue_in` joins).
+/// sessions `EnqueueIn` joins).
 pub use mongodb;

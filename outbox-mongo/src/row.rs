@@ -3,7 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use mongodb::bson::{self, Bson, Document, doc};
-use outbox_core::{EventRecord, EventStatus, HandlerResults, NewEvent, Payload, StoreError};
+use outbox_core::model::{HandlerResults, Payload};
+use outbox_core::{EventRecord, EventStatus, NewEvent, StoreError};
 use uuid::Uuid;
 
 /// The `locked_until` / `backoff_until` value meaning "none": the epoch, always in the past.

@@ -9,11 +9,14 @@ use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{Client, ClientSession, Collection, IndexModel};
-use outbox_core::{
-    ClaimRequest, ClaimedEvent, Completion, CorruptEvent, Enqueued, EventRecord, EventStatus,
-    Lease, Limits, NewEvent, Store, StoreCapabilities, StoreError, StoreStats, TypeStats,
-    WakeupStream, corrupt_reason,
+use outbox_core::kit::corrupt_reason;
+use outbox_core::model::CorruptEvent;
+use outbox_core::store::{
+    ClaimRequest, ClaimedEvent, Completion, Lease, StoreCapabilities, StoreStats, TypeStats,
+    WakeupStream,
 };
+use outbox_core::store::{ClaimStore, EnqueueIn, EnqueueStore, InspectStore, RepairStore};
+use outbox_core::{Enqueued, EventRecord, EventStatus, Limits, NewEvent, StoreError};
 use uuid::Uuid;
 
 use crate::config::MongoStoreBuilder;
@@ -21,7 +24,7 @@ use crate::error::{DUPLICATE_KEY, code, map_mongo};
 use crate::row::{decode, encode_new, never, parked, to_bson_time};
 
 /// The status of documents set aside because they do not decode (see [`MongoStore::set_aside`]).
-pub(crate) const CORRUPT: &str = outbox_core::CORRUPT_STATUS;
+pub(crate) const CORRUPT: &str = outbox_core::kit::CORRUPT_STATUS;
 
 /// Documents set aside (status `corrupt`) or of a status the store never writes (written by hand
 /// or another program, not swept yet): what `corrupt_events`, `stats` and `requeue_corrupt` see
@@ -45,6 +48,7 @@ const TRANSACTION_RETRIES: usize = 5;
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use outbox_core::prelude::*;
 /// use outbox_core::NewEvent;
 /// use outbox_mongo::MongoStore;
 /// use mongodb::bson::doc;
@@ -57,7 +61,7 @@ const TRANSACTION_RETRIES: usize = 5;
 /// let mut session = client.start_session().await?;
 /// session.start_transaction().await?;
 /// users.insert_one(doc! { "email": "ada@example.com" }).session(&mut session).await?;
-/// store.enqueue_in(&mut session, vec![NewEvent::new("UserInvited", serde_json::json!({"email": "ada@example.com"}))]).await?;
+/// store.enqueue_batch_in(&mut session, vec![NewEvent::new("UserInvited", serde_json::json!({"email": "ada@example.com"}))]).await?;
 /// session.commit_transaction().await?;
 /// # Ok(()) }
 /// ```
@@ -179,11 +183,82 @@ impl MongoStore {
         Ok(())
     }
 
-    /// Enqueues events inside the caller's session, which must be in a transaction to be atomic with
-    /// the caller's writes (C1). A concurrent transaction enqueueing the same idempotency key makes
-    /// this one fail with a write conflict (`StoreError::Conflict`, labelled
-    /// `TransientTransactionError` by the server): retry the whole transaction.
-    pub async fn enqueue_in(
+    async fn enqueue_one(&self, event: NewEvent) -> Result<Enqueued, StoreError> {
+        let payload = self.limits.encode(&event)?;
+        match self
+            .events
+            .insert_one(encode_new(&event, payload, Utc::now()))
+            .await
+        {
+            Ok(_) => Ok(Enqueued {
+                id: event.id,
+                duplicate: false,
+            }),
+            Err(err) if code(&err) == Some(DUPLICATE_KEY) => {
+                let key = event.idempotency_key.clone().unwrap_or_default();
+                let existing = self
+                    .events
+                    .find_one(doc! { "idempotency_key": &key })
+                    .await
+                    .map_err(|e| map_mongo("enqueue: look up idempotency key", e))?
+                    .ok_or_else(|| map_mongo("enqueue", err))?;
+                let id = decode(&existing)?.id;
+                Ok(Enqueued {
+                    id,
+                    duplicate: true,
+                })
+            }
+            Err(err) => Err(map_mongo("enqueue", err)),
+        }
+    }
+
+    async fn enqueue_in_own_transaction(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Enqueued>, StoreError> {
+        let mut last = None;
+        for _ in 0..TRANSACTION_RETRIES {
+            let mut session = self
+                .client
+                .start_session()
+                .await
+                .map_err(|e| map_mongo("enqueue: session", e))?;
+            session
+                .start_transaction()
+                .await
+                .map_err(|e| map_mongo("enqueue: start transaction", e))?;
+            let result = match self.enqueue_batch_in(&mut session, events.clone()).await {
+                Ok(out) => session
+                    .commit_transaction()
+                    .await
+                    .map(|()| out)
+                    .map_err(|e| map_mongo("enqueue: commit", e)),
+                Err(err) => {
+                    let _ = session.abort_transaction().await;
+                    Err(err)
+                }
+            };
+            match result {
+                Err(err @ StoreError::Conflict { .. }) => last = Some(err),
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| StoreError::Conflict {
+            message: "enqueue: transaction kept conflicting".into(),
+        }))
+    }
+}
+
+/// Enqueues events inside the caller's session, which must be in a transaction to be atomic with
+/// the caller's writes (C1). A concurrent transaction enqueueing the same idempotency key makes
+/// this one fail with a write conflict (`StoreError::Conflict`, labelled
+/// `TransientTransactionError` by the server): retry the whole transaction.
+
+#[async_trait]
+impl EnqueueIn for MongoStore {
+    type Conn = ClientSession;
+
+    async fn enqueue_batch_in(
         &self,
         session: &mut ClientSession,
         events: Vec<NewEvent>,
@@ -264,71 +339,6 @@ impl MongoStore {
         }
         Ok(out)
     }
-
-    async fn enqueue_one(&self, event: NewEvent) -> Result<Enqueued, StoreError> {
-        let payload = self.limits.encode(&event)?;
-        match self
-            .events
-            .insert_one(encode_new(&event, payload, Utc::now()))
-            .await
-        {
-            Ok(_) => Ok(Enqueued {
-                id: event.id,
-                duplicate: false,
-            }),
-            Err(err) if code(&err) == Some(DUPLICATE_KEY) => {
-                let key = event.idempotency_key.clone().unwrap_or_default();
-                let existing = self
-                    .events
-                    .find_one(doc! { "idempotency_key": &key })
-                    .await
-                    .map_err(|e| map_mongo("enqueue: look up idempotency key", e))?
-                    .ok_or_else(|| map_mongo("enqueue", err))?;
-                let id = decode(&existing)?.id;
-                Ok(Enqueued {
-                    id,
-                    duplicate: true,
-                })
-            }
-            Err(err) => Err(map_mongo("enqueue", err)),
-        }
-    }
-
-    async fn enqueue_in_own_transaction(
-        &self,
-        events: Vec<NewEvent>,
-    ) -> Result<Vec<Enqueued>, StoreError> {
-        let mut last = None;
-        for _ in 0..TRANSACTION_RETRIES {
-            let mut session = self
-                .client
-                .start_session()
-                .await
-                .map_err(|e| map_mongo("enqueue: session", e))?;
-            session
-                .start_transaction()
-                .await
-                .map_err(|e| map_mongo("enqueue: start transaction", e))?;
-            let result = match self.enqueue_in(&mut session, events.clone()).await {
-                Ok(out) => session
-                    .commit_transaction()
-                    .await
-                    .map(|()| out)
-                    .map_err(|e| map_mongo("enqueue: commit", e)),
-                Err(err) => {
-                    let _ = session.abort_transaction().await;
-                    Err(err)
-                }
-            };
-            match result {
-                Err(err @ StoreError::Conflict { .. }) => last = Some(err),
-                other => return other,
-            }
-        }
-        Err(last.unwrap_or_else(|| StoreError::Conflict {
-            message: "enqueue: transaction kept conflicting".into(),
-        }))
-    }
 }
 
 /// A duplicate idempotency key inside a transaction aborts it: report it as a retryable conflict.
@@ -351,24 +361,11 @@ fn due_filter(now: DateTime<Utc>) -> Document {
 }
 
 #[async_trait]
-impl Store for MongoStore {
+impl ClaimStore for MongoStore {
     fn capabilities(&self) -> StoreCapabilities {
         StoreCapabilities::default()
             .with_wakeups(true)
             .with_transactional_enqueue(true)
-    }
-
-    async fn enqueue_batch(&self, mut events: Vec<NewEvent>) -> Result<Vec<Enqueued>, StoreError> {
-        match events.len() {
-            0 => Ok(Vec::new()),
-            1 => Ok(vec![self.enqueue_one(events.remove(0)).await?]),
-            _ => {
-                for event in &events {
-                    self.limits.check(event)?;
-                }
-                self.enqueue_in_own_transaction(events).await
-            }
-        }
     }
 
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {
@@ -464,67 +461,72 @@ impl Store for MongoStore {
         Ok(claimed)
     }
 
-    async fn renew_lease(
-        &self,
-        lease: &Lease,
-        extend: Duration,
-    ) -> Result<DateTime<Utc>, StoreError> {
-        let until = after(Utc::now(), extend);
-        let done = self
-            .events
-            .update_one(
-                doc! { "_id": lease.event_id.to_string(), "lease_token": lease.token.to_string(), "status": "pending" },
-                doc! { "$set": { "locked_until": to_bson_time(until), "due_at": to_bson_time(until) } },
-            )
-            .await
-            .map_err(|e| map_mongo("renew lease", e))?;
-        if done.matched_count == 0 {
-            return Err(StoreError::LeaseLost {
-                event_id: lease.event_id,
-            });
-        }
-        Ok(until)
+    fn transactions(&self) -> Option<std::sync::Arc<dyn outbox_core::store::Transactions>> {
+        Some(outbox_core::store::transactions_of(self.clone()))
     }
 
-    async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError> {
-        let now = Utc::now();
-        let results = serde_json::to_string(&completion.handler_results)
-            .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
-        let backoff = completion.retry_delay.map(|d| after(now, d));
-        let mut set = doc! {
-            "status": completion.status.as_str(),
-            "handler_results": results,
-            "attempts": i64::from(completion.attempts),
-            "locked_until": never(),
-            "backoff_until": backoff.map_or(never(), to_bson_time),
-        };
-        let mut unset = doc! { "lease_token": "", "locked_by": "" };
-        if completion.status == EventStatus::Pending {
-            set.insert("due_at", to_bson_time(backoff.unwrap_or(now)));
-            unset.insert("processed_at", "");
-        } else {
-            set.insert("processed_at", to_bson_time(now));
-        }
-        let before = self
+    async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
+        match self
             .events
-            .find_one_and_update(
-                doc! { "_id": lease.event_id.to_string(), "lease_token": lease.token.to_string(), "status": "pending" },
-                doc! { "$set": set, "$unset": unset },
-            )
-            .projection(doc! { "ordering_key": 1 })
+            .watch()
+            .pipeline(vec![doc! { "$match": { "operationType": "insert" } }])
             .await
-            .map_err(|e| map_mongo("complete", e))?
-            .ok_or(StoreError::LeaseLost {
-                event_id: lease.event_id,
-            })?;
-        if completion.status != EventStatus::Pending {
-            if let Ok(key) = before.get_str("ordering_key") {
-                self.unpark_head(key).await?;
+        {
+            Ok(stream) => {
+                // The stream ends at its first error; the worker polls and subscribes again.
+                let wakeups = stream
+                    .take_while(|item| {
+                        if let Err(err) = item {
+                            tracing::warn!(error = %err, "change stream failed; polling until it is reopened");
+                        }
+                        futures::future::ready(item.is_ok())
+                    })
+                    .map(|_| ());
+                Ok(Some(Box::pin(wakeups)))
+            }
+            Err(err) if code(&err) == Some(40573) || code(&err) == Some(40324) => {
+                // Not a replica set (40573) or change streams unsupported: poll only.
+                tracing::warn!(error = %err, "change streams are not available; workers poll");
+                Ok(None)
+            }
+            Err(err) => Err(map_mongo("watch", err)),
+        }
+    }
+
+    async fn renew_many(
+        &self,
+        leases: Vec<Lease>,
+        extend: Duration,
+    ) -> Vec<Result<DateTime<Utc>, StoreError>> {
+        outbox_core::kit::each_concurrently(&leases, |lease| self.renew_one(lease, extend)).await
+    }
+
+    async fn complete_many(&self, items: &[(Lease, Completion)]) -> Vec<Result<(), StoreError>> {
+        outbox_core::kit::each_concurrently(items, |(lease, completion)| {
+            self.complete_one(lease, completion.clone())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl EnqueueStore for MongoStore {
+    async fn enqueue_batch(&self, mut events: Vec<NewEvent>) -> Result<Vec<Enqueued>, StoreError> {
+        match events.len() {
+            0 => Ok(Vec::new()),
+            1 => Ok(vec![self.enqueue_one(events.remove(0)).await?]),
+            _ => {
+                for event in &events {
+                    self.limits.check(event)?;
+                }
+                self.enqueue_in_own_transaction(events).await
             }
         }
-        Ok(())
     }
+}
 
+#[async_trait]
+impl InspectStore for MongoStore {
     async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
         let Some(document) = self
             .events
@@ -561,40 +563,10 @@ impl Store for MongoStore {
             .try_collect()
             .await
             .map_err(|e| map_mongo("dead letters", e))?;
-        Ok(outbox_core::decodable(
+        Ok(outbox_core::kit::decodable(
             "dead letters",
             documents.iter().map(decode),
         ))
-    }
-
-    async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {
-        let Some(record) = self
-            .get(id)
-            .await?
-            .filter(|r| r.status == EventStatus::Dead)
-        else {
-            return Ok(false);
-        };
-        let mut results = record.handler_results;
-        outbox_core::reset_unfinished_handlers(&mut results);
-        let results = serde_json::to_string(&results)
-            .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
-        let now = to_bson_time(Utc::now());
-        let done = self
-            .events
-            .update_one(
-                doc! { "_id": id.to_string(), "status": "dead" },
-                doc! {
-                    "$set": {
-                        "status": "pending", "attempts": 0_i64, "backoff_until": never(), "available_at": now,
-                        "due_at": now, "handler_results": results,
-                    },
-                    "$unset": { "processed_at": "" },
-                },
-            )
-            .await
-            .map_err(|e| map_mongo("requeue", e))?;
-        Ok(done.modified_count == 1)
     }
 
     async fn corrupt_events(&self, limit: usize) -> Result<Vec<CorruptEvent>, StoreError> {
@@ -639,33 +611,6 @@ impl Store for MongoStore {
                     }))
             })
             .collect())
-    }
-
-    async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {
-        let now = to_bson_time(Utc::now());
-        let done = self
-            .events
-            .update_one(
-                doc! { "_id": id, "status": not_live() },
-                doc! {
-                    "$set": {
-                        "status": "pending", "backoff_until": never(), "available_at": now,
-                        "due_at": now, "locked_until": never(),
-                    },
-                    "$unset": { "processed_at": "", "corrupt_reason": "", "lease_token": "", "locked_by": "" },
-                },
-            )
-            .await
-            .map_err(|e| map_mongo("requeue corrupt", e))?;
-        Ok(done.modified_count == 1)
-    }
-
-    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.purge(EventStatus::Dead, older_than).await
-    }
-
-    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.purge(EventStatus::Processed, older_than).await
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -764,37 +709,130 @@ impl Store for MongoStore {
             .map(decode)
             .transpose()
     }
+}
 
-    fn transactions(&self) -> Option<std::sync::Arc<dyn outbox_core::Transactions>> {
-        Some(outbox_core::transactions_of(self.clone()))
+#[async_trait]
+impl RepairStore for MongoStore {
+    async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {
+        let Some(record) = self
+            .get(id)
+            .await?
+            .filter(|r| r.status == EventStatus::Dead)
+        else {
+            return Ok(false);
+        };
+        let mut results = record.handler_results;
+        outbox_core::kit::reset_unfinished_handlers(&mut results);
+        let results = serde_json::to_string(&results)
+            .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
+        let now = to_bson_time(Utc::now());
+        let done = self
+            .events
+            .update_one(
+                doc! { "_id": id.to_string(), "status": "dead" },
+                doc! {
+                    "$set": {
+                        "status": "pending", "attempts": 0_i64, "backoff_until": never(), "available_at": now,
+                        "due_at": now, "handler_results": results,
+                    },
+                    "$unset": { "processed_at": "" },
+                },
+            )
+            .await
+            .map_err(|e| map_mongo("requeue", e))?;
+        Ok(done.modified_count == 1)
     }
 
-    async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
-        match self
+    async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {
+        let now = to_bson_time(Utc::now());
+        let done = self
             .events
-            .watch()
-            .pipeline(vec![doc! { "$match": { "operationType": "insert" } }])
+            .update_one(
+                doc! { "_id": id, "status": not_live() },
+                doc! {
+                    "$set": {
+                        "status": "pending", "backoff_until": never(), "available_at": now,
+                        "due_at": now, "locked_until": never(),
+                    },
+                    "$unset": { "processed_at": "", "corrupt_reason": "", "lease_token": "", "locked_by": "" },
+                },
+            )
             .await
-        {
-            Ok(stream) => {
-                // The stream ends at its first error; the worker polls and subscribes again.
-                let wakeups = stream
-                    .take_while(|item| {
-                        if let Err(err) = item {
-                            tracing::warn!(error = %err, "change stream failed; polling until it is reopened");
-                        }
-                        futures::future::ready(item.is_ok())
-                    })
-                    .map(|_| ());
-                Ok(Some(Box::pin(wakeups)))
-            }
-            Err(err) if code(&err) == Some(40573) || code(&err) == Some(40324) => {
-                // Not a replica set (40573) or change streams unsupported: poll only.
-                tracing::warn!(error = %err, "change streams are not available; workers poll");
-                Ok(None)
-            }
-            Err(err) => Err(map_mongo("watch", err)),
+            .map_err(|e| map_mongo("requeue corrupt", e))?;
+        Ok(done.modified_count == 1)
+    }
+
+    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.purge(EventStatus::Dead, older_than).await
+    }
+
+    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.purge(EventStatus::Processed, older_than).await
+    }
+}
+
+impl MongoStore {
+    /// Renews one lease (C4): an item of `renew_many`.
+    async fn renew_one(
+        &self,
+        lease: &Lease,
+        extend: Duration,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        let until = after(Utc::now(), extend);
+        let done = self
+            .events
+            .update_one(
+                doc! { "_id": lease.event_id.to_string(), "lease_token": lease.token.to_string(), "status": "pending" },
+                doc! { "$set": { "locked_until": to_bson_time(until), "due_at": to_bson_time(until) } },
+            )
+            .await
+            .map_err(|e| map_mongo("renew lease", e))?;
+        if done.matched_count == 0 {
+            return Err(StoreError::LeaseLost {
+                event_id: lease.event_id,
+            });
         }
+        Ok(until)
+    }
+
+    /// Completes one lease (C3): an item of `complete_many`.
+    async fn complete_one(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let results = serde_json::to_string(&completion.handler_results)
+            .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
+        let backoff = completion.retry_delay.map(|d| after(now, d));
+        let mut set = doc! {
+            "status": completion.status.as_str(),
+            "handler_results": results,
+            "attempts": i64::from(completion.attempts),
+            "locked_until": never(),
+            "backoff_until": backoff.map_or(never(), to_bson_time),
+        };
+        let mut unset = doc! { "lease_token": "", "locked_by": "" };
+        if completion.status == EventStatus::Pending {
+            set.insert("due_at", to_bson_time(backoff.unwrap_or(now)));
+            unset.insert("processed_at", "");
+        } else {
+            set.insert("processed_at", to_bson_time(now));
+        }
+        let before = self
+            .events
+            .find_one_and_update(
+                doc! { "_id": lease.event_id.to_string(), "lease_token": lease.token.to_string(), "status": "pending" },
+                doc! { "$set": set, "$unset": unset },
+            )
+            .projection(doc! { "ordering_key": 1 })
+            .await
+            .map_err(|e| map_mongo("complete", e))?
+            .ok_or(StoreError::LeaseLost {
+                event_id: lease.event_id,
+            })?;
+        if completion.status != EventStatus::Pending {
+            if let Ok(key) = before.get_str("ordering_key") {
+                self.unpark_head(key).await?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -994,7 +1032,7 @@ impl MongoStore {
 
     /// A leased document that does not decode (written by hand or by another program) would fail
     /// every claim that reaches it. It is set aside with status `corrupt` and the reason, kept for
-    /// inspection ([`Store::corrupt_events`]), and no longer blocks its ordering key (C11).
+    /// inspection ([`InspectStore::corrupt_events`](outbox_core::store::InspectStore::corrupt_events)), and no longer blocks its ordering key (C11).
     async fn set_aside(&self, id: &str, token: Uuid, err: &StoreError) -> Result<(), StoreError> {
         self.set_aside_matching(
             doc! { "_id": id, "lease_token": token.to_string() },

@@ -13,10 +13,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mongodb::bson::{Document, doc};
 use mongodb::{ClientSession, Collection};
-use outbox_core::{
-    HandlerResults, HandlerState, InboxStore, Lease, StoreError, StoreTransaction,
-    TransactionalStore,
-};
+use outbox_core::StoreError;
+use outbox_core::model::{HandlerResults, HandlerState};
+use outbox_core::store::{InboxStore, Lease, StoreTransaction, TransactionalStore};
 
 use crate::error::{DUPLICATE_KEY, code, map_mongo};
 use crate::row::to_bson_time;
@@ -177,6 +176,13 @@ impl TransactionalStore for MongoStore {
             .commit_transaction()
             .await
             .map_err(|e| map_mongo("commit a handler's transaction", e))
+    }
+
+    async fn rollback(&self, mut tx: MongoTx) -> Result<(), StoreError> {
+        tx.session
+            .abort_transaction()
+            .await
+            .map_err(|e| map_mongo("roll back a transaction", e))
     }
 }
 

@@ -8,9 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{Document, doc};
+use outbox_core::handlers::Registry;
+use outbox_core::prelude::*;
+use outbox_core::store::{ClaimRequest, Completion};
 use outbox_core::{
-    ClaimRequest, Completion, EventStatus, Handler, HandlerError, NewEvent, Registry, Store,
-    StoreError, StoreExt, Worker, WorkerConfig,
+    EventStatus, Handler, HandlerError, NewEvent, StoreError, StoreExt, Worker, WorkerConfig,
 };
 use outbox_mongo::MongoStore;
 use serde_json::json;
@@ -56,7 +58,7 @@ async fn an_aborted_transaction_leaves_no_event_and_a_committed_one_keeps_both_w
         .await
         .unwrap();
     store
-        .enqueue_in(&mut session, vec![discarded.clone()])
+        .enqueue_batch_in(&mut session, vec![discarded.clone()])
         .await
         .unwrap();
     session.abort_transaction().await.unwrap();
@@ -73,7 +75,10 @@ async fn an_aborted_transaction_leaves_no_event_and_a_committed_one_keeps_both_w
         .session(&mut session)
         .await
         .unwrap();
-    let enqueued = store.enqueue_in(&mut session, kept.clone()).await.unwrap();
+    let enqueued = store
+        .enqueue_batch_in(&mut session, kept.clone())
+        .await
+        .unwrap();
     // Uncommitted: invisible to everyone else, including a claimer.
     assert!(store.get(kept[0].id).await.unwrap().is_none());
     let early = store
@@ -101,13 +106,16 @@ async fn a_write_conflict_during_enqueue_is_a_retryable_error_and_the_retry_sees
 
     let mut a = store.client().start_session().await.unwrap();
     a.start_transaction().await.unwrap();
-    store.enqueue_in(&mut a, vec![first.clone()]).await.unwrap();
+    store
+        .enqueue_batch_in(&mut a, vec![first.clone()])
+        .await
+        .unwrap();
 
     let mut b = store.client().start_session().await.unwrap();
     b.start_transaction().await.unwrap();
     // Transaction A holds an uncommitted document with the same unique key: B cannot insert.
     let err = store
-        .enqueue_in(&mut b, vec![second.clone()])
+        .enqueue_batch_in(&mut b, vec![second.clone()])
         .await
         .unwrap_err();
     assert!(
@@ -125,7 +133,7 @@ async fn a_write_conflict_during_enqueue_is_a_retryable_error_and_the_retry_sees
     // The caller retries its whole transaction: the key now belongs to A's event.
     b.start_transaction().await.unwrap();
     let retried = store
-        .enqueue_in(&mut b, vec![second.clone()])
+        .enqueue_batch_in(&mut b, vec![second.clone()])
         .await
         .unwrap();
     b.commit_transaction().await.unwrap();

@@ -5,8 +5,8 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let schema = args.next().unwrap_or_else(|| "public".to_owned());
     let table = args.next().unwrap_or_else(|| "outbox_events".to_owned());
-    if let Err(err) = outbox_core::validate_name("schema", &schema)
-        .and(outbox_core::validate_name("table", &table))
+    if let Err(err) = outbox_core::kit::validate_name("schema", &schema)
+        .and(outbox_core::kit::validate_name("table", &table))
     {
         eprintln!("{err}");
         std::process::exit(2);

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use outbox_core::{ConfigError, Limits, validate_name};
+use outbox_core::kit::validate_name;
+use outbox_core::{ConfigError, Limits};
 use sqlx::PgPool;
 
 use crate::queries::Queries;
@@ -44,7 +45,7 @@ pub struct PgStoreBuilder {
 #[non_exhaustive]
 pub enum Retention {
     /// Processed events stay, with each handler's result and output, until
-    /// [`purge_processed`](outbox_core::Store::purge_processed) removes them.
+    /// [`purge_processed`](outbox_core::store::RepairStore::purge_processed) removes them.
     #[default]
     KeepProcessed,
     /// Processed events are deleted by their completion, in the same statement. An event with an

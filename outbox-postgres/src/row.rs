@@ -2,7 +2,8 @@
 //! [`EventRecord`]s.
 
 use chrono::{DateTime, Utc};
-use outbox_core::{EventRecord, EventStatus, HandlerResults, Payload, StoreError};
+use outbox_core::model::{HandlerResults, Payload};
+use outbox_core::{EventRecord, EventStatus, StoreError};
 use serde_json::value::RawValue;
 use sqlx::postgres::{PgRow, PgValueFormat};
 use sqlx::types::Json;
@@ -37,9 +38,12 @@ pub(crate) fn decode(row: &PgRow) -> Result<EventRecord, StoreError> {
     // A value of the column's type that no event can hold (a timestamp of `infinity`) is the
     // row's damage, named by its column: the event is set aside, not the table called broken.
     let get = |e: sqlx::Error| match e {
-        sqlx::Error::ColumnDecode { index, source } => {
-            outbox_core::column_damage(&id.to_string(), crate::queries::COLUMNS, &index, source)
-        }
+        sqlx::Error::ColumnDecode { index, source } => outbox_core::kit::column_damage(
+            &id.to_string(),
+            crate::queries::COLUMNS,
+            &index,
+            source,
+        ),
         other => map_sqlx("decode event", other),
     };
     let status: &str = row.try_get_unchecked(10).map_err(get)?;

@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use outbox_core::{
-    ClaimRequest, ClaimedEvent, Completion, CompletionBatch, CorruptEvent, Enqueued, EventRecord,
-    EventStatus, HandOff, HeldBack, Lease, Limits, NewEvent, Store, StoreCapabilities, StoreError,
-    StoreStats, TypeStats, WakeupStream, corrupt_reason, renewal_results,
+use outbox_core::kit::{CompletionBatch, corrupt_reason, renewal_results};
+use outbox_core::model::CorruptEvent;
+use outbox_core::store::{
+    ClaimRequest, ClaimedEvent, Completion, HandOff, HeldBack, Lease, StoreCapabilities,
+    StoreStats, TypeStats, WakeupStream,
 };
+use outbox_core::store::{ClaimStore, EnqueueIn, EnqueueStore, InspectStore, RepairStore};
+use outbox_core::{Enqueued, EventRecord, EventStatus, Limits, NewEvent, StoreError};
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
@@ -25,6 +28,7 @@ use crate::schema::SCHEMA_VERSION;
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use outbox_core::prelude::*;
 /// use outbox_core::NewEvent;
 /// use outbox_postgres::PgStore;
 ///
@@ -251,6 +255,7 @@ impl PgStore {
     ///
     /// ```no_run
     /// # async fn demo(store: outbox_postgres::PgStore) -> Result<(), outbox_core::StoreError> {
+    /// use outbox_core::prelude::*;
     /// use outbox_core::Store;
     /// store.purge_processed(chrono::Utc::now() - chrono::Duration::hours(1)).await?;
     /// store.vacuum().await?;
@@ -281,32 +286,25 @@ impl PgStore {
         }
     }
 
-    /// Enqueues one event inside the caller's transaction or connection (C1): pass `&mut tx` of a
-    /// `sqlx::Transaction<'_, Postgres>`. The event becomes claimable when the caller commits and
-    /// never exists if it rolls back.
-    pub async fn enqueue_in(
-        &self,
-        conn: &mut PgConnection,
-        event: NewEvent,
-    ) -> Result<Enqueued, StoreError> {
-        let mut out = self.enqueue_batch_in(conn, vec![event]).await?;
-        out.pop()
-            .ok_or_else(|| StoreError::invalid("no result for the enqueued event"))
+    /// The limits enqueued events are checked against (C11).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
+}
 
-    /// Enqueues many events inside the caller's transaction in one round trip (two when some
-    /// idempotency keys already exist).
-    pub async fn enqueue_batch_in(
+/// Enqueue in the caller's transaction (C1): pass `&mut *tx` of a `sqlx::Transaction<'_, Postgres>`
+/// (or any `PgConnection`). Many events take one round trip (two when some idempotency keys already
+/// exist).
+#[async_trait]
+impl EnqueueIn for PgStore {
+    type Conn = PgConnection;
+
+    async fn enqueue_batch_in(
         &self,
         conn: &mut PgConnection,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Enqueued>, StoreError> {
         insert(&self.queries, &self.limits, conn, events).await
-    }
-
-    /// The limits enqueued events are checked against (C11).
-    pub fn limits(&self) -> &Limits {
-        &self.limits
     }
 }
 
@@ -412,20 +410,11 @@ async fn insert(
 }
 
 #[async_trait]
-impl Store for PgStore {
+impl ClaimStore for PgStore {
     fn capabilities(&self) -> StoreCapabilities {
         StoreCapabilities::default()
             .with_wakeups(true)
             .with_transactional_enqueue(true)
-    }
-
-    async fn enqueue_batch(&self, events: Vec<NewEvent>) -> Result<Vec<Enqueued>, StoreError> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| map_sqlx("enqueue: connect", e))?;
-        insert(&self.queries, &self.limits, &mut conn, events).await
     }
 
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {
@@ -454,7 +443,7 @@ impl Store for PgStore {
                 Err(err) => self.set_aside(row, &err).await?,
             }
         }
-        outbox_core::sort_in_due_order(&mut claimed);
+        outbox_core::kit::sort_in_due_order(&mut claimed);
         // The earliest due time taken (a lease-expired event's was later than this: a lower
         // floor walks more, never less).
         let earliest = claimed
@@ -468,17 +457,6 @@ impl Store for PgStore {
         self.claim_window
             .record(walk, began, took, rows.len(), earliest);
         Ok(claimed)
-    }
-
-    async fn renew_lease(
-        &self,
-        lease: &Lease,
-        extend: Duration,
-    ) -> Result<DateTime<Utc>, StoreError> {
-        self.renew_many(vec![*lease], extend)
-            .await
-            .pop()
-            .unwrap_or_else(|| Err(StoreError::invalid("renew lease: no result")))
     }
 
     async fn renew_many(
@@ -504,13 +482,6 @@ impl Store for PgStore {
         }
     }
 
-    async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError> {
-        self.complete_many(&[(*lease, completion)])
-            .await
-            .pop()
-            .unwrap_or_else(|| Err(StoreError::invalid("complete: no result")))
-    }
-
     async fn complete_many(&self, items: &[(Lease, Completion)]) -> Vec<Result<(), StoreError>> {
         self.complete_rows(items, None).await.results
     }
@@ -523,6 +494,31 @@ impl Store for PgStore {
         self.complete_rows(items, Some(next)).await
     }
 
+    async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
+        crate::wakeup::subscribe(&self.pool, &self.queries.channel)
+            .await
+            .map(Some)
+    }
+
+    fn transactions(&self) -> Option<Arc<dyn outbox_core::store::Transactions>> {
+        Some(outbox_core::store::transactions_of(self.clone()))
+    }
+}
+
+#[async_trait]
+impl EnqueueStore for PgStore {
+    async fn enqueue_batch(&self, events: Vec<NewEvent>) -> Result<Vec<Enqueued>, StoreError> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| map_sqlx("enqueue: connect", e))?;
+        insert(&self.queries, &self.limits, &mut conn, events).await
+    }
+}
+
+#[async_trait]
+impl InspectStore for PgStore {
     async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
         let Some(row) = sqlx::query(&self.queries.get)
             .bind(id)
@@ -533,7 +529,7 @@ impl Store for PgStore {
             return Ok(None);
         };
         let status: &str = row.try_get(10).map_err(|e| map_sqlx("get", e))?;
-        if status == outbox_core::CORRUPT_STATUS {
+        if status == outbox_core::kit::CORRUPT_STATUS {
             let reason: Option<String> = row.try_get(17).map_err(|e| map_sqlx("get", e))?;
             return Err(set_aside_error(id, reason));
         }
@@ -546,39 +542,10 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| map_sqlx("dead letters", e))?;
-        Ok(outbox_core::decodable(
+        Ok(outbox_core::kit::decodable(
             "dead letters",
             rows.iter().map(decode),
         ))
-    }
-
-    async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {
-        let Some(record) = self
-            .get(id)
-            .await?
-            .filter(|r| r.status == EventStatus::Dead)
-        else {
-            return Ok(false);
-        };
-        let mut results = record.handler_results;
-        outbox_core::reset_unfinished_handlers(&mut results);
-        let results = serde_json::to_value(&results)
-            .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
-        let done = sqlx::query(&self.queries.requeue_dead)
-            .bind(id)
-            .bind(results)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| map_sqlx("requeue", e))?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.purge(EventStatus::Dead, older_than).await
-    }
-
-    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.purge(EventStatus::Processed, older_than).await
     }
 
     async fn corrupt_events(&self, limit: usize) -> Result<Vec<CorruptEvent>, StoreError> {
@@ -596,18 +563,6 @@ impl Store for PgStore {
                     .with_set_aside_at(at)
             })
             .collect())
-    }
-
-    async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {
-        let Ok(id) = Uuid::parse_str(id) else {
-            return Ok(false);
-        };
-        let done = sqlx::query(&self.queries.requeue_corrupt)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| map_sqlx("requeue corrupt", e))?;
-        Ok(done.rows_affected() == 1)
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -674,15 +629,49 @@ impl Store for PgStore {
             .map_err(|e| map_sqlx("lag", e))?;
         Ok(seconds(lag))
     }
+}
 
-    async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
-        crate::wakeup::subscribe(&self.pool, &self.queries.channel)
+#[async_trait]
+impl RepairStore for PgStore {
+    async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {
+        let Some(record) = self
+            .get(id)
+            .await?
+            .filter(|r| r.status == EventStatus::Dead)
+        else {
+            return Ok(false);
+        };
+        let mut results = record.handler_results;
+        outbox_core::kit::reset_unfinished_handlers(&mut results);
+        let results = serde_json::to_value(&results)
+            .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
+        let done = sqlx::query(&self.queries.requeue_dead)
+            .bind(id)
+            .bind(results)
+            .execute(&self.pool)
             .await
-            .map(Some)
+            .map_err(|e| map_sqlx("requeue", e))?;
+        Ok(done.rows_affected() == 1)
     }
 
-    fn transactions(&self) -> Option<Arc<dyn outbox_core::Transactions>> {
-        Some(outbox_core::transactions_of(self.clone()))
+    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.purge(EventStatus::Dead, older_than).await
+    }
+
+    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.purge(EventStatus::Processed, older_than).await
+    }
+
+    async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {
+        let Ok(id) = Uuid::parse_str(id) else {
+            return Ok(false);
+        };
+        let done = sqlx::query(&self.queries.requeue_corrupt)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("requeue corrupt", e))?;
+        Ok(done.rows_affected() == 1)
     }
 }
 

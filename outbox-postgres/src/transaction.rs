@@ -3,9 +3,9 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use outbox_core::{
-    HandlerState, InboxStore, Lease, StoreError, StoreTransaction, TransactionalStore,
-};
+use outbox_core::StoreError;
+use outbox_core::model::HandlerState;
+use outbox_core::store::{InboxStore, Lease, StoreTransaction, TransactionalStore};
 use sqlx::{PgConnection, Postgres};
 
 use crate::error::map_sqlx;
@@ -104,6 +104,13 @@ impl TransactionalStore for PgStore {
             .commit()
             .await
             .map_err(|e| map_sqlx("commit a handler's transaction", e))
+    }
+
+    async fn rollback(&self, tx: PgTx) -> Result<(), StoreError> {
+        tx.tx
+            .rollback()
+            .await
+            .map_err(|e| map_sqlx("roll back a transaction", e))
     }
 }
 

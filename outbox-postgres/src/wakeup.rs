@@ -1,7 +1,8 @@
 //! Wake-ups through `LISTEN/NOTIFY` (C8), surviving a dropped listener connection.
 
 use futures::stream;
-use outbox_core::{StoreError, WakeupStream};
+use outbox_core::StoreError;
+use outbox_core::store::WakeupStream;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 

@@ -6,9 +6,12 @@ mod support;
 
 use std::time::Duration;
 
+use outbox_core::handlers::Registry;
+use outbox_core::model::HandlerResults;
+use outbox_core::prelude::*;
+use outbox_core::store::{ClaimRequest, Completion};
 use outbox_core::{
-    ClaimRequest, Completion, EventStatus, Handler, HandlerError, HandlerResults, NewEvent,
-    Registry, Store, StoreError, StoreExt, Worker, WorkerConfig,
+    EventStatus, Handler, HandlerError, NewEvent, StoreError, StoreExt, Worker, WorkerConfig,
 };
 use outbox_postgres::{PgStore, Retention};
 use serde_json::json;

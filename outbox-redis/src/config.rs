@@ -1,6 +1,7 @@
 //! [`RedisStoreBuilder`]: the outbox's name (validated), from which every key is derived.
 
-use outbox_core::{ConfigError, Limits, StoreError, validate_name};
+use outbox_core::kit::validate_name;
+use outbox_core::{ConfigError, Limits, StoreError};
 
 use crate::connection::RedisConnection;
 use crate::partition::{Layout, MAX_PARTITIONS, recorded_count};

@@ -1,7 +1,8 @@
 //! Decoding an event hash into an [`EventRecord`].
 
 use chrono::{DateTime, Utc};
-use outbox_core::{EventRecord, EventStatus, HandlerResults, NewEvent, Payload, StoreError};
+use outbox_core::model::{HandlerResults, Payload};
+use outbox_core::{EventRecord, EventStatus, NewEvent, StoreError};
 use uuid::Uuid;
 
 pub(crate) fn from_millis(ms: i64) -> DateTime<Utc> {

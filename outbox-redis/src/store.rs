@@ -10,11 +10,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::future::join_all;
-use outbox_core::{
-    ClaimRequest, ClaimedEvent, Completion, CorruptEvent, Enqueued, EventRecord, EventStatus,
-    Lease, Limits, NewEvent, Store, StoreCapabilities, StoreError, StoreStats, TypeStats,
-    WakeupStream, corrupt_reason,
+use outbox_core::kit::corrupt_reason;
+use outbox_core::model::CorruptEvent;
+use outbox_core::store::{
+    ClaimRequest, ClaimedEvent, Completion, Lease, StoreCapabilities, StoreStats, TypeStats,
+    WakeupStream,
 };
+use outbox_core::store::{ClaimStore, EnqueueStore, InspectStore, RepairStore};
+use outbox_core::{Enqueued, EventRecord, EventStatus, Limits, NewEvent, StoreError};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use tokio::sync::OnceCell;
@@ -449,13 +452,85 @@ fn enqueue_args(limits: &Limits, events: &[NewEvent]) -> Result<Vec<String>, Sto
 }
 
 #[async_trait]
-impl Store for RedisStore {
+impl ClaimStore for RedisStore {
     fn capabilities(&self) -> StoreCapabilities {
         StoreCapabilities::default()
             .with_wakeups(true)
             .with_transactional_enqueue(true)
     }
 
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {
+        let limit = request.limit.min(MAX_CLAIM);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.check_layout().await?;
+        if self.layout.len() == 1 {
+            return self.claim_in(0, limit, request, None).await;
+        }
+        self.claim_across(limit, request).await
+    }
+
+    async fn renew_many(
+        &self,
+        leases: Vec<Lease>,
+        extend: Duration,
+    ) -> Vec<Result<DateTime<Utc>, StoreError>> {
+        self.per_partition(
+            leases,
+            |lease| self.layout.of_token(&lease.token),
+            |lease| {
+                Err(StoreError::LeaseLost {
+                    event_id: lease.event_id,
+                })
+            },
+            |p, leases| self.renew_in(p, leases, extend),
+        )
+        .await
+    }
+
+    async fn complete_many(&self, items: &[(Lease, Completion)]) -> Vec<Result<(), StoreError>> {
+        self.per_partition(
+            items.iter().collect(),
+            |(lease, _)| self.layout.of_token(&lease.token),
+            |(lease, _)| {
+                Err(StoreError::LeaseLost {
+                    event_id: lease.event_id,
+                })
+            },
+            |p, items| self.complete_in(p, items),
+        )
+        .await
+    }
+
+    async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
+        let channels: Vec<String> = (0..self.layout.len())
+            .map(|p| self.key(p, "wake"))
+            .collect();
+        // A cluster broadcasts PUBLISH to every node: any node that answers will do.
+        let mut last_error = None;
+        for client in self.pubsub.iter() {
+            let mut pubsub = match client.get_async_pubsub().await {
+                Ok(pubsub) => pubsub,
+                Err(e) => {
+                    last_error = Some(map_redis("subscribe: connect", e));
+                    continue;
+                }
+            };
+            pubsub
+                .subscribe(&channels)
+                .await
+                .map_err(|e| map_redis("SUBSCRIBE", e))?;
+            // The stream ends when the connection drops; the worker then polls and subscribes
+            // again.
+            return Ok(Some(Box::pin(pubsub.into_on_message().map(|_| ()))));
+        }
+        Err(last_error.unwrap_or_else(|| StoreError::invalid("subscribe: no server to ask")))
+    }
+}
+
+#[async_trait]
+impl EnqueueStore for RedisStore {
     async fn enqueue_batch(&self, events: Vec<NewEvent>) -> Result<Vec<Enqueued>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
@@ -493,75 +568,10 @@ impl Store for RedisStore {
         .into_iter()
         .collect()
     }
+}
 
-    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {
-        let limit = request.limit.min(MAX_CLAIM);
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        self.check_layout().await?;
-        if self.layout.len() == 1 {
-            return self.claim_in(0, limit, request, None).await;
-        }
-        self.claim_across(limit, request).await
-    }
-
-    async fn renew_lease(
-        &self,
-        lease: &Lease,
-        extend: Duration,
-    ) -> Result<DateTime<Utc>, StoreError> {
-        self.renew_many(vec![*lease], extend)
-            .await
-            .pop()
-            .unwrap_or_else(|| Err(StoreError::invalid("renew lease: no result")))
-    }
-
-    async fn renew_many(
-        &self,
-        leases: Vec<Lease>,
-        extend: Duration,
-    ) -> Vec<Result<DateTime<Utc>, StoreError>> {
-        self.per_partition(
-            leases,
-            |lease| self.layout.of_token(&lease.token),
-            |lease| {
-                Err(StoreError::LeaseLost {
-                    event_id: lease.event_id,
-                })
-            },
-            |p, leases| self.renew_in(p, leases, extend),
-        )
-        .await
-    }
-
-    async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError> {
-        let Some(p) = self.layout.of_token(&lease.token) else {
-            return Err(StoreError::LeaseLost {
-                event_id: lease.event_id,
-            });
-        };
-        let item = (*lease, completion);
-        self.complete_in(p, vec![&item])
-            .await
-            .pop()
-            .unwrap_or_else(|| Err(StoreError::invalid("complete: no result")))
-    }
-
-    async fn complete_many(&self, items: &[(Lease, Completion)]) -> Vec<Result<(), StoreError>> {
-        self.per_partition(
-            items.iter().collect(),
-            |(lease, _)| self.layout.of_token(&lease.token),
-            |(lease, _)| {
-                Err(StoreError::LeaseLost {
-                    event_id: lease.event_id,
-                })
-            },
-            |p, items| self.complete_in(p, items),
-        )
-        .await
-    }
-
+#[async_trait]
+impl InspectStore for RedisStore {
     async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
         Ok(self.read_event(id).await?.map(|(_, record)| record))
     }
@@ -570,42 +580,10 @@ impl Store for RedisStore {
         let oldest = self.oldest_in("dead", limit).await?;
         let rows = self.read_each(&oldest, &FIELDS[..], "dead letters").await?;
         let rows = rows.iter().filter(|r| r.iter().any(Option::is_some));
-        Ok(outbox_core::decodable(
+        Ok(outbox_core::kit::decodable(
             "dead letters",
             rows.map(|r| decode(r, None)),
         ))
-    }
-
-    async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {
-        let Some((p, record)) = self
-            .read_event(id)
-            .await?
-            .filter(|(_, r)| r.status == EventStatus::Dead)
-        else {
-            return Ok(false);
-        };
-        let mut results = record.handler_results;
-        outbox_core::reset_unfinished_handlers(&mut results);
-        let results = serde_json::to_string(&results)
-            .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
-        let done: i64 = SCRIPTS
-            .requeue
-            .key(self.layout.prefix(p))
-            .arg(id.to_string())
-            .arg("dead")
-            .arg(results)
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(|e| map_redis("requeue", e))?;
-        Ok(done == 1)
-    }
-
-    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.purge(EventStatus::Dead, older_than).await
-    }
-
-    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.purge(EventStatus::Processed, older_than).await
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -665,6 +643,41 @@ impl Store for RedisStore {
             })
             .collect())
     }
+}
+
+#[async_trait]
+impl RepairStore for RedisStore {
+    async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {
+        let Some((p, record)) = self
+            .read_event(id)
+            .await?
+            .filter(|(_, r)| r.status == EventStatus::Dead)
+        else {
+            return Ok(false);
+        };
+        let mut results = record.handler_results;
+        outbox_core::kit::reset_unfinished_handlers(&mut results);
+        let results = serde_json::to_string(&results)
+            .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
+        let done: i64 = SCRIPTS
+            .requeue
+            .key(self.layout.prefix(p))
+            .arg(id.to_string())
+            .arg("dead")
+            .arg(results)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| map_redis("requeue", e))?;
+        Ok(done == 1)
+    }
+
+    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.purge(EventStatus::Dead, older_than).await
+    }
+
+    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.purge(EventStatus::Processed, older_than).await
+    }
 
     async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {
         let Some(p) = self.locate(id).await? else {
@@ -680,31 +693,6 @@ impl Store for RedisStore {
             .await
             .map_err(|e| map_redis("requeue corrupt", e))?;
         Ok(done == 1)
-    }
-
-    async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
-        let channels: Vec<String> = (0..self.layout.len())
-            .map(|p| self.key(p, "wake"))
-            .collect();
-        // A cluster broadcasts PUBLISH to every node: any node that answers will do.
-        let mut last_error = None;
-        for client in self.pubsub.iter() {
-            let mut pubsub = match client.get_async_pubsub().await {
-                Ok(pubsub) => pubsub,
-                Err(e) => {
-                    last_error = Some(map_redis("subscribe: connect", e));
-                    continue;
-                }
-            };
-            pubsub
-                .subscribe(&channels)
-                .await
-                .map_err(|e| map_redis("SUBSCRIBE", e))?;
-            // The stream ends when the connection drops; the worker then polls and subscribes
-            // again.
-            return Ok(Some(Box::pin(pubsub.into_on_message().map(|_| ()))));
-        }
-        Err(last_error.unwrap_or_else(|| StoreError::invalid("subscribe: no server to ask")))
     }
 }
 
@@ -725,7 +713,9 @@ impl RedisStore {
         if fields.iter().all(Option::is_none) {
             return Ok(None);
         }
-        if fields.get(at::STATUS).and_then(Option::as_deref) == Some(outbox_core::CORRUPT_STATUS) {
+        if fields.get(at::STATUS).and_then(Option::as_deref)
+            == Some(outbox_core::kit::CORRUPT_STATUS)
+        {
             return Err(StoreError::Corrupt {
                 id,
                 message: format!(
@@ -797,7 +787,7 @@ impl RedisStore {
                 Vec::new()
             });
         if claimed.len() >= limit || bound.is_none() {
-            outbox_core::sort_in_due_order(&mut claimed);
+            outbox_core::kit::sort_in_due_order(&mut claimed);
             return Ok(claimed);
         }
         // The rest by shares: the due times of the next events of every busy partition.
@@ -828,7 +818,7 @@ impl RedisStore {
                 Err(err) => tracing::warn!(error = %err, "claim: a partition's claim failed"),
             }
         }
-        outbox_core::sort_in_due_order(&mut claimed);
+        outbox_core::kit::sort_in_due_order(&mut claimed);
         Ok(claimed)
     }
 

@@ -1,10 +1,11 @@
-//! Per-type counts ([`Store::stats_by_type`](outbox_core::Store::stats_by_type)) and the head of
+//! Per-type counts ([`InspectStore::stats_by_type`](outbox_core::store::InspectStore::stats_by_type)) and the head of
 //! an ordering key, read page by page so the server is never blocked by one long call.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use outbox_core::{StoreError, TypeStats};
+use outbox_core::StoreError;
+use outbox_core::store::TypeStats;
 
 use crate::connection::RedisConnection;
 use crate::error::map_redis;

@@ -13,9 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use outbox_core::{
-    Handler, HandlerError, NewEvent, Registry, Store, StoreExt, Worker, WorkerConfig,
-};
+use outbox_core::handlers::Registry;
+use outbox_core::prelude::*;
+use outbox_core::{Handler, HandlerError, NewEvent, StoreExt, Worker, WorkerConfig};
 use outbox_redis::RedisStore;
 use redis::cluster_routing::get_slot;
 use serde_json::json;

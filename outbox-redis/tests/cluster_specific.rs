@@ -7,7 +7,9 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use outbox_core::{ClaimRequest, NewEvent, Store, StoreError, StoreExt};
+use outbox_core::prelude::*;
+use outbox_core::store::ClaimRequest;
+use outbox_core::{NewEvent, StoreError, StoreExt};
 use outbox_redis::RedisStore;
 use serde_json::json;
 

@@ -6,9 +6,11 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use outbox_core::handlers::Registry;
+use outbox_core::prelude::*;
+use outbox_core::store::{ClaimRequest, Completion};
 use outbox_core::{
-    ClaimRequest, Completion, EventStatus, Handler, HandlerError, NewEvent, Registry, Store,
-    StoreError, StoreExt, Worker, WorkerConfig,
+    EventStatus, Handler, HandlerError, NewEvent, StoreError, StoreExt, Worker, WorkerConfig,
 };
 use serde_json::json;
 

@@ -5,7 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use outbox_core::{ConfigError, Limits, StoreError, validate_name};
+use outbox_core::kit::validate_name;
+use outbox_core::{ConfigError, Limits, StoreError};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 

@@ -1,7 +1,8 @@
 //! Decoding rows into [`EventRecord`]s; times are stored as Unix milliseconds.
 
 use chrono::{DateTime, Utc};
-use outbox_core::{EventRecord, EventStatus, HandlerResults, Payload, StoreError};
+use outbox_core::model::{HandlerResults, Payload};
+use outbox_core::{EventRecord, EventStatus, StoreError};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 use uuid::Uuid;
@@ -37,7 +38,7 @@ pub(crate) fn decode(row: &SqliteRow) -> Result<EventRecord, StoreError> {
     // value of the wrong type is the row's damage, named by its column, not a database error.
     let get = |e: sqlx::Error| match e {
         sqlx::Error::ColumnDecode { index, source } => {
-            outbox_core::column_damage(raw_id, crate::queries::COLUMNS, &index, source)
+            outbox_core::kit::column_damage(raw_id, crate::queries::COLUMNS, &index, source)
         }
         other => map_sqlx("decode event", other),
     };

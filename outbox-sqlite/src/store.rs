@@ -8,11 +8,14 @@ use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use outbox_core::{
-    ClaimRequest, ClaimedEvent, Completion, CompletionBatch, CorruptEvent, Enqueued, EventRecord,
-    EventStatus, Lease, Limits, NewEvent, Store, StoreCapabilities, StoreError, StoreStats,
-    TypeStats, WakeupStream, corrupt_reason, renewal_results,
+use outbox_core::kit::{CompletionBatch, corrupt_reason, renewal_results};
+use outbox_core::model::CorruptEvent;
+use outbox_core::store::{
+    ClaimRequest, ClaimedEvent, Completion, Lease, StoreCapabilities, StoreStats, TypeStats,
+    WakeupStream,
 };
+use outbox_core::store::{ClaimStore, EnqueueIn, EnqueueStore, InspectStore, RepairStore};
+use outbox_core::{Enqueued, EventRecord, EventStatus, Limits, NewEvent, StoreError};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
@@ -32,6 +35,7 @@ async fn run_script(conn: &mut SqliteConnection, script: String) -> Result<(), s
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use outbox_core::prelude::*;
 /// use outbox_core::NewEvent;
 /// use outbox_sqlite::SqliteStore;
 ///
@@ -256,20 +260,39 @@ impl SqliteStore {
         }
     }
 
-    /// Enqueues one event inside the caller's transaction (pass `&mut tx`). It becomes claimable when
-    /// the caller commits and never exists if it rolls back.
-    pub async fn enqueue_in(
+    /// Sets aside a claimed row that does not decode (C11), fenced by its lease token.
+    async fn set_aside(
         &self,
-        conn: &mut SqliteConnection,
-        event: NewEvent,
-    ) -> Result<Enqueued, StoreError> {
-        let mut out = self.enqueue_batch_in(conn, vec![event]).await?;
-        out.pop()
-            .ok_or_else(|| StoreError::invalid("no result for the enqueued event"))
+        row: &sqlx::sqlite::SqliteRow,
+        err: &StoreError,
+    ) -> Result<(), StoreError> {
+        let (seq, token) = lease_of(row)?;
+        let reason = corrupt_reason(err);
+        tracing::error!(
+            seq,
+            reason,
+            "undecodable outbox event set aside with status \"corrupt\""
+        );
+        let _writing = self.writer.lock().await;
+        sqlx::query(&self.queries.set_aside)
+            .bind(now_millis())
+            .bind(seq)
+            .bind(&reason)
+            .bind(token)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("claim: set aside an undecodable event", e))?;
+        Ok(())
     }
+}
 
-    /// Enqueues many events inside the caller's transaction.
-    pub async fn enqueue_batch_in(
+/// Enqueue in the caller's transaction (C1): pass `&mut *tx` of a `sqlx::Transaction<'_, Sqlite>`
+/// (or any `SqliteConnection`).
+#[async_trait]
+impl EnqueueIn for SqliteStore {
+    type Conn = SqliteConnection;
+
+    async fn enqueue_batch_in(
         &self,
         conn: &mut SqliteConnection,
         events: Vec<NewEvent>,
@@ -318,52 +341,13 @@ impl SqliteStore {
         }
         Ok(out)
     }
-
-    /// Sets aside a claimed row that does not decode (C11), fenced by its lease token.
-    async fn set_aside(
-        &self,
-        row: &sqlx::sqlite::SqliteRow,
-        err: &StoreError,
-    ) -> Result<(), StoreError> {
-        let (seq, token) = lease_of(row)?;
-        let reason = corrupt_reason(err);
-        tracing::error!(
-            seq,
-            reason,
-            "undecodable outbox event set aside with status \"corrupt\""
-        );
-        let _writing = self.writer.lock().await;
-        sqlx::query(&self.queries.set_aside)
-            .bind(now_millis())
-            .bind(seq)
-            .bind(&reason)
-            .bind(token)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| map_sqlx("claim: set aside an undecodable event", e))?;
-        Ok(())
-    }
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl ClaimStore for SqliteStore {
     fn capabilities(&self) -> StoreCapabilities {
         // SQLite cannot announce commits to other connections: workers poll.
         StoreCapabilities::default().with_transactional_enqueue(true)
-    }
-
-    async fn enqueue_batch(&self, events: Vec<NewEvent>) -> Result<Vec<Enqueued>, StoreError> {
-        let _writing = self.writer.lock().await;
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|e| map_sqlx("enqueue: begin", e))?;
-        let out = self.enqueue_batch_in(&mut tx, events).await?;
-        tx.commit()
-            .await
-            .map_err(|e| map_sqlx("enqueue: commit", e))?;
-        Ok(out)
     }
 
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {
@@ -399,17 +383,6 @@ impl Store for SqliteStore {
             )
         });
         Ok(claimed)
-    }
-
-    async fn renew_lease(
-        &self,
-        lease: &Lease,
-        extend: Duration,
-    ) -> Result<DateTime<Utc>, StoreError> {
-        self.renew_many(vec![*lease], extend)
-            .await
-            .pop()
-            .unwrap_or_else(|| Err(StoreError::invalid("renew lease: no result")))
     }
 
     async fn renew_many(
@@ -450,13 +423,6 @@ impl Store for SqliteStore {
             }
             Err(err) => leases.iter().map(|_| Err(err.replicate())).collect(),
         }
-    }
-
-    async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError> {
-        self.complete_many(&[(*lease, completion)])
-            .await
-            .pop()
-            .unwrap_or_else(|| Err(StoreError::invalid("complete: no result")))
     }
 
     /// All completions in one `UPDATE … FROM json_each(…)` statement: SQLite has one writer at a
@@ -506,6 +472,34 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
+        Ok(None)
+    }
+
+    fn transactions(&self) -> Option<Arc<dyn outbox_core::store::Transactions>> {
+        Some(outbox_core::store::transactions_of(self.clone()))
+    }
+}
+
+#[async_trait]
+impl EnqueueStore for SqliteStore {
+    async fn enqueue_batch(&self, events: Vec<NewEvent>) -> Result<Vec<Enqueued>, StoreError> {
+        let _writing = self.writer.lock().await;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| map_sqlx("enqueue: begin", e))?;
+        let out = self.enqueue_batch_in(&mut tx, events).await?;
+        tx.commit()
+            .await
+            .map_err(|e| map_sqlx("enqueue: commit", e))?;
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl InspectStore for SqliteStore {
     async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
         let Some(row) = sqlx::query(&self.queries.get)
             .bind(id.to_string())
@@ -516,7 +510,7 @@ impl Store for SqliteStore {
             return Ok(None);
         };
         let status: &str = row.try_get(11).map_err(|e| map_sqlx("get", e))?;
-        if status == outbox_core::CORRUPT_STATUS {
+        if status == outbox_core::kit::CORRUPT_STATUS {
             let reason: Option<String> = row.try_get(18).map_err(|e| map_sqlx("get", e))?;
             return Err(StoreError::Corrupt {
                 id: id.to_string(),
@@ -535,40 +529,10 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| map_sqlx("dead letters", e))?;
-        Ok(outbox_core::decodable(
+        Ok(outbox_core::kit::decodable(
             "dead letters",
             rows.iter().map(decode),
         ))
-    }
-
-    async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {
-        let Some(record) = self
-            .get(id)
-            .await?
-            .filter(|r| r.status == EventStatus::Dead)
-        else {
-            return Ok(false);
-        };
-        let mut results = record.handler_results;
-        outbox_core::reset_unfinished_handlers(&mut results);
-        let results = serde_json::to_string(&results)
-            .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
-        let done = sqlx::query(&self.queries.requeue_dead)
-            .bind(now_millis())
-            .bind(id.to_string())
-            .bind(results)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| map_sqlx("requeue", e))?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.purge(EventStatus::Dead, older_than).await
-    }
-
-    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.purge(EventStatus::Processed, older_than).await
     }
 
     async fn corrupt_events(&self, limit: usize) -> Result<Vec<CorruptEvent>, StoreError> {
@@ -586,16 +550,6 @@ impl Store for SqliteStore {
                     .with_set_aside_at(at.map(from_millis))
             })
             .collect())
-    }
-
-    async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(&self.queries.requeue_corrupt)
-            .bind(now_millis())
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| map_sqlx("requeue corrupt", e))?;
-        Ok(done.rows_affected() == 1)
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -660,13 +614,48 @@ impl Store for SqliteStore {
             .map_err(|e| map_sqlx("lag", e))?;
         Ok(age(now, oldest))
     }
+}
 
-    async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
-        Ok(None)
+#[async_trait]
+impl RepairStore for SqliteStore {
+    async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {
+        let Some(record) = self
+            .get(id)
+            .await?
+            .filter(|r| r.status == EventStatus::Dead)
+        else {
+            return Ok(false);
+        };
+        let mut results = record.handler_results;
+        outbox_core::kit::reset_unfinished_handlers(&mut results);
+        let results = serde_json::to_string(&results)
+            .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
+        let done = sqlx::query(&self.queries.requeue_dead)
+            .bind(now_millis())
+            .bind(id.to_string())
+            .bind(results)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("requeue", e))?;
+        Ok(done.rows_affected() == 1)
     }
 
-    fn transactions(&self) -> Option<Arc<dyn outbox_core::Transactions>> {
-        Some(outbox_core::transactions_of(self.clone()))
+    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.purge(EventStatus::Dead, older_than).await
+    }
+
+    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.purge(EventStatus::Processed, older_than).await
+    }
+
+    async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(&self.queries.requeue_corrupt)
+            .bind(now_millis())
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("requeue corrupt", e))?;
+        Ok(done.rows_affected() == 1)
     }
 }
 

@@ -4,8 +4,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use outbox_core::handlers::Registry;
 use outbox_core::{
-    Event, HandlerError, NewEvent, Outcome, Registry, StoreExt, Worker, WorkerConfig, handler,
+    Event, HandlerError, NewEvent, Outcome, StoreExt, Worker, WorkerConfig, handler,
 };
 use outbox_sqlite::SqliteStore;
 use serde::{Deserialize, Serialize};

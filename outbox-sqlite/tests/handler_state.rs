@@ -4,9 +4,10 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use outbox_core::prelude::*;
 use outbox_core::{
-    BuildError, EventRecord, HandlerContext, HandlerError, NewEvent, State, Store, Worker,
-    WorkerConfig, handler,
+    BuildError, EventRecord, HandlerContext, HandlerError, NewEvent, State, Worker, WorkerConfig,
+    handler,
 };
 use outbox_sqlite::SqliteStore;
 use serde_json::json;

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use outbox_core::{Handler, HandlerError, NewEvent, Registry, Store, Worker, WorkerConfig};
+use outbox_core::handlers::Registry;
+use outbox_core::prelude::*;
+use outbox_core::{Handler, HandlerError, NewEvent, Worker, WorkerConfig};
 use outbox_sqlite::SqliteStore;
 use serde_json::json;
 

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use outbox_core::{ClaimRequest, NewEvent, Store, StoreExt};
+use outbox_core::prelude::*;
+use outbox_core::store::ClaimRequest;
+use outbox_core::{NewEvent, StoreExt};
 use outbox_sqlite::SqliteStore;
 use serde_json::json;
 

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
-use outbox_core::{
-    EventStatus, Handler, HandlerError, NewEvent, Registry, Store, StoreExt, Worker,
-};
+use outbox_core::handlers::Registry;
+use outbox_core::prelude::*;
+use outbox_core::{EventStatus, Handler, HandlerError, NewEvent, StoreExt, Worker};
 use outbox_sqlite::SqliteStore;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;

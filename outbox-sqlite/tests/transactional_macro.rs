@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
+use outbox_core::handlers::Registry;
+use outbox_core::prelude::*;
 use outbox_core::{
-    Event, HandlerContext, HandlerError, NewEvent, Outcome, Registry, State, StoreExt, Worker,
-    WorkerConfig, handler,
+    Event, HandlerContext, HandlerError, NewEvent, Outcome, State, StoreExt, Worker, WorkerConfig,
+    handler,
 };
 use outbox_sqlite::{SqliteStore, SqliteTx};
 use serde::{Deserialize, Serialize};

@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use outbox_core::{
-    Handler, HandlerError, NewEvent, Outcome, Registry, StoreExt, Worker, WorkerConfig,
-};
+use outbox_core::handlers::Registry;
+use outbox_core::{Handler, HandlerError, NewEvent, Outcome, StoreExt, Worker, WorkerConfig};
 use outbox_sqlite::SqliteTx;
 use outbox_testkit::StoreFactory;
 use outbox_testkit::broken::{BrokenTransactions, TransactionFlaw};

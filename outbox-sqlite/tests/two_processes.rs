@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
-use outbox_core::{Handler, HandlerError, NewEvent, Registry, Store, Worker, WorkerConfig};
+use outbox_core::handlers::Registry;
+use outbox_core::prelude::*;
+use outbox_core::{Handler, HandlerError, NewEvent, Worker, WorkerConfig};
 use outbox_sqlite::SqliteStore;
 use serde_json::json;
 

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use outbox_core::{
-    ClaimRequest, ClaimedEvent, Completion, CorruptEvent, Enqueued, EventRecord, Lease, NewEvent,
-    Store, StoreCapabilities, StoreError, StoreStats, WakeupStream,
+use outbox_core::store::{
+    ClaimRequest, ClaimStore, ClaimedEvent, Completion, HandOff, Lease, StoreCapabilities,
+    Transactions, WakeupStream,
 };
-use uuid::Uuid;
+use outbox_core::{Store, StoreError};
 
 /// Switches shared by a [`FaultyStore`] and the test that drives it.
 ///
@@ -112,81 +112,99 @@ impl<S: Store> FaultyStore<S> {
     fn check(&self, call: &str) -> Result<(), StoreError> {
         self.faults.check(&self.faults.everything, call)
     }
+
+    /// One injected failure per item when every call fails (or, for a renewal, when renewals
+    /// fail); `None` when the call may go on.
+    fn refuse_each<T>(
+        &self,
+        items: usize,
+        call: &str,
+        renewal: bool,
+    ) -> Option<Vec<Result<T, StoreError>>> {
+        let refused = self.check(call).and_then(|()| {
+            if renewal {
+                self.faults.check(&self.faults.renewals, call)
+            } else {
+                Ok(())
+            }
+        });
+        refused.err()?;
+        Some(
+            (0..items)
+                .map(|_| {
+                    Err(StoreError::unavailable(format!(
+                        "injected fault in `{call}`"
+                    )))
+                })
+                .collect(),
+        )
+    }
 }
 
 #[async_trait]
-impl<S: Store> Store for FaultyStore<S> {
+#[deny(clippy::missing_trait_methods)]
+impl<S: Store> ClaimStore for FaultyStore<S> {
     fn capabilities(&self) -> StoreCapabilities {
         self.inner.capabilities()
     }
-    async fn enqueue_batch(&self, events: Vec<NewEvent>) -> Result<Vec<Enqueued>, StoreError> {
-        self.check("enqueue_batch")?;
-        self.inner.enqueue_batch(events).await
-    }
+
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {
         self.check("claim")?;
         self.inner.claim(request).await
     }
-    async fn renew_lease(
+
+    async fn renew_many(
         &self,
-        lease: &Lease,
+        leases: Vec<Lease>,
         extend: Duration,
-    ) -> Result<DateTime<Utc>, StoreError> {
-        self.check("renew_lease")?;
-        self.faults.check(&self.faults.renewals, "renew_lease")?;
+    ) -> Vec<Result<DateTime<Utc>, StoreError>> {
+        if let Some(refused) = self.refuse_each(leases.len(), "renew_many", true) {
+            return refused;
+        }
         self.faults.wait_unstalled().await;
-        self.inner.renew_lease(lease, extend).await
+        self.inner.renew_many(leases, extend).await
     }
-    async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError> {
-        self.check("complete")?;
-        self.inner.complete(lease, completion).await
+
+    async fn complete_many(&self, items: &[(Lease, Completion)]) -> Vec<Result<(), StoreError>> {
+        if let Some(refused) = self.refuse_each(items.len(), "complete_many", false) {
+            return refused;
+        }
+        self.inner.complete_many(items).await
     }
-    async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
-        self.check("get")?;
-        self.inner.get(id).await
+
+    async fn complete_and_hand_off(
+        &self,
+        items: &[(Lease, Completion)],
+        next: &ClaimRequest,
+    ) -> HandOff {
+        if let Some(refused) = self.refuse_each(items.len(), "complete_and_hand_off", false) {
+            return HandOff::new(refused, Vec::new());
+        }
+        self.inner.complete_and_hand_off(items, next).await
     }
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
-        self.check("dead_letters")?;
-        self.inner.dead_letters(limit).await
-    }
-    async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {
-        self.check("requeue_dead")?;
-        self.inner.requeue_dead(id).await
-    }
-    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.check("purge_dead")?;
-        self.inner.purge_dead(older_than).await
-    }
-    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.check("purge_processed")?;
-        self.inner.purge_processed(older_than).await
-    }
-    async fn corrupt_events(&self, limit: usize) -> Result<Vec<CorruptEvent>, StoreError> {
-        self.check("corrupt_events")?;
-        self.inner.corrupt_events(limit).await
-    }
-    async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {
-        self.check("requeue_corrupt")?;
-        self.inner.requeue_corrupt(id).await
-    }
-    async fn stats(&self) -> Result<StoreStats, StoreError> {
-        self.check("stats")?;
-        self.inner.stats().await
-    }
-    async fn lag(&self) -> Result<Duration, StoreError> {
-        self.check("lag")?;
-        self.inner.lag().await
-    }
-    async fn stats_by_type(&self) -> Result<Vec<outbox_core::TypeStats>, StoreError> {
-        self.check("stats_by_type")?;
-        self.inner.stats_by_type().await
-    }
-    async fn key_head(&self, key: &str) -> Result<Option<EventRecord>, StoreError> {
-        self.check("key_head")?;
-        self.inner.key_head(key).await
-    }
+
     async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
         self.check("subscribe")?;
         self.inner.subscribe().await
     }
+
+    fn transactions(&self) -> Option<Arc<dyn Transactions>> {
+        self.inner.transactions()
+    }
 }
+
+outbox_core::forward_store!(
+    impl[S: Store] EnqueueStore for FaultyStore<S>,
+    |s| &s.inner,
+    check |s, call| s.check(call)
+);
+outbox_core::forward_store!(
+    impl[S: Store] InspectStore for FaultyStore<S>,
+    |s| &s.inner,
+    check |s, call| s.check(call)
+);
+outbox_core::forward_store!(
+    impl[S: Store] RepairStore for FaultyStore<S>,
+    |s| &s.inner,
+    check |s, call| s.check(call)
+);

@@ -2,9 +2,11 @@
 //! [`TestTransaction`] for C1, and the verdict types the clause functions return.
 
 use std::future::Future;
+use std::ops::DerefMut;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use outbox_core::store::{EnqueueIn, TransactionalStore};
 use outbox_core::{Enqueued, NewEvent, Store, StoreError};
 use uuid::Uuid;
 
@@ -21,7 +23,7 @@ use uuid::Uuid;
 ///
 /// struct MyFactory;
 ///
-/// #[outbox_core::async_trait]
+/// #[outbox_core::kit::async_trait]
 /// impl StoreFactory for MyFactory {
 ///     type Store = MemoryStore;
 ///     async fn create(&self, namespace: &str) -> Result<MemoryStore, StoreError> {
@@ -122,6 +124,63 @@ pub trait TestTransaction: Send {
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
     /// Rolls back.
     async fn rollback(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// The [`TestTransaction`] of any store that enqueues in a caller's transaction through
+/// [`EnqueueIn`] and begins, commits and rolls back its own transactions through
+/// [`TransactionalStore`] (PostgreSQL, SQLite, MongoDB): a factory's
+/// [`begin`](StoreFactory::begin) is then one line.
+///
+/// ```
+/// use outbox_core::StoreError;
+/// use outbox_core::store::{EnqueueIn, TransactionalStore};
+/// use outbox_testkit::{TestTransaction, begin_enqueue_in};
+///
+/// async fn begin<S>(store: &S) -> Result<Option<Box<dyn TestTransaction>>, StoreError>
+/// where
+///     S: TransactionalStore + EnqueueIn + Clone,
+///     S::Tx: std::ops::DerefMut<Target = S::Conn>,
+/// {
+///     Ok(Some(begin_enqueue_in(store).await?))
+/// }
+/// ```
+pub async fn begin_enqueue_in<S>(store: &S) -> Result<Box<dyn TestTransaction>, StoreError>
+where
+    S: TransactionalStore + EnqueueIn + Clone,
+    S::Tx: DerefMut<Target = S::Conn>,
+{
+    let tx = store.begin().await?;
+    Ok(Box::new(EnqueueInTransaction {
+        store: store.clone(),
+        tx,
+    }))
+}
+
+/// A transaction of the store's own, enqueued into through [`EnqueueIn`].
+struct EnqueueInTransaction<S: TransactionalStore> {
+    store: S,
+    tx: S::Tx,
+}
+
+#[async_trait]
+impl<S> TestTransaction for EnqueueInTransaction<S>
+where
+    S: TransactionalStore + EnqueueIn + Clone,
+    S::Tx: DerefMut<Target = S::Conn>,
+{
+    async fn enqueue(&mut self, event: NewEvent) -> Result<Enqueued, StoreError> {
+        self.store.enqueue_in(&mut *self.tx, event).await
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        let Self { store, tx } = *self;
+        store.commit(tx).await
+    }
+
+    async fn rollback(self: Box<Self>) -> Result<(), StoreError> {
+        let Self { store, tx } = *self;
+        store.rollback(tx).await
+    }
 }
 
 /// A clause's verdict when it did not fail.

@@ -12,7 +12,8 @@ pub mod suite;
 
 pub use faulty::{Faults, FaultyStore};
 pub use harness::{
-    ClauseResult, Damage, Failure, StoreFactory, TestTransaction, Verdict, namespace, run_clause,
+    ClauseResult, Damage, Failure, StoreFactory, TestTransaction, Verdict, begin_enqueue_in,
+    namespace, run_clause,
 };
 pub use memory::{MemoryStore, MemoryTransaction};
 pub use memory_factory::MemoryFactory;

@@ -10,18 +10,23 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use outbox_core::{
-    ClaimRequest, ClaimedEvent, Completion, CorruptEvent, Enqueued, EventRecord, EventStatus,
-    Lease, Limits, NewEvent, Store, StoreCapabilities, StoreError, StoreStats, TypeStats,
-    WakeupStream, validate_name,
+use outbox_core::kit::validate_name;
+use outbox_core::model::CorruptEvent;
+use outbox_core::store::{
+    ClaimRequest, ClaimedEvent, Completion, Lease, StoreCapabilities, StoreStats, TypeStats,
+    WakeupStream,
 };
+use outbox_core::store::{ClaimStore, EnqueueStore, InspectStore, RepairStore};
+use outbox_core::{Enqueued, EventRecord, EventStatus, Limits, NewEvent, StoreError};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
 /// An in-memory store; clones share the same events.
 ///
 /// ```
-/// use outbox_core::{ClaimRequest, NewEvent, Store, StoreExt};
+/// use outbox_core::prelude::*;
+/// use outbox_core::store::ClaimRequest;
+/// use outbox_core::{NewEvent, Store, StoreExt};
 /// use outbox_testkit::MemoryStore;
 /// use std::time::Duration;
 ///
@@ -131,6 +136,7 @@ impl MemoryStore {
     /// [`damage`](Self::damage) with the decode error the row would give, `<field>: <error>`.
     ///
     /// ```
+    /// use outbox_core::prelude::*;
     /// use outbox_core::{NewEvent, Store, StoreExt};
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// let store = outbox_testkit::MemoryStore::new();
@@ -247,15 +253,11 @@ fn add(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
 }
 
 #[async_trait]
-impl Store for MemoryStore {
+impl ClaimStore for MemoryStore {
     fn capabilities(&self) -> StoreCapabilities {
         StoreCapabilities::default()
             .with_wakeups(true)
             .with_transactional_enqueue(true)
-    }
-
-    async fn enqueue_batch(&self, events: Vec<NewEvent>) -> Result<Vec<Enqueued>, StoreError> {
-        self.insert(events)
     }
 
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {
@@ -321,72 +323,42 @@ impl Store for MemoryStore {
         Ok(claimed)
     }
 
-    async fn renew_lease(
+    async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
+        let receiver = self.inner.wakeups.subscribe();
+        let stream = futures::stream::unfold(receiver, |mut rx| async move {
+            match rx.recv().await {
+                Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => Some(((), rx)),
+                Err(broadcast::error::RecvError::Closed) => None,
+            }
+        });
+        Ok(Some(Box::pin(stream)))
+    }
+
+    async fn renew_many(
         &self,
-        lease: &Lease,
+        leases: Vec<Lease>,
         extend: Duration,
-    ) -> Result<DateTime<Utc>, StoreError> {
-        let now = Utc::now();
-        let mut state = self.state();
-        let State {
-            events, seq_by_id, ..
-        } = &mut *state;
-        let record = seq_by_id
-            .get(&lease.event_id)
-            .and_then(|seq| events.get_mut(seq))
-            .filter(|r| r.lease_token == Some(lease.token) && r.status == EventStatus::Pending)
-            .ok_or(StoreError::LeaseLost {
-                event_id: lease.event_id,
-            })?;
-        let until = add(now, extend);
-        record.locked_until = Some(until);
-        Ok(until)
+    ) -> Vec<Result<DateTime<Utc>, StoreError>> {
+        outbox_core::kit::each_concurrently(&leases, |lease| self.renew_one(lease, extend)).await
     }
 
-    async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError> {
-        let now = Utc::now();
-        let mut state = self.state();
-        let State {
-            events,
-            seq_by_id,
-            pending,
-            ..
-        } = &mut *state;
-        let seq = *seq_by_id
-            .get(&lease.event_id)
-            .ok_or(StoreError::LeaseLost {
-                event_id: lease.event_id,
-            })?;
-        let record = events
-            .get_mut(&seq)
-            .filter(|r| r.lease_token == Some(lease.token) && r.status == EventStatus::Pending)
-            .ok_or(StoreError::LeaseLost {
-                event_id: lease.event_id,
-            })?;
-        record.status = completion.status;
-        record.handler_results = completion.handler_results;
-        record.attempts = completion.attempts;
-        record.backoff_until = completion.retry_delay.map(|d| add(now, d));
-        record.lease_token = None;
-        record.locked_by = None;
-        record.locked_until = None;
-        if completion.status == EventStatus::Pending {
-            record.processed_at = None;
-        } else {
-            record.processed_at = Some(now);
-            pending.remove(&seq);
-        }
-        let requeued_now =
-            completion.status == EventStatus::Pending && completion.retry_delay.is_none();
-        let releases_key =
-            completion.status != EventStatus::Pending && record.ordering_key.is_some();
-        drop(state);
-        if requeued_now || releases_key {
-            let _ = self.inner.wakeups.send(());
-        }
-        Ok(())
+    async fn complete_many(&self, items: &[(Lease, Completion)]) -> Vec<Result<(), StoreError>> {
+        outbox_core::kit::each_concurrently(items, |(lease, completion)| {
+            self.complete_one(lease, completion.clone())
+        })
+        .await
     }
+}
 
+#[async_trait]
+impl EnqueueStore for MemoryStore {
+    async fn enqueue_batch(&self, events: Vec<NewEvent>) -> Result<Vec<Enqueued>, StoreError> {
+        self.insert(events)
+    }
+}
+
+#[async_trait]
+impl InspectStore for MemoryStore {
     async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
         let state = self.state();
         let Some(seq) = state.seq_by_id.get(&id) else {
@@ -417,40 +389,7 @@ impl Store for MemoryStore {
                 }),
                 None => Ok(r.clone()),
             });
-        Ok(outbox_core::decodable("dead letters", rows))
-    }
-
-    async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {
-        let now = Utc::now();
-        let mut state = self.state();
-        let Some(seq) = state.seq_by_id.get(&id).copied() else {
-            return Ok(false);
-        };
-        let Some(record) = state
-            .events
-            .get_mut(&seq)
-            .filter(|r| r.status == EventStatus::Dead)
-        else {
-            return Ok(false);
-        };
-        record.status = EventStatus::Pending;
-        record.attempts = 0;
-        record.backoff_until = None;
-        record.available_at = now;
-        record.processed_at = None;
-        outbox_core::reset_unfinished_handlers(&mut record.handler_results);
-        state.pending.insert(seq);
-        drop(state);
-        let _ = self.inner.wakeups.send(());
-        Ok(true)
-    }
-
-    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        Ok(purge(&mut self.state(), EventStatus::Dead, older_than))
-    }
-
-    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        Ok(purge(&mut self.state(), EventStatus::Processed, older_than))
+        Ok(outbox_core::kit::decodable("dead letters", rows))
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -560,6 +499,42 @@ impl Store for MemoryStore {
             })
             .collect())
     }
+}
+
+#[async_trait]
+impl RepairStore for MemoryStore {
+    async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {
+        let now = Utc::now();
+        let mut state = self.state();
+        let Some(seq) = state.seq_by_id.get(&id).copied() else {
+            return Ok(false);
+        };
+        let Some(record) = state
+            .events
+            .get_mut(&seq)
+            .filter(|r| r.status == EventStatus::Dead)
+        else {
+            return Ok(false);
+        };
+        record.status = EventStatus::Pending;
+        record.attempts = 0;
+        record.backoff_until = None;
+        record.available_at = now;
+        record.processed_at = None;
+        outbox_core::kit::reset_unfinished_handlers(&mut record.handler_results);
+        state.pending.insert(seq);
+        drop(state);
+        let _ = self.inner.wakeups.send(());
+        Ok(true)
+    }
+
+    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+        Ok(purge(&mut self.state(), EventStatus::Dead, older_than))
+    }
+
+    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+        Ok(purge(&mut self.state(), EventStatus::Processed, older_than))
+    }
 
     async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {
         let Ok(id) = Uuid::parse_str(id) else {
@@ -585,16 +560,75 @@ impl Store for MemoryStore {
         let _ = self.inner.wakeups.send(());
         Ok(true)
     }
+}
 
-    async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
-        let receiver = self.inner.wakeups.subscribe();
-        let stream = futures::stream::unfold(receiver, |mut rx| async move {
-            match rx.recv().await {
-                Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => Some(((), rx)),
-                Err(broadcast::error::RecvError::Closed) => None,
-            }
-        });
-        Ok(Some(Box::pin(stream)))
+impl MemoryStore {
+    /// Renews one lease (C4): an item of `renew_many`.
+    async fn renew_one(
+        &self,
+        lease: &Lease,
+        extend: Duration,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        let now = Utc::now();
+        let mut state = self.state();
+        let State {
+            events, seq_by_id, ..
+        } = &mut *state;
+        let record = seq_by_id
+            .get(&lease.event_id)
+            .and_then(|seq| events.get_mut(seq))
+            .filter(|r| r.lease_token == Some(lease.token) && r.status == EventStatus::Pending)
+            .ok_or(StoreError::LeaseLost {
+                event_id: lease.event_id,
+            })?;
+        let until = add(now, extend);
+        record.locked_until = Some(until);
+        Ok(until)
+    }
+
+    /// Completes one lease (C3): an item of `complete_many`.
+    async fn complete_one(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let mut state = self.state();
+        let State {
+            events,
+            seq_by_id,
+            pending,
+            ..
+        } = &mut *state;
+        let seq = *seq_by_id
+            .get(&lease.event_id)
+            .ok_or(StoreError::LeaseLost {
+                event_id: lease.event_id,
+            })?;
+        let record = events
+            .get_mut(&seq)
+            .filter(|r| r.lease_token == Some(lease.token) && r.status == EventStatus::Pending)
+            .ok_or(StoreError::LeaseLost {
+                event_id: lease.event_id,
+            })?;
+        record.status = completion.status;
+        record.handler_results = completion.handler_results;
+        record.attempts = completion.attempts;
+        record.backoff_until = completion.retry_delay.map(|d| add(now, d));
+        record.lease_token = None;
+        record.locked_by = None;
+        record.locked_until = None;
+        if completion.status == EventStatus::Pending {
+            record.processed_at = None;
+        } else {
+            record.processed_at = Some(now);
+            pending.remove(&seq);
+        }
+        let requeued_now =
+            completion.status == EventStatus::Pending && completion.retry_delay.is_none();
+        let releases_key =
+            completion.status != EventStatus::Pending && record.ordering_key.is_some();
+        drop(state);
+        if requeued_now || releases_key {
+            let _ = self.inner.wakeups.send(());
+        }
+        Ok(())
     }
 }
 

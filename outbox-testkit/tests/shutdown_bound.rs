@@ -3,9 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use outbox_core::handlers::Registry;
+use outbox_core::prelude::*;
 use outbox_core::{
-    EventStatus, Handler, HandlerError, NewEvent, Registry, ShutdownReport, Store, StoreExt,
-    Worker, WorkerConfig,
+    EventStatus, Handler, HandlerError, NewEvent, ShutdownReport, StoreExt, Worker, WorkerConfig,
 };
 use outbox_testkit::MemoryStore;
 

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use outbox_core::{
-    EventStatus, Handler, HandlerError, NewEvent, Registry, Store, StoreExt, Worker, WorkerConfig,
-};
+use outbox_core::handlers::Registry;
+use outbox_core::prelude::*;
+use outbox_core::{EventStatus, Handler, HandlerError, NewEvent, StoreExt, Worker, WorkerConfig};
 use outbox_testkit::MemoryStore;
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use audit_handlers as _;
 
 #[test]
 fn handler_in_a_library_crate_is_registered() {
-    let registry = outbox_core::Registry::global().expect("no duplicate handlers");
+    let registry = outbox_core::handlers::Registry::global().expect("no duplicate handlers");
     let names: Vec<_> = registry
         .handlers_for("UserInvited")
         .iter()

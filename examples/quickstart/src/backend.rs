@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use outbox_core::prelude::*;
 use outbox_core::{NewEvent, Store};
 use outbox_postgres::PgStore;
 use outbox_sqlite::SqliteStore;

@@ -10,7 +10,7 @@ mod backend;
 use std::time::Duration;
 
 use outbox_core::{
-    Event, HandlerContext, HandlerError, RetryPolicy, Store, Worker, WorkerConfig, handler,
+    Event, HandlerContext, HandlerError, RetryPolicy, Worker, WorkerConfig, handler,
 };
 use serde::{Deserialize, Serialize};
 

@@ -7,7 +7,8 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use outbox_core::{EventStatus, NewEvent, Store, StoreExt};
+use outbox_core::prelude::*;
+use outbox_core::{EventStatus, NewEvent, StoreExt};
 use outbox_postgres::PgStore;
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};

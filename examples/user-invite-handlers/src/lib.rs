@@ -70,7 +70,7 @@ fn services() -> Result<&'static Services, HandlerError> {
 }
 
 /// The SQL creating the service's tables in `schema` (idempotent). `schema` must be a valid name
-/// (`outbox_core::validate_name`).
+/// (`outbox_core::kit::validate_name`).
 ///
 /// ```
 /// let sql = user_invite_handlers::schema_sql("invites");

@@ -63,13 +63,13 @@ impl Config {
     /// Reads and validates the environment.
     pub(crate) fn from_env() -> Result<Self, ConfigError> {
         let schema = var("INVITE_SCHEMA", "invites");
-        outbox_core::validate_name("schema", &schema).map_err(|e| ConfigError {
+        outbox_core::kit::validate_name("schema", &schema).map_err(|e| ConfigError {
             name: "INVITE_SCHEMA",
             value: schema.clone(),
             reason: e.to_string(),
         })?;
         let stream = var("INVITE_STREAM", "INVITES");
-        outbox_core::validate_name("stream", &stream).map_err(|e| ConfigError {
+        outbox_core::kit::validate_name("stream", &stream).map_err(|e| ConfigError {
             name: "INVITE_STREAM",
             value: stream.clone(),
             reason: e.to_string(),

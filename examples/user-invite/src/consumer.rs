@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use futures::StreamExt;
-use outbox_core::{Inbox, Receipt, TransactionalStore};
+use outbox_core::store::TransactionalStore;
+use outbox_core::{Inbox, Receipt};
 use outbox_postgres::PgStore;
 use serde::Deserialize;
 use uuid::Uuid;

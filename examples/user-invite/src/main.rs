@@ -132,7 +132,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             upkeep.run_upkeep();
         }
     });
-    let sampler = outbox_core::telemetry::spawn_gauge_sampler(
+    let sampler = outbox_core::runtime::telemetry::spawn_gauge_sampler(
         std::sync::Arc::new(store.clone()),
         config.metrics_sample,
     );

@@ -11,6 +11,7 @@ use mongodb::bson::{DateTime, Document, doc};
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Collection};
 use outbox_core::Store;
+use outbox_core::prelude::*;
 use outbox_mongo::MongoStore;
 use uuid::Uuid;
 
@@ -102,7 +103,7 @@ impl Bench for MongoBench {
         for t in 0..transactions {
             session.start_transaction().await.map_err(db)?;
             let events = (0..per).map(|i| event(t * per + i)).collect();
-            self.store.enqueue_in(&mut session, events).await?;
+            self.store.enqueue_batch_in(&mut session, events).await?;
             session.commit_transaction().await.map_err(db)?;
         }
         Ok(())

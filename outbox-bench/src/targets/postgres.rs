@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use outbox_core::Store;
+use outbox_core::prelude::*;
 use outbox_postgres::{PgStore, Retention};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;

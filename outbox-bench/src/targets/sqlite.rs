@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use outbox_core::Store;
+use outbox_core::prelude::*;
 use outbox_sqlite::SqliteStore;
 use sqlx::SqlitePool;
 use uuid::Uuid;

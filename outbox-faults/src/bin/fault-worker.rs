@@ -7,7 +7,8 @@
 
 use std::time::Duration;
 
-use outbox_core::{Handler, HandlerError, Registry, Worker};
+use outbox_core::handlers::Registry;
+use outbox_core::{Handler, HandlerError, Worker};
 use outbox_faults::{EVENT_TYPE, HANDLERS, TRANSACTIONAL_HANDLER, fails_on_purpose, worker_config};
 use outbox_postgres::{PgStore, PgTx};
 

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
+use mongodb::Client;
 use mongodb::options::ClientOptions;
-use mongodb::{Client, ClientSession};
-use outbox_core::{Enqueued, NewEvent, StoreError};
+use outbox_core::StoreError;
 use outbox_mongo::MongoStore;
 use outbox_testkit::{Damage, StoreFactory, TestTransaction};
 use tokio::sync::OnceCell;
@@ -48,12 +48,12 @@ pub struct MongoFactory {
     client: OnceCell<Client>,
 }
 
-#[outbox_core::async_trait]
+#[outbox_core::kit::async_trait]
 impl StoreFactory for MongoFactory {
     type Store = MongoStore;
 
     async fn create(&self, namespace: &str) -> Result<MongoStore, StoreError> {
-        outbox_core::validate_name("namespace", namespace)?;
+        outbox_core::kit::validate_name("namespace", namespace)?;
         let client = self.client.get_or_try_init(client).await?.clone();
         let store = MongoStore::builder(client).database(namespace).build()?;
         store.migrate().await?;
@@ -64,19 +64,7 @@ impl StoreFactory for MongoFactory {
         &self,
         store: &MongoStore,
     ) -> Result<Option<Box<dyn TestTransaction>>, StoreError> {
-        let mut session = store
-            .client()
-            .start_session()
-            .await
-            .map_err(|e| StoreError::unavailable(format!("session: {e}")))?;
-        session
-            .start_transaction()
-            .await
-            .map_err(|e| StoreError::unavailable(format!("start transaction: {e}")))?;
-        Ok(Some(Box::new(MongoTestTransaction {
-            session,
-            store: store.clone(),
-        })))
+        Ok(Some(outbox_testkit::begin_enqueue_in(store).await?))
     }
 
     /// A poison document: a payload that is a number instead of JSON text, handler results that
@@ -140,41 +128,13 @@ async fn set_fields(
     Ok(done.matched_count == 1)
 }
 
-struct MongoTestTransaction {
-    session: ClientSession,
-    store: MongoStore,
-}
-
-#[outbox_core::async_trait]
-impl TestTransaction for MongoTestTransaction {
-    async fn enqueue(&mut self, event: NewEvent) -> Result<Enqueued, StoreError> {
-        let mut out = self
-            .store
-            .enqueue_in(&mut self.session, vec![event])
-            .await?;
-        out.pop().ok_or_else(|| StoreError::invalid("no result"))
-    }
-    async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
-        self.session
-            .commit_transaction()
-            .await
-            .map_err(|e| StoreError::unavailable(format!("commit: {e}")))
-    }
-    async fn rollback(mut self: Box<Self>) -> Result<(), StoreError> {
-        self.session
-            .abort_transaction()
-            .await
-            .map_err(|e| StoreError::unavailable(format!("abort: {e}")))
-    }
-}
-
 /// The X1 clause's effects collection in a namespace's database: one document per handler
 /// write. MongoDB has no commit-time checks, so no write can make a commit fail.
 pub struct MongoEffects {
     effects: mongodb::Collection<mongodb::bson::Document>,
 }
 
-#[outbox_core::async_trait]
+#[outbox_core::kit::async_trait]
 impl outbox_testkit::suite::EffectTable<outbox_mongo::MongoTx> for MongoEffects {
     async fn write(
         &self,
@@ -207,7 +167,7 @@ impl outbox_testkit::suite::EffectTable<outbox_mongo::MongoTx> for MongoEffects 
     }
 }
 
-#[outbox_core::async_trait]
+#[outbox_core::kit::async_trait]
 impl outbox_testkit::suite::TransactionalFactory for MongoFactory {
     type Effects = MongoEffects;
 

@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
-use outbox_core::{Enqueued, NewEvent, StoreError};
+use outbox_core::StoreError;
 use outbox_postgres::PgStore;
 use outbox_testkit::{Damage, StoreFactory, TestTransaction};
+use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{PgPool, Postgres, Transaction};
 
 pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/outbox_test";
 
@@ -68,12 +68,12 @@ pub async fn connect_to(url: &str) -> Result<PgPool, StoreError> {
 #[derive(Debug, Default)]
 pub struct PgFactory;
 
-#[outbox_core::async_trait]
+#[outbox_core::kit::async_trait]
 impl StoreFactory for PgFactory {
     type Store = PgStore;
 
     async fn create(&self, namespace: &str) -> Result<PgStore, StoreError> {
-        outbox_core::validate_name("namespace", namespace)?;
+        outbox_core::kit::validate_name("namespace", namespace)?;
         let store = PgStore::builder(connect().await?)
             .schema(namespace)
             .build()?;
@@ -82,15 +82,7 @@ impl StoreFactory for PgFactory {
     }
 
     async fn begin(&self, store: &PgStore) -> Result<Option<Box<dyn TestTransaction>>, StoreError> {
-        let tx = store
-            .pool()
-            .begin()
-            .await
-            .map_err(|e| StoreError::unavailable(format!("begin: {e}")))?;
-        Ok(Some(Box::new(PgTestTransaction {
-            tx,
-            store: store.clone(),
-        })))
+        Ok(Some(outbox_testkit::begin_enqueue_in(store).await?))
     }
 
     /// The poison row of issue 14: handler results that are not an object, a negative attempt
@@ -150,30 +142,6 @@ pub fn table_of(store: &PgStore) -> String {
     format!("\"{schema}\".\"{table}\"")
 }
 
-struct PgTestTransaction {
-    tx: Transaction<'static, Postgres>,
-    store: PgStore,
-}
-
-#[outbox_core::async_trait]
-impl TestTransaction for PgTestTransaction {
-    async fn enqueue(&mut self, event: NewEvent) -> Result<Enqueued, StoreError> {
-        self.store.enqueue_in(&mut self.tx, event).await
-    }
-    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        self.tx
-            .commit()
-            .await
-            .map_err(|e| StoreError::unavailable(format!("commit: {e}")))
-    }
-    async fn rollback(self: Box<Self>) -> Result<(), StoreError> {
-        self.tx
-            .rollback()
-            .await
-            .map_err(|e| StoreError::unavailable(format!("rollback: {e}")))
-    }
-}
-
 /// The X1 clause's effects table in a namespace's schema: one row per handler write; a write that
 /// must fail at commit references a parent row that does not exist through a deferred foreign key.
 pub struct PgEffects {
@@ -181,7 +149,7 @@ pub struct PgEffects {
     table: String,
 }
 
-#[outbox_core::async_trait]
+#[outbox_core::kit::async_trait]
 impl outbox_testkit::suite::EffectTable<outbox_postgres::PgTx> for PgEffects {
     async fn write(
         &self,
@@ -236,7 +204,7 @@ pub async fn pg_effects(store: &PgStore, namespace: &str) -> Result<PgEffects, S
     })
 }
 
-#[outbox_core::async_trait]
+#[outbox_core::kit::async_trait]
 impl outbox_testkit::suite::TransactionalFactory for PgFactory {
     type Effects = PgEffects;
 

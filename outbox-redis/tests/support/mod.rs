@@ -28,7 +28,7 @@ pub fn cluster_urls() -> Vec<String> {
 
 /// Outbox `name` with `partitions` partitions on the test cluster.
 pub async fn cluster_store_named(name: &str, partitions: usize) -> Result<RedisStore, StoreError> {
-    outbox_core::validate_name("namespace", name)?;
+    outbox_core::kit::validate_name("namespace", name)?;
     let urls = cluster_urls();
     let nodes: Vec<&str> = urls.iter().map(String::as_str).collect();
     let builder = RedisStore::cluster_builder(&nodes).await.map_err(|e| {
@@ -41,7 +41,7 @@ pub async fn cluster_store_named(name: &str, partitions: usize) -> Result<RedisS
 }
 
 pub async fn store_named(name: &str) -> Result<RedisStore, StoreError> {
-    outbox_core::validate_name("namespace", name)?;
+    outbox_core::kit::validate_name("namespace", name)?;
     let client = redis::Client::open(redis_url())
         .map_err(|e| StoreError::invalid(format!("REDIS_URL: {e}")))?;
     let builder = RedisStore::builder(client).await.map_err(|e| {
@@ -124,7 +124,7 @@ impl Drop for RedisFactory {
     }
 }
 
-#[outbox_core::async_trait]
+#[outbox_core::kit::async_trait]
 impl StoreFactory for RedisFactory {
     type Store = RedisStore;
 
@@ -240,7 +240,7 @@ struct RedisTestTransaction {
     store: RedisStore,
 }
 
-#[outbox_core::async_trait]
+#[outbox_core::kit::async_trait]
 impl TestTransaction for RedisTestTransaction {
     async fn enqueue(&mut self, event: NewEvent) -> Result<Enqueued, StoreError> {
         let id = event.id;

@@ -2,10 +2,9 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use outbox_core::{Enqueued, NewEvent, StoreError};
+use outbox_core::StoreError;
 use outbox_sqlite::SqliteStore;
 use outbox_testkit::{Damage, StoreFactory, TestTransaction};
-use sqlx::{Sqlite, Transaction};
 
 /// Keeps its temporary directory (and so every database file) alive while tests use it.
 #[derive(Debug)]
@@ -21,12 +20,12 @@ impl SqliteFactory {
     }
 }
 
-#[outbox_core::async_trait]
+#[outbox_core::kit::async_trait]
 impl StoreFactory for SqliteFactory {
     type Store = SqliteStore;
 
     async fn create(&self, namespace: &str) -> Result<SqliteStore, StoreError> {
-        outbox_core::validate_name("namespace", namespace)?;
+        outbox_core::kit::validate_name("namespace", namespace)?;
         SqliteStore::open(self.dir.path().join(format!("{namespace}.db"))).await
     }
 
@@ -34,15 +33,7 @@ impl StoreFactory for SqliteFactory {
         &self,
         store: &SqliteStore,
     ) -> Result<Option<Box<dyn TestTransaction>>, StoreError> {
-        let tx = store
-            .pool()
-            .begin()
-            .await
-            .map_err(|e| StoreError::unavailable(format!("begin: {e}")))?;
-        Ok(Some(Box::new(SqliteTestTransaction {
-            tx,
-            store: store.clone(),
-        })))
+        Ok(Some(outbox_testkit::begin_enqueue_in(store).await?))
     }
 
     /// The poison row of issue 14: a payload that is not JSON and handler results that are not an
@@ -93,37 +84,13 @@ impl StoreFactory for SqliteFactory {
     }
 }
 
-struct SqliteTestTransaction {
-    tx: Transaction<'static, Sqlite>,
-    store: SqliteStore,
-}
-
-#[outbox_core::async_trait]
-impl TestTransaction for SqliteTestTransaction {
-    async fn enqueue(&mut self, event: NewEvent) -> Result<Enqueued, StoreError> {
-        self.store.enqueue_in(&mut self.tx, event).await
-    }
-    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        self.tx
-            .commit()
-            .await
-            .map_err(|e| StoreError::unavailable(format!("commit: {e}")))
-    }
-    async fn rollback(self: Box<Self>) -> Result<(), StoreError> {
-        self.tx
-            .rollback()
-            .await
-            .map_err(|e| StoreError::unavailable(format!("rollback: {e}")))
-    }
-}
-
 /// The X1 clause's effects table: one row per handler write; a write that must fail at commit
 /// references a parent row that does not exist through a deferred foreign key.
 pub struct SqliteEffects {
     pool: sqlx::SqlitePool,
 }
 
-#[outbox_core::async_trait]
+#[outbox_core::kit::async_trait]
 impl outbox_testkit::suite::EffectTable<outbox_sqlite::SqliteTx> for SqliteEffects {
     async fn write(
         &self,
@@ -169,7 +136,7 @@ pub async fn sqlite_effects(store: &SqliteStore) -> Result<SqliteEffects, StoreE
     })
 }
 
-#[outbox_core::async_trait]
+#[outbox_core::kit::async_trait]
 impl outbox_testkit::suite::TransactionalFactory for SqliteFactory {
     type Effects = SqliteEffects;
 

@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use outbox_core::{
-    ClaimRequest, ClaimedEvent, Completion, CorruptEvent, Enqueued, EventRecord, EventStatus,
-    HandOff, HandlerResults, Lease, NewEvent, Store, StoreCapabilities, StoreError, StoreStats,
+use outbox_core::model::{CorruptEvent, HandlerResults};
+use outbox_core::store::{
+    ClaimRequest, ClaimedEvent, Completion, HandOff, Lease, StoreCapabilities, StoreStats,
     Transactions, TypeStats, WakeupStream,
 };
+use outbox_core::store::{ClaimStore, EnqueueStore, InspectStore, RepairStore};
+use outbox_core::{Enqueued, EventRecord, EventStatus, NewEvent, Store, StoreError};
 use uuid::Uuid;
 
 use crate::harness::{Failure, StoreFactory, TestTransaction};
@@ -420,11 +422,117 @@ impl<S: Store + Clone> Breaking<S> {
 }
 
 #[async_trait]
-impl<S: Store + Clone> Store for Breaking<S> {
+impl<S: Store + Clone> ClaimStore for Breaking<S> {
     fn capabilities(&self) -> StoreCapabilities {
         self.inner.capabilities()
     }
 
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {
+        let mut request = request.clone();
+        if self.flaw == Break::ClaimOneTooMany && request.limit >= 2 {
+            request.limit += 1;
+        }
+        let mut claimed = self.inner.claim(&request).await?;
+        if self.flaw == Break::TiesReversed {
+            for tie in claimed.chunk_by_mut(|a, b| a.record.created_at == b.record.created_at) {
+                tie.reverse();
+            }
+        }
+        for c in &mut claimed {
+            self.hand_out(c);
+            self.doctor(&mut c.record);
+            if self.flaw == Break::SecondClaimForgetsResults && c.record.attempts >= 2 {
+                c.record.handler_results.clear();
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn renew_many(
+        &self,
+        leases: Vec<Lease>,
+        extend: Duration,
+    ) -> Vec<Result<DateTime<Utc>, StoreError>> {
+        let mut inner: Vec<Lease> = leases.iter().map(|l| self.inner_lease(l)).collect();
+        if self.flaw == Break::RenewManyUnfencedFirst {
+            if let Some(first) = inner.first_mut() {
+                *first = self.current_lease(first.event_id).await;
+            }
+        }
+        self.inner.renew_many(inner, extend).await
+    }
+
+    async fn complete_many(&self, items: &[(Lease, Completion)]) -> Vec<Result<(), StoreError>> {
+        let mut inner: Vec<(Lease, Completion)> = items
+            .iter()
+            .map(|(l, c)| (self.inner_lease(l), c.clone()))
+            .collect();
+        if inner.len() >= 2 {
+            let first = inner[0].1.clone();
+            match self.flaw {
+                Break::BatchCompletionUnfencedLast => {
+                    if let Some(last) = inner.last_mut() {
+                        last.0 = self.current_lease(last.0.event_id).await;
+                    }
+                }
+                Break::BatchCompletionFirstRetryDelay => {
+                    for (_, c) in &mut inner {
+                        c.retry_delay = first.retry_delay;
+                    }
+                }
+                Break::BatchCompletionSharesResults => {
+                    for (_, c) in &mut inner {
+                        c.handler_results = first.handler_results.clone();
+                    }
+                }
+                _ => {}
+            }
+        }
+        if self.flaw == Break::CompletionKeepsClaimAttempts {
+            for (lease, completion) in &mut inner {
+                if let Ok(Some(record)) = self.inner.get(lease.event_id).await {
+                    completion.attempts = record.attempts;
+                }
+            }
+        }
+        let mut results = self.inner.complete_many(&inner).await;
+        if self.flaw == Break::BatchResultsOutOfOrder && results.len() >= 2 {
+            results.sort_by_key(Result::is_err);
+        }
+        results
+    }
+
+    async fn complete_and_hand_off(
+        &self,
+        items: &[(Lease, Completion)],
+        next: &ClaimRequest,
+    ) -> HandOff {
+        let inner: Vec<(Lease, Completion)> = items
+            .iter()
+            .map(|(l, c)| (self.inner_lease(l), c.clone()))
+            .collect();
+        let mut handed = self.inner.complete_and_hand_off(&inner, next).await;
+        if self.flaw == Break::HandOffDropsRefusals {
+            handed.results.retain(Result::is_ok);
+        }
+        for c in &mut handed.next {
+            self.hand_out(c);
+            self.doctor(&mut c.record);
+        }
+        handed
+    }
+
+    async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
+        self.inner.subscribe().await
+    }
+
+    fn transactions(&self) -> Option<Arc<dyn Transactions>> {
+        self.inner.transactions()
+    }
+}
+
+#[async_trait]
+impl<S: Store + Clone> EnqueueStore for Breaking<S> {
     async fn enqueue_batch(&self, mut events: Vec<NewEvent>) -> Result<Vec<Enqueued>, StoreError> {
         let batch = events.len() >= 2;
         for event in &mut events {
@@ -482,116 +590,10 @@ impl<S: Store + Clone> Store for Breaking<S> {
         }
         Ok(results)
     }
+}
 
-    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {
-        let mut request = request.clone();
-        if self.flaw == Break::ClaimOneTooMany && request.limit >= 2 {
-            request.limit += 1;
-        }
-        let mut claimed = self.inner.claim(&request).await?;
-        if self.flaw == Break::TiesReversed {
-            for tie in claimed.chunk_by_mut(|a, b| a.record.created_at == b.record.created_at) {
-                tie.reverse();
-            }
-        }
-        for c in &mut claimed {
-            self.hand_out(c);
-            self.doctor(&mut c.record);
-            if self.flaw == Break::SecondClaimForgetsResults && c.record.attempts >= 2 {
-                c.record.handler_results.clear();
-            }
-        }
-        Ok(claimed)
-    }
-
-    async fn renew_lease(
-        &self,
-        lease: &Lease,
-        extend: Duration,
-    ) -> Result<DateTime<Utc>, StoreError> {
-        self.inner
-            .renew_lease(&self.inner_lease(lease), extend)
-            .await
-    }
-
-    async fn renew_many(
-        &self,
-        leases: Vec<Lease>,
-        extend: Duration,
-    ) -> Vec<Result<DateTime<Utc>, StoreError>> {
-        let mut inner: Vec<Lease> = leases.iter().map(|l| self.inner_lease(l)).collect();
-        if self.flaw == Break::RenewManyUnfencedFirst {
-            if let Some(first) = inner.first_mut() {
-                *first = self.current_lease(first.event_id).await;
-            }
-        }
-        self.inner.renew_many(inner, extend).await
-    }
-
-    async fn complete(&self, lease: &Lease, mut completion: Completion) -> Result<(), StoreError> {
-        if self.flaw == Break::CompletionKeepsClaimAttempts {
-            if let Ok(Some(record)) = self.inner.get(lease.event_id).await {
-                completion.attempts = record.attempts;
-            }
-        }
-        self.inner
-            .complete(&self.inner_lease(lease), completion)
-            .await
-    }
-
-    async fn complete_many(&self, items: &[(Lease, Completion)]) -> Vec<Result<(), StoreError>> {
-        let mut inner: Vec<(Lease, Completion)> = items
-            .iter()
-            .map(|(l, c)| (self.inner_lease(l), c.clone()))
-            .collect();
-        if inner.len() >= 2 {
-            let first = inner[0].1.clone();
-            match self.flaw {
-                Break::BatchCompletionUnfencedLast => {
-                    if let Some(last) = inner.last_mut() {
-                        last.0 = self.current_lease(last.0.event_id).await;
-                    }
-                }
-                Break::BatchCompletionFirstRetryDelay => {
-                    for (_, c) in &mut inner {
-                        c.retry_delay = first.retry_delay;
-                    }
-                }
-                Break::BatchCompletionSharesResults => {
-                    for (_, c) in &mut inner {
-                        c.handler_results = first.handler_results.clone();
-                    }
-                }
-                _ => {}
-            }
-        }
-        let mut results = self.inner.complete_many(&inner).await;
-        if self.flaw == Break::BatchResultsOutOfOrder && results.len() >= 2 {
-            results.sort_by_key(Result::is_err);
-        }
-        results
-    }
-
-    async fn complete_and_hand_off(
-        &self,
-        items: &[(Lease, Completion)],
-        next: &ClaimRequest,
-    ) -> HandOff {
-        let inner: Vec<(Lease, Completion)> = items
-            .iter()
-            .map(|(l, c)| (self.inner_lease(l), c.clone()))
-            .collect();
-        let mut handed = self.inner.complete_and_hand_off(&inner, next).await;
-        if self.flaw == Break::HandOffDropsRefusals {
-            handed.results.retain(Result::is_ok);
-        }
-        for c in &mut handed.next {
-            self.hand_out(c);
-            self.doctor(&mut c.record);
-        }
-        handed
-    }
-
+#[async_trait]
+impl<S: Store + Clone> InspectStore for Breaking<S> {
     async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
         let mut record = self.inner.get(id).await?;
         if let Some(r) = &mut record {
@@ -622,41 +624,8 @@ impl<S: Store + Clone> Store for Breaking<S> {
         Ok(letters)
     }
 
-    async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {
-        if self.flaw == Break::RequeueKeepsFailedAttempts {
-            if let Ok(Some(record)) = self.inner.get(id).await {
-                self.memo().requeued.insert(id, record.handler_results);
-            }
-        }
-        let requeued = self.inner.requeue_dead(id).await?;
-        Ok(requeued || self.flaw == Break::RequeueAcceptsAnyStatus)
-    }
-
-    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        match self.flaw {
-            Break::PurgeDeadByCreation => {
-                self.purge_by_creation(EventStatus::Dead, older_than).await
-            }
-            _ => self.inner.purge_dead(older_than).await,
-        }
-    }
-
-    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        match self.flaw {
-            Break::PurgeProcessedByCreation => {
-                self.purge_by_creation(EventStatus::Processed, older_than)
-                    .await
-            }
-            _ => self.inner.purge_processed(older_than).await,
-        }
-    }
-
     async fn corrupt_events(&self, limit: usize) -> Result<Vec<CorruptEvent>, StoreError> {
         self.inner.corrupt_events(limit).await
-    }
-
-    async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {
-        self.inner.requeue_corrupt(id).await
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -722,13 +691,41 @@ impl<S: Store + Clone> Store for Breaking<S> {
         }
         Ok(head)
     }
+}
 
-    async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
-        self.inner.subscribe().await
+#[async_trait]
+impl<S: Store + Clone> RepairStore for Breaking<S> {
+    async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {
+        if self.flaw == Break::RequeueKeepsFailedAttempts {
+            if let Ok(Some(record)) = self.inner.get(id).await {
+                self.memo().requeued.insert(id, record.handler_results);
+            }
+        }
+        let requeued = self.inner.requeue_dead(id).await?;
+        Ok(requeued || self.flaw == Break::RequeueAcceptsAnyStatus)
     }
 
-    fn transactions(&self) -> Option<Arc<dyn Transactions>> {
-        self.inner.transactions()
+    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+        match self.flaw {
+            Break::PurgeDeadByCreation => {
+                self.purge_by_creation(EventStatus::Dead, older_than).await
+            }
+            _ => self.inner.purge_dead(older_than).await,
+        }
+    }
+
+    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+        match self.flaw {
+            Break::PurgeProcessedByCreation => {
+                self.purge_by_creation(EventStatus::Processed, older_than)
+                    .await
+            }
+            _ => self.inner.purge_processed(older_than).await,
+        }
+    }
+
+    async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {
+        self.inner.requeue_corrupt(id).await
     }
 }
 

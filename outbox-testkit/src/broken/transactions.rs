@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use outbox_core::{
-    ClaimRequest, ClaimedEvent, Completion, CorruptEvent, Enqueued, EventRecord, HandOff,
-    HandlerState, InboxStore, Lease, NewEvent, Store, StoreCapabilities, StoreError, StoreStats,
-    TransactionalStore, Transactions, TypeStats, WakeupStream,
+use outbox_core::StoreError;
+use outbox_core::model::HandlerState;
+use outbox_core::store::ClaimStore;
+use outbox_core::store::{
+    ClaimRequest, ClaimedEvent, Completion, HandOff, InboxStore, Lease, StoreCapabilities,
+    TransactionalStore, Transactions, WakeupStream,
 };
-use uuid::Uuid;
 
 use crate::harness::{StoreFactory, TestTransaction};
 use crate::suite::TransactionalFactory;
@@ -176,23 +177,15 @@ impl<S: InboxStore + Clone> InboxStore for BrokenTransactions<S> {
 }
 
 #[async_trait]
-impl<S: InboxStore + Clone> Store for BrokenTransactions<S> {
+impl<S: InboxStore + Clone> ClaimStore for BrokenTransactions<S> {
     fn capabilities(&self) -> StoreCapabilities {
         self.inner.capabilities()
     }
-    async fn enqueue_batch(&self, events: Vec<NewEvent>) -> Result<Vec<Enqueued>, StoreError> {
-        self.inner.enqueue_batch(events).await
-    }
+
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {
         self.inner.claim(request).await
     }
-    async fn renew_lease(
-        &self,
-        lease: &Lease,
-        extend: Duration,
-    ) -> Result<DateTime<Utc>, StoreError> {
-        self.inner.renew_lease(lease, extend).await
-    }
+
     async fn renew_many(
         &self,
         leases: Vec<Lease>,
@@ -200,12 +193,11 @@ impl<S: InboxStore + Clone> Store for BrokenTransactions<S> {
     ) -> Vec<Result<DateTime<Utc>, StoreError>> {
         self.inner.renew_many(leases, extend).await
     }
-    async fn complete(&self, lease: &Lease, completion: Completion) -> Result<(), StoreError> {
-        self.inner.complete(lease, completion).await
-    }
+
     async fn complete_many(&self, items: &[(Lease, Completion)]) -> Vec<Result<(), StoreError>> {
         self.inner.complete_many(items).await
     }
+
     async fn complete_and_hand_off(
         &self,
         items: &[(Lease, Completion)],
@@ -213,46 +205,21 @@ impl<S: InboxStore + Clone> Store for BrokenTransactions<S> {
     ) -> HandOff {
         self.inner.complete_and_hand_off(items, next).await
     }
-    async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
-        self.inner.get(id).await
-    }
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
-        self.inner.dead_letters(limit).await
-    }
-    async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {
-        self.inner.requeue_dead(id).await
-    }
-    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.inner.purge_dead(older_than).await
-    }
-    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.inner.purge_processed(older_than).await
-    }
-    async fn corrupt_events(&self, limit: usize) -> Result<Vec<CorruptEvent>, StoreError> {
-        self.inner.corrupt_events(limit).await
-    }
-    async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {
-        self.inner.requeue_corrupt(id).await
-    }
-    async fn stats(&self) -> Result<StoreStats, StoreError> {
-        self.inner.stats().await
-    }
-    async fn lag(&self) -> Result<Duration, StoreError> {
-        self.inner.lag().await
-    }
-    async fn stats_by_type(&self) -> Result<Vec<TypeStats>, StoreError> {
-        self.inner.stats_by_type().await
-    }
-    async fn key_head(&self, key: &str) -> Result<Option<EventRecord>, StoreError> {
-        self.inner.key_head(key).await
-    }
+
     async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError> {
         self.inner.subscribe().await
     }
+
     fn transactions(&self) -> Option<Arc<dyn Transactions>> {
-        Some(outbox_core::transactions_of(self.clone()))
+        Some(outbox_core::store::transactions_of(self.clone()))
     }
 }
+
+outbox_core::forward_store!(impl[S: InboxStore + Clone] EnqueueStore for BrokenTransactions<S>, |s| &s.inner);
+
+outbox_core::forward_store!(impl[S: InboxStore + Clone] InspectStore for BrokenTransactions<S>, |s| &s.inner);
+
+outbox_core::forward_store!(impl[S: InboxStore + Clone] RepairStore for BrokenTransactions<S>, |s| &s.inner);
 
 /// A backend's [`TransactionalFactory`] whose stores have a [`TransactionFlaw`].
 ///

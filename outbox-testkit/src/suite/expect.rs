@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use outbox_core::{
-    ClaimedEvent, Completion, EventRecord, EventStatus, HandlerResults, HandlerState, NewEvent,
-};
+use outbox_core::model::{HandlerResults, HandlerState};
+use outbox_core::store::{ClaimedEvent, Completion};
+use outbox_core::{EventRecord, EventStatus, NewEvent};
 use uuid::Uuid;
 
 use crate::harness::Failure;
@@ -204,7 +204,7 @@ impl Expected {
         self.backoff = None;
         self.processed = None;
         self.lease = None;
-        outbox_core::reset_unfinished_handlers(&mut self.handler_results);
+        outbox_core::kit::reset_unfinished_handlers(&mut self.handler_results);
         // The schedule is met: the store may keep the old one or move it to the re-queue.
         self.available = Window::between(self.available.from.min(before), after);
         self.available.slack = self.available.slack.max(CLOCK_SLACK);

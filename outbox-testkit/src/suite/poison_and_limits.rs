@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use outbox_core::{
-    EventStatus, Handler, HandlerError, NewEvent, Registry, Store, StoreError, StoreExt, Worker,
-};
+use outbox_core::handlers::Registry;
+use outbox_core::prelude::*;
+use outbox_core::{EventStatus, Handler, HandlerError, NewEvent, StoreError, StoreExt, Worker};
 use serde_json::json;
 
 use super::support::{Calls, fast_config, fetch, wait_status, wait_until};
@@ -172,9 +172,9 @@ pub async fn c11_poison_rows<F: StoreFactory>(factory: &F) -> ClauseResult {
         store
             .complete(
                 &c.lease,
-                outbox_core::Completion {
+                outbox_core::store::Completion {
                     status: EventStatus::Dead,
-                    handler_results: outbox_core::HandlerResults::new(),
+                    handler_results: outbox_core::model::HandlerResults::new(),
                     attempts: c.record.attempts,
                     retry_delay: None,
                 },
@@ -276,7 +276,7 @@ pub async fn c11_input_limits<F: StoreFactory>(factory: &F) -> ClauseResult {
             }
         })
     };
-    for depth in [outbox_core::storable::MAX_JSON_DEPTH + 1, 10_000] {
+    for depth in [outbox_core::kit::storable::MAX_JSON_DEPTH + 1, 10_000] {
         let verdict = store
             .enqueue(NewEvent::new("c11.Limits", nested(depth)))
             .await;
@@ -294,7 +294,7 @@ pub async fn c11_input_limits<F: StoreFactory>(factory: &F) -> ClauseResult {
             );
         }
     }
-    let deepest = nested(outbox_core::storable::MAX_JSON_DEPTH);
+    let deepest = nested(outbox_core::kit::storable::MAX_JSON_DEPTH);
     let stored = store
         .enqueue(NewEvent::new("c11.Deep", deepest.clone()))
         .await?;
@@ -302,7 +302,7 @@ pub async fn c11_input_limits<F: StoreFactory>(factory: &F) -> ClauseResult {
     ensure!(
         *record.payload == deepest,
         "a payload nested {} levels (the limit) did not read back identical: {}",
-        outbox_core::storable::MAX_JSON_DEPTH,
+        outbox_core::kit::storable::MAX_JSON_DEPTH,
         record.payload
     );
     // The largest accepted values are accepted everywhere.
@@ -444,7 +444,7 @@ pub async fn c11_input_limits<F: StoreFactory>(factory: &F) -> ClauseResult {
 /// recorded (processed, dead or backing off) within its attempts, and 40 healthy events completed
 /// in the same batches each run exactly once.
 pub async fn c11_unstorable_outcomes<F: StoreFactory>(factory: &F) -> ClauseResult {
-    use outbox_core::storable::{CUT_MARK, MAX_RETRY_DELAY};
+    use outbox_core::kit::storable::{CUT_MARK, MAX_RETRY_DELAY};
     let store = factory.create(&namespace("c11out")).await?;
     let calls = Calls::default();
     let deep = || (0..200).fold(json!(1), |v, _| serde_json::Value::Array(vec![v]));
@@ -489,7 +489,10 @@ pub async fn c11_unstorable_outcomes<F: StoreFactory>(factory: &F) -> ClauseResu
     handlers.push(healthy);
     let registry = handlers
         .into_iter()
-        .fold(Registry::builder(), outbox_core::RegistryBuilder::handler)
+        .fold(
+            Registry::builder(),
+            outbox_core::handlers::RegistryBuilder::handler,
+        )
         .build()
         .map_err(|e| Failure::new(format!("registry: {e}")))?;
 

@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use outbox_core::model::{HandlerResults, HandlerState};
+use outbox_core::prelude::*;
 use outbox_core::{
-    Event, EventStatus, Handler, HandlerError, HandlerResults, HandlerState, NewEvent,
-    NoHandlerPolicy, Store, StoreExt,
+    Event, EventStatus, Handler, HandlerError, NewEvent, NoHandlerPolicy, Store, StoreExt,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -449,10 +450,10 @@ pub async fn p6_lease_renewal_and_loss<F: StoreFactory>(factory: &F) -> ClauseRe
         Ok(saw_cancel.load(Ordering::SeqCst))
     })
     .await?;
-    let mut results = outbox_core::HandlerResults::new();
+    let mut results = outbox_core::model::HandlerResults::new();
     results.insert(
         "thief".into(),
-        outbox_core::HandlerState {
+        outbox_core::model::HandlerState {
             attempts: 1,
             succeeded_at: Some(chrono::Utc::now()),
             ..Default::default()
@@ -460,7 +461,7 @@ pub async fn p6_lease_renewal_and_loss<F: StoreFactory>(factory: &F) -> ClauseRe
     );
     base.complete(
         &thief.lease,
-        outbox_core::Completion {
+        outbox_core::store::Completion {
             status: EventStatus::Processed,
             handler_results: results,
             attempts: 2,
@@ -871,9 +872,10 @@ pub async fn w1_wait_for_outcomes<F: StoreFactory>(factory: &F) -> ClauseResult 
 
 /// L1: what handlers log through their context is stored with the event, per handler and
 /// attempt, after a failure, a success, a panic and a timeout alike; an event keeps at most
-/// [`outbox_core::MAX_LOG_ENTRIES`] entries, the oldest dropped and counted.
+/// [`outbox_core::model::MAX_LOG_ENTRIES`] entries, the oldest dropped and counted.
 pub async fn l1_per_event_logs<F: StoreFactory>(factory: &F) -> ClauseResult {
-    use outbox_core::{LogLevel, Outcome};
+    use outbox_core::Outcome;
+    use outbox_core::model::LogLevel;
     let store = factory.create(&namespace("l1")).await?;
     let flaky = Handler::raw("l1.Flaky", "flaky", |_record, ctx| {
         ctx.info(format!("try {}", ctx.attempt));
@@ -969,11 +971,11 @@ pub async fn l1_per_event_logs<F: StoreFactory>(factory: &F) -> ClauseResult {
             .cloned()
             .unwrap_or_default();
         ensure!(
-            state.logs.len() == outbox_core::MAX_LOG_ENTRIES
+            state.logs.len() == outbox_core::model::MAX_LOG_ENTRIES
                 && state.logs_dropped == 50
                 && state.logs.first().map(|e| e.message.as_str()) == Some("line 50"),
             "150 lines keep the newest {}, 50 dropped and counted: {} kept, {} dropped, first {:?}",
-            outbox_core::MAX_LOG_ENTRIES,
+            outbox_core::model::MAX_LOG_ENTRIES,
             state.logs.len(),
             state.logs_dropped,
             state.logs.first()
@@ -1001,7 +1003,7 @@ pub async fn b1_batch_handlers<F: StoreFactory>(factory: &F) -> ClauseResult {
             "relay",
             10,
             Duration::from_millis(50),
-            move |items: Vec<outbox_core::BatchItem>| {
+            move |items: Vec<outbox_core::handlers::BatchItem>| {
                 let size = items.len();
                 calls
                     .lock()
@@ -1119,7 +1121,8 @@ pub async fn b1_batch_handlers<F: StoreFactory>(factory: &F) -> ClauseResult {
 /// pending — are each notified of its final outcome, at least once; a failing notifier is retried
 /// and one that keeps failing leaves its target a dead letter.
 pub async fn w2_outcome_targets<F: StoreFactory>(factory: &F) -> ClauseResult {
-    use outbox_core::{Notifiers, Outcome, target_event, with_target};
+    use outbox_core::Outcome;
+    use outbox_core::handlers::{Notifiers, target_event, with_target};
     use std::sync::Mutex;
     let store = factory.create(&namespace("w2")).await?;
     type Heard = Arc<Mutex<Vec<(String, uuid::Uuid, bool)>>>;

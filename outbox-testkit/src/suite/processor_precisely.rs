@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use outbox_core::{
-    EventStatus, Handler, HandlerError, HandlerResults, HandlerState, RetryPolicy, Store,
-};
+use outbox_core::model::{HandlerResults, HandlerState};
+use outbox_core::prelude::*;
+use outbox_core::{EventStatus, Handler, HandlerError, RetryPolicy};
 use serde_json::json;
 
 use super::support::{fast_config, put, ran_elsewhere, registry, start, wait_status};

@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-use outbox_core::{
-    ClaimRequest, Completion, EventStatus, HandlerResults, NewEvent, Store, StoreError, StoreExt,
-};
+use outbox_core::model::HandlerResults;
+use outbox_core::prelude::*;
+use outbox_core::store::{ClaimRequest, Completion};
+use outbox_core::{EventStatus, NewEvent, StoreError, StoreExt};
 use serde_json::json;
 use uuid::Uuid;
 

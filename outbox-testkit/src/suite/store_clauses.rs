@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
-use outbox_core::{
-    Completion, EventStatus, HandlerResults, HandlerState, Lease, NewEvent, Store, StoreError,
-    StoreExt,
-};
+use outbox_core::model::{HandlerResults, HandlerState};
+use outbox_core::prelude::*;
+use outbox_core::store::{Completion, Lease};
+use outbox_core::{EventStatus, NewEvent, Store, StoreError, StoreExt};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -486,7 +486,7 @@ pub async fn c3_fenced_completion<F: StoreFactory>(factory: &F) -> ClauseResult 
         matches!(twice, Err(StoreError::LeaseLost { .. })),
         "a second completion with a released lease must be refused, got {twice:?}"
     );
-    let unknown = outbox_core::Lease {
+    let unknown = outbox_core::store::Lease {
         event_id: uuid::Uuid::now_v7(),
         token: uuid::Uuid::now_v7(),
     };
@@ -682,7 +682,7 @@ pub async fn c5_ordering_key<F: StoreFactory>(factory: &F) -> ClauseResult {
 async fn wait_for_claim<S: Store>(
     store: &S,
     id: uuid::Uuid,
-) -> Result<outbox_core::ClaimedEvent, Failure> {
+) -> Result<outbox_core::store::ClaimedEvent, Failure> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         let mut got = store.claim(&claim(10, LONG)).await?;
@@ -699,7 +699,10 @@ async fn wait_for_claim<S: Store>(
     }
 }
 
-fn ensure_other_none(got: &[outbox_core::ClaimedEvent], id: uuid::Uuid) -> Result<(), Failure> {
+fn ensure_other_none(
+    got: &[outbox_core::store::ClaimedEvent],
+    id: uuid::Uuid,
+) -> Result<(), Failure> {
     if let Some(other) = got.first() {
         return Err(Failure::new(format!(
             "claimed {} while waiting for {id}",
@@ -1007,7 +1010,7 @@ pub async fn c9_stats_and_lag<F: StoreFactory>(factory: &F) -> ClauseResult {
     Ok(Verdict::Passed)
 }
 
-/// C5 with hand-off: [`Store::complete_and_hand_off`] may lease a finished key's next event to the
+/// C5 with hand-off: [`ClaimStore::complete_and_hand_off`](outbox_core::store::ClaimStore::complete_and_hand_off) may lease a finished key's next event to the
 /// completing worker, only when that event is due now, one per key, never for a completion that
 /// was refused or left its event pending; whatever it hands off is leased exclusively, and what it
 /// does not hand off is claimable as usual. Stores that hand nothing off pass by claiming.
@@ -1051,7 +1054,7 @@ pub async fn c5_hand_off_to_the_next_event<F: StoreFactory>(factory: &F) -> Clau
         event_id: ids["a"],
         token: Uuid::now_v7(),
     };
-    let next = outbox_core::ClaimRequest::new("c5h-worker", 10, LONG);
+    let next = outbox_core::store::ClaimRequest::new("c5h-worker", 10, LONG);
     let handed = store
         .complete_and_hand_off(
             &[
@@ -1103,7 +1106,11 @@ pub async fn c5_hand_off_to_the_next_event<F: StoreFactory>(factory: &F) -> Clau
             b.record
         );
         let others = store
-            .claim(&outbox_core::ClaimRequest::new("c5h-other", 10, LONG))
+            .claim(&outbox_core::store::ClaimRequest::new(
+                "c5h-other",
+                10,
+                LONG,
+            ))
             .await?;
         ensure!(
             others.is_empty(),
@@ -1128,8 +1135,8 @@ pub async fn c5_hand_off_to_the_next_event<F: StoreFactory>(factory: &F) -> Clau
     Ok(Verdict::Passed)
 }
 
-/// C9 per type: [`Store::stats_by_type`] counts each type's pending (due, leased) and dead events
-/// and its lag, leaving processed events out; [`Store::key_head`] names the event an ordering key
+/// C9 per type: [`InspectStore::stats_by_type`](outbox_core::store::InspectStore::stats_by_type) counts each type's pending (due, leased) and dead events
+/// and its lag, leaving processed events out; [`InspectStore::key_head`](outbox_core::store::InspectStore::key_head) names the event an ordering key
 /// waits on.
 pub async fn c9_stats_by_type_and_key_head<F: StoreFactory>(factory: &F) -> ClauseResult {
     let store = factory.create(&namespace("c9t")).await?;
@@ -1163,9 +1170,9 @@ pub async fn c9_stats_by_type_and_key_head<F: StoreFactory>(factory: &F) -> Clau
         claimed.len()
     );
     fn by_type<'a>(
-        claimed: &'a [outbox_core::ClaimedEvent],
+        claimed: &'a [outbox_core::store::ClaimedEvent],
         t: &'a str,
-    ) -> impl Iterator<Item = &'a outbox_core::ClaimedEvent> {
+    ) -> impl Iterator<Item = &'a outbox_core::store::ClaimedEvent> {
         claimed.iter().filter(move |c| c.record.event_type == t)
     }
     for c in by_type(&claimed, "c9t.A").skip(1) {

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use outbox_core::{
-    EventStatus, Handler, HandlerError, NewEvent, Registry, Store, StoreError, StoreExt, Worker,
-};
+use outbox_core::handlers::Registry;
+use outbox_core::prelude::*;
+use outbox_core::{EventStatus, Handler, HandlerError, NewEvent, StoreError, StoreExt, Worker};
 use serde_json::json;
 
 use super::support::{Calls, fast_config, fetch, wait_drained, wait_status};

@@ -5,9 +5,11 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use outbox_core::handlers::Registry;
+use outbox_core::model::HandlerResults;
+use outbox_core::store::{ClaimRequest, Completion};
 use outbox_core::{
-    ClaimRequest, Completion, EventRecord, EventStatus, Handler, HandlerResults, NewEvent,
-    Registry, RetryPolicy, Store, StoreExt, Worker, WorkerConfig,
+    EventRecord, EventStatus, Handler, NewEvent, RetryPolicy, Store, StoreExt, Worker, WorkerConfig,
 };
 use uuid::Uuid;
 
@@ -36,7 +38,10 @@ pub(crate) fn fast_config() -> WorkerConfig {
 pub(crate) fn registry(handlers: Vec<Handler>) -> Result<Registry, Failure> {
     handlers
         .into_iter()
-        .fold(Registry::builder(), outbox_core::RegistryBuilder::handler)
+        .fold(
+            Registry::builder(),
+            outbox_core::handlers::RegistryBuilder::handler,
+        )
         .build()
         .map_err(|e| Failure::new(format!("registry: {e}")))
 }

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use outbox_core::{
-    EventStatus, Handler, HandlerError, HandlerState, Inbox, InboxStore, Receipt, Store,
-    StoreError, TransactionalStore,
-};
+use outbox_core::model::HandlerState;
+use outbox_core::prelude::*;
+use outbox_core::store::{InboxStore, TransactionalStore};
+use outbox_core::{EventStatus, Handler, HandlerError, Inbox, Receipt, StoreError};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -80,7 +80,7 @@ pub async fn x1_transactional_handlers<F: TransactionalFactory>(factory: &F) -> 
     let store = factory.create(&ns).await?;
     ensure!(
         store.transactions().is_some(),
-        "Store::transactions() returns None: return transactions_of(self.clone())"
+        "ClaimStore::transactions() returns None: return transactions_of(self.clone())"
     );
     let effects = Arc::new(factory.effects(&store, &ns).await?);
     protocol(&store, effects.as_ref()).await?;
@@ -93,7 +93,7 @@ async fn protocol<S: InboxStore + Clone, E: EffectTable<S::Tx>>(
     store: &S,
     effects: &E,
 ) -> Result<(), Failure> {
-    let lease_for = |id: Uuid, leases: Vec<outbox_core::ClaimedEvent>| {
+    let lease_for = |id: Uuid, leases: Vec<outbox_core::store::ClaimedEvent>| {
         leases
             .into_iter()
             .find(|c| c.record.id == id)
@@ -548,7 +548,10 @@ pub async fn x1_inbox<F: TransactionalFactory>(factory: &F) -> ClauseResult {
     );
     ensure!(
         inbox
-            .receive_in(&mut tx, &"x".repeat(outbox_core::MAX_MESSAGE_ID_BYTES + 1))
+            .receive_in(
+                &mut tx,
+                &"x".repeat(outbox_core::store::MAX_MESSAGE_ID_BYTES + 1)
+            )
             .await
             .is_err(),
         "an over-long message id was accepted"

@@ -8,10 +8,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use outbox_core::{
-    ClaimRequest, ClaimedEvent, Completion, EventStatus, HandlerResults, HandlerState, Lease,
-    LogEntry, LogLevel, NewEvent, Store, StoreError, StoreExt,
-};
+use outbox_core::model::{HandlerResults, HandlerState, LogEntry, LogLevel};
+use outbox_core::prelude::*;
+use outbox_core::store::{ClaimRequest, ClaimedEvent, Completion, Lease};
+use outbox_core::{EventStatus, NewEvent, Store, StoreError, StoreExt};
 use serde_json::json;
 use uuid::Uuid;
 

@@ -1,4 +1,5 @@
-use outbox_core::{Event, HandlerError, StoreTransaction, handler};
+use outbox_core::{Event, HandlerError, handler};
+use outbox_core::store::StoreTransaction;
 use serde::{Deserialize, Serialize};
 
 struct AppTx;

@@ -15,5 +15,5 @@ async fn on_order(event: OrderPlaced, _ctx: outbox::HandlerContext) -> Result<()
 fn main() {
     use outbox::Event;
     assert_eq!(OrderPlaced::EVENT_TYPE, "orders.Placed");
-    assert!(outbox::declared_event_types().contains(&"orders.Placed"));
+    assert!(outbox::model::declared_event_types().contains(&"orders.Placed"));
 }

@@ -1,6 +1,5 @@
-use outbox_core::{
-    Event, EventRecord, HandlerContext, HandlerError, State, StoreTransaction, handler,
-};
+use outbox_core::{Event, EventRecord, HandlerContext, HandlerError, State, handler};
+use outbox_core::store::StoreTransaction;
 use serde::{Deserialize, Serialize};
 
 /// Stands in for a store's transaction type (`outbox_postgres::PgTx`, …).
@@ -32,7 +31,7 @@ async fn audit(
 }
 
 fn main() {
-    let handlers: Vec<_> = outbox_core::Registry::builder()
+    let handlers: Vec<_> = outbox_core::handlers::Registry::builder()
         .with_registered_for(&["OrderPaid"])
         .build()
         .expect("a registry")

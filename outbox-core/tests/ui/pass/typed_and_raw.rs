@@ -45,7 +45,7 @@ mod moved {
 }
 
 fn main() {
-    let registry = outbox_core::Registry::global().unwrap();
+    let registry = outbox_core::handlers::Registry::global().unwrap();
     let names: Vec<_> = registry.handlers_for("UserInvited").iter().map(|h| h.name().to_owned()).collect();
     assert_eq!(
         names,
