@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use outbox_core::store::Schema;
 use outbox_core::{Store, StoreError};
 use outbox_mongo::MongoStore;
 use outbox_postgres::PgStore;
@@ -41,19 +42,22 @@ pub(crate) enum CliError {
     Usage(String),
 }
 
-/// One opened store, by backend.
-pub(crate) enum Backend {
-    /// PostgreSQL.
-    Postgres(PgStore),
-    /// SQLite, and its table's name.
-    Sqlite(SqliteStore, String),
-    /// Redis (boxed: its store is far larger than the others).
-    Redis(Box<RedisStore>),
-    /// MongoDB.
-    Mongo(MongoStore),
+/// One opened store: its contract for the operations every backend has, and its schema.
+pub(crate) struct Backend {
+    /// The store.
+    store: Arc<dyn Store>,
+    /// What it creates in its database.
+    schema: Arc<dyn Schema>,
 }
 
 impl Backend {
+    fn of<S: Store + Schema + Clone>(store: S) -> Self {
+        Self {
+            store: Arc::new(store.clone()),
+            schema: Arc::new(store),
+        }
+    }
+
     /// Opens the store `url` names. Nothing is created unless `create` (for `migrate`): a missing
     /// SQLite file is an error rather than a new empty database.
     pub(crate) async fn open(url: &str, names: &Names, create: bool) -> Result<Self, CliError> {
@@ -75,7 +79,7 @@ impl Backend {
                 if let Some(table) = &names.table {
                     builder = builder.table(table);
                 }
-                Ok(Self::Postgres(builder.build()?))
+                Ok(Self::of(builder.build()?))
             }
             "sqlite" => {
                 let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
@@ -88,12 +92,8 @@ impl Backend {
                     .map_err(|e| {
                         StoreError::unavailable(format!("cannot open the SQLite file {path}: {e}"))
                     })?;
-                let table = names
-                    .table
-                    .clone()
-                    .unwrap_or_else(|| "outbox_events".to_owned());
-                let store = SqliteStore::builder(pool).table(&table).build()?;
-                Ok(Self::Sqlite(store, table))
+                let table = names.table.as_deref().unwrap_or("outbox_events");
+                Ok(Self::of(SqliteStore::builder(pool).table(table).build()?))
             }
             "redis" | "rediss" | "redis-cluster" => {
                 let mut builder = if scheme == "redis-cluster" {
@@ -112,7 +112,7 @@ impl Backend {
                 if let Some(partitions) = builder.recorded_partitions().await? {
                     builder = builder.partitions(partitions);
                 }
-                Ok(Self::Redis(Box::new(builder.build()?)))
+                Ok(Self::of(builder.build()?))
             }
             "mongodb" | "mongodb+srv" => {
                 let client = outbox_mongo::mongodb::Client::with_uri_str(url)
@@ -125,7 +125,7 @@ impl Backend {
                 if let Some(collection) = &names.table {
                     builder = builder.collection(collection);
                 }
-                Ok(Self::Mongo(builder.build()?))
+                Ok(Self::of(builder.build()?))
             }
             _ => Err(CliError::UnknownScheme(url.to_owned())),
         }
@@ -133,47 +133,37 @@ impl Backend {
 
     /// The store, for the operations every backend has.
     pub(crate) fn store(&self) -> Arc<dyn Store> {
-        match self {
-            Self::Postgres(s) => Arc::new(s.clone()),
-            Self::Sqlite(s, _) => Arc::new(s.clone()),
-            Self::Redis(s) => Arc::new((**s).clone()),
-            Self::Mongo(s) => Arc::new(s.clone()),
-        }
+        Arc::clone(&self.store)
     }
 
-    /// Creates or upgrades what the store needs (tables, indexes, functions); Redis needs nothing.
+    /// Creates or upgrades what the store needs (tables, indexes, functions).
     pub(crate) async fn migrate(&self) -> Result<&'static str, CliError> {
-        match self {
-            Self::Postgres(s) => s.migrate().await?,
-            Self::Sqlite(s, _) => s.migrate().await?,
-            Self::Mongo(s) => s.migrate().await?,
-            Self::Redis(_) => return Ok("Redis needs no migration: keys are created as used"),
-        }
-        Ok("schema is current")
+        self.schema.migrate().await?;
+        Ok(if self.has_schema() {
+            "schema is current"
+        } else {
+            "nothing to migrate: this backend creates what it needs as it goes"
+        })
     }
 
     /// Checks the schema without changing it; backends without a schema to check say so.
     pub(crate) async fn verify(&self) -> Result<&'static str, CliError> {
-        match self {
-            Self::Postgres(s) => s.verify().await?,
-            Self::Sqlite(s, _) => s.verify().await?,
-            Self::Redis(_) | Self::Mongo(_) => {
-                return Ok("nothing to verify on this backend (no schema)");
-            }
-        }
-        Ok("schema is current")
+        self.schema.verify().await?;
+        Ok(if self.has_schema() {
+            "schema is current"
+        } else {
+            "nothing to verify on this backend (no schema)"
+        })
     }
 
     /// The DDL `migrate` runs, for backends that have one (SQL stores).
     pub(crate) fn ddl(&self) -> Option<Vec<String>> {
-        match self {
-            Self::Postgres(s) => {
-                let (schema, table) = s.names();
-                Some(outbox_postgres::schema_sql(schema, table))
-            }
-            Self::Sqlite(_, table) => Some(outbox_sqlite::schema_sql(table)),
-            Self::Redis(_) | Self::Mongo(_) => None,
-        }
+        self.schema.ddl()
+    }
+
+    /// Whether the backend keeps a schema of its own (DDL to run).
+    fn has_schema(&self) -> bool {
+        self.schema.ddl().is_some()
     }
 }
 

@@ -9,7 +9,7 @@ pub mod store;
 
 /// The store traits, imported anonymously so their methods can be called: `use
 /// outbox_core::prelude::*;` on a concrete store (`store.stats()`, `store.enqueue(…)`,
-/// `store.enqueue_in(&mut *tx, …)`), or on a value known to be a [`Store`] only through an
+/// `store.enqueue_in(&mut *tx, …)`, `store.migrate()`), or on a value known to be a [`Store`] only through an
 /// associated type. (A `dyn Store` and a type parameter bounded by `Store` need no import.)
 ///
 /// ```
@@ -27,7 +27,7 @@ pub mod store;
 pub mod prelude {
     pub use crate::store::{
         ClaimStore as _, EnqueueIn as _, EnqueueStore as _, InspectStore as _, RepairStore as _,
-        StoreExt as _,
+        Schema as _, StoreExt as _,
     };
 }
 

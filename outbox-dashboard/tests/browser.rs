@@ -6,7 +6,7 @@
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use outbox_core::handlers::Registry;
@@ -16,23 +16,11 @@ use outbox_core::{
 };
 use outbox_dashboard::Dashboard;
 use outbox_sqlite::SqliteStore;
+use outbox_testkit::wait_until;
 use serde_json::json;
 use uuid::Uuid;
 
 const BASE: &str = "/admin/outbox";
-
-/// Polls `check` every 50 ms until it is true or `limit` passes.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn status(store: &SqliteStore, id: Uuid) -> Option<EventStatus> {
     store.get(id).await.ok().flatten().map(|r| r.status)
@@ -54,16 +42,13 @@ async fn chromedriver() -> (tokio::process::Child, u16) {
         .unwrap_or_else(|e| {
             panic!("cannot start {binary} ({e}): install Debian's chromium and chromium-driver (./scripts/test.sh does)")
         });
-    eventually(
-        Duration::from_secs(20),
-        "chromedriver to listen",
-        || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-        },
-    )
-    .await;
+    wait_until(Duration::from_secs(20), "chromedriver listens", || async {
+        Ok(tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok())
+    })
+    .await
+    .expect("chromedriver");
     (child, port)
 }
 
@@ -135,10 +120,11 @@ async fn requeue_a_dead_letter_in_a_real_browser() {
         .await
         .expect("enqueue")
         .id;
-    eventually(Duration::from_secs(20), "the event to go dead", || async {
-        status(&store, id).await == Some(EventStatus::Dead)
+    wait_until(Duration::from_secs(20), "the event is dead", || async {
+        Ok(status(&store, id).await == Some(EventStatus::Dead))
     })
-    .await;
+    .await
+    .expect("dead letter");
 
     let shared: Arc<dyn Store> = Arc::new(store.clone());
     let app = axum::Router::new().nest(
@@ -191,12 +177,13 @@ async fn requeue_a_dead_letter_in_a_real_browser() {
         .click()
         .await
         .expect("click requeue");
-    eventually(
+    wait_until(
         Duration::from_secs(20),
-        "the re-queued event to be processed",
-        || async { status(&store, id).await == Some(EventStatus::Processed) },
+        "the re-queued event is processed",
+        || async { Ok(status(&store, id).await == Some(EventStatus::Processed)) },
     )
-    .await;
+    .await
+    .expect("re-queued and processed");
 
     // The event page says so, and the overview counts it.
     client

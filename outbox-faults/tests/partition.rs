@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use outbox_core::handlers::Registry;
+use outbox_core::prelude::*;
 use outbox_core::{EventStatus, Handler, HandlerError, NewEvent, Store, Worker};
 use outbox_faults::StallingProxy;
 use serde_json::json;

@@ -13,6 +13,7 @@ use crate::store::MongoStore;
 /// Builds a [`MongoStore`].
 ///
 /// ```no_run
+/// # use outbox_core::prelude::*;
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// let client = mongodb::Client::with_uri_str("mongodb://127.0.0.1:27017").await?;
 /// let store = outbox_mongo::MongoStore::builder(client).database("app").collection("outbox").build()?;
@@ -57,7 +58,7 @@ impl MongoStoreBuilder {
     }
 
     /// Validates the names (ASCII letters, digits, `_`) and builds the store; call
-    /// [`MongoStore::migrate`] to create the indexes.
+    /// [`migrate`](outbox_core::store::Schema::migrate) to create the indexes.
     pub fn build(self) -> Result<MongoStore, ConfigError> {
         validate_name("database", &self.database)?;
         if RESERVED_DATABASES.contains(&self.database.to_ascii_lowercase().as_str()) {

@@ -2,7 +2,10 @@
 
 mod config;
 mod error;
+mod inspect;
+mod parking;
 mod row;
+mod schema;
 mod store;
 mod transaction;
 

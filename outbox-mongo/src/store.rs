@@ -6,22 +6,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
-use mongodb::bson::{Bson, Document, doc};
-use mongodb::options::{IndexOptions, ReturnDocument};
-use mongodb::{Client, ClientSession, Collection, IndexModel};
-use outbox_core::kit::corrupt_reason;
-use outbox_core::model::CorruptEvent;
+use mongodb::bson::{Document, doc};
+use mongodb::{Client, ClientSession, Collection};
 use outbox_core::store::{
-    ClaimRequest, ClaimedEvent, Completion, Lease, StoreCapabilities, StoreStats, TypeStats,
-    WakeupStream,
+    ClaimRequest, ClaimedEvent, Completion, Lease, StoreCapabilities, WakeupStream,
 };
-use outbox_core::store::{ClaimStore, EnqueueIn, EnqueueStore, InspectStore, RepairStore};
-use outbox_core::{Enqueued, EventRecord, EventStatus, Limits, NewEvent, StoreError};
+use outbox_core::store::{ClaimStore, EnqueueIn, EnqueueStore};
+use outbox_core::{Enqueued, EventStatus, Limits, NewEvent, StoreError};
 use uuid::Uuid;
 
 use crate::config::MongoStoreBuilder;
 use crate::error::{DUPLICATE_KEY, code, map_mongo};
-use crate::row::{decode, encode_new, never, parked, to_bson_time};
+use crate::row::{decode, encode_new, never, to_bson_time};
 
 /// The status of documents set aside because they do not decode (see [`MongoStore::set_aside`]).
 pub(crate) const CORRUPT: &str = outbox_core::kit::CORRUPT_STATUS;
@@ -29,20 +25,20 @@ pub(crate) const CORRUPT: &str = outbox_core::kit::CORRUPT_STATUS;
 /// Documents set aside (status `corrupt`) or of a status the store never writes (written by hand
 /// or another program, not swept yet): what `corrupt_events`, `stats` and `requeue_corrupt` see
 /// as set aside, through the status index's bounds.
-fn set_aside() -> Document {
+pub(crate) fn set_aside() -> Document {
     doc! { "status": not_live() }
 }
 
 /// Any status but the three a live event has.
-fn not_live() -> Document {
+pub(crate) fn not_live() -> Document {
     doc! { "$nin": ["pending", "processed", "dead"] }
 }
 
 /// How many leases one claim sends at once.
-const CLAIM_CONCURRENCY: usize = 16;
+pub(crate) const CLAIM_CONCURRENCY: usize = 16;
 
 /// How often a plain batch enqueue retries its transaction after a write conflict.
-const TRANSACTION_RETRIES: usize = 5;
+pub(crate) const TRANSACTION_RETRIES: usize = 5;
 
 /// An outbox in a MongoDB collection. Cheap to clone.
 ///
@@ -67,21 +63,21 @@ const TRANSACTION_RETRIES: usize = 5;
 /// ```
 #[derive(Clone)]
 pub struct MongoStore {
-    client: Client,
-    events: Collection<Document>,
-    limits: Limits,
+    pub(crate) client: Client,
+    pub(crate) events: Collection<Document>,
+    pub(crate) limits: Limits,
     /// When claims last looked for pending documents without a due time (ms since the epoch),
     /// shared by the clones of this handle.
-    last_sweep: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    pub(crate) last_sweep: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// How often claims that come back short look for pending documents without a due time.
-const SWEEP_EVERY: Duration = Duration::from_secs(30);
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 /// A document the server refused to lease, and why.
-struct LeaseRefused {
-    id: String,
-    err: StoreError,
+pub(crate) struct LeaseRefused {
+    pub(crate) id: String,
+    pub(crate) err: StoreError,
 }
 
 impl std::fmt::Debug for MongoStore {
@@ -92,7 +88,7 @@ impl std::fmt::Debug for MongoStore {
     }
 }
 
-fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+pub(crate) fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     chrono::Duration::from_std(d)
         .ok()
         .and_then(|d| now.checked_add_signed(d))
@@ -127,60 +123,6 @@ impl MongoStore {
     /// The events collection.
     pub fn collection(&self) -> &Collection<Document> {
         &self.events
-    }
-
-    /// Creates the indexes if missing (C10); idempotent.
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        let index = |keys: Document, name: &str, mut options: IndexOptions| {
-            options.name = Some(name.to_owned());
-            IndexModel::builder().keys(keys).options(options).build()
-        };
-        // 0.1 had a "due" index on (status, due_at, locked_until); claims now sort by due time,
-        // then id.
-        if let Err(err) = self.events.drop_index("due").await {
-            if code(&err) != Some(27) {
-                tracing::debug!(error = %err, "could not drop the old \"due\" index");
-            }
-        }
-        let indexes = vec![
-            index(
-                doc! { "status": 1, "due_at": 1, "_id": 1 },
-                "due_order",
-                IndexOptions::default(),
-            ),
-            index(
-                doc! { "ordering_key": 1, "status": 1, "_id": 1 },
-                "ordering",
-                IndexOptions::default(),
-            ),
-            index(
-                doc! { "idempotency_key": 1 },
-                "idempotency",
-                IndexOptions::builder()
-                    .unique(true)
-                    .partial_filter_expression(doc! { "idempotency_key": { "$type": "string" } })
-                    .build(),
-            ),
-            index(
-                doc! { "status": 1, "processed_at": 1 },
-                "finished",
-                IndexOptions::default(),
-            ),
-        ];
-        self.events
-            .create_indexes(indexes)
-            .await
-            .map_err(|e| map_mongo("migrate: create indexes", e))?;
-        // The inbox's ids, purged by consumer and age.
-        self.inbox()
-            .create_index(index(
-                doc! { "_id.c": 1, "at": 1 },
-                "received_at",
-                IndexOptions::default(),
-            ))
-            .await
-            .map_err(|e| map_mongo("migrate: create the inbox index", e))?;
-        Ok(())
     }
 
     async fn enqueue_one(&self, event: NewEvent) -> Result<Enqueued, StoreError> {
@@ -342,7 +284,7 @@ impl EnqueueIn for MongoStore {
 }
 
 /// A duplicate idempotency key inside a transaction aborts it: report it as a retryable conflict.
-fn conflict_on_duplicate(operation: &str, err: mongodb::error::Error) -> StoreError {
+pub(crate) fn conflict_on_duplicate(operation: &str, err: mongodb::error::Error) -> StoreError {
     if code(&err) == Some(DUPLICATE_KEY) {
         return StoreError::Conflict {
             message: format!(
@@ -356,7 +298,7 @@ fn conflict_on_duplicate(operation: &str, err: mongodb::error::Error) -> StoreEr
 
 /// Pending events due now. A lease moves `due_at` to its expiry and a parked event's is far in the
 /// future, so neither is due.
-fn due_filter(now: DateTime<Utc>) -> Document {
+pub(crate) fn due_filter(now: DateTime<Utc>) -> Document {
     doc! { "status": "pending", "due_at": { "$lte": to_bson_time(now) } }
 }
 
@@ -525,252 +467,6 @@ impl EnqueueStore for MongoStore {
     }
 }
 
-#[async_trait]
-impl InspectStore for MongoStore {
-    async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
-        let Some(document) = self
-            .events
-            .find_one(doc! { "_id": id.to_string() })
-            .await
-            .map_err(|e| map_mongo("get", e))?
-        else {
-            return Ok(None);
-        };
-        if document.get_str("status") == Ok(CORRUPT) {
-            return Err(StoreError::Corrupt {
-                id: id.to_string(),
-                message: format!(
-                    "set aside because it does not decode ({}); fix it and call requeue_corrupt",
-                    document.get_str("corrupt_reason").unwrap_or_default()
-                ),
-            });
-        }
-        decode(&document).map(Some)
-    }
-
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
-        // MongoDB reads a limit of 0 as "no limit".
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let documents: Vec<Document> = self
-            .events
-            .find(doc! { "status": "dead" })
-            .sort(doc! { "_id": 1 })
-            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
-            .await
-            .map_err(|e| map_mongo("dead letters", e))?
-            .try_collect()
-            .await
-            .map_err(|e| map_mongo("dead letters", e))?;
-        Ok(outbox_core::kit::decodable(
-            "dead letters",
-            documents.iter().map(decode),
-        ))
-    }
-
-    async fn corrupt_events(&self, limit: usize) -> Result<Vec<CorruptEvent>, StoreError> {
-        // MongoDB reads a limit of 0 as "no limit".
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let documents: Vec<Document> = self
-            .events
-            .find(set_aside())
-            .sort(doc! { "processed_at": 1, "_id": 1 })
-            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
-            .projection(
-                doc! { "_id": 1, "event_type": 1, "corrupt_reason": 1, "processed_at": 1, "status": 1 },
-            )
-            .await
-            .map_err(|e| map_mongo("corrupt events", e))?
-            .try_collect()
-            .await
-            .map_err(|e| map_mongo("corrupt events", e))?;
-        Ok(documents
-            .iter()
-            .map(|d| {
-                let id = match d.get("_id") {
-                    Some(Bson::String(s)) => s.clone(),
-                    Some(other) => other.to_string(),
-                    None => String::new(),
-                };
-                let reason = match d.get_str("corrupt_reason") {
-                    Ok(reason) => reason.to_owned(),
-                    // Not set aside yet (the next sweep will): a status the store never writes.
-                    Err(_) => format!(
-                        "status: unknown status {}",
-                        d.get("status").cloned().unwrap_or(Bson::Null)
-                    ),
-                };
-                CorruptEvent::new(id, reason)
-                    .with_event_type(d.get_str("event_type").ok().map(str::to_owned))
-                    .with_set_aside_at(d.get_datetime("processed_at").ok().map(|t| {
-                        DateTime::<Utc>::from_timestamp_millis(t.timestamp_millis())
-                            .unwrap_or_default()
-                    }))
-            })
-            .collect())
-    }
-
-    async fn stats(&self) -> Result<StoreStats, StoreError> {
-        let now = Utc::now();
-        let count = |filter: Document| async move {
-            self.events
-                .count_documents(filter)
-                .await
-                .map_err(|e| map_mongo("stats: count", e))
-        };
-        let bnow = to_bson_time(now);
-        let pending = count(doc! { "status": "pending" }).await?;
-        let due = count(due_filter(now)).await?;
-        let leased = count(doc! { "status": "pending", "locked_until": { "$gt": bnow } }).await?;
-        let processed = count(doc! { "status": "processed" }).await?;
-        let dead = count(doc! { "status": "dead" }).await?;
-        let corrupt = count(set_aside()).await?;
-        let lag = self.oldest_due_age(now).await?;
-        Ok(StoreStats::new(pending, due, leased, processed, dead, lag).with_corrupt(corrupt))
-    }
-
-    async fn lag(&self) -> Result<Duration, StoreError> {
-        self.oldest_due_age(Utc::now()).await
-    }
-
-    async fn stats_by_type(&self) -> Result<Vec<TypeStats>, StoreError> {
-        let now = Utc::now();
-        let bnow = to_bson_time(now);
-        let pending = doc! { "$eq": ["$status", "pending"] };
-        // Keyed events are counted as due below, only when they head their key: a keyed event
-        // behind its head keeps its due time until a claim parks it.
-        let unkeyed = doc! { "$eq": [{ "$ifNull": ["$ordering_key", Bson::Null] }, Bson::Null] };
-        let due = doc! { "$and": [pending.clone(), unkeyed, { "$lte": ["$due_at", bnow] }] };
-        let leased = doc! { "$and": [pending.clone(), { "$gt": ["$locked_until", bnow] }] };
-        let one_if = |cond: &Document| doc! { "$sum": { "$cond": [cond.clone(), 1, 0] } };
-        let pipeline = vec![
-            doc! { "$match": { "status": { "$in": ["pending", "dead"] } } },
-            doc! { "$group": {
-                "_id": "$event_type",
-                "pending": one_if(&pending),
-                "due": one_if(&due),
-                "leased": one_if(&leased),
-                "dead": one_if(&doc! { "$eq": ["$status", "dead"] }),
-                "oldest": { "$min": { "$cond": [due.clone(), "$due_at", Bson::Null] } },
-            } },
-            doc! { "$sort": { "_id": 1 } },
-        ];
-        let mut cursor = self
-            .events
-            .aggregate(pipeline)
-            .await
-            .map_err(|e| map_mongo("stats by type", e))?;
-        let mut rows = Vec::new();
-        while let Some(group) = cursor
-            .try_next()
-            .await
-            .map_err(|e| map_mongo("stats by type", e))?
-        {
-            let count = |field: &str| -> u64 {
-                match group.get(field) {
-                    Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
-                    Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
-                    Some(Bson::Double(n)) if *n >= 0.0 => *n as u64,
-                    _ => 0,
-                }
-            };
-            let age = match group.get("oldest") {
-                Some(Bson::DateTime(t)) => Duration::from_millis(
-                    u64::try_from(now.timestamp_millis() - t.timestamp_millis()).unwrap_or(0),
-                ),
-                _ => Duration::ZERO,
-            };
-            let event_type = group.get_str("_id").unwrap_or_default();
-            rows.push(
-                TypeStats::new(event_type)
-                    .with_counts(
-                        count("pending"),
-                        count("due"),
-                        count("leased"),
-                        count("dead"),
-                    )
-                    .with_oldest_due_age(age),
-            );
-        }
-        self.count_due_key_heads(now, &mut rows).await?;
-        Ok(rows)
-    }
-
-    async fn key_head(&self, key: &str) -> Result<Option<EventRecord>, StoreError> {
-        self.events
-            .find_one(doc! { "ordering_key": key, "status": "pending" })
-            .sort(doc! { "_id": 1 })
-            .await
-            .map_err(|e| map_mongo("key head", e))?
-            .as_ref()
-            .map(decode)
-            .transpose()
-    }
-}
-
-#[async_trait]
-impl RepairStore for MongoStore {
-    async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {
-        let Some(record) = self
-            .get(id)
-            .await?
-            .filter(|r| r.status == EventStatus::Dead)
-        else {
-            return Ok(false);
-        };
-        let mut results = record.handler_results;
-        outbox_core::kit::reset_unfinished_handlers(&mut results);
-        let results = serde_json::to_string(&results)
-            .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
-        let now = to_bson_time(Utc::now());
-        let done = self
-            .events
-            .update_one(
-                doc! { "_id": id.to_string(), "status": "dead" },
-                doc! {
-                    "$set": {
-                        "status": "pending", "attempts": 0_i64, "backoff_until": never(), "available_at": now,
-                        "due_at": now, "handler_results": results,
-                    },
-                    "$unset": { "processed_at": "" },
-                },
-            )
-            .await
-            .map_err(|e| map_mongo("requeue", e))?;
-        Ok(done.modified_count == 1)
-    }
-
-    async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {
-        let now = to_bson_time(Utc::now());
-        let done = self
-            .events
-            .update_one(
-                doc! { "_id": id, "status": not_live() },
-                doc! {
-                    "$set": {
-                        "status": "pending", "backoff_until": never(), "available_at": now,
-                        "due_at": now, "locked_until": never(),
-                    },
-                    "$unset": { "processed_at": "", "corrupt_reason": "", "lease_token": "", "locked_by": "" },
-                },
-            )
-            .await
-            .map_err(|e| map_mongo("requeue corrupt", e))?;
-        Ok(done.modified_count == 1)
-    }
-
-    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.purge(EventStatus::Dead, older_than).await
-    }
-
-    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.purge(EventStatus::Processed, older_than).await
-    }
-}
-
 impl MongoStore {
     /// Renews one lease (C4): an item of `renew_many`.
     async fn renew_one(
@@ -837,7 +533,7 @@ impl MongoStore {
 }
 
 /// When a parked event is claimable once un-parked: the later of its schedule and back-off.
-fn natural_due(document: &Document) -> mongodb::bson::DateTime {
+pub(crate) fn natural_due(document: &Document) -> mongodb::bson::DateTime {
     let available = document
         .get_datetime("available_at")
         .copied()
@@ -847,305 +543,4 @@ fn natural_due(document: &Document) -> mongodb::bson::DateTime {
         .copied()
         .unwrap_or_else(|_| never());
     available.max(backoff)
-}
-
-impl MongoStore {
-    /// How long the oldest due, unleased event has been due at `now` (zero when none): the front
-    /// of the `due_order` index (status, due time, id).
-    async fn oldest_due_age(&self, now: DateTime<Utc>) -> Result<Duration, StoreError> {
-        let oldest = self
-            .events
-            .find_one(due_filter(now))
-            .sort(doc! { "due_at": 1, "_id": 1 })
-            .projection(doc! { "due_at": 1 })
-            .await
-            .map_err(|e| map_mongo("lag", e))?;
-        Ok(match oldest.as_ref().and_then(|d| d.get("due_at")) {
-            Some(Bson::DateTime(t)) => Duration::from_millis(
-                u64::try_from(now.timestamp_millis() - t.timestamp_millis()).unwrap_or(0),
-            ),
-            _ => Duration::ZERO,
-        })
-    }
-
-    /// Adds to `rows` the keyed events due at `now` that head their key: per (type, key), the
-    /// oldest due event, when no older event of its key is pending.
-    async fn count_due_key_heads(
-        &self,
-        now: DateTime<Utc>,
-        rows: &mut [TypeStats],
-    ) -> Result<(), StoreError> {
-        let mut filter = due_filter(now);
-        filter.insert("ordering_key", doc! { "$type": "string" });
-        let pipeline = vec![
-            doc! { "$match": filter },
-            doc! { "$sort": { "_id": 1 } },
-            doc! { "$group": {
-                "_id": { "t": "$event_type", "k": "$ordering_key" },
-                "first": { "$first": "$_id" },
-                "since": { "$first": "$due_at" },
-            } },
-        ];
-        let groups: Vec<Document> = self
-            .events
-            .aggregate(pipeline)
-            .await
-            .map_err(|e| map_mongo("stats by type: keyed", e))?
-            .try_collect()
-            .await
-            .map_err(|e| map_mongo("stats by type: keyed", e))?;
-        for group in groups {
-            let Ok(ids) = group.get_document("_id") else {
-                continue;
-            };
-            let (Ok(event_type), Ok(key), Ok(first)) =
-                (ids.get_str("t"), ids.get_str("k"), group.get_str("first"))
-            else {
-                continue;
-            };
-            if self.older_pending(key, first).await? {
-                continue;
-            }
-            let Some(row) = rows.iter_mut().find(|r| r.event_type == event_type) else {
-                continue;
-            };
-            row.due += 1;
-            if let Ok(since) = group.get_datetime("since") {
-                let age = Duration::from_millis(
-                    u64::try_from(now.timestamp_millis() - since.timestamp_millis()).unwrap_or(0),
-                );
-                row.oldest_due_age = row.oldest_due_age.max(age);
-            }
-        }
-        Ok(())
-    }
-
-    /// Leases one event if it is still claimable; `None` when another claimer got it first.
-    async fn lease_one(
-        &self,
-        id: String,
-        now: DateTime<Utc>,
-        locked_until: DateTime<Utc>,
-        worker_id: &str,
-    ) -> Result<Option<(String, Uuid, Document)>, LeaseRefused> {
-        let token = Uuid::now_v7();
-        let mut filter = due_filter(now);
-        filter.insert("_id", &id);
-        let leased = self
-            .events
-            .find_one_and_update(
-                filter,
-                doc! {
-                    "$set": {
-                        "lease_token": token.to_string(),
-                        "locked_by": worker_id,
-                        "locked_until": to_bson_time(locked_until),
-                        "due_at": to_bson_time(locked_until),
-                    },
-                    "$inc": { "attempts": 1_i64 },
-                },
-            )
-            .return_document(ReturnDocument::After)
-            .await;
-        match leased {
-            Ok(leased) => Ok(leased.map(|document| (id, token, document))),
-            Err(e) => Err(LeaseRefused {
-                id,
-                err: map_mongo("claim: lease", e),
-            }),
-        }
-    }
-
-    /// Sets aside a pending document the claim could not lease (see [`set_aside`]).
-    ///
-    /// [`set_aside`]: Self::set_aside
-    async fn set_aside_unleased(&self, id: &str, err: &StoreError) -> Result<(), StoreError> {
-        self.set_aside_matching(doc! { "_id": id, "status": "pending" }, id, err)
-            .await
-    }
-
-    /// Pending documents without a due time are out of every claim's reach (claims walk the due
-    /// index), and so are documents whose status is none the store writes: each is set aside with
-    /// the reason, so none stays forever unseen. Run by
-    /// claims that came back short, at most once per [`SWEEP_EVERY`] per store handle.
-    async fn sweep_undue(&self) -> Result<(), StoreError> {
-        let now = Utc::now().timestamp_millis();
-        let last = self.last_sweep.load(std::sync::atomic::Ordering::Relaxed);
-        if now - last < i64::try_from(SWEEP_EVERY.as_millis()).unwrap_or(i64::MAX)
-            || self
-                .last_sweep
-                .compare_exchange(
-                    last,
-                    now,
-                    std::sync::atomic::Ordering::Relaxed,
-                    std::sync::atomic::Ordering::Relaxed,
-                )
-                .is_err()
-        {
-            return Ok(());
-        }
-        self.set_aside_found(
-            doc! { "status": "pending", "due_at": { "$not": { "$type": "date" } } },
-            |_| "due_at: missing or not a date".to_owned(),
-        )
-        .await?;
-        // A status no claim or listing reads (written by hand, by another program) would strand
-        // its document: set aside too, through the status index's bounds.
-        self.set_aside_found(
-            doc! { "status": { "$nin": ["pending", "processed", "dead", CORRUPT] } },
-            |status| format!("status: unknown status {status}"),
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// Sets aside up to 100 documents matching `filter` (a sweep's), each with the reason `why`
-    /// gives for its status, provided its status did not change in between.
-    async fn set_aside_found(
-        &self,
-        filter: Document,
-        why: impl Fn(&Bson) -> String,
-    ) -> Result<(), StoreError> {
-        let found: Vec<Document> = self
-            .events
-            .find(filter)
-            .projection(doc! { "_id": 1, "status": 1 })
-            .limit(100)
-            .await
-            .map_err(|e| map_mongo("claim: sweep", e))?
-            .try_collect()
-            .await
-            .map_err(|e| map_mongo("claim: sweep", e))?;
-        for document in found {
-            if let Ok(id) = document.get_str("_id") {
-                let status = document.get("status").cloned().unwrap_or(Bson::Null);
-                let err = StoreError::Corrupt {
-                    id: id.to_owned(),
-                    message: why(&status),
-                };
-                self.set_aside_matching(doc! { "_id": id, "status": status }, id, &err)
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// A leased document that does not decode (written by hand or by another program) would fail
-    /// every claim that reaches it. It is set aside with status `corrupt` and the reason, kept for
-    /// inspection ([`InspectStore::corrupt_events`](outbox_core::store::InspectStore::corrupt_events)), and no longer blocks its ordering key (C11).
-    async fn set_aside(&self, id: &str, token: Uuid, err: &StoreError) -> Result<(), StoreError> {
-        self.set_aside_matching(
-            doc! { "_id": id, "lease_token": token.to_string() },
-            id,
-            err,
-        )
-        .await
-    }
-
-    async fn set_aside_matching(
-        &self,
-        filter: Document,
-        id: &str,
-        err: &StoreError,
-    ) -> Result<(), StoreError> {
-        let reason = corrupt_reason(err);
-        tracing::error!(
-            event_id = id,
-            reason,
-            "undecodable outbox document set aside with status \"corrupt\""
-        );
-        let before = self
-            .events
-            .find_one_and_update(
-                filter,
-                doc! {
-                    "$set": { "status": CORRUPT, "corrupt_reason": &reason, "processed_at": to_bson_time(Utc::now()), "locked_until": never() },
-                    "$unset": { "lease_token": "", "locked_by": "" },
-                },
-            )
-            .projection(doc! { "ordering_key": 1 })
-            .await
-            .map_err(|e| map_mongo("claim: set aside an undecodable document", e))?;
-        if let Some(key) = before.as_ref().and_then(|d| d.get_str("ordering_key").ok()) {
-            self.unpark_head(key).await?;
-        }
-        Ok(())
-    }
-
-    /// Whether an event of `key` older than `id` is pending.
-    async fn older_pending(&self, key: &str, id: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .events
-            .find_one(doc! { "ordering_key": key, "status": "pending", "_id": { "$lt": id } })
-            .projection(doc! { "_id": 1 })
-            .await
-            .map_err(|e| map_mongo("claim: ordering key", e))?
-            .is_some())
-    }
-
-    /// Parks a keyed candidate that waits behind an older event of its key. The older one may have
-    /// finished between the check and the park, and its completion may have looked for a parked
-    /// event before this one was parked: so check again after parking, and un-park when nothing
-    /// older is pending any more. Each step is atomic on its document, so one of the two sides
-    /// always sees the other.
-    async fn park(
-        &self,
-        candidate: &Document,
-        key: &str,
-        id: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let mut filter = due_filter(now);
-        filter.insert("_id", id);
-        self.events
-            .update_one(filter, doc! { "$set": { "due_at": parked() } })
-            .await
-            .map_err(|e| map_mongo("claim: park", e))?;
-        if !self.older_pending(key, id).await? {
-            self.unpark(id, natural_due(candidate)).await?;
-        }
-        Ok(())
-    }
-
-    /// Makes the oldest pending event of `key` claimable, if it is parked.
-    async fn unpark_head(&self, key: &str) -> Result<(), StoreError> {
-        let head = self
-            .events
-            .find_one(doc! { "ordering_key": key, "status": "pending" })
-            .sort(doc! { "_id": 1 })
-            .projection(doc! { "_id": 1, "due_at": 1, "available_at": 1, "backoff_until": 1 })
-            .await
-            .map_err(|e| map_mongo("complete: next of the ordering key", e))?;
-        if let Some(head) = head {
-            if head.get_datetime("due_at") == Ok(&parked()) {
-                let id = head.get_str("_id").unwrap_or_default().to_owned();
-                self.unpark(&id, natural_due(&head)).await?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn unpark(&self, id: &str, due: mongodb::bson::DateTime) -> Result<(), StoreError> {
-        self.events
-            .update_one(
-                doc! { "_id": id, "status": "pending", "due_at": parked() },
-                doc! { "$set": { "due_at": due } },
-            )
-            .await
-            .map_err(|e| map_mongo("un-park", e))?;
-        Ok(())
-    }
-
-    async fn purge(
-        &self,
-        status: EventStatus,
-        older_than: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        let done = self
-            .events
-            .delete_many(doc! { "status": status.as_str(), "processed_at": { "$lt": to_bson_time(older_than) } })
-            .await
-            .map_err(|e| map_mongo("purge", e))?;
-        Ok(done.deleted_count)
-    }
 }

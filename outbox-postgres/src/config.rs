@@ -14,6 +14,7 @@ use crate::store::PgStore;
 ///
 /// ```no_run
 /// # async fn demo(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+/// use outbox_core::prelude::*;
 /// use outbox_postgres::PgStore;
 /// let store = PgStore::builder(pool).schema("billing").table("outbox").build()?;
 /// store.migrate().await?;
@@ -92,7 +93,7 @@ impl PgStoreBuilder {
     }
 
     /// Validates the names (ASCII letters, digits, `_`; at most 48 characters) and builds the store.
-    /// It does not touch the database: call [`PgStore::migrate`] to create the schema.
+    /// It does not touch the database: call [`migrate`](outbox_core::store::Schema::migrate) to create the schema.
     pub fn build(self) -> Result<PgStore, ConfigError> {
         validate_name("schema", &self.schema)?;
         validate_name("table", &self.table)?;

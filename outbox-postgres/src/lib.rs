@@ -3,6 +3,7 @@
 mod claim_window;
 mod config;
 mod error;
+mod inspect;
 mod queries;
 mod row;
 mod schema;

@@ -1,4 +1,4 @@
-//! The DDL the store runs in [`PgStore::migrate`](crate::PgStore::migrate): the events table, its
+//! The DDL the store runs in [`migrate`](outbox_core::store::Schema::migrate): the events table, its
 //! indexes, the claim / completion / set-aside functions, two triggers, the inbox table, and a
 //! one-row table recording the schema version. Every statement is idempotent; a table of the 0.1 layout is upgraded in place.
 //!
@@ -21,11 +21,18 @@
 //!   older one of its key (two transactions enqueued the same key concurrently) parks it the same
 //!   way.
 
+use crate::error::map_sqlx;
+
+use crate::store::PgStore;
+use async_trait::async_trait;
+use outbox_core::store::Schema;
+use outbox_core::{EventRecord, StoreError};
+
 /// The version of the schema this crate writes and expects, recorded in `<table>_schema`.
-pub const SCHEMA_VERSION: i32 = 6;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// What `migrate()` creates beside the table, by suffix of the table's name (`<table>_<suffix>`):
-/// what [`PgStore::verify`](crate::PgStore::verify) looks for.
+/// what [`verify`](outbox_core::store::Schema::verify) looks for.
 pub(crate) const INDEXES: &[&str] = &[
     "due",
     "pending_ordering",
@@ -454,4 +461,155 @@ END $$"
             "DELETE FROM {version_table}; INSERT INTO {version_table} (version) VALUES ({SCHEMA_VERSION})"
         ),
     ]
+}
+
+/// The table, indexes, functions and triggers of the outbox (C10).
+#[async_trait]
+impl Schema for PgStore {
+    /// Creates or updates the schema, table, indexes, functions and triggers (C10), and records
+    /// the schema version in `<table>_schema`. Idempotent and safe to run from many processes at
+    /// once (serialized by an advisory lock). When the recorded version is current it runs no DDL
+    /// at all, so a role with data permissions only can call it on every start. A table of the 0.1
+    /// layout is upgraded in place. The statements are those of [`schema_sql`](crate::schema_sql).
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let q = &self.queries;
+        match self.schema_version().await? {
+            Some(version) if version == SCHEMA_VERSION => return Ok(()),
+            Some(version) if version > SCHEMA_VERSION => {
+                return Err(StoreError::Schema {
+                    message: format!(
+                        "{}.{} has schema version {version}, written by a newer outbox; this build knows versions up to {SCHEMA_VERSION}",
+                        q.schema, q.table
+                    ),
+                });
+            }
+            _ => {}
+        }
+        // One simple-query string runs as one implicit transaction; the advisory lock serializes
+        // concurrent migrations of this table. Names were validated, so they are safe to inline.
+        let mut script = format!(
+            "SELECT pg_advisory_xact_lock(hashtext('outbox-migrate:{}.{}'));\n",
+            q.schema, q.table
+        );
+        script.push_str(&crate::schema::schema_sql(&q.schema, &q.table).join(";\n"));
+        sqlx::raw_sql(&script)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("migrate", e))?;
+        Ok(())
+    }
+
+    /// Checks that the schema `migrate()` creates is in place and current, reading only the system
+    /// catalogs: a role with data permissions alone can call it (and `migrate()` itself runs no
+    /// DDL when the recorded version is current). The error names everything missing.
+    ///
+    /// ```no_run
+    /// # use outbox_core::prelude::*;
+    /// # async fn demo(store: outbox_postgres::PgStore) -> Result<(), outbox_core::StoreError> {
+    /// // At startup of a service whose role may not run DDL (the schema is migrated by a deploy step):
+    /// store.verify().await?;
+    /// # Ok(()) }
+    /// ```
+    async fn verify(&self) -> Result<(), StoreError> {
+        let q = &self.queries;
+        let with_suffix = |names: &[&str]| -> Vec<String> {
+            names.iter().map(|n| format!("{}_{n}", q.table)).collect()
+        };
+        let (indexes, functions, triggers) = (
+            with_suffix(crate::schema::INDEXES),
+            with_suffix(crate::schema::FUNCTIONS),
+            with_suffix(crate::schema::TRIGGERS),
+        );
+        let qualified = format!("\"{}\".\"{}\"", q.schema, q.table);
+        let (exists, columns, found_indexes, found_functions, found_triggers): (
+            bool,
+            Vec<String>,
+            Vec<String>,
+            Vec<String>,
+            Vec<String>,
+        ) = sqlx::query_as(
+            "SELECT to_regclass($1) IS NOT NULL,
+                ARRAY(SELECT a.attname::text FROM pg_attribute a
+                      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped),
+                ARRAY(SELECT c.relname::text FROM pg_class c
+                      JOIN pg_namespace n ON n.oid = c.relnamespace
+                      WHERE n.nspname = $2 AND c.relkind = 'i' AND c.relname = ANY($3)),
+                ARRAY(SELECT p.proname::text FROM pg_proc p
+                      JOIN pg_namespace n ON n.oid = p.pronamespace
+                      WHERE n.nspname = $2 AND p.proname = ANY($4)),
+                ARRAY(SELECT t.tgname::text FROM pg_trigger t
+                      WHERE t.tgrelid = to_regclass($1) AND t.tgname = ANY($5))",
+        )
+        .bind(&qualified)
+        .bind(&q.schema)
+        .bind(&indexes)
+        .bind(&functions)
+        .bind(&triggers)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| map_sqlx("verify the schema", e))?;
+        if !exists {
+            return Err(StoreError::Schema {
+                message: format!(
+                    "the outbox table {}.{} does not exist: run migrate() with a role that may create it",
+                    q.schema, q.table
+                ),
+            });
+        }
+        let mut missing: Vec<String> = Vec::new();
+        let absent = |wanted: &[String], found: &[String]| -> Vec<String> {
+            wanted
+                .iter()
+                .filter(|w| !found.contains(w))
+                .cloned()
+                .collect()
+        };
+        let wanted_columns: Vec<String> = EventRecord::FIELDS
+            .iter()
+            .chain(crate::schema::STORAGE_COLUMNS)
+            .map(|c| (*c).to_owned())
+            .collect();
+        for (kind, names) in [
+            ("column", absent(&wanted_columns, &columns)),
+            ("index", absent(&indexes, &found_indexes)),
+            ("function", absent(&functions, &found_functions)),
+            ("trigger", absent(&triggers, &found_triggers)),
+        ] {
+            missing.extend(names.into_iter().map(|n| format!("{kind} {n}")));
+        }
+        match self.schema_version().await? {
+            Some(SCHEMA_VERSION) => {}
+            Some(version) => {
+                missing.push(format!("schema version {SCHEMA_VERSION} (found {version})"))
+            }
+            None => missing.push(format!("the version table {}_schema", q.table)),
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(StoreError::schema_incomplete(
+            &format!("{}.{}", q.schema, q.table),
+            &missing,
+        ))
+    }
+
+    /// The schema version recorded for this table, `None` when the table was never migrated (or
+    /// was created by outbox 0.1, which recorded none).
+    async fn schema_version(&self) -> Result<Option<i64>, StoreError> {
+        match sqlx::query_scalar::<_, Option<i32>>(&self.queries.schema_version)
+            .fetch_one(&self.pool)
+            .await
+        {
+            Ok(version) => Ok(version.map(i64::from)),
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => Ok(None),
+            Err(e) => Err(map_sqlx("read the schema version", e)),
+        }
+    }
+
+    fn ddl(&self) -> Option<Vec<String>> {
+        Some(crate::schema::schema_sql(
+            &self.queries.schema,
+            &self.queries.table,
+        ))
+    }
 }

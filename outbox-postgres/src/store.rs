@@ -7,13 +7,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use outbox_core::kit::{CompletionBatch, corrupt_reason, renewal_results};
-use outbox_core::model::CorruptEvent;
 use outbox_core::store::{
-    ClaimRequest, ClaimedEvent, Completion, HandOff, HeldBack, Lease, StoreCapabilities,
-    StoreStats, TypeStats, WakeupStream,
+    ClaimRequest, ClaimedEvent, Completion, HandOff, Lease, StoreCapabilities, WakeupStream,
 };
-use outbox_core::store::{ClaimStore, EnqueueIn, EnqueueStore, InspectStore, RepairStore};
-use outbox_core::{Enqueued, EventRecord, EventStatus, Limits, NewEvent, StoreError};
+use outbox_core::store::{ClaimStore, EnqueueIn, EnqueueStore};
+use outbox_core::{Enqueued, EventStatus, Limits, NewEvent, StoreError};
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
@@ -22,7 +20,6 @@ use crate::config::{PgStoreBuilder, Retention};
 use crate::error::map_sqlx;
 use crate::queries::Queries;
 use crate::row::{decode, lease_of};
-use crate::schema::SCHEMA_VERSION;
 
 /// An outbox on a PostgreSQL table. Cheap to clone (a pool handle and the prepared SQL).
 ///
@@ -44,12 +41,12 @@ use crate::schema::SCHEMA_VERSION;
 /// ```
 #[derive(Clone)]
 pub struct PgStore {
-    pool: PgPool,
-    queries: Arc<Queries>,
-    limits: Limits,
-    retention: Retention,
+    pub(crate) pool: PgPool,
+    pub(crate) queries: Arc<Queries>,
+    pub(crate) limits: Limits,
+    pub(crate) retention: Retention,
     /// Whether claims walk the whole due index or a window of it (shared by clones).
-    claim_window: Arc<ClaimWindow>,
+    pub(crate) claim_window: Arc<ClaimWindow>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -63,7 +60,7 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
-fn millis(d: Duration) -> i64 {
+pub(crate) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
@@ -121,132 +118,6 @@ impl PgStore {
         (&self.queries.schema, &self.queries.table)
     }
 
-    /// Creates or updates the schema, table, indexes, functions and triggers (C10), and records
-    /// the schema version in `<table>_schema`. Idempotent and safe to run from many processes at
-    /// once (serialized by an advisory lock). When the recorded version is current it runs no DDL
-    /// at all, so a role with data permissions only can call it on every start. A table of the 0.1
-    /// layout is upgraded in place. The statements are those of [`schema_sql`](crate::schema_sql).
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        let q = &self.queries;
-        match self.schema_version().await? {
-            Some(version) if version == SCHEMA_VERSION => return Ok(()),
-            Some(version) if version > SCHEMA_VERSION => {
-                return Err(StoreError::Schema {
-                    message: format!(
-                        "{}.{} has schema version {version}, written by a newer outbox; this build knows versions up to {SCHEMA_VERSION}",
-                        q.schema, q.table
-                    ),
-                });
-            }
-            _ => {}
-        }
-        // One simple-query string runs as one implicit transaction; the advisory lock serializes
-        // concurrent migrations of this table. Names were validated, so they are safe to inline.
-        let mut script = format!(
-            "SELECT pg_advisory_xact_lock(hashtext('outbox-migrate:{}.{}'));\n",
-            q.schema, q.table
-        );
-        script.push_str(&crate::schema::schema_sql(&q.schema, &q.table).join(";\n"));
-        sqlx::raw_sql(&script)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| map_sqlx("migrate", e))?;
-        Ok(())
-    }
-
-    /// Checks that the schema `migrate()` creates is in place and current, reading only the system
-    /// catalogs: a role with data permissions alone can call it (and `migrate()` itself runs no
-    /// DDL when the recorded version is current). The error names everything missing.
-    ///
-    /// ```no_run
-    /// # async fn demo(store: outbox_postgres::PgStore) -> Result<(), outbox_core::StoreError> {
-    /// // At startup of a service whose role may not run DDL (the schema is migrated by a deploy step):
-    /// store.verify().await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn verify(&self) -> Result<(), StoreError> {
-        let q = &self.queries;
-        let with_suffix = |names: &[&str]| -> Vec<String> {
-            names.iter().map(|n| format!("{}_{n}", q.table)).collect()
-        };
-        let (indexes, functions, triggers) = (
-            with_suffix(crate::schema::INDEXES),
-            with_suffix(crate::schema::FUNCTIONS),
-            with_suffix(crate::schema::TRIGGERS),
-        );
-        let qualified = format!("\"{}\".\"{}\"", q.schema, q.table);
-        let (exists, columns, found_indexes, found_functions, found_triggers): (
-            bool,
-            Vec<String>,
-            Vec<String>,
-            Vec<String>,
-            Vec<String>,
-        ) = sqlx::query_as(
-            "SELECT to_regclass($1) IS NOT NULL,
-                ARRAY(SELECT a.attname::text FROM pg_attribute a
-                      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped),
-                ARRAY(SELECT c.relname::text FROM pg_class c
-                      JOIN pg_namespace n ON n.oid = c.relnamespace
-                      WHERE n.nspname = $2 AND c.relkind = 'i' AND c.relname = ANY($3)),
-                ARRAY(SELECT p.proname::text FROM pg_proc p
-                      JOIN pg_namespace n ON n.oid = p.pronamespace
-                      WHERE n.nspname = $2 AND p.proname = ANY($4)),
-                ARRAY(SELECT t.tgname::text FROM pg_trigger t
-                      WHERE t.tgrelid = to_regclass($1) AND t.tgname = ANY($5))",
-        )
-        .bind(&qualified)
-        .bind(&q.schema)
-        .bind(&indexes)
-        .bind(&functions)
-        .bind(&triggers)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| map_sqlx("verify the schema", e))?;
-        if !exists {
-            return Err(StoreError::Schema {
-                message: format!(
-                    "the outbox table {}.{} does not exist: run migrate() with a role that may create it",
-                    q.schema, q.table
-                ),
-            });
-        }
-        let mut missing: Vec<String> = Vec::new();
-        let absent = |wanted: &[String], found: &[String]| -> Vec<String> {
-            wanted
-                .iter()
-                .filter(|w| !found.contains(w))
-                .cloned()
-                .collect()
-        };
-        let wanted_columns: Vec<String> = EventRecord::FIELDS
-            .iter()
-            .chain(crate::schema::STORAGE_COLUMNS)
-            .map(|c| (*c).to_owned())
-            .collect();
-        for (kind, names) in [
-            ("column", absent(&wanted_columns, &columns)),
-            ("index", absent(&indexes, &found_indexes)),
-            ("function", absent(&functions, &found_functions)),
-            ("trigger", absent(&triggers, &found_triggers)),
-        ] {
-            missing.extend(names.into_iter().map(|n| format!("{kind} {n}")));
-        }
-        match self.schema_version().await? {
-            Some(SCHEMA_VERSION) => {}
-            Some(version) => {
-                missing.push(format!("schema version {SCHEMA_VERSION} (found {version})"))
-            }
-            None => missing.push(format!("the version table {}_schema", q.table)),
-        }
-        if missing.is_empty() {
-            return Ok(());
-        }
-        Err(StoreError::schema_incomplete(
-            &format!("{}.{}", q.schema, q.table),
-            &missing,
-        ))
-    }
-
     /// Reclaims the space of the rows that claims, completions and purges left behind
     /// (`VACUUM (ANALYZE)` of the outbox table), and refreshes the planner's statistics.
     /// PostgreSQL's autovacuum does this by itself; call it after purges on a server where
@@ -273,19 +144,6 @@ impl PgStore {
         Ok(())
     }
 
-    /// The schema version recorded for this table, `None` when the table was never migrated (or
-    /// was created by outbox 0.1, which recorded none).
-    pub async fn schema_version(&self) -> Result<Option<i32>, StoreError> {
-        match sqlx::query_scalar::<_, Option<i32>>(&self.queries.schema_version)
-            .fetch_one(&self.pool)
-            .await
-        {
-            Ok(version) => Ok(version),
-            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => Ok(None),
-            Err(e) => Err(map_sqlx("read the schema version", e)),
-        }
-    }
-
     /// The limits enqueued events are checked against (C11).
     pub fn limits(&self) -> &Limits {
         &self.limits
@@ -308,7 +166,7 @@ impl EnqueueIn for PgStore {
     }
 }
 
-async fn insert(
+pub(crate) async fn insert(
     q: &Queries,
     limits: &Limits,
     conn: &mut PgConnection,
@@ -517,171 +375,13 @@ impl EnqueueStore for PgStore {
     }
 }
 
-#[async_trait]
-impl InspectStore for PgStore {
-    async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
-        let Some(row) = sqlx::query(&self.queries.get)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| map_sqlx("get", e))?
-        else {
-            return Ok(None);
-        };
-        let status: &str = row.try_get(10).map_err(|e| map_sqlx("get", e))?;
-        if status == outbox_core::kit::CORRUPT_STATUS {
-            let reason: Option<String> = row.try_get(17).map_err(|e| map_sqlx("get", e))?;
-            return Err(set_aside_error(id, reason));
-        }
-        decode(&row).map(Some)
-    }
-
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
-        let rows = sqlx::query(&self.queries.dead_letters)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| map_sqlx("dead letters", e))?;
-        Ok(outbox_core::kit::decodable(
-            "dead letters",
-            rows.iter().map(decode),
-        ))
-    }
-
-    async fn corrupt_events(&self, limit: usize) -> Result<Vec<CorruptEvent>, StoreError> {
-        let rows: Vec<(Uuid, String, Option<String>, Option<DateTime<Utc>>)> =
-            sqlx::query_as(&self.queries.corrupt_events)
-                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| map_sqlx("corrupt events", e))?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, event_type, reason, at)| {
-                CorruptEvent::new(id.to_string(), reason.unwrap_or_default())
-                    .with_event_type(Some(event_type))
-                    .with_set_aside_at(at)
-            })
-            .collect())
-    }
-
-    async fn stats(&self) -> Result<StoreStats, StoreError> {
-        let row = sqlx::query(&self.queries.stats)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| map_sqlx("stats", e))?;
-        let count = |i: usize| -> Result<u64, StoreError> {
-            let n: i64 = row.try_get(i).map_err(|e| map_sqlx("stats: decode", e))?;
-            Ok(u64::try_from(n).unwrap_or(0))
-        };
-        let lag: f64 = row.try_get(6).map_err(|e| map_sqlx("stats: decode", e))?;
-        let snapshot: f64 = row.try_get(7).map_err(|e| map_sqlx("stats: decode", e))?;
-        let held_back = HeldBack::new(seconds(snapshot), count(8)?)
-            .with_windowed_claims(self.claim_window.is_windowed());
-        Ok(StoreStats::new(
-            count(0)?,
-            count(1)?,
-            count(2)?,
-            count(3)?,
-            count(4)?,
-            seconds(lag),
-        )
-        .with_corrupt(count(5)?)
-        .with_held_back(held_back))
-    }
-
-    async fn stats_by_type(&self) -> Result<Vec<TypeStats>, StoreError> {
-        let rows = sqlx::query(&self.queries.stats_by_type)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| map_sqlx("stats by type", e))?;
-        rows.iter()
-            .map(|row| {
-                let decode = |e| map_sqlx("stats by type: decode", e);
-                let count = |i: usize| -> Result<u64, StoreError> {
-                    let n: i64 = row.try_get(i).map_err(decode)?;
-                    Ok(u64::try_from(n).unwrap_or(0))
-                };
-                let event_type: String = row.try_get(0).map_err(decode)?;
-                let lag: f64 = row.try_get(5).map_err(decode)?;
-                Ok(TypeStats::new(event_type)
-                    .with_counts(count(1)?, count(2)?, count(3)?, count(4)?)
-                    .with_oldest_due_age(seconds(lag)))
-            })
-            .collect()
-    }
-
-    async fn key_head(&self, key: &str) -> Result<Option<EventRecord>, StoreError> {
-        sqlx::query(&self.queries.key_head)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| map_sqlx("key head", e))?
-            .as_ref()
-            .map(decode)
-            .transpose()
-    }
-
-    async fn lag(&self) -> Result<Duration, StoreError> {
-        let lag: f64 = sqlx::query_scalar(&self.queries.lag)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| map_sqlx("lag", e))?;
-        Ok(seconds(lag))
-    }
-}
-
-#[async_trait]
-impl RepairStore for PgStore {
-    async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {
-        let Some(record) = self
-            .get(id)
-            .await?
-            .filter(|r| r.status == EventStatus::Dead)
-        else {
-            return Ok(false);
-        };
-        let mut results = record.handler_results;
-        outbox_core::kit::reset_unfinished_handlers(&mut results);
-        let results = serde_json::to_value(&results)
-            .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
-        let done = sqlx::query(&self.queries.requeue_dead)
-            .bind(id)
-            .bind(results)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| map_sqlx("requeue", e))?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.purge(EventStatus::Dead, older_than).await
-    }
-
-    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.purge(EventStatus::Processed, older_than).await
-    }
-
-    async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {
-        let Ok(id) = Uuid::parse_str(id) else {
-            return Ok(false);
-        };
-        let done = sqlx::query(&self.queries.requeue_corrupt)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| map_sqlx("requeue corrupt", e))?;
-        Ok(done.rows_affected() == 1)
-    }
-}
-
 /// A non-negative number of seconds as a duration.
-fn seconds(secs: f64) -> Duration {
+pub(crate) fn seconds(secs: f64) -> Duration {
     Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or_default()
 }
 
 /// The error `get` answers for an event that was set aside (C11).
-fn set_aside_error(id: Uuid, reason: Option<String>) -> StoreError {
+pub(crate) fn set_aside_error(id: Uuid, reason: Option<String>) -> StoreError {
     StoreError::Corrupt {
         id: id.to_string(),
         message: format!(
@@ -770,7 +470,7 @@ impl PgStore {
         Ok(())
     }
 
-    async fn purge(
+    pub(crate) async fn purge(
         &self,
         status: EventStatus,
         older_than: DateTime<Utc>,

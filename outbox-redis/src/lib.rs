@@ -3,8 +3,11 @@
 mod config;
 mod connection;
 mod error;
+mod inspect;
 mod partition;
+mod partition_calls;
 mod row;
+mod scheduler;
 mod scripts;
 mod store;
 mod type_stats;

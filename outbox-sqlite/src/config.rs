@@ -17,6 +17,7 @@ use crate::store::SqliteStore;
 /// Builds a [`SqliteStore`] on a pool you made.
 ///
 /// ```no_run
+/// # use outbox_core::prelude::*;
 /// # async fn demo(pool: sqlx::SqlitePool) -> Result<(), Box<dyn std::error::Error>> {
 /// let store = outbox_sqlite::SqliteStore::builder(pool).table("outbox").build()?;
 /// store.migrate().await?;
@@ -51,7 +52,7 @@ impl SqliteStoreBuilder {
         self
     }
 
-    /// Validates the name and builds the store; call [`SqliteStore::migrate`] to create the table.
+    /// Validates the name and builds the store; call [`migrate`](outbox_core::store::Schema::migrate) to create the table.
     pub fn build(self) -> Result<SqliteStore, ConfigError> {
         validate_name("table", &self.table)?;
         self.limits.validate()?;

@@ -1,4 +1,4 @@
-//! The DDL [`SqliteStore::migrate`](crate::SqliteStore::migrate) runs. Every statement is
+//! The DDL [`migrate`](outbox_core::store::Schema::migrate) runs. Every statement is
 //! idempotent; a table of the 0.1 layout is rebuilt into this one (see [`upgrade_sql`]).
 //!
 //! The queue is laid out as on PostgreSQL: `due_at` is when a pending event may next be claimed
@@ -8,6 +8,13 @@
 //! parked, and a trigger un-parks the key's oldest pending event when one finishes, in the same
 //! statement.
 
+use crate::error::map_sqlx;
+
+use crate::store::{SqliteStore, run_script};
+use async_trait::async_trait;
+use outbox_core::store::Schema;
+use outbox_core::{EventRecord, StoreError};
+
 /// The version of the schema this crate writes and expects, recorded in `<table>_schema`.
 pub const SCHEMA_VERSION: i64 = 4;
 
@@ -15,7 +22,7 @@ pub const SCHEMA_VERSION: i64 = 4;
 pub(crate) const PARKED: i64 = i64::MAX;
 
 /// What `migrate()` creates beside the table, by suffix of the table's name (`<table>_<suffix>`):
-/// what [`SqliteStore::verify`](crate::SqliteStore::verify) looks for.
+/// what [`verify`](outbox_core::store::Schema::verify) looks for.
 pub(crate) const INDEXES: &[&str] = &["due", "pending_ordering", "idempotency", "finished"];
 /// The triggers, by suffix.
 pub(crate) const TRIGGERS: &[&str] = &["unpark"];
@@ -135,4 +142,148 @@ FROM {old} e;
 DROP TABLE {old}",
         columns = columns(table)
     )
+}
+
+/// The table and indexes of the outbox (C10).
+#[async_trait]
+impl Schema for SqliteStore {
+    /// Creates the table, indexes and trigger if missing (C10) and records the schema version in
+    /// `<table>_schema`; idempotent, and a no-op when the recorded version is current. A table of
+    /// the 0.1 layout is rebuilt into the current one, keeping every row. The statements are those
+    /// of [`schema_sql`](crate::schema_sql).
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let q = &self.queries;
+        match self.schema_version().await? {
+            Some(version) if version == SCHEMA_VERSION => return Ok(()),
+            Some(version) if version > SCHEMA_VERSION => {
+                return Err(StoreError::Schema {
+                    message: format!(
+                        "table {} has schema version {version}, written by a newer outbox; this build knows versions up to {SCHEMA_VERSION}",
+                        q.table
+                    ),
+                });
+            }
+            _ => {}
+        }
+        let existing: Option<String> = sqlx::query_scalar(&q.table_sql)
+            .bind(&q.table)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("migrate: read the table", e))?;
+        let mut script = String::new();
+        match existing {
+            Some(sql) if !sql.contains("due_at") => {
+                script.push_str(&crate::schema::upgrade_sql(&q.table));
+                script.push_str(";\n");
+            }
+            // Schema version 2 (before trace propagation).
+            Some(sql) if !sql.contains("traceparent") => {
+                script.push_str(&format!(
+                    "ALTER TABLE \"{}\" ADD COLUMN traceparent TEXT;\n",
+                    q.table
+                ));
+            }
+            _ => {}
+        }
+        script.push_str(&crate::schema::schema_sql(&q.table).join(";\n"));
+        // One transaction: a failure leaves the table as it was. The connection is closed rather
+        // than returned to the pool when a statement failed, so no transaction is left open on it.
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| map_sqlx("migrate: connect", e))?;
+        let script = format!("BEGIN IMMEDIATE;\n{script};\nCOMMIT;");
+        let done = run_script(&mut conn, script).await;
+        if done.is_err() {
+            conn.close_on_drop();
+        }
+        done.map_err(|e| map_sqlx("migrate", e))
+    }
+
+    /// Checks that the schema `migrate()` creates is in place and current, reading only
+    /// `sqlite_master` and the table's column list. The error names everything missing.
+    ///
+    /// ```
+    /// # use outbox_core::prelude::*;
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let store = outbox_sqlite::SqliteStore::open(dir.path().join("app.db")).await?;
+    /// store.verify().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+    /// ```
+    async fn verify(&self) -> Result<(), StoreError> {
+        let table = &self.queries.table;
+        let with_suffix = |names: &[&str]| -> Vec<String> {
+            names.iter().map(|n| format!("{table}_{n}")).collect()
+        };
+        let names: Vec<(String, String)> =
+            sqlx::query_as("SELECT type, name FROM sqlite_master WHERE tbl_name = ?1")
+                .bind(table)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| map_sqlx("verify the schema", e))?;
+        if !names
+            .iter()
+            .any(|(kind, name)| kind == "table" && name == table)
+        {
+            return Err(StoreError::Schema {
+                message: format!(
+                    "the outbox table {table} does not exist: run migrate() to create it"
+                ),
+            });
+        }
+        let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?1)")
+            .bind(table)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("verify the schema", e))?;
+        let has = |kind: &str, name: &str| names.iter().any(|(k, n)| k == kind && n == name);
+        let mut missing: Vec<String> = EventRecord::FIELDS
+            .iter()
+            .chain(crate::schema::STORAGE_COLUMNS)
+            .filter(|c| !columns.iter().any(|have| have == *c))
+            .map(|c| format!("column {c}"))
+            .collect();
+        for (kind, wanted) in [
+            ("index", with_suffix(crate::schema::INDEXES)),
+            ("trigger", with_suffix(crate::schema::TRIGGERS)),
+        ] {
+            missing.extend(
+                wanted
+                    .into_iter()
+                    .filter(|name| !has(kind, name))
+                    .map(|name| format!("{kind} {name}")),
+            );
+        }
+        match self.schema_version().await? {
+            Some(SCHEMA_VERSION) => {}
+            Some(version) => {
+                missing.push(format!("schema version {SCHEMA_VERSION} (found {version})"))
+            }
+            None => missing.push(format!("the version table {table}_schema")),
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(StoreError::schema_incomplete(table, &missing))
+    }
+
+    /// The schema version recorded for this table, `None` when it was never migrated (or was
+    /// created by outbox 0.1, which recorded none).
+    async fn schema_version(&self) -> Result<Option<i64>, StoreError> {
+        match sqlx::query_scalar::<_, Option<i64>>(&self.queries.schema_version)
+            .fetch_one(&self.pool)
+            .await
+        {
+            Ok(version) => Ok(version),
+            Err(sqlx::Error::Database(db)) if db.message().contains("no such table") => Ok(None),
+            Err(e) => Err(map_sqlx("read the schema version", e)),
+        }
+    }
+
+    fn ddl(&self) -> Option<Vec<String>> {
+        Some(crate::schema::schema_sql(&self.queries.table))
+    }
 }

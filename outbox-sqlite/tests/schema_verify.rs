@@ -1,6 +1,7 @@
 //! `verify()` checks the schema `migrate()` creates and names what is missing.
 
 use outbox_core::StoreError;
+use outbox_core::prelude::*;
 use outbox_sqlite::SqliteStore;
 
 fn message(err: &StoreError) -> String {

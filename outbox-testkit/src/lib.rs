@@ -8,6 +8,7 @@ mod harness;
 mod macros;
 mod memory;
 mod memory_factory;
+mod poll;
 pub mod suite;
 
 pub use faulty::{Faults, FaultyStore};
@@ -17,3 +18,4 @@ pub use harness::{
 };
 pub use memory::{MemoryStore, MemoryTransaction};
 pub use memory_factory::MemoryFactory;
+pub use poll::{wait_drained, wait_until};

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use outbox_core::prelude::*;
 use outbox_core::{Event, Worker, WorkerConfig};
 use outbox_postgres::PgStore;
 use serde::{Deserialize, Serialize};

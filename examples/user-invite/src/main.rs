@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use metrics_exporter_prometheus::PrometheusBuilder;
+use outbox_core::prelude::*;
 use outbox_core::{Worker, WorkerConfig};
 use outbox_postgres::PgStore;
 use sqlx::postgres::PgPoolOptions;

@@ -21,14 +21,14 @@
 //! assert!(validate_name("table", "events; DROP TABLE users").is_err());
 //! ```
 
-mod batch;
+mod completions;
 mod naming;
 pub mod storable;
 
 use std::future::Future;
 
 pub use async_trait::async_trait;
-pub use batch::{CompletionBatch, CompletionRow, renewal_results};
+pub use completions::{CompletionBatch, CompletionRow, renewal_results};
 pub use naming::validate_name;
 
 pub use crate::model::corrupt::{CORRUPT_STATUS, column_damage, corrupt_reason, decodable};

@@ -12,16 +12,16 @@
 //! # Ok(()) }
 //! ```
 
+pub(crate) mod fold;
 pub(crate) mod metrics;
-pub(crate) mod outcome;
 pub(crate) mod processor;
 pub(crate) mod retry;
 #[cfg(feature = "metrics")]
 pub mod telemetry;
 pub(crate) mod worker;
 
+pub use fold::NoHandlerPolicy;
 pub use metrics::MetricsSnapshot;
-pub use outcome::NoHandlerPolicy;
 pub use processor::{Delivery, Dispatch, DispatchProcessor, HandlerOutcome, Processor};
 pub use retry::{JitterSource, RetryPolicy};
 pub use worker::{BuildError, ShutdownReport, Worker, WorkerBuilder, WorkerConfig, WorkerHandle};

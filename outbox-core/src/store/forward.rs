@@ -78,7 +78,7 @@ macro_rules! forward_store {
         $crate::forward_store!(impl[$($g)*] RepairStore for $ty, |$s| $inner);
     };
     (impl[$($g:tt)*] ClaimStore for $ty:ty, |$s:ident| $inner:expr) => {
-        #[$crate::__private::async_trait]
+        #[$crate::store::__forward::async_trait]
         #[deny(clippy::missing_trait_methods)]
         impl<$($g)*> $crate::store::ClaimStore for $ty {
             fn capabilities(&self) -> $crate::store::StoreCapabilities {
@@ -88,7 +88,7 @@ macro_rules! forward_store {
             async fn claim(
                 &self,
                 request: &$crate::store::ClaimRequest,
-            ) -> ::std::result::Result<::std::vec::Vec<$crate::store::ClaimedEvent>, $crate::StoreError> {
+            ) -> ::std::result::Result<::std::vec::Vec<$crate::store::ClaimedEvent>, $crate::model::StoreError> {
                 let $s = self;
                 $crate::store::ClaimStore::claim($inner, request).await
             }
@@ -96,14 +96,14 @@ macro_rules! forward_store {
                 &self,
                 leases: ::std::vec::Vec<$crate::store::Lease>,
                 extend: ::std::time::Duration,
-            ) -> ::std::vec::Vec<::std::result::Result<$crate::chrono::DateTime<$crate::chrono::Utc>, $crate::StoreError>> {
+            ) -> ::std::vec::Vec<::std::result::Result<$crate::store::__forward::DateTime<$crate::store::__forward::Utc>, $crate::model::StoreError>> {
                 let $s = self;
                 $crate::store::ClaimStore::renew_many($inner, leases, extend).await
             }
             async fn complete_many(
                 &self,
                 items: &[($crate::store::Lease, $crate::store::Completion)],
-            ) -> ::std::vec::Vec<::std::result::Result<(), $crate::StoreError>> {
+            ) -> ::std::vec::Vec<::std::result::Result<(), $crate::model::StoreError>> {
                 let $s = self;
                 $crate::store::ClaimStore::complete_many($inner, items).await
             }
@@ -117,7 +117,7 @@ macro_rules! forward_store {
             }
             async fn subscribe(
                 &self,
-            ) -> ::std::result::Result<::std::option::Option<$crate::store::WakeupStream>, $crate::StoreError> {
+            ) -> ::std::result::Result<::std::option::Option<$crate::store::WakeupStream>, $crate::model::StoreError> {
                 let $s = self;
                 $crate::store::ClaimStore::subscribe($inner).await
             }
@@ -130,13 +130,13 @@ macro_rules! forward_store {
         }
     };
     (impl[$($g:tt)*] EnqueueStore for $ty:ty, |$s:ident| $inner:expr $(, check |$c:ident, $m:ident| $check:expr)?) => {
-        #[$crate::__private::async_trait]
+        #[$crate::store::__forward::async_trait]
         #[deny(clippy::missing_trait_methods)]
         impl<$($g)*> $crate::store::EnqueueStore for $ty {
             async fn enqueue_batch(
                 &self,
-                events: ::std::vec::Vec<$crate::NewEvent>,
-            ) -> ::std::result::Result<::std::vec::Vec<$crate::store::Enqueued>, $crate::StoreError> {
+                events: ::std::vec::Vec<$crate::model::NewEvent>,
+            ) -> ::std::result::Result<::std::vec::Vec<$crate::store::Enqueued>, $crate::model::StoreError> {
                 $( { let $c = self; let $m = "enqueue_batch"; $check?; } )?
                 let $s = self;
                 $crate::store::EnqueueStore::enqueue_batch($inner, events).await
@@ -144,13 +144,13 @@ macro_rules! forward_store {
         }
     };
     (impl[$($g:tt)*] InspectStore for $ty:ty, |$s:ident| $inner:expr $(, check |$c:ident, $m:ident| $check:expr)?) => {
-        #[$crate::__private::async_trait]
+        #[$crate::store::__forward::async_trait]
         #[deny(clippy::missing_trait_methods)]
         impl<$($g)*> $crate::store::InspectStore for $ty {
             async fn get(
                 &self,
-                id: $crate::Uuid,
-            ) -> ::std::result::Result<::std::option::Option<$crate::EventRecord>, $crate::StoreError> {
+                id: $crate::store::__forward::Uuid,
+            ) -> ::std::result::Result<::std::option::Option<$crate::model::EventRecord>, $crate::model::StoreError> {
                 $( { let $c = self; let $m = "get"; $check?; } )?
                 let $s = self;
                 $crate::store::InspectStore::get($inner, id).await
@@ -158,7 +158,7 @@ macro_rules! forward_store {
             async fn dead_letters(
                 &self,
                 limit: usize,
-            ) -> ::std::result::Result<::std::vec::Vec<$crate::EventRecord>, $crate::StoreError> {
+            ) -> ::std::result::Result<::std::vec::Vec<$crate::model::EventRecord>, $crate::model::StoreError> {
                 $( { let $c = self; let $m = "dead_letters"; $check?; } )?
                 let $s = self;
                 $crate::store::InspectStore::dead_letters($inner, limit).await
@@ -166,24 +166,24 @@ macro_rules! forward_store {
             async fn corrupt_events(
                 &self,
                 limit: usize,
-            ) -> ::std::result::Result<::std::vec::Vec<$crate::model::CorruptEvent>, $crate::StoreError> {
+            ) -> ::std::result::Result<::std::vec::Vec<$crate::model::CorruptEvent>, $crate::model::StoreError> {
                 $( { let $c = self; let $m = "corrupt_events"; $check?; } )?
                 let $s = self;
                 $crate::store::InspectStore::corrupt_events($inner, limit).await
             }
-            async fn stats(&self) -> ::std::result::Result<$crate::store::StoreStats, $crate::StoreError> {
+            async fn stats(&self) -> ::std::result::Result<$crate::store::StoreStats, $crate::model::StoreError> {
                 $( { let $c = self; let $m = "stats"; $check?; } )?
                 let $s = self;
                 $crate::store::InspectStore::stats($inner).await
             }
-            async fn lag(&self) -> ::std::result::Result<::std::time::Duration, $crate::StoreError> {
+            async fn lag(&self) -> ::std::result::Result<::std::time::Duration, $crate::model::StoreError> {
                 $( { let $c = self; let $m = "lag"; $check?; } )?
                 let $s = self;
                 $crate::store::InspectStore::lag($inner).await
             }
             async fn stats_by_type(
                 &self,
-            ) -> ::std::result::Result<::std::vec::Vec<$crate::store::TypeStats>, $crate::StoreError> {
+            ) -> ::std::result::Result<::std::vec::Vec<$crate::store::TypeStats>, $crate::model::StoreError> {
                 $( { let $c = self; let $m = "stats_by_type"; $check?; } )?
                 let $s = self;
                 $crate::store::InspectStore::stats_by_type($inner).await
@@ -191,7 +191,7 @@ macro_rules! forward_store {
             async fn key_head(
                 &self,
                 key: &str,
-            ) -> ::std::result::Result<::std::option::Option<$crate::EventRecord>, $crate::StoreError> {
+            ) -> ::std::result::Result<::std::option::Option<$crate::model::EventRecord>, $crate::model::StoreError> {
                 $( { let $c = self; let $m = "key_head"; $check?; } )?
                 let $s = self;
                 $crate::store::InspectStore::key_head($inner, key).await
@@ -199,31 +199,31 @@ macro_rules! forward_store {
         }
     };
     (impl[$($g:tt)*] RepairStore for $ty:ty, |$s:ident| $inner:expr $(, check |$c:ident, $m:ident| $check:expr)?) => {
-        #[$crate::__private::async_trait]
+        #[$crate::store::__forward::async_trait]
         #[deny(clippy::missing_trait_methods)]
         impl<$($g)*> $crate::store::RepairStore for $ty {
-            async fn requeue_dead(&self, id: $crate::Uuid) -> ::std::result::Result<bool, $crate::StoreError> {
+            async fn requeue_dead(&self, id: $crate::store::__forward::Uuid) -> ::std::result::Result<bool, $crate::model::StoreError> {
                 $( { let $c = self; let $m = "requeue_dead"; $check?; } )?
                 let $s = self;
                 $crate::store::RepairStore::requeue_dead($inner, id).await
             }
             async fn purge_dead(
                 &self,
-                older_than: $crate::chrono::DateTime<$crate::chrono::Utc>,
-            ) -> ::std::result::Result<u64, $crate::StoreError> {
+                older_than: $crate::store::__forward::DateTime<$crate::store::__forward::Utc>,
+            ) -> ::std::result::Result<u64, $crate::model::StoreError> {
                 $( { let $c = self; let $m = "purge_dead"; $check?; } )?
                 let $s = self;
                 $crate::store::RepairStore::purge_dead($inner, older_than).await
             }
             async fn purge_processed(
                 &self,
-                older_than: $crate::chrono::DateTime<$crate::chrono::Utc>,
-            ) -> ::std::result::Result<u64, $crate::StoreError> {
+                older_than: $crate::store::__forward::DateTime<$crate::store::__forward::Utc>,
+            ) -> ::std::result::Result<u64, $crate::model::StoreError> {
                 $( { let $c = self; let $m = "purge_processed"; $check?; } )?
                 let $s = self;
                 $crate::store::RepairStore::purge_processed($inner, older_than).await
             }
-            async fn requeue_corrupt(&self, id: &str) -> ::std::result::Result<bool, $crate::StoreError> {
+            async fn requeue_corrupt(&self, id: &str) -> ::std::result::Result<bool, $crate::model::StoreError> {
                 $( { let $c = self; let $m = "requeue_corrupt"; $check?; } )?
                 let $s = self;
                 $crate::store::RepairStore::requeue_corrupt($inner, id).await

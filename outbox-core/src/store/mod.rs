@@ -13,7 +13,8 @@
 //! [`renew_lease`](StoreExt::renew_lease), [`wait_for`](StoreExt::wait_for) — are in
 //! [`StoreExt`]. Enqueueing in the caller's own transaction (C1) is [`EnqueueIn`], with the
 //! backend's connection type as a type parameter. Transactional handlers (X1) need
-//! [`TransactionalStore`]; the inbox needs [`InboxStore`].
+//! [`TransactionalStore`]; the inbox needs [`InboxStore`]. What a store creates in its database is
+//! [`Schema`].
 //!
 //! A wrapper around a store (a fault injector, a metrics layer) forwards the parts it does not
 //! change with [`forward_store!`](crate::forward_store), so no method can be dropped on the way.
@@ -25,10 +26,19 @@
 mod ext;
 mod forward;
 pub(crate) mod inbox;
+mod schema;
 mod stats;
 pub(crate) mod transactions;
 mod types;
 pub(crate) mod wait;
+
+/// What the code [`forward_store!`](crate::forward_store) generates names. Not a public API.
+#[doc(hidden)]
+pub mod __forward {
+    pub use async_trait::async_trait;
+    pub use chrono::{DateTime, Utc};
+    pub use uuid::Uuid;
+}
 
 use std::time::Duration;
 
@@ -40,6 +50,7 @@ use crate::model::{CorruptEvent, EventRecord, NewEvent, StoreError};
 
 pub use ext::StoreExt;
 pub use inbox::{Inbox, InboxStore, MAX_MESSAGE_ID_BYTES, Receipt};
+pub use schema::Schema;
 pub use stats::{HeldBack, StoreStats, TypeStats};
 pub use transactions::{
     StoreTransaction, TransactionType, TransactionalStore, Transactions, transactions_of,

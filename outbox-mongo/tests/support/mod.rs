@@ -8,6 +8,7 @@ use std::time::Duration;
 use mongodb::Client;
 use mongodb::options::ClientOptions;
 use outbox_core::StoreError;
+use outbox_core::prelude::*;
 use outbox_mongo::MongoStore;
 use outbox_testkit::{Damage, StoreFactory, TestTransaction};
 use tokio::sync::OnceCell;

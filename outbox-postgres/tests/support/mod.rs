@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use outbox_core::StoreError;
+use outbox_core::prelude::*;
 use outbox_postgres::PgStore;
 use outbox_testkit::{Damage, StoreFactory, TestTransaction};
 use sqlx::PgPool;

@@ -9,13 +9,14 @@
 //! A backend runs both over its own factory in its `tests/`, so the suite is shown to catch these
 //! mistakes on that database, not only on the memory store.
 
+mod catching;
 mod rules;
 mod transactions;
 
-pub use rules::{
-    Break, Breaking, BreakingFactory, assert_suite_catches, assert_suite_catches_every_break,
-    suite_catches,
+pub use catching::{
+    BreakingFactory, assert_suite_catches, assert_suite_catches_every_break, suite_catches,
 };
+pub use rules::{Break, Breaking};
 pub use transactions::{
     BrokenTransactions, BrokenTransactionsFactory, TransactionFlaw, assert_caught,
 };

@@ -1,7 +1,6 @@
 //! Shared helpers of the clause functions: fast worker settings, waiting, call counting.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,6 +13,9 @@ use outbox_core::{
 use uuid::Uuid;
 
 use crate::harness::Failure;
+pub(crate) use crate::poll::{wait_drained, wait_until};
+use outbox_core::{Event, HandlerError};
+use serde::{Deserialize, Serialize};
 
 /// Worker settings that make clauses fast: short leases, quick polls and retries, no jitter.
 pub(crate) fn fast_config() -> WorkerConfig {
@@ -63,38 +65,6 @@ pub(crate) fn start<S: Store + Clone>(
 /// A claim request for tests.
 pub(crate) fn claim(limit: usize, lease: Duration) -> ClaimRequest {
     ClaimRequest::new("conformance", limit, lease)
-}
-
-/// Polls `check` every 20 ms until it returns true, or fails after `limit` with `what`.
-pub(crate) async fn wait_until<F, Fut>(
-    limit: Duration,
-    what: &str,
-    mut check: F,
-) -> Result<(), Failure>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<bool, Failure>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if check().await? {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Failure::new(format!(
-                "timed out after {limit:?} waiting until {what}"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Waits until no event is pending.
-pub(crate) async fn wait_drained<S: Store>(store: &S, limit: Duration) -> Result<(), Failure> {
-    wait_until(limit, "no event is pending", || async {
-        Ok(store.stats().await?.pending == 0)
-    })
-    .await
 }
 
 /// Waits until event `id` has `status`, returning it.
@@ -194,4 +164,52 @@ pub(crate) async fn ran_elsewhere<S: Store>(
         )
         .await?;
     Ok(())
+}
+
+pub(crate) const LONG: Duration = Duration::from_secs(30);
+
+pub(crate) fn processed() -> Completion {
+    Completion {
+        status: EventStatus::Processed,
+        handler_results: HandlerResults::new(),
+        attempts: 1,
+        retry_delay: None,
+    }
+}
+
+/// Gives a claim back unprocessed (the attempt returned).
+pub(crate) fn release() -> Completion {
+    Completion {
+        status: EventStatus::Pending,
+        handler_results: HandlerResults::new(),
+        attempts: 0,
+        retry_delay: None,
+    }
+}
+
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
+
+/// A handler that counts its calls and fails the first `fail_first` of them per event.
+pub(crate) fn counting(event_type: &str, name: &str, calls: &Calls, fail_first: u32) -> Handler {
+    let calls = calls.clone();
+    let name_owned = name.to_owned();
+    Handler::raw(event_type, name, move |record, _ctx| {
+        let n = calls.record(record.id, &name_owned);
+        async move {
+            if n <= fail_first {
+                Err(HandlerError::retry(format!("transient failure {n}")))
+            } else {
+                Ok(())
+            }
+        }
+    })
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct TypedPing {
+    pub(crate) text: String,
+}
+
+impl Event for TypedPing {
+    const EVENT_TYPE: &'static str = "p3.TypedPing";
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::model::error::ConfigError;
-use crate::runtime::outcome::NoHandlerPolicy;
+use crate::runtime::fold::NoHandlerPolicy;
 use crate::runtime::retry::RetryPolicy;
 
 /// How a worker claims, runs and retries.

@@ -11,7 +11,7 @@ use tracing::Instrument;
 use super::Shared;
 use super::completer::{Kind, Pending};
 use crate::model::record::{EventRecord, EventStatus};
-use crate::runtime::outcome::{FoldRules, fold_outcome};
+use crate::runtime::fold::{FoldRules, fold_outcome};
 use crate::runtime::processor::{Delivery, Dispatch, process_catching_panics};
 use crate::store::{ClaimedEvent, Completion, Lease};
 

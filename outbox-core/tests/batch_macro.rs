@@ -1,5 +1,6 @@
-//! A `#[handler(batch = N)]` function, registered at link time, run by a worker on SQLite: its
-//! events are handled in groups of at most N, each event keeping its own result and output.
+//! A `#[handler(batch = N)]` function, registered at link time, run by a worker on the memory
+//! store: its events are handled in groups of at most N, each event keeping its own result and
+//! output.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -8,11 +9,11 @@ use outbox_core::handlers::Registry;
 use outbox_core::{
     Event, HandlerError, NewEvent, Outcome, StoreExt, Worker, WorkerConfig, handler,
 };
-use outbox_sqlite::SqliteStore;
+use outbox_testkit::MemoryStore;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize, Event)]
-#[outbox(name = "sqlite_test.Relayed")]
+#[outbox(name = "core_test.Relayed")]
 struct Relayed {
     n: u32,
 }
@@ -31,18 +32,14 @@ async fn relay(events: Vec<Relayed>) -> Vec<Result<serde_json::Value, HandlerErr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_handler_declared_with_the_macro_handles_events_in_groups() {
-    let dir = tempfile::tempdir().expect("a directory");
-    let store = SqliteStore::open(dir.path().join("batch.db"))
-        .await
-        .expect("a store");
-    store.migrate().await.expect("migrate");
+    let store = MemoryStore::new();
     let mut ids = Vec::new();
     for n in 0..12 {
         let event = NewEvent::from_event(&Relayed { n }).expect("an event");
         ids.push(store.enqueue(event).await.expect("enqueue").id);
     }
     let registry = Registry::builder()
-        .with_registered_for(&["sqlite_test.Relayed"])
+        .with_registered_for(&["core_test.Relayed"])
         .build()
         .expect("a registry");
     let worker = Worker::builder(store.clone())

@@ -1,5 +1,5 @@
-//! Handlers receive application state given to the worker (`State<T>` parameters), on a real SQLite
-//! file; a worker built without a state a handler needs fails at `build()`, naming the type.
+//! Handlers receive application state given to the worker (`State<T>` parameters); a worker built
+//! without a state a handler needs fails at `build()`, naming the type.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use outbox_core::{
     BuildError, EventRecord, HandlerContext, HandlerError, NewEvent, State, Worker, WorkerConfig,
     handler,
 };
-use outbox_sqlite::SqliteStore;
+use outbox_testkit::MemoryStore;
 use serde_json::json;
 
 /// Stands in for an application's connection pool or client.
@@ -40,12 +40,8 @@ async fn greet(
     Ok(())
 }
 
-async fn store() -> (tempfile::TempDir, SqliteStore) {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let store = SqliteStore::open(dir.path().join("state.db"))
-        .await
-        .expect("open the SQLite file");
-    (dir, store)
+async fn store() -> ((), MemoryStore) {
+    ((), MemoryStore::new())
 }
 
 #[tokio::test]
