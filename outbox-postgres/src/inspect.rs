@@ -87,6 +87,17 @@ impl InspectStore for PgStore {
         .with_held_back(held_back))
     }
 
+    async fn held_back(&self) -> Result<Option<HeldBack>, StoreError> {
+        let (snapshot, dead_rows): (f64, i64) = sqlx::query_as(&self.queries.held_back)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("held back", e))?;
+        Ok(Some(
+            HeldBack::new(seconds(snapshot), u64::try_from(dead_rows).unwrap_or(0))
+                .with_windowed_claims(self.claim_window.is_windowed()),
+        ))
+    }
+
     async fn stats_by_type(&self) -> Result<Vec<TypeStats>, StoreError> {
         let rows = sqlx::query(&self.queries.stats_by_type)
             .fetch_all(&self.pool)

@@ -36,6 +36,8 @@ pub(crate) struct Queries {
     /// Seconds since the oldest due, unleased event became due (0 when none): one entry of the
     /// due-time index.
     pub(crate) lag: String,
+    /// The oldest open snapshot's age and the table's dead row versions.
+    pub(crate) held_back: String,
     /// Per event type: pending, due, leased, dead, seconds since the oldest due event became due.
     pub(crate) stats_by_type: String,
     /// The pending head of an ordering key's line (C5: creation order, re-queued to the back).
@@ -195,6 +197,11 @@ impl Queries {
                  FROM {t} e"
             ),
             lag: format!("SELECT {oldest_due_age}"),
+            held_back: format!(
+                "SELECT ({oldest_snapshot}),
+                    (SELECT COALESCE(max(n_dead_tup), 0) FROM pg_stat_user_tables
+                     WHERE relid = '{t}'::regclass)"
+            ),
             // Two index scans, pending rows (the due index) and dead ones (the failed index):
             // processed rows are never read (a scan of the whole table cost 211 ms with a million
             // processed events kept).

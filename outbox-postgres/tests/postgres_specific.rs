@@ -783,6 +783,20 @@ async fn claims_use_a_window_while_a_snapshot_holds_back_vacuum() {
             windowed = true;
             assert!(held.oldest_snapshot_age > Duration::ZERO, "{held:?}");
             assert!(held.is_holding_back());
+            // The gauge form answers the same without counting the table.
+            let gauge = store
+                .held_back()
+                .await
+                .unwrap()
+                .expect("PostgreSQL reports it");
+            assert!(
+                gauge.windowed_claims && gauge.is_holding_back(),
+                "{gauge:?}"
+            );
+            assert!(
+                gauge.oldest_snapshot_age >= held.oldest_snapshot_age,
+                "{gauge:?} {held:?}"
+            );
             break;
         }
     }

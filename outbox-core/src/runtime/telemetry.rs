@@ -24,6 +24,7 @@
 //! | `outbox_lag_seconds` | gauge | | age of the oldest due event (sampled) |
 //! | `outbox_pending`, `outbox_due`, `outbox_leased`, `outbox_dead` | gauge | `event_type` | per-type counts (sampled) |
 //! | `outbox_type_lag_seconds` | gauge | `event_type` | per-type age of the oldest due event (sampled) |
+//! | `outbox_oldest_snapshot_age_seconds`, `outbox_dead_rows`, `outbox_windowed_claims` | gauge | | what holds cleanup back, on stores where something can (PostgreSQL; sampled) |
 //!
 //! ```no_run
 //! # async fn demo(store: std::sync::Arc<dyn outbox_core::Store>) {
@@ -109,10 +110,25 @@ pub fn describe() {
         Unit::Seconds,
         "Age of the oldest due event, by type"
     );
+    describe_gauge!(
+        "outbox_oldest_snapshot_age_seconds",
+        Unit::Seconds,
+        "Age of the oldest snapshot open in the database, which holds the outbox's cleanup back (PostgreSQL)"
+    );
+    describe_gauge!(
+        "outbox_dead_rows",
+        "Dead row versions in the outbox's table that cleanup has not removed (PostgreSQL)"
+    );
+    describe_gauge!(
+        "outbox_windowed_claims",
+        "1 while claims start just below what was last taken because full walks became slow (PostgreSQL)"
+    );
 }
 
-/// Reads [`InspectStore::lag`](crate::store::InspectStore::lag) and [`InspectStore::stats_by_type`](crate::store::InspectStore::stats_by_type) once and sets the gauges. A type that had
-/// events at the previous sample and has none now is set to zero.
+/// Reads [`InspectStore::lag`](crate::store::InspectStore::lag),
+/// [`InspectStore::stats_by_type`](crate::store::InspectStore::stats_by_type) and
+/// [`InspectStore::held_back`](crate::store::InspectStore::held_back) once and sets the gauges. A
+/// type that had events at the previous sample and has none now is set to zero.
 pub async fn sample_gauges(store: &dyn Store, seen: &mut Vec<String>) -> Result<(), StoreError> {
     let lag = store.lag().await?;
     metrics::gauge!("outbox_lag_seconds").set(lag.as_secs_f64());
@@ -144,6 +160,12 @@ pub async fn sample_gauges(store: &dyn Store, seen: &mut Vec<String>) -> Result<
         set("outbox_type_lag_seconds", row.oldest_due_age.as_secs_f64());
     }
     *seen = rows.into_iter().map(|r| r.event_type).collect();
+    if let Some(held) = store.held_back().await? {
+        metrics::gauge!("outbox_oldest_snapshot_age_seconds")
+            .set(held.oldest_snapshot_age.as_secs_f64());
+        metrics::gauge!("outbox_dead_rows").set(held.dead_rows as f64);
+        metrics::gauge!("outbox_windowed_claims").set(f64::from(u8::from(held.windowed_claims)));
+    }
     Ok(())
 }
 

@@ -196,6 +196,13 @@ macro_rules! forward_store {
                 let $s = self;
                 $crate::store::InspectStore::key_head($inner, key).await
             }
+            async fn held_back(
+                &self,
+            ) -> ::std::result::Result<::std::option::Option<$crate::store::HeldBack>, $crate::model::StoreError> {
+                $( { let $c = self; let $m = "held_back"; $check?; } )?
+                let $s = self;
+                $crate::store::InspectStore::held_back($inner).await
+            }
         }
     };
     (impl[$($g:tt)*] RepairStore for $ty:ty, |$s:ident| $inner:expr $(, check |$c:ident, $m:ident| $check:expr)?) => {

@@ -303,6 +303,14 @@ pub trait InspectStore: Send + Sync + 'static {
     /// The pending event at the head of ordering key `key`'s line: the one that must finish
     /// before the key's next event can run (C5), or `None` when no event of the key is pending.
     async fn key_head(&self, key: &str) -> Result<Option<EventRecord>, StoreError>;
+
+    /// What holds the store's cleanup back, on stores where that can happen (PostgreSQL: the
+    /// oldest open snapshot, the dead row versions it keeps, whether claims switched to a
+    /// window) — the same figure as [`StoreStats::held_back`], without counting the table, so it
+    /// can be sampled as a gauge. The default answers `None`: nothing can hold cleanup back.
+    async fn held_back(&self) -> Result<Option<HeldBack>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// Putting failed events back and deleting finished ones, for operators' tools.

@@ -689,6 +689,10 @@ impl<S: Store + Clone> InspectStore for Breaking<S> {
         }
         Ok(head)
     }
+
+    async fn held_back(&self) -> Result<Option<outbox_core::store::HeldBack>, StoreError> {
+        self.inner.held_back().await
+    }
 }
 
 #[async_trait]
