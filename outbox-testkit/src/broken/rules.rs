@@ -420,6 +420,7 @@ impl<S: Store + Clone> Breaking<S> {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl<S: Store + Clone> ClaimStore for Breaking<S> {
     fn capabilities(&self) -> StoreCapabilities {
         self.inner.capabilities()
@@ -530,6 +531,7 @@ impl<S: Store + Clone> ClaimStore for Breaking<S> {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl<S: Store + Clone> EnqueueStore for Breaking<S> {
     async fn enqueue_batch(&self, mut events: Vec<NewEvent>) -> Result<Vec<Enqueued>, StoreError> {
         let batch = events.len() >= 2;
@@ -591,6 +593,7 @@ impl<S: Store + Clone> EnqueueStore for Breaking<S> {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl<S: Store + Clone> InspectStore for Breaking<S> {
     async fn get(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
         let mut record = self.inner.get(id).await?;
@@ -696,6 +699,7 @@ impl<S: Store + Clone> InspectStore for Breaking<S> {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl<S: Store + Clone> RepairStore for Breaking<S> {
     async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {
         if self.flaw == Break::RequeueKeepsFailedAttempts {

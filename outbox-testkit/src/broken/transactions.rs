@@ -177,6 +177,7 @@ impl<S: InboxStore + Clone> InboxStore for BrokenTransactions<S> {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl<S: InboxStore + Clone> ClaimStore for BrokenTransactions<S> {
     fn capabilities(&self) -> StoreCapabilities {
         self.inner.capabilities()
