@@ -35,10 +35,10 @@ pub(crate) fn not_live() -> Document {
 }
 
 /// How many leases one claim sends at once.
-pub(crate) const CLAIM_CONCURRENCY: usize = 16;
+const CLAIM_CONCURRENCY: usize = 16;
 
 /// How often a plain batch enqueue retries its transaction after a write conflict.
-pub(crate) const TRANSACTION_RETRIES: usize = 5;
+const TRANSACTION_RETRIES: usize = 5;
 
 /// An outbox in a MongoDB collection. Cheap to clone.
 ///
@@ -284,7 +284,7 @@ impl EnqueueIn for MongoStore {
 }
 
 /// A duplicate idempotency key inside a transaction aborts it: report it as a retryable conflict.
-pub(crate) fn conflict_on_duplicate(operation: &str, err: mongodb::error::Error) -> StoreError {
+fn conflict_on_duplicate(operation: &str, err: mongodb::error::Error) -> StoreError {
     if code(&err) == Some(DUPLICATE_KEY) {
         return StoreError::Conflict {
             message: format!(

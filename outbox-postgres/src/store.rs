@@ -60,7 +60,7 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
-pub(crate) fn millis(d: Duration) -> i64 {
+fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 

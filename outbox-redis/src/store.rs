@@ -31,9 +31,9 @@ use crate::scripts::{ENQUEUE_SOURCE, Invocation};
 pub(crate) const COMPLETE_CHUNK: usize = 100;
 
 /// Claims are capped per call so one script never runs long (Redis is single-threaded).
-pub(crate) const MAX_CLAIM: usize = 1_000;
+const MAX_CLAIM: usize = 1_000;
 pub(crate) const PURGE_BATCH: i64 = 500;
-pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An outbox in Redis. Cheap to clone (a multiplexed, self-reconnecting connection).
 ///
