@@ -4,7 +4,7 @@
 use crate::error::map_mongo;
 use crate::row::{never, parked, to_bson_time};
 
-use crate::store::{CORRUPT, LeaseRefused, MongoStore, SWEEP_EVERY, due_filter, natural_due};
+use crate::store::{CORRUPT, LeaseRefused, MongoStore, due_filter};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
@@ -327,4 +327,20 @@ impl MongoStore {
             .map_err(|e| map_mongo("purge", e))?;
         Ok(done.deleted_count)
     }
+}
+
+/// How often claims that come back short look for pending documents without a due time.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// When a parked event is claimable once un-parked: the later of its schedule and back-off.
+fn natural_due(document: &Document) -> mongodb::bson::DateTime {
+    let available = document
+        .get_datetime("available_at")
+        .copied()
+        .unwrap_or_else(|_| never());
+    let backoff = document
+        .get_datetime("backoff_until")
+        .copied()
+        .unwrap_or_else(|_| never());
+    available.max(backoff)
 }

@@ -71,9 +71,6 @@ pub struct MongoStore {
     pub(crate) last_sweep: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
-/// How often claims that come back short look for pending documents without a due time.
-pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(30);
-
 /// A document the server refused to lease, and why.
 pub(crate) struct LeaseRefused {
     pub(crate) id: String,
@@ -530,17 +527,4 @@ impl MongoStore {
         }
         Ok(())
     }
-}
-
-/// When a parked event is claimable once un-parked: the later of its schedule and back-off.
-pub(crate) fn natural_due(document: &Document) -> mongodb::bson::DateTime {
-    let available = document
-        .get_datetime("available_at")
-        .copied()
-        .unwrap_or_else(|_| never());
-    let backoff = document
-        .get_datetime("backoff_until")
-        .copied()
-        .unwrap_or_else(|_| never());
-    available.max(backoff)
 }

@@ -3,7 +3,7 @@
 use crate::error::map_sqlx;
 use crate::row::decode;
 
-use crate::store::{PgStore, seconds, set_aside_error};
+use crate::store::{PgStore, seconds};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use outbox_core::model::CorruptEvent;
@@ -180,5 +180,16 @@ impl RepairStore for PgStore {
             .await
             .map_err(|e| map_sqlx("requeue corrupt", e))?;
         Ok(done.rows_affected() == 1)
+    }
+}
+
+/// The error `get` answers for an event that was set aside (C11).
+fn set_aside_error(id: Uuid, reason: Option<String>) -> StoreError {
+    StoreError::Corrupt {
+        id: id.to_string(),
+        message: format!(
+            "set aside because it does not decode ({}); fix it and call requeue_corrupt",
+            reason.unwrap_or_default()
+        ),
     }
 }

@@ -380,17 +380,6 @@ pub(crate) fn seconds(secs: f64) -> Duration {
     Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or_default()
 }
 
-/// The error `get` answers for an event that was set aside (C11).
-pub(crate) fn set_aside_error(id: Uuid, reason: Option<String>) -> StoreError {
-    StoreError::Corrupt {
-        id: id.to_string(),
-        message: format!(
-            "set aside because it does not decode ({}); fix it and call requeue_corrupt",
-            reason.unwrap_or_default()
-        ),
-    }
-}
-
 impl PgStore {
     /// Writes completions in one call of the completion function; with `next`, the function also
     /// leases the finished keys' next events to `next.worker_id` (see `schema.rs`).

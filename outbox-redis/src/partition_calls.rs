@@ -5,7 +5,8 @@ use crate::error::map_redis;
 use crate::row::{FIELDS, at, decode, from_millis};
 use crate::scripts::SCRIPTS;
 
-use crate::store::{COMPLETE_CHUNK, PURGE_BATCH, RedisStore, enqueue_args, millis, uuid_arg};
+use crate::scripts::Invocation;
+use crate::store::{RedisStore, enqueue_args, millis};
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use outbox_core::kit::corrupt_reason;
@@ -343,4 +344,15 @@ impl RedisStore {
         }
         Ok(total)
     }
+}
+
+/// Completions per `complete_many` script call.
+const COMPLETE_CHUNK: usize = 100;
+
+const PURGE_BATCH: i64 = 500;
+
+/// Appends `id` as text to a script call, without allocating a string for it.
+fn uuid_arg(invocation: &mut Invocation<'_>, id: Uuid) {
+    let mut text = Uuid::encode_buffer();
+    invocation.arg(&*id.as_hyphenated().encode_lower(&mut text));
 }

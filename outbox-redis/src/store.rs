@@ -25,14 +25,10 @@ use crate::connection::RedisConnection;
 use crate::error::map_redis;
 use crate::partition::Layout;
 use crate::row::body_tail;
-use crate::scripts::{ENQUEUE_SOURCE, Invocation};
-
-/// Completions per `complete_many` script call.
-pub(crate) const COMPLETE_CHUNK: usize = 100;
+use crate::scripts::ENQUEUE_SOURCE;
 
 /// Claims are capped per call so one script never runs long (Redis is single-threaded).
 const MAX_CLAIM: usize = 1_000;
-pub(crate) const PURGE_BATCH: i64 = 500;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An outbox in Redis. Cheap to clone (a multiplexed, self-reconnecting connection).
@@ -410,12 +406,6 @@ impl RedisStore {
         }
         out.into_iter().flatten().collect()
     }
-}
-
-/// Appends `id` as text to a script call, without allocating a string for it.
-pub(crate) fn uuid_arg(invocation: &mut Invocation<'_>, id: Uuid) {
-    let mut text = Uuid::encode_buffer();
-    invocation.arg(&*id.as_hyphenated().encode_lower(&mut text));
 }
 
 /// The enqueue script's arguments: the count, then six per event (see enqueue.lua).

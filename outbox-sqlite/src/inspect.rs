@@ -3,7 +3,7 @@
 use crate::error::map_sqlx;
 use crate::row::{decode, from_millis, now_millis};
 
-use crate::store::{SqliteStore, age};
+use crate::store::SqliteStore;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use outbox_core::model::CorruptEvent;
@@ -173,4 +173,11 @@ impl RepairStore for SqliteStore {
             .map_err(|e| map_sqlx("requeue corrupt", e))?;
         Ok(done.rows_affected() == 1)
     }
+}
+
+/// How long ago (`now`, ms) the oldest due event became due (`oldest`, ms); zero when none.
+fn age(now: i64, oldest: Option<i64>) -> Duration {
+    oldest.map_or(Duration::ZERO, |t| {
+        Duration::from_millis(u64::try_from(now - t).unwrap_or(0))
+    })
 }

@@ -10,10 +10,11 @@
 
 use crate::error::map_sqlx;
 
-use crate::store::{SqliteStore, run_script};
+use crate::store::SqliteStore;
 use async_trait::async_trait;
 use outbox_core::store::Schema;
 use outbox_core::{EventRecord, StoreError};
+use sqlx::SqliteConnection;
 
 /// The version of the schema this crate writes and expects, recorded in `<table>_schema`.
 pub const SCHEMA_VERSION: i64 = 4;
@@ -286,4 +287,10 @@ impl Schema for SqliteStore {
     fn ddl(&self) -> Option<Vec<String>> {
         Some(crate::schema::schema_sql(&self.queries.table))
     }
+}
+
+/// Runs a multi-statement script on one connection.
+async fn run_script(conn: &mut SqliteConnection, script: String) -> Result<(), sqlx::Error> {
+    sqlx::Executor::execute(conn, script.as_str()).await?;
+    Ok(())
 }

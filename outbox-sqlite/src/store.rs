@@ -22,15 +22,6 @@ use crate::error::map_sqlx;
 use crate::queries::Queries;
 use crate::row::{decode, from_millis, lease_of, now_millis, to_millis};
 
-/// Runs a multi-statement script on one connection.
-pub(crate) async fn run_script(
-    conn: &mut SqliteConnection,
-    script: String,
-) -> Result<(), sqlx::Error> {
-    sqlx::Executor::execute(conn, script.as_str()).await?;
-    Ok(())
-}
-
 /// An outbox in a SQLite database. Cheap to clone.
 ///
 /// ```no_run
@@ -69,13 +60,6 @@ impl std::fmt::Debug for SqliteStore {
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
-}
-
-/// How long ago (`now`, ms) the oldest due event became due (`oldest`, ms); zero when none.
-pub(crate) fn age(now: i64, oldest: Option<i64>) -> Duration {
-    oldest.map_or(Duration::ZERO, |t| {
-        Duration::from_millis(u64::try_from(now - t).unwrap_or(0))
-    })
 }
 
 impl SqliteStore {
