@@ -12,10 +12,6 @@ struct NoStore;
 
 #[outbox_core::kit::async_trait]
 impl ClaimStore for NoStore {
-    fn capabilities(&self) -> outbox_core::store::StoreCapabilities {
-        outbox_core::store::StoreCapabilities::default()
-    }
-
     async fn claim(
         &self,
         _: &outbox_core::store::ClaimRequest,

@@ -8,9 +8,7 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{Document, doc};
 use mongodb::{Client, ClientSession, Collection};
-use outbox_core::store::{
-    ClaimRequest, ClaimedEvent, Completion, Lease, StoreCapabilities, WakeupStream,
-};
+use outbox_core::store::{ClaimRequest, ClaimedEvent, Completion, Lease, WakeupStream};
 use outbox_core::store::{ClaimStore, EnqueueIn, EnqueueStore};
 use outbox_core::{Enqueued, EventStatus, Limits, NewEvent, StoreError};
 use uuid::Uuid;
@@ -301,12 +299,6 @@ pub(crate) fn due_filter(now: DateTime<Utc>) -> Document {
 
 #[async_trait]
 impl ClaimStore for MongoStore {
-    fn capabilities(&self) -> StoreCapabilities {
-        StoreCapabilities::default()
-            .with_wakeups(true)
-            .with_transactional_enqueue(true)
-    }
-
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {
         if request.limit == 0 {
             return Ok(Vec::new());

@@ -7,9 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use outbox_core::kit::{CompletionBatch, corrupt_reason, renewal_results};
-use outbox_core::store::{
-    ClaimRequest, ClaimedEvent, Completion, HandOff, Lease, StoreCapabilities, WakeupStream,
-};
+use outbox_core::store::{ClaimRequest, ClaimedEvent, Completion, HandOff, Lease, WakeupStream};
 use outbox_core::store::{ClaimStore, EnqueueIn, EnqueueStore};
 use outbox_core::{Enqueued, EventStatus, Limits, NewEvent, StoreError};
 use sqlx::{PgConnection, PgPool, Row};
@@ -269,12 +267,6 @@ pub(crate) async fn insert(
 
 #[async_trait]
 impl ClaimStore for PgStore {
-    fn capabilities(&self) -> StoreCapabilities {
-        StoreCapabilities::default()
-            .with_wakeups(true)
-            .with_transactional_enqueue(true)
-    }
-
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {
         if request.limit == 0 {
             return Ok(Vec::new());

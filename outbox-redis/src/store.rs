@@ -10,9 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::future::join_all;
-use outbox_core::store::{
-    ClaimRequest, ClaimedEvent, Completion, Lease, StoreCapabilities, WakeupStream,
-};
+use outbox_core::store::{ClaimRequest, ClaimedEvent, Completion, Lease, WakeupStream};
 use outbox_core::store::{ClaimStore, EnqueueStore, Schema};
 use outbox_core::{Enqueued, Limits, NewEvent, StoreError};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -434,12 +432,6 @@ pub(crate) fn enqueue_args(
 
 #[async_trait]
 impl ClaimStore for RedisStore {
-    fn capabilities(&self) -> StoreCapabilities {
-        StoreCapabilities::default()
-            .with_wakeups(true)
-            .with_transactional_enqueue(true)
-    }
-
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {
         let limit = request.limit.min(MAX_CLAIM);
         if limit == 0 {

@@ -9,9 +9,7 @@ use std::collections::{HashMap, HashSet};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use outbox_core::kit::{CompletionBatch, corrupt_reason, renewal_results};
-use outbox_core::store::{
-    ClaimRequest, ClaimedEvent, Completion, Lease, StoreCapabilities, WakeupStream,
-};
+use outbox_core::store::{ClaimRequest, ClaimedEvent, Completion, Lease, WakeupStream};
 use outbox_core::store::{ClaimStore, EnqueueIn, EnqueueStore, Schema};
 use outbox_core::{Enqueued, EventStatus, Limits, NewEvent, StoreError};
 use sqlx::{SqliteConnection, SqlitePool};
@@ -194,11 +192,6 @@ impl EnqueueIn for SqliteStore {
 
 #[async_trait]
 impl ClaimStore for SqliteStore {
-    fn capabilities(&self) -> StoreCapabilities {
-        // SQLite cannot announce commits to other connections: workers poll.
-        StoreCapabilities::default().with_transactional_enqueue(true)
-    }
-
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {
         if request.limit == 0 {
             return Ok(Vec::new());

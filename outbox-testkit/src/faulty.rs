@@ -8,8 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use outbox_core::store::{
-    ClaimRequest, ClaimStore, ClaimedEvent, Completion, HandOff, Lease, StoreCapabilities,
-    Transactions, WakeupStream,
+    ClaimRequest, ClaimStore, ClaimedEvent, Completion, HandOff, Lease, Transactions, WakeupStream,
 };
 use outbox_core::{Store, StoreError};
 
@@ -144,10 +143,6 @@ impl<S: Store> FaultyStore<S> {
 #[async_trait]
 #[deny(clippy::missing_trait_methods)]
 impl<S: Store> ClaimStore for FaultyStore<S> {
-    fn capabilities(&self) -> StoreCapabilities {
-        self.inner.capabilities()
-    }
-
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {
         self.check("claim")?;
         self.inner.claim(request).await

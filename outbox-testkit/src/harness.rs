@@ -39,8 +39,10 @@ pub trait StoreFactory: Send + Sync + 'static {
     /// A store in `namespace`, with its schema created (idempotently).
     async fn create(&self, namespace: &str) -> Result<Self::Store, StoreError>;
 
-    /// Begins a transaction on `store` in the backend's own terms (C1). Stores that declare
-    /// `transactional_enqueue` must return `Some`.
+    /// Begins a transaction on `store` in the backend's own terms (C1); `None` (the default)
+    /// when the store has no enqueue in a caller's transaction. A store implementing
+    /// [`EnqueueIn`] and [`TransactionalStore`] returns
+    /// `Ok(Some(begin_enqueue_in(store).await?))` ([`begin_enqueue_in`]).
     async fn begin(
         &self,
         store: &Self::Store,
@@ -188,7 +190,7 @@ where
 pub enum Verdict {
     /// The store upholds the clause.
     Passed,
-    /// The clause is optional and the store does not declare the capability.
+    /// The clause is about an optional part of the contract the store does not have.
     NotApplicable(String),
 }
 
@@ -230,8 +232,40 @@ macro_rules! ensure {
 }
 
 /// Runs one clause on a fresh multi-threaded runtime with a time limit, and panics with the
-/// failure's message (so `cargo test` reports it). Used by [`conformance_suite!`](crate::conformance_suite).
+/// failure's message (so `cargo test` reports it). A clause that does not apply to the store
+/// passes and prints why.
+///
+/// ```
+/// use outbox_testkit::{MemoryFactory, run_clause, suite};
+/// use std::time::Duration;
+///
+/// run_clause("c2_due_order", Duration::from_secs(60), async {
+///     suite::c2_due_order(&MemoryFactory::default()).await
+/// });
+/// ```
 pub fn run_clause<F: Future<Output = ClauseResult>>(name: &str, limit: Duration, clause: F) {
+    run_clause_applying(name, limit, &[], clause);
+}
+
+/// [`run_clause`], except that the clause fails when it does not apply to the store and `name` is
+/// one of `applies` (the optional clauses the store must pass). Used by
+/// [`conformance_suite!`](crate::conformance_suite).
+///
+/// ```should_panic
+/// use outbox_testkit::{run_clause_applying, suite, MemoryFactory, Verdict};
+/// use std::time::Duration;
+///
+/// // A store without wake-ups named as having them fails.
+/// run_clause_applying("c8_wakeups", Duration::from_secs(60), &["c8_wakeups"], async {
+///     Ok(Verdict::NotApplicable("subscribe() returns None".into()))
+/// });
+/// ```
+pub fn run_clause_applying<F: Future<Output = ClauseResult>>(
+    name: &str,
+    limit: Duration,
+    applies: &[&str],
+    clause: F,
+) {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
@@ -242,6 +276,10 @@ pub fn run_clause<F: Future<Output = ClauseResult>>(name: &str, limit: Duration,
     };
     match runtime.block_on(async { tokio::time::timeout(limit, clause).await }) {
         Ok(Ok(Verdict::Passed)) => {}
+        Ok(Ok(Verdict::NotApplicable(why))) if applies.contains(&name) => panic!(
+            "conformance clause {name} FAILED: it must apply to this store (named after \
+             `applies:`), but it did not: {why}"
+        ),
         Ok(Ok(Verdict::NotApplicable(why))) => {
             println!("{name}: does not apply to this store ({why})");
         }

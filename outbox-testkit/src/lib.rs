@@ -14,7 +14,7 @@ pub mod suite;
 pub use faulty::{Faults, FaultyStore};
 pub use harness::{
     ClauseResult, Damage, Failure, StoreFactory, TestTransaction, Verdict, begin_enqueue_in,
-    namespace, run_clause,
+    namespace, run_clause, run_clause_applying,
 };
 pub use memory::{MemoryStore, MemoryTransaction};
 pub use memory_factory::MemoryFactory;

@@ -73,25 +73,49 @@ macro_rules! __with_clauses {
 /// ```
 ///
 /// The expression is evaluated once per test, inside that test's runtime; each clause uses its own
-/// namespace, so the tests run in parallel. Clauses that do not apply to the store (an optional
-/// capability it does not declare) pass and print why.
+/// namespace, so the tests run in parallel. A clause about an optional part of the contract that
+/// the store does not have (no wake-ups: `subscribe` returns `None`; no enqueue in a caller's
+/// transaction: the factory's `begin` returns `None`; a factory that cannot damage rows) passes
+/// and prints why.
+///
+/// Name the optional clauses your store must pass after `applies:`, and their tests fail instead
+/// of passing as "does not apply" — so a factory that forgets to wire `begin`, or a `subscribe`
+/// that returns `None` by mistake, is caught:
+///
+/// ```ignore
+/// outbox_testkit::conformance_suite!(
+///     my_backend::testing::Factory::from_env(),
+///     applies: [c1_transactional_enqueue, c8_wakeups, c8_worker_wakes_on_commit, c11_poison_rows]
+/// );
+/// ```
 #[macro_export]
 macro_rules! conformance_suite {
-    ($factory:expr) => {
-        $crate::__with_clauses!($crate::__conformance_tests; $factory);
+    ($factory:expr $(,)?) => {
+        $crate::conformance_suite!($factory, applies: []);
+    };
+    ($factory:expr, applies: [$($applies:ident),* $(,)?] $(,)?) => {
+        // Every name after `applies:` must be a clause of the suite.
+        const _: fn() = || {
+            $(let _ = $crate::suite::$applies::<$crate::MemoryFactory>;)*
+        };
+        $crate::__with_clauses!(
+            $crate::__conformance_tests;
+            $factory; [$(::core::stringify!($applies)),*]
+        );
     };
 }
 
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_tests {
-    ($factory:expr; $($clause:ident),* $(,)?) => {
+    ($factory:expr; $applies:tt; $($clause:ident),* $(,)?) => {
         $(
             #[test]
             fn $clause() {
-                $crate::run_clause(
+                $crate::run_clause_applying(
                     ::core::stringify!($clause),
                     ::std::time::Duration::from_secs(300),
+                    &$applies,
                     async {
                         let factory = $factory;
                         $crate::suite::$clause(&factory).await
@@ -112,7 +136,7 @@ macro_rules! __conformance_tests {
 #[macro_export]
 macro_rules! transactional_suite {
     ($factory:expr) => {
-        $crate::__conformance_tests!($factory;
+        $crate::__conformance_tests!($factory; [];
             x1_transactional_handlers,
             x1_inbox,
         );

@@ -13,8 +13,7 @@ use chrono::{DateTime, Utc};
 use outbox_core::kit::validate_name;
 use outbox_core::model::CorruptEvent;
 use outbox_core::store::{
-    ClaimRequest, ClaimedEvent, Completion, Lease, StoreCapabilities, StoreStats, TypeStats,
-    WakeupStream,
+    ClaimRequest, ClaimedEvent, Completion, Lease, StoreStats, TypeStats, WakeupStream,
 };
 use outbox_core::store::{ClaimStore, EnqueueStore, InspectStore, RepairStore};
 use outbox_core::{Enqueued, EventRecord, EventStatus, Limits, NewEvent, StoreError};
@@ -254,12 +253,6 @@ fn add(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
 
 #[async_trait]
 impl ClaimStore for MemoryStore {
-    fn capabilities(&self) -> StoreCapabilities {
-        StoreCapabilities::default()
-            .with_wakeups(true)
-            .with_transactional_enqueue(true)
-    }
-
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {
         let now = Utc::now();
         let locked_until = add(now, request.lease);

@@ -9,8 +9,7 @@ use chrono::{DateTime, Utc};
 use outbox_core::model::CorruptEvent;
 use outbox_core::prelude::*;
 use outbox_core::store::{
-    ClaimRequest, ClaimedEvent, Completion, Lease, StoreCapabilities, StoreStats, TypeStats,
-    WakeupStream,
+    ClaimRequest, ClaimedEvent, Completion, Lease, StoreStats, TypeStats, WakeupStream,
 };
 use outbox_core::store::{ClaimStore, EnqueueStore, InspectStore, RepairStore};
 use outbox_core::{Enqueued, EventRecord, Limits, NewEvent, StoreError};
@@ -60,10 +59,6 @@ struct Broken {
 
 #[async_trait]
 impl ClaimStore for Broken {
-    fn capabilities(&self) -> StoreCapabilities {
-        self.inner.capabilities()
-    }
-
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {
         let mut claimed = self.inner.claim(request).await?;
         if self.flaw == Flaw::FailsBatchOnPoison {

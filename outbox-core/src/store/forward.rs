@@ -19,7 +19,7 @@
 /// ```
 /// use outbox_core::forward_store;
 /// use outbox_core::store::{ClaimRequest, ClaimStore, ClaimedEvent, Completion, HandOff, Lease};
-/// use outbox_core::store::{StoreCapabilities, WakeupStream};
+/// use outbox_core::store::WakeupStream;
 /// use outbox_core::{Store, StoreError};
 ///
 /// /// Counts claims, changes nothing else.
@@ -35,9 +35,6 @@
 /// #[outbox_core::kit::async_trait]
 /// #[deny(clippy::missing_trait_methods)]
 /// impl<S: Store> ClaimStore for Counting<S> {
-///     fn capabilities(&self) -> StoreCapabilities {
-///         self.inner.capabilities()
-///     }
 ///     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {
 ///         self.claims.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 ///         self.inner.claim(request).await
@@ -81,10 +78,6 @@ macro_rules! forward_store {
         #[$crate::store::__forward::async_trait]
         #[deny(clippy::missing_trait_methods)]
         impl<$($g)*> $crate::store::ClaimStore for $ty {
-            fn capabilities(&self) -> $crate::store::StoreCapabilities {
-                let $s = self;
-                $crate::store::ClaimStore::capabilities($inner)
-            }
             async fn claim(
                 &self,
                 request: &$crate::store::ClaimRequest,

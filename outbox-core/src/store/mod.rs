@@ -55,10 +55,7 @@ pub use stats::{HeldBack, StoreStats, TypeStats};
 pub use transactions::{
     StoreTransaction, TransactionType, TransactionalStore, Transactions, transactions_of,
 };
-pub use types::{
-    ClaimRequest, ClaimedEvent, Completion, Enqueued, HandOff, Lease, StoreCapabilities,
-    WakeupStream,
-};
+pub use types::{ClaimRequest, ClaimedEvent, Completion, Enqueued, HandOff, Lease, WakeupStream};
 pub use wait::Outcome;
 
 /// What the worker needs from a store: claims, lease renewals, completions, wake-ups and (for
@@ -80,8 +77,8 @@ pub use wait::Outcome;
 ///   for it.
 /// - **C5** an event with an `ordering_key` is not claimable while an older event with the same
 ///   key is pending (leased or not).
-/// - **C8** stores that declare [`StoreCapabilities::wakeups`] announce commits via
-///   [`subscribe`](ClaimStore::subscribe).
+/// - **C8** a store whose [`subscribe`](ClaimStore::subscribe) returns a stream announces every
+///   commit on it.
 /// - **C11** a stored event that does not decode is set aside on its own (status
 ///   [`CORRUPT_STATUS`](crate::model::CORRUPT_STATUS) with the reason) instead of failing its
 ///   claim batch.
@@ -97,9 +94,6 @@ pub use wait::Outcome;
 /// ```
 #[async_trait]
 pub trait ClaimStore: Send + Sync + 'static {
-    /// What optional parts of the contract this store supports.
-    fn capabilities(&self) -> StoreCapabilities;
-
     /// Claims and leases up to `request.limit` due events, oldest first (C2, C5).
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError>;
 
@@ -164,8 +158,10 @@ pub trait ClaimStore: Send + Sync + 'static {
         HandOff::new(self.complete_many(items).await, Vec::new())
     }
 
-    /// A stream announcing commits, for stores that declare wake-ups (C8); `None` otherwise. The
-    /// stream ending means the subscription was lost: the runtime polls and subscribes again.
+    /// A stream announcing commits (C8), or `None` when the store has no wake-ups and workers
+    /// poll. The stream ending means the subscription was lost: the runtime polls and
+    /// subscribes again. Whether a store has wake-ups is this answer; there is no flag to keep
+    /// in step with it.
     async fn subscribe(&self) -> Result<Option<WakeupStream>, StoreError>;
 
     /// The store's transactions for transactional handlers (contract X1), when its database has

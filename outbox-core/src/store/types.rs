@@ -116,35 +116,6 @@ pub struct Completion {
     pub retry_delay: Option<Duration>,
 }
 
-/// Optional capabilities a store declares; the conformance suite and runtime act on them.
-///
-/// ```
-/// let caps = outbox_core::store::StoreCapabilities::default().with_wakeups(true);
-/// assert!(caps.wakeups);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub struct StoreCapabilities {
-    /// [`ClaimStore::subscribe`] returns a stream announcing commits (contract C8).
-    pub wakeups: bool,
-    /// Enqueue can join a caller's own transaction (contract C1).
-    pub transactional_enqueue: bool,
-}
-
-impl StoreCapabilities {
-    /// Declares wake-up support.
-    pub fn with_wakeups(mut self, yes: bool) -> Self {
-        self.wakeups = yes;
-        self
-    }
-
-    /// Declares transactional enqueue support.
-    pub fn with_transactional_enqueue(mut self, yes: bool) -> Self {
-        self.transactional_enqueue = yes;
-        self
-    }
-}
-
 /// What [`ClaimStore::complete_and_hand_off`] did: one result per completion, in order, and the
 /// successors it leased to the worker.
 #[derive(Debug)]

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use outbox_core::model::{CorruptEvent, HandlerResults};
 use outbox_core::store::{
-    ClaimRequest, ClaimedEvent, Completion, HandOff, Lease, StoreCapabilities, StoreStats,
-    Transactions, TypeStats, WakeupStream,
+    ClaimRequest, ClaimedEvent, Completion, HandOff, Lease, StoreStats, Transactions, TypeStats,
+    WakeupStream,
 };
 use outbox_core::store::{ClaimStore, EnqueueStore, InspectStore, RepairStore};
 use outbox_core::{Enqueued, EventRecord, EventStatus, NewEvent, Store, StoreError};
@@ -422,10 +422,6 @@ impl<S: Store + Clone> Breaking<S> {
 #[async_trait]
 #[deny(clippy::missing_trait_methods)]
 impl<S: Store + Clone> ClaimStore for Breaking<S> {
-    fn capabilities(&self) -> StoreCapabilities {
-        self.inner.capabilities()
-    }
-
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {
         let mut request = request.clone();
         if self.flaw == Break::ClaimOneTooMany && request.limit >= 2 {

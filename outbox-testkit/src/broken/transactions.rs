@@ -13,8 +13,8 @@ use outbox_core::StoreError;
 use outbox_core::model::HandlerState;
 use outbox_core::store::ClaimStore;
 use outbox_core::store::{
-    ClaimRequest, ClaimedEvent, Completion, HandOff, InboxStore, Lease, StoreCapabilities,
-    TransactionalStore, Transactions, WakeupStream,
+    ClaimRequest, ClaimedEvent, Completion, HandOff, InboxStore, Lease, TransactionalStore,
+    Transactions, WakeupStream,
 };
 
 use crate::harness::{StoreFactory, TestTransaction};
@@ -179,10 +179,6 @@ impl<S: InboxStore + Clone> InboxStore for BrokenTransactions<S> {
 #[async_trait]
 #[deny(clippy::missing_trait_methods)]
 impl<S: InboxStore + Clone> ClaimStore for BrokenTransactions<S> {
-    fn capabilities(&self) -> StoreCapabilities {
-        self.inner.capabilities()
-    }
-
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedEvent>, StoreError> {
         self.inner.claim(request).await
     }

@@ -143,9 +143,9 @@ pub async fn p4_settled_handlers_are_not_awaited<F: StoreFactory>(factory: &F) -
 /// missed either.
 pub async fn c8_worker_wakes_on_commit<F: StoreFactory>(factory: &F) -> ClauseResult {
     let store = factory.create(&namespace("c8worker")).await?;
-    if !store.capabilities().wakeups {
+    if store.subscribe().await?.is_none() {
         return Ok(Verdict::NotApplicable(
-            "store does not declare wake-ups; workers poll".into(),
+            "subscribe() returns None: the store has no wake-ups; workers poll".into(),
         ));
     }
     let handler = Handler::raw("c8w.E", "quick", |_record, _ctx| async {

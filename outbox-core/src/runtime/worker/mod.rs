@@ -460,7 +460,7 @@ async fn run(shared: Arc<Shared>) -> ShutdownReport {
         shared: &shared,
         finished: false,
     };
-    let _listener = (config.use_wakeups && shared.store.capabilities().wakeups).then(|| {
+    let _listener = config.use_wakeups.then(|| {
         let listener = tokio::spawn(listen_for_wakeups(Arc::clone(&shared)));
         crate::runtime::processor::AbortOnDrop(listener.abort_handle())
     });
