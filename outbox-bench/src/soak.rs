@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use outbox_core::Store;
+use outbox_core::{Store, StoreExt};
 
 use crate::report::{Check, Measured, Row};
 use crate::scenario::{noop_registry, start_workers, worker_config};

@@ -101,15 +101,9 @@ impl RepairStore for NoStore {
         Ok(false)
     }
 
-    async fn purge_dead(
+    async fn purge(
         &self,
-        _: chrono::DateTime<chrono::Utc>,
-    ) -> Result<u64, outbox_core::StoreError> {
-        Ok(0)
-    }
-
-    async fn purge_processed(
-        &self,
+        _: outbox_core::store::Finished,
         _: chrono::DateTime<chrono::Utc>,
     ) -> Result<u64, outbox_core::StoreError> {
         Ok(0)

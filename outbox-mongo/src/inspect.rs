@@ -9,9 +9,9 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
 use outbox_core::model::CorruptEvent;
-use outbox_core::store::{InspectStore, RepairStore};
+use outbox_core::store::{Finished, InspectStore, RepairStore};
 use outbox_core::store::{StoreStats, TypeStats};
-use outbox_core::{EventRecord, EventStatus, StoreError};
+use outbox_core::{EventRecord, StoreError};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -204,33 +204,28 @@ impl InspectStore for MongoStore {
 #[async_trait]
 impl RepairStore for MongoStore {
     async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {
-        let Some(record) = self
-            .get(id)
-            .await?
-            .filter(|r| r.status == EventStatus::Dead)
-        else {
+        let Some(record) = self.get(id).await? else {
             return Ok(false);
         };
-        let mut results = record.handler_results;
-        outbox_core::kit::reset_unfinished_handlers(&mut results);
-        let results = serde_json::to_string(&results)
-            .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
-        let now = to_bson_time(Utc::now());
-        let done = self
-            .events
-            .update_one(
-                doc! { "_id": id.to_string(), "status": "dead" },
-                doc! {
-                    "$set": {
-                        "status": "pending", "attempts": 0_i64, "backoff_until": never(), "available_at": now,
-                        "due_at": now, "handler_results": results,
+        outbox_core::kit::requeue_dead_letter(record, |results| async move {
+            let now = to_bson_time(Utc::now());
+            let done = self
+                .events
+                .update_one(
+                    doc! { "_id": id.to_string(), "status": "dead" },
+                    doc! {
+                        "$set": {
+                            "status": "pending", "attempts": 0_i64, "backoff_until": never(), "available_at": now,
+                            "due_at": now, "handler_results": results,
+                        },
+                        "$unset": { "processed_at": "" },
                     },
-                    "$unset": { "processed_at": "" },
-                },
-            )
-            .await
-            .map_err(|e| map_mongo("requeue", e))?;
-        Ok(done.modified_count == 1)
+                )
+                .await
+                .map_err(|e| map_mongo("requeue", e))?;
+            Ok(done.modified_count == 1)
+        })
+        .await
     }
 
     async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {
@@ -252,11 +247,16 @@ impl RepairStore for MongoStore {
         Ok(done.modified_count == 1)
     }
 
-    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.purge(EventStatus::Dead, older_than).await
-    }
-
-    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.purge(EventStatus::Processed, older_than).await
+    async fn purge(
+        &self,
+        finished: Finished,
+        older_than: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let done = self
+            .events
+            .delete_many(doc! { "status": finished.status().as_str(), "processed_at": { "$lt": to_bson_time(older_than) } })
+            .await
+            .map_err(|e| map_mongo("purge", e))?;
+        Ok(done.deleted_count)
     }
 }

@@ -9,9 +9,9 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::ReturnDocument;
+use outbox_core::StoreError;
 use outbox_core::kit::corrupt_reason;
 use outbox_core::store::TypeStats;
-use outbox_core::{EventStatus, StoreError};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -313,19 +313,6 @@ impl MongoStore {
             .await
             .map_err(|e| map_mongo("un-park", e))?;
         Ok(())
-    }
-
-    pub(crate) async fn purge(
-        &self,
-        status: EventStatus,
-        older_than: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        let done = self
-            .events
-            .delete_many(doc! { "status": status.as_str(), "processed_at": { "$lt": to_bson_time(older_than) } })
-            .await
-            .map_err(|e| map_mongo("purge", e))?;
-        Ok(done.deleted_count)
     }
 }
 

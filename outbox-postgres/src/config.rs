@@ -46,7 +46,7 @@ pub struct PgStoreBuilder {
 #[non_exhaustive]
 pub enum Retention {
     /// Processed events stay, with each handler's result and output, until
-    /// [`purge_processed`](outbox_core::store::RepairStore::purge_processed) removes them.
+    /// [`purge_processed`](outbox_core::StoreExt::purge_processed) removes them.
     #[default]
     KeepProcessed,
     /// Processed events are deleted by their completion, in the same statement. An event with an

@@ -7,9 +7,9 @@ use crate::store::{PgStore, seconds};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use outbox_core::model::CorruptEvent;
+use outbox_core::store::{Finished, InspectStore, RepairStore};
 use outbox_core::store::{HeldBack, StoreStats, TypeStats};
-use outbox_core::store::{InspectStore, RepairStore};
-use outbox_core::{EventRecord, EventStatus, StoreError};
+use outbox_core::{EventRecord, StoreError};
 use sqlx::Row;
 use std::time::Duration;
 use uuid::Uuid;
@@ -142,32 +142,33 @@ impl InspectStore for PgStore {
 #[async_trait]
 impl RepairStore for PgStore {
     async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {
-        let Some(record) = self
-            .get(id)
-            .await?
-            .filter(|r| r.status == EventStatus::Dead)
-        else {
+        let Some(record) = self.get(id).await? else {
             return Ok(false);
         };
-        let mut results = record.handler_results;
-        outbox_core::kit::reset_unfinished_handlers(&mut results);
-        let results = serde_json::to_value(&results)
-            .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
-        let done = sqlx::query(&self.queries.requeue_dead)
-            .bind(id)
-            .bind(results)
+        outbox_core::kit::requeue_dead_letter(record, |results| async move {
+            let done = sqlx::query(&self.queries.requeue_dead)
+                .bind(id)
+                .bind(results)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| map_sqlx("requeue", e))?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
+    }
+
+    async fn purge(
+        &self,
+        finished: Finished,
+        older_than: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(&self.queries.purge)
+            .bind(finished.status().as_str())
+            .bind(older_than)
             .execute(&self.pool)
             .await
-            .map_err(|e| map_sqlx("requeue", e))?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.purge(EventStatus::Dead, older_than).await
-    }
-
-    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.purge(EventStatus::Processed, older_than).await
+            .map_err(|e| map_sqlx("purge", e))?;
+        Ok(done.rows_affected())
     }
 
     async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {

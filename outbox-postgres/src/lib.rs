@@ -4,6 +4,7 @@ mod claim_window;
 mod config;
 mod error;
 mod inspect;
+mod migrations;
 mod queries;
 mod row;
 mod schema;

@@ -170,7 +170,7 @@ impl Queries {
             ),
             requeue_dead: format!(
                 "UPDATE {t} SET status = 'pending', attempts = 0, backoff_until = NULL, available_at = now(),
-                     processed_at = NULL, handler_results = $2, due_at = {requeued_due_at},
+                     processed_at = NULL, handler_results = $2::jsonb, due_at = {requeued_due_at},
                      seq = {next_seq}
                  WHERE id = $1 AND status = 'dead'"
             ),

@@ -1,6 +1,7 @@
 //! The DDL the store runs in [`migrate`](outbox_core::store::Schema::migrate): the events table, its
 //! indexes, the claim / completion / set-aside functions, two triggers, the inbox table, and a
-//! one-row table recording the schema version. Every statement is idempotent; a table of the 0.1 layout is upgraded in place.
+//! one-row table recording the schema version. Every statement is idempotent; a table of an older
+//! schema is upgraded in place by the numbered steps of [`migrations`](crate::migrations).
 //!
 //! # How the queue is laid out
 //!
@@ -56,7 +57,10 @@ pub(crate) const TRIGGERS: &[&str] = &["settle_parked", "notify"];
 /// creation order, due time, why an event was set aside.
 pub(crate) const STORAGE_COLUMNS: &[&str] = &["seq", "due_at", "corrupt_reason"];
 
-/// The DDL for `schema.table`, in order.
+/// The DDL for `schema.table` on a database where nothing is recorded yet, in order: the schema
+/// and table (current layout), every numbered migration (each a no-op on a table created at the
+/// current layout; on a table of outbox 0.1 they upgrade it in place), the indexes, functions
+/// and triggers, the inbox, and the version record.
 ///
 /// ```
 /// let ddl = outbox_postgres::schema_sql("public", "outbox_events");
@@ -64,30 +68,7 @@ pub(crate) const STORAGE_COLUMNS: &[&str] = &["seq", "due_at", "corrupt_reason"]
 /// ```
 pub fn schema_sql(schema: &str, table: &str) -> Vec<String> {
     let t = format!("\"{schema}\".\"{table}\"");
-    let f = |name: &str| format!("\"{schema}\".\"{table}_{name}\"");
-    let channel = crate::queries::channel_name(schema, table);
-    let (unpark, claim, complete, finish, set_aside, settle, notify) = (
-        f("unpark"),
-        f("claim"),
-        f("complete"),
-        f("finish"),
-        f("set_aside"),
-        f("settle_parked"),
-        f("notify"),
-    );
-    let version_table = f("schema");
-    let inbox = f("inbox");
-    // What a completion writes (the `u` row holds the outcome).
-    let set_outcome =
-        "status = u.status, handler_results = u.results::jsonb, attempts = u.attempts,
-                backoff_until = CASE WHEN u.delay IS NULL THEN NULL
-                                     ELSE now() + u.delay * interval '1 millisecond' END,
-                due_at = CASE WHEN u.status = 'pending'
-                              THEN now() + COALESCE(u.delay, 0) * interval '1 millisecond'
-                              ELSE e.due_at END,
-                processed_at = CASE WHEN u.status = 'pending' THEN NULL ELSE now() END,
-                lease_token = NULL, locked_by = NULL, locked_until = NULL";
-    vec![
+    let mut ddl = vec![
         format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""),
         format!(
             "CREATE TABLE IF NOT EXISTS {t} (
@@ -114,39 +95,48 @@ pub fn schema_sql(schema: &str, table: &str) -> Vec<String> {
     CONSTRAINT \"{table}_status_check\" CHECK (status IN ('pending', 'processed', 'dead', 'corrupt'))
 )"
         ),
-        // Upgrade of a table created by outbox 0.1 (no due_at, no corrupt status); runs its
-        // statements only when something is missing.
-        format!(
-            "DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_attribute
-                   WHERE attrelid = '{t}'::regclass AND attname = 'due_at' AND NOT attisdropped) THEN
-        ALTER TABLE {t} ADD COLUMN due_at TIMESTAMPTZ;
-        UPDATE {t} SET due_at = GREATEST(available_at, backoff_until, locked_until);
-        ALTER TABLE {t} ALTER COLUMN due_at SET DEFAULT now(), ALTER COLUMN due_at SET NOT NULL;
-    END IF;
-    ALTER TABLE {t} ADD COLUMN IF NOT EXISTS corrupt_reason TEXT;
-    ALTER TABLE {t} ADD COLUMN IF NOT EXISTS traceparent TEXT;
-    IF NOT EXISTS (SELECT 1 FROM pg_constraint
-                   WHERE conrelid = '{t}'::regclass AND conname = '{table}_status_check'
-                     AND pg_get_constraintdef(oid) LIKE '%corrupt%') THEN
-        ALTER TABLE {t} DROP CONSTRAINT IF EXISTS \"{table}_status_check\";
-        ALTER TABLE {t} ADD CONSTRAINT \"{table}_status_check\"
-            CHECK (status IN ('pending', 'processed', 'dead', 'corrupt'));
-    END IF;
-    -- Ordering keys are only ever compared for equality: byte comparison (schema 5) instead of
-    -- the database's collation makes every lookup of a key's line cheaper. Rebuilds the key
-    -- index (pending keyed events only), not the table.
-    IF (SELECT attcollation FROM pg_attribute
-        WHERE attrelid = '{t}'::regclass AND attname = 'ordering_key' AND NOT attisdropped)
-       <> (SELECT oid FROM pg_collation
-           WHERE collname = 'C' AND collnamespace = 'pg_catalog'::regnamespace) THEN
-        ALTER TABLE {t} ALTER COLUMN ordering_key TYPE text COLLATE \"C\";
-    END IF;
-    DROP INDEX IF EXISTS \"{schema}\".\"{table}_pending_seq\";
-    DROP INDEX IF EXISTS \"{schema}\".\"{table}_finished\";
-END $$"
-        ),
+    ];
+    ddl.extend(crate::migrations::after(None, schema, table));
+    ddl.extend(objects_sql(schema, table));
+    ddl.extend(version_sql(schema, table));
+    ddl
+}
+
+/// The DDL that brings `schema.table` from recorded schema `version` to [`SCHEMA_VERSION`]: the
+/// numbered migrations after it, then the current indexes, functions and triggers.
+pub(crate) fn upgrade_sql(schema: &str, table: &str, version: i64) -> Vec<String> {
+    let mut ddl: Vec<String> = crate::migrations::after(Some(version), schema, table).collect();
+    ddl.extend(objects_sql(schema, table));
+    ddl.extend(version_sql(schema, table));
+    ddl
+}
+
+/// The indexes, functions, triggers and inbox of the current schema, each created idempotently
+/// (`IF NOT EXISTS`, `CREATE OR REPLACE`, or a trigger created only when missing).
+fn objects_sql(schema: &str, table: &str) -> Vec<String> {
+    let t = format!("\"{schema}\".\"{table}\"");
+    let f = |name: &str| format!("\"{schema}\".\"{table}_{name}\"");
+    let channel = crate::queries::channel_name(schema, table);
+    let (unpark, claim, finish, set_aside, settle, notify) = (
+        f("unpark"),
+        f("claim"),
+        f("finish"),
+        f("set_aside"),
+        f("settle_parked"),
+        f("notify"),
+    );
+    let inbox = f("inbox");
+    // What a completion writes (the `u` row holds the outcome).
+    let set_outcome =
+        "status = u.status, handler_results = u.results::jsonb, attempts = u.attempts,
+                backoff_until = CASE WHEN u.delay IS NULL THEN NULL
+                                     ELSE now() + u.delay * interval '1 millisecond' END,
+                due_at = CASE WHEN u.status = 'pending'
+                              THEN now() + COALESCE(u.delay, 0) * interval '1 millisecond'
+                              ELSE e.due_at END,
+                processed_at = CASE WHEN u.status = 'pending' THEN NULL ELSE now() END,
+                lease_token = NULL, locked_by = NULL, locked_until = NULL";
+    vec![
         // Claims walk due rows only: due order, then creation order.
         format!(
             "CREATE INDEX IF NOT EXISTS \"{table}_due\" ON {t} (due_at, seq) WHERE status = 'pending'"
@@ -251,10 +241,6 @@ BEGIN
         EXIT WHEN parked = 0 OR got >= batch;
     END LOOP;
 END $$"
-        ),
-        // The completion function of schema version 2 (without the hand-off) is replaced.
-        format!(
-            "DROP FUNCTION IF EXISTS {complete}(uuid[], uuid[], text[], text[], int[], bigint[], boolean)"
         ),
         // Many completions in one call, each fenced by its own lease token; returns the tokens
         // applied (`applied`). With `delete_processed`, processed events without an idempotency
@@ -456,6 +442,13 @@ END $$"
         format!(
             "CREATE INDEX IF NOT EXISTS \"{table}_inbox_received_at\" ON {inbox} (consumer, received_at)"
         ),
+    ]
+}
+
+/// Records [`SCHEMA_VERSION`] in `<table>_schema`.
+fn version_sql(schema: &str, table: &str) -> Vec<String> {
+    let version_table = format!("\"{schema}\".\"{table}_schema\"");
+    vec![
         format!("CREATE TABLE IF NOT EXISTS {version_table} (version INTEGER NOT NULL)"),
         format!(
             "DELETE FROM {version_table}; INSERT INTO {version_table} (version) VALUES ({SCHEMA_VERSION})"
@@ -470,10 +463,13 @@ impl Schema for PgStore {
     /// the schema version in `<table>_schema`. Idempotent and safe to run from many processes at
     /// once (serialized by an advisory lock). When the recorded version is current it runs no DDL
     /// at all, so a role with data permissions only can call it on every start. A table of the 0.1
-    /// layout is upgraded in place. The statements are those of [`schema_sql`](crate::schema_sql).
+    /// layout is upgraded in place. On a table with no recorded version the statements are those
+    /// of [`schema_sql`](crate::schema_sql); on an older one, the numbered migrations after its
+    /// version and the current functions, indexes and triggers.
     async fn migrate(&self) -> Result<(), StoreError> {
         let q = &self.queries;
-        match self.schema_version().await? {
+        let recorded = self.schema_version().await?;
+        let statements = match recorded {
             Some(version) if version == SCHEMA_VERSION => return Ok(()),
             Some(version) if version > SCHEMA_VERSION => {
                 return Err(StoreError::Schema {
@@ -483,15 +479,26 @@ impl Schema for PgStore {
                     ),
                 });
             }
-            _ => {}
-        }
+            Some(version) => {
+                for step in crate::migrations::steps_after(Some(version)) {
+                    tracing::info!(
+                        table = %format!("{}.{}", q.schema, q.table),
+                        version = step.version,
+                        "outbox schema upgrade: {}",
+                        step.summary
+                    );
+                }
+                upgrade_sql(&q.schema, &q.table, version)
+            }
+            None => schema_sql(&q.schema, &q.table),
+        };
         // One simple-query string runs as one implicit transaction; the advisory lock serializes
         // concurrent migrations of this table. Names were validated, so they are safe to inline.
         let mut script = format!(
             "SELECT pg_advisory_xact_lock(hashtext('outbox-migrate:{}.{}'));\n",
             q.schema, q.table
         );
-        script.push_str(&crate::schema::schema_sql(&q.schema, &q.table).join(";\n"));
+        script.push_str(&statements.join(";\n"));
         sqlx::raw_sql(&script)
             .execute(&self.pool)
             .await

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use outbox_core::kit::{CompletionBatch, corrupt_reason, renewal_results};
+use outbox_core::kit::{CompletionBatch, corrupt_reason, millis, renewal_results};
 use outbox_core::store::{ClaimRequest, ClaimedEvent, Completion, HandOff, Lease, WakeupStream};
 use outbox_core::store::{ClaimStore, EnqueueIn, EnqueueStore};
-use outbox_core::{Enqueued, EventStatus, Limits, NewEvent, StoreError};
+use outbox_core::{Enqueued, Limits, NewEvent, StoreError};
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
@@ -56,10 +56,6 @@ impl std::fmt::Debug for PgStore {
             .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 impl PgStore {
@@ -449,19 +445,5 @@ impl PgStore {
             .await
             .map_err(|e| map_sqlx("claim: set aside an undecodable event", e))?;
         Ok(())
-    }
-
-    pub(crate) async fn purge(
-        &self,
-        status: EventStatus,
-        older_than: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        let done = sqlx::query(&self.queries.purge)
-            .bind(status.as_str())
-            .bind(older_than)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| map_sqlx("purge", e))?;
-        Ok(done.rows_affected())
     }
 }

@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use outbox_core::model::CorruptEvent;
-use outbox_core::store::{InspectStore, RepairStore};
+use outbox_core::store::{Finished, InspectStore, RepairStore};
 use outbox_core::store::{StoreStats, TypeStats};
-use outbox_core::{EventRecord, EventStatus, StoreError};
+use outbox_core::{EventRecord, StoreError};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -93,35 +93,48 @@ impl InspectStore for RedisStore {
 #[async_trait]
 impl RepairStore for RedisStore {
     async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {
-        let Some((p, record)) = self
-            .read_event(id)
-            .await?
-            .filter(|(_, r)| r.status == EventStatus::Dead)
-        else {
+        let Some((p, record)) = self.read_event(id).await? else {
             return Ok(false);
         };
-        let mut results = record.handler_results;
-        outbox_core::kit::reset_unfinished_handlers(&mut results);
-        let results = serde_json::to_string(&results)
-            .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
-        let done: i64 = SCRIPTS
-            .requeue
-            .key(self.layout.prefix(p))
-            .arg(id.to_string())
-            .arg("dead")
-            .arg(results)
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(|e| map_redis("requeue", e))?;
-        Ok(done == 1)
+        outbox_core::kit::requeue_dead_letter(record, |results| async move {
+            let done: i64 = SCRIPTS
+                .requeue
+                .key(self.layout.prefix(p))
+                .arg(id.to_string())
+                .arg("dead")
+                .arg(results)
+                .invoke_async(&mut self.connection.clone())
+                .await
+                .map_err(|e| map_redis("requeue", e))?;
+            Ok(done == 1)
+        })
+        .await
     }
 
-    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.purge(EventStatus::Dead, older_than).await
-    }
-
-    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.purge(EventStatus::Processed, older_than).await
+    async fn purge(
+        &self,
+        finished: Finished,
+        older_than: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut total = 0u64;
+        for p in 0..self.layout.len() {
+            loop {
+                let n: i64 = SCRIPTS
+                    .purge
+                    .key(self.layout.prefix(p))
+                    .arg(finished.status().as_str())
+                    .arg(older_than.timestamp_millis())
+                    .arg(PURGE_BATCH)
+                    .invoke_async(&mut self.connection.clone())
+                    .await
+                    .map_err(|e| map_redis("purge", e))?;
+                total += u64::try_from(n).unwrap_or(0);
+                if n < PURGE_BATCH {
+                    break;
+                }
+            }
+        }
+        Ok(total)
     }
 
     async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {
@@ -140,3 +153,6 @@ impl RepairStore for RedisStore {
         Ok(done == 1)
     }
 }
+
+/// Events deleted per purge script call (each call is one short atomic step).
+const PURGE_BATCH: i64 = 500;

@@ -6,12 +6,13 @@ use crate::row::{FIELDS, at, decode, from_millis};
 use crate::scripts::SCRIPTS;
 
 use crate::scripts::Invocation;
-use crate::store::{RedisStore, enqueue_args, millis};
+use crate::store::{RedisStore, enqueue_args};
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use outbox_core::kit::corrupt_reason;
+use outbox_core::kit::millis;
 use outbox_core::store::{Completion, Lease};
-use outbox_core::{Enqueued, EventRecord, EventStatus, NewEvent, StoreError};
+use outbox_core::{Enqueued, EventRecord, NewEvent, StoreError};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -287,7 +288,7 @@ impl RedisStore {
         let now = number(7)?;
         let lag = match reply.get(6).map(String::as_str) {
             Some("") | None => Duration::ZERO,
-            Some(_) => Duration::from_millis(u64::try_from(now - number(6)?).unwrap_or(0)),
+            Some(_) => outbox_core::kit::age_millis(now, Some(number(6)?)),
         };
         Ok((counts, lag))
     }
@@ -318,38 +319,10 @@ impl RedisStore {
             .map_err(|e| map_redis("claim: set aside an undecodable event", e))?;
         Ok(())
     }
-
-    pub(crate) async fn purge(
-        &self,
-        status: EventStatus,
-        older_than: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        let mut total = 0u64;
-        for p in 0..self.layout.len() {
-            loop {
-                let n: i64 = SCRIPTS
-                    .purge
-                    .key(self.layout.prefix(p))
-                    .arg(status.as_str())
-                    .arg(older_than.timestamp_millis())
-                    .arg(PURGE_BATCH)
-                    .invoke_async(&mut self.connection.clone())
-                    .await
-                    .map_err(|e| map_redis("purge", e))?;
-                total += u64::try_from(n).unwrap_or(0);
-                if n < PURGE_BATCH {
-                    break;
-                }
-            }
-        }
-        Ok(total)
-    }
 }
 
 /// Completions per `complete_many` script call.
 const COMPLETE_CHUNK: usize = 100;
-
-const PURGE_BATCH: i64 = 500;
 
 /// Appends `id` as text to a script call, without allocating a string for it.
 fn uuid_arg(invocation: &mut Invocation<'_>, id: Uuid) {

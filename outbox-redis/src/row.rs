@@ -5,9 +5,7 @@ use outbox_core::model::{HandlerResults, Payload};
 use outbox_core::{EventRecord, EventStatus, NewEvent, StoreError};
 use uuid::Uuid;
 
-pub(crate) fn from_millis(ms: i64) -> DateTime<Utc> {
-    DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
+pub(crate) use outbox_core::kit::from_millis;
 
 /// The fields an event is read from, in the order [`decode`] expects them (`HMGET` replies and the
 /// claim script's replies follow it).

@@ -6,9 +6,10 @@ use crate::error::map_redis;
 use crate::row::{CLAIM_READS, Leased, decode, from_millis};
 use crate::scripts::SCRIPTS;
 
-use crate::store::{RedisStore, millis};
+use crate::store::RedisStore;
 use futures::future::join_all;
 use outbox_core::StoreError;
+use outbox_core::kit::millis;
 use outbox_core::store::{ClaimRequest, ClaimedEvent};
 use uuid::Uuid;
 

@@ -66,10 +66,6 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-pub(crate) fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
-}
-
 /// Redis needs no schema: keys are created as they are used, and a partitioned outbox records
 /// its partition count when it is built. `migrate` has nothing to do; there is nothing to verify
 /// and no DDL.

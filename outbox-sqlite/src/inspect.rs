@@ -1,15 +1,15 @@
 //! Inspection and repair (contracts C7, C9, C11): what operators' tools read and fix.
 
 use crate::error::map_sqlx;
-use crate::row::{decode, from_millis, now_millis};
+use crate::row::{decode, from_millis, now_millis, to_millis};
 
 use crate::store::SqliteStore;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use outbox_core::model::CorruptEvent;
-use outbox_core::store::{InspectStore, RepairStore};
+use outbox_core::store::{Finished, InspectStore, RepairStore};
 use outbox_core::store::{StoreStats, TypeStats};
-use outbox_core::{EventRecord, EventStatus, StoreError};
+use outbox_core::{EventRecord, StoreError};
 use sqlx::Row;
 use std::time::Duration;
 use uuid::Uuid;
@@ -80,7 +80,7 @@ impl InspectStore for SqliteStore {
             Ok(u64::try_from(n).unwrap_or(0))
         };
         let oldest: Option<i64> = row.try_get(6).map_err(|e| map_sqlx("stats: decode", e))?;
-        let lag = age(now, oldest);
+        let lag = outbox_core::kit::age_millis(now, oldest);
         Ok(
             StoreStats::new(count(0)?, count(1)?, count(2)?, count(3)?, count(4)?, lag)
                 .with_corrupt(count(5)?),
@@ -105,7 +105,7 @@ impl InspectStore for SqliteStore {
                 let oldest: Option<i64> = row.try_get(5).map_err(decode)?;
                 Ok(TypeStats::new(event_type)
                     .with_counts(count(1)?, count(2)?, count(3)?, count(4)?)
-                    .with_oldest_due_age(age(now, oldest)))
+                    .with_oldest_due_age(outbox_core::kit::age_millis(now, oldest)))
             })
             .collect()
     }
@@ -128,40 +128,41 @@ impl InspectStore for SqliteStore {
             .fetch_one(&self.pool)
             .await
             .map_err(|e| map_sqlx("lag", e))?;
-        Ok(age(now, oldest))
+        Ok(outbox_core::kit::age_millis(now, oldest))
     }
 }
 
 #[async_trait]
 impl RepairStore for SqliteStore {
     async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError> {
-        let Some(record) = self
-            .get(id)
-            .await?
-            .filter(|r| r.status == EventStatus::Dead)
-        else {
+        let Some(record) = self.get(id).await? else {
             return Ok(false);
         };
-        let mut results = record.handler_results;
-        outbox_core::kit::reset_unfinished_handlers(&mut results);
-        let results = serde_json::to_string(&results)
-            .map_err(|e| StoreError::invalid(format!("handler results do not serialize: {e}")))?;
-        let done = sqlx::query(&self.queries.requeue_dead)
-            .bind(now_millis())
-            .bind(id.to_string())
-            .bind(results)
+        outbox_core::kit::requeue_dead_letter(record, |results| async move {
+            let done = sqlx::query(&self.queries.requeue_dead)
+                .bind(now_millis())
+                .bind(id.to_string())
+                .bind(results)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| map_sqlx("requeue", e))?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
+    }
+
+    async fn purge(
+        &self,
+        finished: Finished,
+        older_than: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(&self.queries.purge)
+            .bind(finished.status().as_str())
+            .bind(to_millis(older_than))
             .execute(&self.pool)
             .await
-            .map_err(|e| map_sqlx("requeue", e))?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.purge(EventStatus::Dead, older_than).await
-    }
-
-    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.purge(EventStatus::Processed, older_than).await
+            .map_err(|e| map_sqlx("purge", e))?;
+        Ok(done.rows_affected())
     }
 
     async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {
@@ -173,11 +174,4 @@ impl RepairStore for SqliteStore {
             .map_err(|e| map_sqlx("requeue corrupt", e))?;
         Ok(done.rows_affected() == 1)
     }
-}
-
-/// How long ago (`now`, ms) the oldest due event became due (`oldest`, ms); zero when none.
-fn age(now: i64, oldest: Option<i64>) -> Duration {
-    oldest.map_or(Duration::ZERO, |t| {
-        Duration::from_millis(u64::try_from(now - t).unwrap_or(0))
-    })
 }

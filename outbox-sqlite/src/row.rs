@@ -13,9 +13,7 @@ pub(crate) fn to_millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-pub(crate) fn from_millis(ms: i64) -> DateTime<Utc> {
-    DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
+pub(crate) use outbox_core::kit::from_millis;
 
 pub(crate) fn now_millis() -> i64 {
     to_millis(Utc::now())

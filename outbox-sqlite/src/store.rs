@@ -8,10 +8,10 @@ use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use outbox_core::kit::{CompletionBatch, corrupt_reason, renewal_results};
+use outbox_core::kit::{CompletionBatch, corrupt_reason, millis, renewal_results};
 use outbox_core::store::{ClaimRequest, ClaimedEvent, Completion, Lease, WakeupStream};
 use outbox_core::store::{ClaimStore, EnqueueIn, EnqueueStore, Schema};
-use outbox_core::{Enqueued, EventStatus, Limits, NewEvent, StoreError};
+use outbox_core::{Enqueued, Limits, NewEvent, StoreError};
 use sqlx::{SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
@@ -54,10 +54,6 @@ impl std::fmt::Debug for SqliteStore {
             .field("table", &self.queries.table)
             .finish_non_exhaustive()
     }
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
 }
 
 impl SqliteStore {
@@ -340,18 +336,4 @@ impl EnqueueStore for SqliteStore {
     }
 }
 
-impl SqliteStore {
-    pub(crate) async fn purge(
-        &self,
-        status: EventStatus,
-        older_than: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        let done = sqlx::query(&self.queries.purge)
-            .bind(status.as_str())
-            .bind(to_millis(older_than))
-            .execute(&self.pool)
-            .await
-            .map_err(|e| map_sqlx("purge", e))?;
-        Ok(done.rows_affected())
-    }
-}
+impl SqliteStore {}

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use outbox_core::kit::validate_name;
 use outbox_core::model::CorruptEvent;
 use outbox_core::store::{
-    ClaimRequest, ClaimedEvent, Completion, Lease, StoreStats, TypeStats, WakeupStream,
+    ClaimRequest, ClaimedEvent, Completion, Finished, Lease, StoreStats, TypeStats, WakeupStream,
 };
 use outbox_core::store::{ClaimStore, EnqueueStore, InspectStore, RepairStore};
 use outbox_core::{Enqueued, EventRecord, EventStatus, Limits, NewEvent, StoreError};
@@ -521,12 +521,12 @@ impl RepairStore for MemoryStore {
         Ok(true)
     }
 
-    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        Ok(purge(&mut self.state(), EventStatus::Dead, older_than))
-    }
-
-    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        Ok(purge(&mut self.state(), EventStatus::Processed, older_than))
+    async fn purge(
+        &self,
+        finished: Finished,
+        older_than: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        Ok(purge(&mut self.state(), finished.status(), older_than))
     }
 
     async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use outbox_core::model::CorruptEvent;
 use outbox_core::prelude::*;
 use outbox_core::store::{
-    ClaimRequest, ClaimedEvent, Completion, Lease, StoreStats, TypeStats, WakeupStream,
+    ClaimRequest, ClaimedEvent, Completion, Finished, Lease, StoreStats, TypeStats, WakeupStream,
 };
 use outbox_core::store::{ClaimStore, EnqueueStore, InspectStore, RepairStore};
 use outbox_core::{Enqueued, EventRecord, Limits, NewEvent, StoreError};
@@ -187,12 +187,12 @@ impl RepairStore for Broken {
         self.inner.requeue_dead(id).await
     }
 
-    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.inner.purge_dead(older_than).await
-    }
-
-    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.inner.purge_processed(older_than).await
+    async fn purge(
+        &self,
+        finished: Finished,
+        older_than: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.inner.purge(finished, older_than).await
     }
 
     async fn requeue_corrupt(&self, id: &str) -> Result<bool, StoreError> {

@@ -1,8 +1,8 @@
 //! Helpers for backends that complete or renew many leases in one statement or script: the rows to
 //! send, and the per-item results to answer (so every backend maps them the same way).
 
+use super::time::millis;
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -180,8 +180,4 @@ pub fn renewal_results(
                 })
         })
         .collect()
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
 }

@@ -13,7 +13,10 @@
 //! - [`storable`]: the bounds an outcome is cut to before any store sees it (C11).
 //! - [`validate_name`]: configurable table, collection and key names checked against injection
 //!   (C10).
-//! - [`reset_unfinished_handlers`], [`rename_handler`]: handler results on re-queue and rename.
+//! - [`millis`], [`from_millis`], [`age_millis`]: durations and instants as stored integer
+//!   milliseconds, one cap for all.
+//! - [`requeue_dead_letter`]: the re-queue of a dead letter (C7) around a backend's write;
+//!   [`reset_unfinished_handlers`], [`rename_handler`]: handler results on re-queue and rename.
 //!
 //! ```
 //! use outbox_core::kit::validate_name;
@@ -23,13 +26,17 @@
 
 mod completions;
 mod naming;
+mod repair;
 pub mod storable;
+mod time;
 
 use std::future::Future;
 
 pub use async_trait::async_trait;
 pub use completions::{CompletionBatch, CompletionRow, renewal_results};
 pub use naming::validate_name;
+pub use repair::requeue_dead_letter;
+pub use time::{age_millis, from_millis, millis};
 
 pub use crate::model::corrupt::{CORRUPT_STATUS, column_damage, corrupt_reason, decodable};
 pub use crate::model::record::{rename_handler, reset_unfinished_handlers};

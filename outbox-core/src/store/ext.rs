@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::wait::Outcome;
 #[cfg(doc)]
-use super::{ClaimStore, InspectStore};
-use super::{Completion, Enqueued, Lease, Store};
+use super::{ClaimStore, InspectStore, RepairStore};
+use super::{Completion, Enqueued, Finished, Lease, Store};
 use crate::model::{Event, EventRecord, EventStatus, NewEvent, StoreError};
 
 /// Conveniences on every [`Store`].
@@ -28,6 +28,34 @@ pub trait StoreExt: Store {
         let mut out = self.enqueue_batch(vec![event]).await?;
         out.pop()
             .ok_or_else(|| StoreError::invalid("store returned no result for an enqueued event"))
+    }
+
+    /// Deletes dead letters that died before `older_than`; returns how many (C7):
+    /// [`RepairStore::purge`] of [`Finished::Dead`].
+    ///
+    /// ```
+    /// use outbox_core::StoreExt;
+    /// # async fn demo(store: &dyn outbox_core::Store) -> Result<(), outbox_core::StoreError> {
+    /// let month_ago = outbox_core::chrono::Utc::now() - outbox_core::chrono::Duration::days(30);
+    /// println!("purged {} dead letters", store.purge_dead(month_ago).await?);
+    /// # Ok(()) }
+    /// ```
+    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.purge(Finished::Dead, older_than).await
+    }
+
+    /// Deletes events processed before `older_than`; returns how many (C7):
+    /// [`RepairStore::purge`] of [`Finished::Processed`].
+    ///
+    /// ```
+    /// use outbox_core::StoreExt;
+    /// # async fn demo(store: &dyn outbox_core::Store) -> Result<(), outbox_core::StoreError> {
+    /// let week_ago = outbox_core::chrono::Utc::now() - outbox_core::chrono::Duration::days(7);
+    /// println!("purged {} processed events", store.purge_processed(week_ago).await?);
+    /// # Ok(()) }
+    /// ```
+    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.purge(Finished::Processed, older_than).await
     }
 
     /// Records one outcome and releases its lease, fenced by the lease token (C3): one item of

@@ -207,21 +207,14 @@ macro_rules! forward_store {
                 let $s = self;
                 $crate::store::RepairStore::requeue_dead($inner, id).await
             }
-            async fn purge_dead(
+            async fn purge(
                 &self,
+                finished: $crate::store::Finished,
                 older_than: $crate::store::__forward::DateTime<$crate::store::__forward::Utc>,
             ) -> ::std::result::Result<u64, $crate::model::StoreError> {
-                $( { let $c = self; let $m = "purge_dead"; $check?; } )?
+                $( { let $c = self; let $m = "purge"; $check?; } )?
                 let $s = self;
-                $crate::store::RepairStore::purge_dead($inner, older_than).await
-            }
-            async fn purge_processed(
-                &self,
-                older_than: $crate::store::__forward::DateTime<$crate::store::__forward::Utc>,
-            ) -> ::std::result::Result<u64, $crate::model::StoreError> {
-                $( { let $c = self; let $m = "purge_processed"; $check?; } )?
-                let $s = self;
-                $crate::store::RepairStore::purge_processed($inner, older_than).await
+                $crate::store::RepairStore::purge($inner, finished, older_than).await
             }
             async fn requeue_corrupt(&self, id: &str) -> ::std::result::Result<bool, $crate::model::StoreError> {
                 $( { let $c = self; let $m = "requeue_corrupt"; $check?; } )?

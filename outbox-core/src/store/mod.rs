@@ -5,7 +5,7 @@
 //! | [`ClaimStore`] | the worker | `claim`, `renew_many`, `complete_many`, `complete_and_hand_off`, `subscribe`, `transactions` |
 //! | [`EnqueueStore`] | applications | `enqueue_batch` |
 //! | [`InspectStore`] | operators' tools (CLI, dashboard), `wait_for` | `get`, `dead_letters`, `corrupt_events`, `stats`, `lag`, `stats_by_type`, `key_head` |
-//! | [`RepairStore`] | operators' tools | `requeue_dead`, `purge_dead`, `purge_processed`, `requeue_corrupt` |
+//! | [`RepairStore`] | operators' tools | `requeue_dead`, `purge`, `requeue_corrupt` |
 //!
 //! [`Store`] is every part at once, implemented for any type that implements the four: it is
 //! the name an application and the worker hold (`Arc<dyn Store>`). Conveniences built on the
@@ -55,7 +55,9 @@ pub use stats::{HeldBack, StoreStats, TypeStats};
 pub use transactions::{
     StoreTransaction, TransactionType, TransactionalStore, Transactions, transactions_of,
 };
-pub use types::{ClaimRequest, ClaimedEvent, Completion, Enqueued, HandOff, Lease, WakeupStream};
+pub use types::{
+    ClaimRequest, ClaimedEvent, Completion, Enqueued, Finished, HandOff, Lease, WakeupStream,
+};
 pub use wait::Outcome;
 
 /// What the worker needs from a store: claims, lease renewals, completions, wake-ups and (for
@@ -317,10 +319,10 @@ pub trait InspectStore: Send + Sync + 'static {
 /// - **C11** an event set aside as undecodable is re-queued as stored.
 ///
 /// ```
-/// use outbox_core::store::RepairStore;
+/// use outbox_core::store::{Finished, RepairStore};
 /// # async fn demo(store: &dyn RepairStore) -> Result<(), outbox_core::StoreError> {
 /// let week_ago = outbox_core::chrono::Utc::now() - outbox_core::chrono::Duration::days(7);
-/// println!("purged {}", store.purge_processed(week_ago).await?);
+/// println!("purged {}", store.purge(Finished::Processed, week_ago).await?);
 /// # Ok(()) }
 /// ```
 #[async_trait]
@@ -329,11 +331,10 @@ pub trait RepairStore: Send + Sync + 'static {
     /// handlers keep their success). Returns `false` when the event is not dead (C7).
     async fn requeue_dead(&self, id: Uuid) -> Result<bool, StoreError>;
 
-    /// Deletes dead events that became dead before `older_than`; returns how many (C7).
-    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError>;
-
-    /// Deletes processed events processed before `older_than`; returns how many (C7).
-    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Deletes the events that finished as `finished` (processed, or dead) before `older_than` —
+    /// by when they finished, not when they were created — and returns how many (C7).
+    async fn purge(&self, finished: Finished, older_than: DateTime<Utc>)
+    -> Result<u64, StoreError>;
 
     /// Puts an event that was set aside back in the queue, as stored (fix its data first). `id` is
     /// the id as [`corrupt_events`](InspectStore::corrupt_events) lists it. Returns `false` when

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::model::{EventRecord, EventStatus, HandlerResults, StoreError};
 #[cfg(doc)]
-use crate::store::ClaimStore;
+use crate::store::{ClaimStore, RepairStore};
 
 /// The result of enqueueing one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +114,33 @@ pub struct Completion {
     pub attempts: u32,
     /// For `Pending`: not claimable again before this delay has passed (by the store's clock).
     pub retry_delay: Option<Duration>,
+}
+
+/// The two ways an event finishes for good, and what [`RepairStore::purge`] deletes.
+///
+/// ```
+/// use outbox_core::EventStatus;
+/// use outbox_core::store::Finished;
+///
+/// assert_eq!(Finished::Dead.status(), EventStatus::Dead);
+/// assert_eq!(Finished::Processed.status().as_str(), "processed");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Finished {
+    /// Every handler succeeded or was settled.
+    Processed,
+    /// Retries were exhausted or a handler failed permanently: a dead letter.
+    Dead,
+}
+
+impl Finished {
+    /// The status events that finished this way have.
+    pub fn status(self) -> EventStatus {
+        match self {
+            Self::Processed => EventStatus::Processed,
+            Self::Dead => EventStatus::Dead,
+        }
+    }
 }
 
 /// What [`ClaimStore::complete_and_hand_off`] did: one result per completion, in order, and the

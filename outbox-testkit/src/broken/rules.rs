@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use outbox_core::model::{CorruptEvent, HandlerResults};
 use outbox_core::store::{
-    ClaimRequest, ClaimedEvent, Completion, HandOff, Lease, StoreStats, Transactions, TypeStats,
-    WakeupStream,
+    ClaimRequest, ClaimedEvent, Completion, Finished, HandOff, Lease, StoreStats, Transactions,
+    TypeStats, WakeupStream,
 };
 use outbox_core::store::{ClaimStore, EnqueueStore, InspectStore, RepairStore};
 use outbox_core::{Enqueued, EventRecord, EventStatus, NewEvent, Store, StoreError};
@@ -398,24 +398,21 @@ impl<S: Store + Clone> Breaking<S> {
             .max()
     }
 
-    /// A purge of `status` that selects by creation time.
+    /// A purge of `finished` events that selects by creation time.
     async fn purge_by_creation(
         &self,
-        status: EventStatus,
+        finished: Finished,
         older_than: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         let mut cut = older_than;
         for record in self.tracked().await {
-            if record.status == status && record.created_at < older_than {
+            if record.status == finished.status() && record.created_at < older_than {
                 if let Some(at) = record.processed_at {
                     cut = cut.max(at + chrono::Duration::milliseconds(1));
                 }
             }
         }
-        match status {
-            EventStatus::Dead => self.inner.purge_dead(cut).await,
-            _ => self.inner.purge_processed(cut).await,
-        }
+        self.inner.purge(finished, cut).await
     }
 }
 
@@ -707,22 +704,17 @@ impl<S: Store + Clone> RepairStore for Breaking<S> {
         Ok(requeued || self.flaw == Break::RequeueAcceptsAnyStatus)
     }
 
-    async fn purge_dead(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        match self.flaw {
-            Break::PurgeDeadByCreation => {
-                self.purge_by_creation(EventStatus::Dead, older_than).await
+    async fn purge(
+        &self,
+        finished: Finished,
+        older_than: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        match (self.flaw, finished) {
+            (Break::PurgeDeadByCreation, Finished::Dead)
+            | (Break::PurgeProcessedByCreation, Finished::Processed) => {
+                self.purge_by_creation(finished, older_than).await
             }
-            _ => self.inner.purge_dead(older_than).await,
-        }
-    }
-
-    async fn purge_processed(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        match self.flaw {
-            Break::PurgeProcessedByCreation => {
-                self.purge_by_creation(EventStatus::Processed, older_than)
-                    .await
-            }
-            _ => self.inner.purge_processed(older_than).await,
+            _ => self.inner.purge(finished, older_than).await,
         }
     }
 
