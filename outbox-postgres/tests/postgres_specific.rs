@@ -574,6 +574,101 @@ async fn a_deleting_completion_applies_each_case_of_a_mixed_batch() {
     assert_eq!(stale.lease_token, Some(lease(stale.id).token));
 }
 
+/// A table created by outbox 0.1 (no version recorded, no `due_at`, `corrupt_reason` or
+/// `traceparent`, a status check without `corrupt`, 0.1's claim indexes) is upgraded in place by
+/// every numbered migration: its events keep their order and state, and the result verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_of_outbox_0_1_is_upgraded_in_place() {
+    let schema = outbox_testkit::namespace("upgrade01");
+    let pool = support::connect_named(&schema)
+        .await
+        .expect("PostgreSQL is reachable (run ./scripts/services.sh)");
+    let t = format!("\"{schema}\".\"outbox_events\"");
+    let (first, second, dead) = (
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+    );
+    for statement in [
+        format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""),
+        format!(
+            "CREATE TABLE {t} (
+                seq BIGSERIAL NOT NULL, id UUID PRIMARY KEY, event_type TEXT NOT NULL,
+                payload JSONB NOT NULL, correlation_id TEXT, ordering_key TEXT, idempotency_key TEXT,
+                created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+                available_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+                attempts INTEGER NOT NULL DEFAULT 0, backoff_until TIMESTAMPTZ,
+                status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'processed', 'dead')),
+                processed_at TIMESTAMPTZ, handler_results JSONB NOT NULL DEFAULT '{{}}'::jsonb,
+                locked_by TEXT, locked_until TIMESTAMPTZ, lease_token UUID)"
+        ),
+        format!("CREATE INDEX \"outbox_events_pending_seq\" ON {t} (seq) WHERE status = 'pending'"),
+        format!(
+            "CREATE INDEX \"outbox_events_finished\" ON {t} (status, processed_at) WHERE status <> 'pending'"
+        ),
+        format!(
+            "INSERT INTO {t} (id, event_type, payload, ordering_key) VALUES
+                ('{first}', 'Old', '{{\"n\": 1}}', 'k'), ('{second}', 'Old', '{{\"n\": 2}}', 'k')"
+        ),
+        format!(
+            "INSERT INTO {t} (id, event_type, payload, status, attempts, processed_at)
+             VALUES ('{dead}', 'Old', '{{}}', 'dead', 3, now())"
+        ),
+    ] {
+        sqlx::query(&statement).execute(&pool).await.expect(&statement);
+    }
+    let store = PgStore::builder(pool.clone())
+        .schema(&schema)
+        .build()
+        .expect("valid names");
+    assert_eq!(store.schema_version().await.expect("version"), None);
+
+    store.migrate().await.expect("upgrade from 0.1");
+    store
+        .verify()
+        .await
+        .expect("the current schema after the upgrade");
+    assert_eq!(
+        store.schema_version().await.expect("version"),
+        Some(outbox_postgres::SCHEMA_VERSION)
+    );
+    let old_index: Option<String> = sqlx::query_scalar(&format!(
+        "SELECT to_regclass('\"{schema}\".\"outbox_events_pending_seq\"')::text"
+    ))
+    .fetch_one(&pool)
+    .await
+    .expect("lookup");
+    assert_eq!(old_index, None, "0.1's claim index is dropped");
+    assert_eq!(
+        store.get(dead).await.expect("get").expect("kept").status,
+        EventStatus::Dead
+    );
+    let claimed = store
+        .claim(&ClaimRequest::new("w", 10, Duration::from_secs(30)))
+        .await
+        .expect("claim");
+    let ids: Vec<_> = claimed.iter().map(|e| e.record.id).collect();
+    assert_eq!(
+        ids,
+        vec![first],
+        "one event of the key at a time, oldest first"
+    );
+    store
+        .complete(&claimed[0].lease, processed_first_attempt())
+        .await
+        .expect("complete");
+    let claimed = store
+        .claim(&ClaimRequest::new("w", 10, Duration::from_secs(30)))
+        .await
+        .expect("claim");
+    let ids: Vec<_> = claimed.iter().map(|e| e.record.id).collect();
+    assert_eq!(
+        ids,
+        vec![second],
+        "the key's next event after the first finished"
+    );
+}
+
 /// A table of schema 4 (ordering keys in the database's collation, the completion function
 /// `<table>_complete`) is upgraded in place by `migrate`: pending keyed events keep their order
 /// and their hand-off, the key column compares bytes, and the schema-4 completion function is left
