@@ -114,28 +114,22 @@ pub(crate) fn upgrade_sql(schema: &str, table: &str, version: i64) -> Vec<String
 /// The indexes, functions, triggers and inbox of the current schema, each created idempotently
 /// (`IF NOT EXISTS`, `CREATE OR REPLACE`, or a trigger created only when missing).
 fn objects_sql(schema: &str, table: &str) -> Vec<String> {
+    [
+        index_sql,
+        claim_sql,
+        finish_sql,
+        parking_sql,
+        notify_sql,
+        inbox_sql,
+    ]
+    .iter()
+    .flat_map(|part| part(schema, table))
+    .collect()
+}
+
+/// The indexes: the due rows claims walk, each key's line, idempotency keys, failures, purges.
+fn index_sql(schema: &str, table: &str) -> Vec<String> {
     let t = format!("\"{schema}\".\"{table}\"");
-    let f = |name: &str| format!("\"{schema}\".\"{table}_{name}\"");
-    let channel = crate::queries::channel_name(schema, table);
-    let (unpark, claim, finish, set_aside, settle, notify) = (
-        f("unpark"),
-        f("claim"),
-        f("finish"),
-        f("set_aside"),
-        f("settle_parked"),
-        f("notify"),
-    );
-    let inbox = f("inbox");
-    // What a completion writes (the `u` row holds the outcome).
-    let set_outcome =
-        "status = u.status, handler_results = u.results::jsonb, attempts = u.attempts,
-                backoff_until = CASE WHEN u.delay IS NULL THEN NULL
-                                     ELSE now() + u.delay * interval '1 millisecond' END,
-                due_at = CASE WHEN u.status = 'pending'
-                              THEN now() + COALESCE(u.delay, 0) * interval '1 millisecond'
-                              ELSE e.due_at END,
-                processed_at = CASE WHEN u.status = 'pending' THEN NULL ELSE now() END,
-                lease_token = NULL, locked_by = NULL, locked_until = NULL";
     vec![
         // Claims walk due rows only: due order, then creation order.
         format!(
@@ -161,6 +155,16 @@ fn objects_sql(schema: &str, table: &str) -> Vec<String> {
         format!(
             "CREATE INDEX IF NOT EXISTS \"{table}_processed_at\" ON {t} USING brin (processed_at)"
         ),
+    ]
+}
+
+/// The claim, and the un-parking of a key's next event that completions call.
+fn claim_sql(schema: &str, table: &str) -> Vec<String> {
+    let t = format!("\"{schema}\".\"{table}\"");
+    let f = |name: &str| format!("\"{schema}\".\"{table}_{name}\"");
+    let channel = crate::queries::channel_name(schema, table);
+    let (unpark, claim) = (f("unpark"), f("claim"));
+    vec![
         // Makes the next pending event of each key claimable, if it is parked: the oldest one
         // created after the event that just finished (`after`, its seq). Starting there, the index
         // scan does not walk the entries the key's earlier events left behind (a scan from the
@@ -242,6 +246,26 @@ BEGIN
     END LOOP;
 END $$"
         ),
+    ]
+}
+
+/// The batched completion with its key hand-off.
+fn finish_sql(schema: &str, table: &str) -> Vec<String> {
+    let t = format!("\"{schema}\".\"{table}\"");
+    let f = |name: &str| format!("\"{schema}\".\"{table}_{name}\"");
+    let channel = crate::queries::channel_name(schema, table);
+    let (unpark, finish) = (f("unpark"), f("finish"));
+    // What a completion writes (the `u` row holds the outcome).
+    let set_outcome =
+        "status = u.status, handler_results = u.results::jsonb, attempts = u.attempts,
+                backoff_until = CASE WHEN u.delay IS NULL THEN NULL
+                                     ELSE now() + u.delay * interval '1 millisecond' END,
+                due_at = CASE WHEN u.status = 'pending'
+                              THEN now() + COALESCE(u.delay, 0) * interval '1 millisecond'
+                              ELSE e.due_at END,
+                processed_at = CASE WHEN u.status = 'pending' THEN NULL ELSE now() END,
+                lease_token = NULL, locked_by = NULL, locked_until = NULL";
+    vec![
         // Many completions in one call, each fenced by its own lease token; returns the tokens
         // applied (`applied`). With `delete_processed`, processed events without an idempotency
         // key are deleted instead of kept (events with one are kept: they hold the key). The
@@ -249,7 +273,7 @@ END $$"
         // looks their rows up (it used to probe every row of the batch a second time). With a
         // `worker`, the next event of each key that finished is leased to it when it is due now
         // (at most `hand_max`), and returned as a row (`handed`): one write instead of an un-park
-        // and a claim. Schema 5 replaced `{complete}`, which answered the handed rows as
+        // and a claim. Schema 5 replaced `<table>_complete`, which answered the handed rows as
         // `row_to_json` text (formatting them cost the server about a tenth of a keyed drain);
         // that one is left in place for processes of schema 4 still running during an upgrade.
         // Planned as lookups by id (nested loops over the batch, no scans of the table): on a
@@ -356,6 +380,17 @@ BEGIN
     RETURN QUERY SELECT unnest(applied_tokens), NULL::{t};
 END $$"
         ),
+    ]
+}
+
+/// Setting aside an event that does not decode, and the commit-time trigger that settles a
+/// parked event.
+fn parking_sql(schema: &str, table: &str) -> Vec<String> {
+    let t = format!("\"{schema}\".\"{table}\"");
+    let f = |name: &str| format!("\"{schema}\".\"{table}_{name}\"");
+    let channel = crate::queries::channel_name(schema, table);
+    let (unpark, set_aside, settle) = (f("unpark"), f("set_aside"), f("settle_parked"));
+    vec![
         // Sets aside a claimed event that does not decode (contract C11), fenced by its lease.
         format!(
             "CREATE OR REPLACE FUNCTION {set_aside}(event_id uuid, token uuid, reason text)
@@ -411,6 +446,16 @@ BEGIN
     END IF;
 END $$"
         ),
+    ]
+}
+
+/// The wake-up notification at each enqueue statement.
+fn notify_sql(schema: &str, table: &str) -> Vec<String> {
+    let t = format!("\"{schema}\".\"{table}\"");
+    let f = |name: &str| format!("\"{schema}\".\"{table}_{name}\"");
+    let channel = crate::queries::channel_name(schema, table);
+    let notify = f("notify");
+    vec![
         format!(
             "CREATE OR REPLACE FUNCTION {notify}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -430,6 +475,14 @@ BEGIN
     END IF;
 END $$"
         ),
+    ]
+}
+
+/// The inbox (X1).
+fn inbox_sql(schema: &str, table: &str) -> Vec<String> {
+    let f = |name: &str| format!("\"{schema}\".\"{table}_{name}\"");
+    let inbox = f("inbox");
+    vec![
         // The inbox (X1): message ids consumers received, kept for their retention.
         format!(
             "CREATE TABLE IF NOT EXISTS {inbox} (
