@@ -121,6 +121,8 @@ fn graphile(sizes: &Sizes) -> Result<Row, BenchError> {
     Ok(row)
 }
 
+// Long by design: one measured run read top to bottom (set up, hold the snapshot, produce, drain,
+// sample, report); splitting it would scatter the protocol BENCHMARKS.md describes.
 async fn run_one(
     lib: Box<dyn Bench>,
     variant: &str,

@@ -268,6 +268,8 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Scenario 3: commit→handler-start latency with a producer at a fixed rate, wake-ups on and off.
+// Long by design: one measured scenario read top to bottom (producer, worker, samples,
+// percentiles).
 pub async fn latency(
     target: &dyn Target,
     sizes: &Sizes,

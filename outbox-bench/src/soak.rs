@@ -19,6 +19,8 @@ const KEEP_PROCESSED: Duration = Duration::from_secs(60);
 const PURGE_EVERY: Duration = Duration::from_secs(10);
 
 /// Runs the soak: `sizes.soak_rate` events/s for `sizes.soak_seconds`.
+// Long by design: one measured soak run read top to bottom (producer, workers, purger, samples,
+// report).
 pub(crate) async fn soak(
     target: &dyn Target,
     sizes: &Sizes,

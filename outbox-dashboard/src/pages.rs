@@ -352,6 +352,7 @@ pub(crate) async fn dead_letters(State(state): Shared, headers: HeaderMap) -> Re
     .into_response()
 }
 
+// Long by design: one page's HTML template, in the order it renders.
 pub(crate) async fn event(
     State(state): Shared,
     headers: HeaderMap,

@@ -259,6 +259,8 @@ struct CallWrapper<'a> {
 /// The wrapper that decodes the event, builds the other parameters from the context, calls the
 /// function (through a batcher for a batch handler, in a transaction for a transactional one) and
 /// turns what it returns into a handler result.
+// Long by design: two generated bodies (batch and single) are `quote!` templates that read as the
+// code they produce.
 fn call_wrapper<'a>(
     args: &HandlerArgs,
     item_fn: &ItemFn,

@@ -57,6 +57,8 @@ pub(crate) const COLUMNS: &str = "id, event_type, payload, correlation_id, order
      traceparent";
 
 impl Queries {
+    // Long by design: one SQL statement per field, built once per store; each is a few lines of
+    // SQL.
     pub(crate) fn new(schema: &str, table: &str) -> Self {
         let t = format!("\"{schema}\".\"{table}\"");
         let f = |name: &str| format!("\"{schema}\".\"{table}_{name}\"");

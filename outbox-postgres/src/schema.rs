@@ -250,6 +250,8 @@ END $$"
 }
 
 /// The batched completion with its key hand-off.
+// Long by design: the text of one PL/pgSQL function (one round trip per completion batch), and the
+// comment that explains it.
 fn finish_sql(schema: &str, table: &str) -> Vec<String> {
     let t = format!("\"{schema}\".\"{table}\"");
     let f = |name: &str| format!("\"{schema}\".\"{table}_{name}\"");

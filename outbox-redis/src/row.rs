@@ -177,6 +177,7 @@ pub(crate) struct Leased<'a> {
 
 /// Decodes an event's fields, in the order of [`FIELDS`] (a missing field is `None`); with
 /// `leased`, only the first [`CLAIM_READS`] are read and the rest is what the claimer knows.
+// Long by design: one line per field of the event hash, in the order of `FIELDS`.
 pub(crate) fn decode(
     values: &[Option<String>],
     leased: Option<&Leased<'_>>,

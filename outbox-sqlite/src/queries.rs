@@ -43,6 +43,8 @@ pub(crate) const COLUMNS: &str = "seq, id, event_type, payload, correlation_id, 
      locked_until, lease_token, traceparent";
 
 impl Queries {
+    // Long by design: one SQL statement per field, built once per store; each is a few lines of
+    // SQL.
     pub(crate) fn new(table: &str) -> Self {
         let t = format!("\"{table}\"");
         // A re-queued event waits behind a pending event of its key, if there is one.

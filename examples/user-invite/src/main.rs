@@ -47,6 +47,7 @@ async fn main() -> ExitCode {
     code
 }
 
+// Long by design: an example read top to bottom, the whole service set up in one place.
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::from_env()?;
     let pool = PgPoolOptions::new()

@@ -146,6 +146,7 @@ const MAX_WAIT: Duration = Duration::from_secs(30);
 /// does the trace context of a `traceparent` header. With `?wait=2s` (at most 30 s) the answer
 /// waits for the handlers: 201 with `"outcome": "processed"` and their outputs (or `"dead"` and
 /// the reason) when they finish in time, 202 with `"outcome": "pending"` otherwise.
+// Long by design: an example read top to bottom, the whole request in one place.
 async fn invite(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,

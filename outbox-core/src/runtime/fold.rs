@@ -6,8 +6,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::model::error::{HandlerError, Retry};
-use crate::model::record::{EventRecord, EventStatus, HandlerState};
-use crate::runtime::processor::Dispatch;
+use crate::model::record::{EventRecord, EventStatus, HandlerResults, HandlerState};
+use crate::runtime::processor::{Dispatch, HandlerOutcome};
 use crate::runtime::retry::RetryPolicy;
 use crate::store::Completion;
 
@@ -100,28 +100,7 @@ pub(crate) fn fold_outcome(
 ) -> Completion {
     let mut results = record.handler_results.clone();
     let outcomes = match dispatch {
-        Dispatch::NoHandlers => {
-            return match rules.no_handler {
-                NoHandlerPolicy::MarkProcessed => Completion {
-                    status: EventStatus::Processed,
-                    handler_results: results,
-                    attempts: record.attempts,
-                    retry_delay: None,
-                },
-                NoHandlerPolicy::LeavePending(delay) => Completion {
-                    status: EventStatus::Pending,
-                    handler_results: results,
-                    attempts: record.attempts.saturating_sub(1),
-                    retry_delay: Some(delay),
-                },
-                policy @ NoHandlerPolicy::Backoff { .. } => Completion {
-                    status: EventStatus::Pending,
-                    handler_results: results,
-                    attempts: record.attempts,
-                    retry_delay: Some(policy.wait(record.attempts)),
-                },
-            };
-        }
+        Dispatch::NoHandlers => return without_handlers(record, results, rules),
         Dispatch::Ran(outcomes) => outcomes,
     };
 
@@ -132,38 +111,8 @@ pub(crate) fn fold_outcome(
         if state.is_settled() {
             continue;
         }
-        state.attempts = state.attempts.saturating_add(1);
-        state.missing_since = None;
-        // An output no store could read back is the handler's permanent failure (C11).
-        let mut output = outcome.result.as_ref().ok().cloned().flatten();
-        let refused = crate::kit::storable::check_output(&mut output)
-            .err()
-            .map(HandlerError::permanent);
-        let result = match (&outcome.result, &refused) {
-            (Ok(_), Some(refused)) => Err(refused),
-            (Ok(_), None) => Ok(()),
-            (Err(err), _) => Err(err),
-        };
-        match result {
-            Ok(()) => {
-                state.succeeded_at = Some(now);
-                state.output = output;
-                state.last_error = None;
-            }
-            Err(err) => {
-                state.last_error = Some(err.message().to_owned());
-                let max = outcome.max_attempts.unwrap_or(rules.retry.max_attempts);
-                let delay = match err.retry_hint() {
-                    Retry::Never => None,
-                    _ if state.attempts >= max => None,
-                    Retry::WithBackoff => Some(rules.retry.delay_after(state.attempts)),
-                    Retry::After(delay) => Some(delay),
-                };
-                match delay {
-                    None => state.gave_up = true,
-                    Some(d) => wait_for(d),
-                }
-            }
+        if let Some(delay) = record_attempt(state, outcome, rules, now) {
+            wait_for(delay);
         }
     }
 
@@ -216,6 +165,78 @@ pub(crate) fn fold_outcome(
         attempts: record.attempts,
         retry_delay,
     }
+}
+
+/// The completion of an event no handler of this worker is registered for, by the policy.
+fn without_handlers(
+    record: &EventRecord,
+    results: HandlerResults,
+    rules: &FoldRules<'_>,
+) -> Completion {
+    match rules.no_handler {
+        NoHandlerPolicy::MarkProcessed => Completion {
+            status: EventStatus::Processed,
+            handler_results: results,
+            attempts: record.attempts,
+            retry_delay: None,
+        },
+        NoHandlerPolicy::LeavePending(delay) => Completion {
+            status: EventStatus::Pending,
+            handler_results: results,
+            attempts: record.attempts.saturating_sub(1),
+            retry_delay: Some(delay),
+        },
+        policy @ NoHandlerPolicy::Backoff { .. } => Completion {
+            status: EventStatus::Pending,
+            handler_results: results,
+            attempts: record.attempts,
+            retry_delay: Some(policy.wait(record.attempts)),
+        },
+    }
+}
+
+/// Records one handler's attempt in its state: success with its output, or the failure — given up
+/// on (permanent, or out of attempts) or retried after the delay this returns.
+fn record_attempt(
+    state: &mut HandlerState,
+    outcome: &HandlerOutcome,
+    rules: &FoldRules<'_>,
+    now: DateTime<Utc>,
+) -> Option<Duration> {
+    state.attempts = state.attempts.saturating_add(1);
+    state.missing_since = None;
+    // An output no store could read back is the handler's permanent failure (C11).
+    let mut output = outcome.result.as_ref().ok().cloned().flatten();
+    let refused = crate::kit::storable::check_output(&mut output)
+        .err()
+        .map(HandlerError::permanent);
+    let result = match (&outcome.result, &refused) {
+        (Ok(_), Some(refused)) => Err(refused),
+        (Ok(_), None) => Ok(()),
+        (Err(err), _) => Err(err),
+    };
+    match result {
+        Ok(()) => {
+            state.succeeded_at = Some(now);
+            state.output = output;
+            state.last_error = None;
+        }
+        Err(err) => {
+            state.last_error = Some(err.message().to_owned());
+            let max = outcome.max_attempts.unwrap_or(rules.retry.max_attempts);
+            let delay = match err.retry_hint() {
+                Retry::Never => None,
+                _ if state.attempts >= max => None,
+                Retry::WithBackoff => Some(rules.retry.delay_after(state.attempts)),
+                Retry::After(delay) => Some(delay),
+            };
+            match delay {
+                None => state.gave_up = true,
+                Some(d) => return Some(d),
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]

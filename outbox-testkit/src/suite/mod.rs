@@ -3,6 +3,11 @@
 //!
 //! Call them all with [`conformance_suite!`](crate::conformance_suite), or one by one from your own
 //! tests.
+//!
+//! Many clause functions are longer than a hundred lines, by design: each is one scenario whose
+//! steps build on the state the previous steps left (a claim, then a stale completion, then a
+//! read-back), and whose failure messages name the step. What several clauses share — records,
+//! claims, expected read-backs, waiting — is in the `support` and `expect` modules.
 
 use crate::harness::{ClauseResult, StoreFactory};
 

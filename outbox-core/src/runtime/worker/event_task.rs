@@ -59,13 +59,7 @@ async fn run(
         return;
     }
     if cfg!(feature = "metrics") {
-        let due = [Some(record.available_at), record.backoff_until]
-            .into_iter()
-            .flatten()
-            .fold(record.created_at, DateTime::max);
-        if let Ok(waited) = (Utc::now() - due).to_std() {
-            crate::runtime::metrics::start_latency(waited);
-        }
+        record_start_latency(&record);
     }
 
     // Fired by the renewer when the lease is lost, and by shutdown (which sweeps every held lease).
@@ -113,23 +107,7 @@ async fn run(
         return;
     }
 
-    match &dispatch {
-        Dispatch::Ran(outcomes) => {
-            for outcome in outcomes {
-                match &outcome.result {
-                    Ok(_) => shared.metrics.handler_succeeded(&outcome.handler),
-                    Err(err) => {
-                        shared.metrics.handler_failed(&outcome.handler);
-                        tracing::warn!(handler = %outcome.handler, error = %crate::model::text::untrusted(err.message()), permanent = err.is_permanent(), "handler failed");
-                    }
-                }
-            }
-        }
-        Dispatch::NoHandlers => {
-            shared.metrics.unhandled();
-            shared.report_unhandled(&record.event_type);
-        }
-    }
+    report_dispatch(&shared, &record, &dispatch);
 
     let nothing_ran = matches!(&dispatch, Dispatch::Ran(o) if o.is_empty());
     if abort.is_cancelled() && nothing_ran {
@@ -148,6 +126,39 @@ async fn run(
     crate::handlers::logs::merge_logs(&mut completion.handler_results, logs.take());
     crate::kit::storable::make_storable(&mut completion);
     submit(&shared, lease, completion, Kind::Outcome, &record, permit);
+}
+
+/// Counts and logs what the handlers did: each success or failure, or an event no handler of
+/// this worker is registered for.
+fn report_dispatch(shared: &Shared, record: &EventRecord, dispatch: &Dispatch) {
+    match dispatch {
+        Dispatch::Ran(outcomes) => {
+            for outcome in outcomes {
+                match &outcome.result {
+                    Ok(_) => shared.metrics.handler_succeeded(&outcome.handler),
+                    Err(err) => {
+                        shared.metrics.handler_failed(&outcome.handler);
+                        tracing::warn!(handler = %outcome.handler, error = %crate::model::text::untrusted(err.message()), permanent = err.is_permanent(), "handler failed");
+                    }
+                }
+            }
+        }
+        Dispatch::NoHandlers => {
+            shared.metrics.unhandled();
+            shared.report_unhandled(&record.event_type);
+        }
+    }
+}
+
+/// Records how long the event waited between becoming due and starting.
+fn record_start_latency(record: &EventRecord) {
+    let due = [Some(record.available_at), record.backoff_until]
+        .into_iter()
+        .flatten()
+        .fold(record.created_at, DateTime::max);
+    if let Ok(waited) = (Utc::now() - due).to_std() {
+        crate::runtime::metrics::start_latency(waited);
+    }
 }
 
 /// Gives an unstarted claim back (shutdown began before it ran), returning its attempt.

@@ -527,6 +527,16 @@ async fn run(shared: Arc<Shared>) -> ShutdownReport {
         }
     }
 
+    let report = shut_down(&shared, &permits).await;
+    crash_guard.finished = true;
+    report
+}
+
+/// Stops the worker after its claim loop ended: lets in-flight handlers finish within the grace
+/// period, aborts (and then abandons) those that do not, and waits until every outcome is
+/// persisted or its lease has passed.
+async fn shut_down(shared: &Shared, permits: &Semaphore) -> ShutdownReport {
+    let config = &shared.config;
     let in_flight_at_shutdown = shared.event_tasks.len();
     shared.event_tasks.close();
     tracing::info!(
@@ -573,7 +583,6 @@ async fn run(shared: Arc<Shared>) -> ShutdownReport {
             "some outcomes were not persisted before shutdown; their events will be redelivered"
         );
     }
-    crash_guard.finished = true;
     ShutdownReport {
         in_flight_at_shutdown,
         aborted_after_grace: !drained,
