@@ -24,6 +24,7 @@
 //! This module imports nothing from the runtime or the handlers (a test in `outbox-core` checks).
 
 mod ext;
+#[macro_use]
 mod forward;
 pub(crate) mod inbox;
 mod schema;
@@ -362,14 +363,14 @@ pub trait Store: ClaimStore + EnqueueStore + InspectStore + RepairStore {}
 
 impl<S: ClaimStore + EnqueueStore + InspectStore + RepairStore + ?Sized> Store for S {}
 
-crate::forward_store!(impl[S: ClaimStore + ?Sized] ClaimStore for std::sync::Arc<S>, |s| &**s);
-crate::forward_store!(impl[S: EnqueueStore + ?Sized] EnqueueStore for std::sync::Arc<S>, |s| &**s);
-crate::forward_store!(impl[S: InspectStore + ?Sized] InspectStore for std::sync::Arc<S>, |s| &**s);
-crate::forward_store!(impl[S: RepairStore + ?Sized] RepairStore for std::sync::Arc<S>, |s| &**s);
-crate::forward_store!(impl[S: ClaimStore + ?Sized] ClaimStore for Box<S>, |s| &**s);
-crate::forward_store!(impl[S: EnqueueStore + ?Sized] EnqueueStore for Box<S>, |s| &**s);
-crate::forward_store!(impl[S: InspectStore + ?Sized] InspectStore for Box<S>, |s| &**s);
-crate::forward_store!(impl[S: RepairStore + ?Sized] RepairStore for Box<S>, |s| &**s);
+forward_store!(impl[S: ClaimStore + ?Sized] ClaimStore for std::sync::Arc<S>, |s| &**s);
+forward_store!(impl[S: EnqueueStore + ?Sized] EnqueueStore for std::sync::Arc<S>, |s| &**s);
+forward_store!(impl[S: InspectStore + ?Sized] InspectStore for std::sync::Arc<S>, |s| &**s);
+forward_store!(impl[S: RepairStore + ?Sized] RepairStore for std::sync::Arc<S>, |s| &**s);
+forward_store!(impl[S: ClaimStore + ?Sized] ClaimStore for Box<S>, |s| &**s);
+forward_store!(impl[S: EnqueueStore + ?Sized] EnqueueStore for Box<S>, |s| &**s);
+forward_store!(impl[S: InspectStore + ?Sized] InspectStore for Box<S>, |s| &**s);
+forward_store!(impl[S: RepairStore + ?Sized] RepairStore for Box<S>, |s| &**s);
 
 #[async_trait]
 impl<S: EnqueueIn + ?Sized> EnqueueIn for std::sync::Arc<S> {

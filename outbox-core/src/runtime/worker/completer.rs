@@ -13,8 +13,9 @@ use tokio::time::Instant;
 
 use super::Shared;
 use crate::model::error::StoreError;
+use crate::model::record::EventRecord;
 use crate::model::record::EventStatus;
-use crate::store::{ClaimRequest, Completion, HandOff, Lease, StoreExt};
+use crate::store::{ClaimRequest, ClaimedEvent, Completion, HandOff, Lease, StoreExt};
 
 /// How many batches are written at once. One: while it is written the next one fills up (group
 /// commit); measured on PostgreSQL, 4 concurrent batches averaged 60 completions per statement and
@@ -222,7 +223,7 @@ async fn write_batch(shared: &Arc<Shared>, mut batch: Vec<Pending>) {
                 "ClaimStore::complete_and_hand_off leased more events than asked for; giving them back"
             );
             for extra in successors.split_off(slots.len()) {
-                super::event_task::give_back(shared, extra);
+                give_back(shared, extra);
             }
         }
         for (event, slot) in successors.into_iter().zip(slots) {
@@ -344,4 +345,49 @@ fn settle(shared: &Arc<Shared>, mut pending: Pending, result: Result<(), StoreEr
             tracing::error!(%event_id, error = %crate::model::text::untrusted(&err.to_string()), "completion failed; the event will be redelivered after its lease");
         }
     }
+}
+
+/// Gives back an event leased to this worker that it will not run (no slot for it): the claim
+/// is undone, claimable at once by any worker.
+pub(super) fn give_back(shared: &Shared, claimed: ClaimedEvent) {
+    let completion = Completion {
+        status: EventStatus::Pending,
+        handler_results: claimed.record.handler_results.clone(),
+        attempts: claimed.record.attempts.saturating_sub(1),
+        retry_delay: None,
+    };
+    submit(
+        shared,
+        claimed.lease,
+        completion,
+        Kind::Release,
+        &claimed.record,
+        None,
+    );
+}
+
+/// Hands an event's completion to the completer, unless the worker crashed (then the event
+/// stays leased, as after a real crash). `permit` is the event's slot, freed once it is written.
+pub(super) fn submit(
+    shared: &Shared,
+    lease: Lease,
+    completion: Completion,
+    kind: Kind,
+    record: &EventRecord,
+    permit: impl Into<Option<OwnedSemaphorePermit>>,
+) {
+    if shared.crashed() {
+        // The worker was dropped without a shutdown: as after a crash, the event stays leased.
+        return;
+    }
+    shared.completer.submit(Pending {
+        lease,
+        completion,
+        kind,
+        permit: permit.into(),
+        since: record.available_at.max(record.created_at),
+        deadline: tokio::time::Instant::now() + shared.config.lease,
+        pause: shared.config.store_backoff_initial,
+        keyed: record.ordering_key.is_some(),
+    });
 }

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Shared;
-use super::completer::{Kind, Pending};
+use super::completer::{Kind, submit};
 use crate::model::record::{EventRecord, EventStatus};
 use crate::runtime::fold::{FoldRules, fold_outcome};
 use crate::runtime::processor::{Delivery, Dispatch, process_catching_panics};
@@ -170,47 +170,4 @@ fn release(shared: &Shared, lease: Lease, record: &EventRecord, permit: OwnedSem
         retry_delay: None,
     };
     submit(shared, lease, completion, Kind::Release, record, permit);
-}
-
-/// Gives back an event leased to this worker that it will not run (no slot for it): the claim
-/// is undone, claimable at once by any worker.
-pub(super) fn give_back(shared: &Shared, claimed: ClaimedEvent) {
-    let completion = Completion {
-        status: EventStatus::Pending,
-        handler_results: claimed.record.handler_results.clone(),
-        attempts: claimed.record.attempts.saturating_sub(1),
-        retry_delay: None,
-    };
-    submit(
-        shared,
-        claimed.lease,
-        completion,
-        Kind::Release,
-        &claimed.record,
-        None,
-    );
-}
-
-fn submit(
-    shared: &Shared,
-    lease: Lease,
-    completion: Completion,
-    kind: Kind,
-    record: &EventRecord,
-    permit: impl Into<Option<OwnedSemaphorePermit>>,
-) {
-    if shared.crashed() {
-        // The worker was dropped without a shutdown: as after a crash, the event stays leased.
-        return;
-    }
-    shared.completer.submit(Pending {
-        lease,
-        completion,
-        kind,
-        permit: permit.into(),
-        since: record.available_at.max(record.created_at),
-        deadline: tokio::time::Instant::now() + shared.config.lease,
-        pause: shared.config.store_backoff_initial,
-        keyed: record.ordering_key.is_some(),
-    });
 }
