@@ -4,13 +4,53 @@
 // add→start p50/p99/max overall and per 10-second window (by add time), the achieved rate, and the
 // jobs table's size and dead tuples sampled every 10 s and after the snapshot is released.
 //
+// The producer runs in a child process of its own (as outbox-bench's producer runs beside, not
+// inside, the workers' runtime): in one Node process its timers and the worker's job handling
+// share one event loop, and the producer fell far behind its rate. Both processes stamp times
+// with `performance.timeOrigin + performance.now()` (milliseconds since the epoch, sub-ms), so the
+// producer's "add returned" and the worker's "job started" compare on the machine's one clock.
+//
 // usage: node graphile_latency.mjs RATE SECONDS [HOLD=1]
+import { fork } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import { run, Logger } from "graphile-worker";
 import pg from "pg";
 
+const connectionString = process.env.PGURL;
+const now = () => performance.timeOrigin + performance.now();
+
+if (process.argv[2] === "produce") {
+  await produce(Number(process.argv[3]), Number(process.argv[4]));
+  process.exit(0);
+}
+
+/// The child: adds `rate × seconds` jobs at `rate` per second, one per transaction, through a pool
+/// of 8 connections, and sends the parent when each add returned.
+async function produce(rate, seconds) {
+  const pool = new pg.Pool({ connectionString, max: 8 });
+  const total = Math.round(rate * seconds);
+  const added = new Float64Array(total).fill(NaN);
+  let inFlight = 0, errors = 0;
+  const payload = (n) => ({ n, email: `user${n}@example.com`, note: "x".repeat(96) });
+  const began = now();
+  for (let n = 0; n < total; n++) {
+    const wait = began + (n * 1000) / rate - now();
+    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+    while (inFlight >= 64) await new Promise((r) => setTimeout(r, 1));
+    inFlight += 1;
+    pool.query("SELECT graphile_worker.add_job('bench', $1::json)", [JSON.stringify(payload(n))])
+      .then(() => { added[n] = now(); })
+      .catch(() => { errors += 1; })
+      .finally(() => { inFlight -= 1; });
+  }
+  while (inFlight > 0) await new Promise((r) => setTimeout(r, 5));
+  const producedSeconds = (now() - began) / 1000;
+  await pool.end();
+  await new Promise((r) => process.send({ began, added, errors, producedSeconds }, r));
+}
+
 const [rate, seconds] = process.argv.slice(2, 4).map(Number);
 const hold = (process.argv[4] ?? "1") !== "0";
-const connectionString = process.env.PGURL;
 const quiet = new Logger(() => () => {});
 const db = new pg.Client({ connectionString });
 await db.connect();
@@ -22,11 +62,10 @@ await installer.stop();
 await db.query("DELETE FROM graphile_worker._private_jobs");
 await db.query("VACUUM ANALYZE graphile_worker._private_jobs");
 
-const added = new Map();
 const startedAt = new Map();
 const runner = await run({
   connectionString, concurrency: 24, noHandleSignals: true, pollInterval: 2000, logger: quiet,
-  taskList: { bench: async (payload) => { if (!startedAt.has(payload.n)) startedAt.set(payload.n, performance.now()); } },
+  taskList: { bench: async (payload) => { if (!startedAt.has(payload.n)) startedAt.set(payload.n, now()); } },
 });
 
 const holder = new pg.Client({ connectionString });
@@ -43,30 +82,22 @@ const facts = async () => {
                       WHERE schemaname = 'graphile_worker' AND relname = '_private_jobs'), 0)::int AS dead`);
   return rows[0];
 };
-const began = performance.now();
+const began = now();
 const trend = [];
 const sampler = setInterval(async () => {
   const f = await facts();
-  trend.push(`${((performance.now() - began) / 1000).toFixed(0)}s: table+indexes ${f.mb.toFixed(1)} MB, dead tuples ${f.dead}`);
+  trend.push(`${((now() - began) / 1000).toFixed(0)}s: table+indexes ${f.mb.toFixed(1)} MB, dead tuples ${f.dead}`);
 }, 10000);
 
-const pool = new pg.Pool({ connectionString, max: 8 });
+const producer = fork(fileURLToPath(import.meta.url), ["produce", String(rate), String(seconds)], {
+  serialization: "advanced", stdio: ["ignore", "ignore", "inherit", "ipc"],
+});
+const produced = await new Promise((resolve, reject) => {
+  producer.once("message", resolve);
+  producer.once("exit", (code) => reject(new Error(`the producer exited with ${code}`)));
+});
 const total = Math.round(rate * seconds);
-let inFlight = 0, errors = 0;
-const payload = (n) => ({ n, email: `user${n}@example.com`, note: "x".repeat(96) });
-for (let n = 0; n < total; n++) {
-  const due = began + (n * 1000) / rate;
-  const wait = due - performance.now();
-  if (wait > 1) await new Promise((r) => setTimeout(r, wait));
-  while (inFlight >= 64) await new Promise((r) => setTimeout(r, 1));
-  inFlight += 1;
-  pool.query("SELECT graphile_worker.add_job('bench', $1::json)", [JSON.stringify(payload(n))])
-    .then(() => { added.set(n, performance.now()); })
-    .catch(() => { errors += 1; })
-    .finally(() => { inFlight -= 1; });
-}
-const produced = (performance.now() - began) / 1000;
-while (startedAt.size < total - errors && performance.now() - began < (seconds + 600) * 1000) {
+while (startedAt.size < total - produced.errors && now() - began < (seconds + 600) * 1000) {
   await new Promise((r) => setTimeout(r, 20));
 }
 clearInterval(sampler);
@@ -76,28 +107,28 @@ await holder.end();
 await db.query("VACUUM graphile_worker._private_jobs");
 const vacuumed = await facts();
 await runner.stop();
-await pool.end();
 await db.end();
 
 const pct = (sorted, p) => sorted.length ? sorted[Math.min(sorted.length - 1, Math.round((p / 100) * (sorted.length - 1)))] : 0;
 const all = [];
 const windows = [];
-for (const [n, at] of added) {
+produced.added.forEach((at, n) => {
   const s = startedAt.get(n);
-  if (s === undefined) continue;
+  if (Number.isNaN(at) || s === undefined) return;
   const ms = s - at;
-  const w = Math.floor((at - began) / 10000);
+  const w = Math.floor((at - produced.began) / 10000);
   (windows[w] ??= []).push(ms);
   all.push(ms);
-}
+});
 all.sort((a, b) => a - b);
 const perWindow = windows.map((w, i) => {
   w.sort((a, b) => a - b);
   return { from_s: i * 10, p50: pct(w, 50), p99: pct(w, 99), max: w[w.length - 1] };
 });
 console.log(JSON.stringify({
-  system: "graphile-worker", rate, seconds, held_snapshot: hold, jobs: total, measured: all.length, errors,
-  per_s: total / produced, p50: pct(all, 50), p99: pct(all, 99), max: all[all.length - 1] ?? 0,
+  system: "graphile-worker", rate, seconds, held_snapshot: hold, jobs: total, measured: all.length,
+  started: startedAt.size, errors: produced.errors,
+  per_s: total / produced.producedSeconds, p50: pct(all, 50), p99: pct(all, 99), max: all[all.length - 1] ?? 0,
   worst_window_p99: Math.max(0, ...perWindow.map((w) => w.p99)), windows: perWindow, trend,
   held_mb: held.mb, held_dead: held.dead, vacuumed_mb: vacuumed.mb, vacuumed_dead: vacuumed.dead,
 }));
