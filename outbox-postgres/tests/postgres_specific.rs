@@ -643,13 +643,18 @@ async fn a_table_of_outbox_0_1_is_upgraded_in_place() {
         store.get(dead).await.expect("get").expect("kept").status,
         EventStatus::Dead
     );
-    let claimed = store
-        .claim(&ClaimRequest::new("w", 10, Duration::from_secs(30)))
-        .await
-        .expect("claim");
-    let ids: Vec<_> = claimed.iter().map(|e| e.record.id).collect();
+    let claim = async || {
+        store
+            .claim(&ClaimRequest::new("w", 10, Duration::from_secs(30)))
+            .await
+            .expect("claim")
+    };
+    let ids = |claimed: &[outbox_core::store::ClaimedEvent]| -> Vec<uuid::Uuid> {
+        claimed.iter().map(|e| e.record.id).collect()
+    };
+    let claimed = claim().await;
     assert_eq!(
-        ids,
+        ids(&claimed),
         vec![first],
         "one event of the key at a time, oldest first"
     );
@@ -657,13 +662,8 @@ async fn a_table_of_outbox_0_1_is_upgraded_in_place() {
         .complete(&claimed[0].lease, processed_first_attempt())
         .await
         .expect("complete");
-    let claimed = store
-        .claim(&ClaimRequest::new("w", 10, Duration::from_secs(30)))
-        .await
-        .expect("claim");
-    let ids: Vec<_> = claimed.iter().map(|e| e.record.id).collect();
     assert_eq!(
-        ids,
+        ids(&claim().await),
         vec![second],
         "the key's next event after the first finished"
     );
